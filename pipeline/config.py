@@ -1,0 +1,294 @@
+"""TrainConfig: every knob of a training run, in one frozen dataclass.
+
+A field's name is its command-line flag (`--lre_min=-3`), its sweep parameter name and its wandb
+config key, character for character. Values arrive three ways and go through the same checks:
+
+- the command line, as `wandb agent` writes it: `--key=value` with the value rendered by Python's
+  `str()` (`True`, `[100000, 150000]`, `-3.0`); a bare `--flag` sets a bool;
+- a mapping (the sweep-locked `wandb.config`, a checkpoint, a YAML), via `from_mapping`;
+- the defaults below.
+
+Unknown keys and values of the wrong type raise `LrscanError` naming the key and the valid keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import os
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from pipeline.errors import LrscanError
+
+SCHEDULES = ("range", "step", "constant")
+INITS = ("lecture", "scaled")
+WANDB_MODES = ("offline", "online", "disabled")
+DATA_ENV = "LRSCAN_DATA"  # environment variable naming the word list when --data is not given
+
+
+def default_data_path() -> str:
+    return os.environ.get(DATA_ENV) or "data/names.txt"
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    data: str = _f(factory=default_data_path, help=f"word list, one word per line (default ${DATA_ENV} or data/names.txt)")
+    split_seed: int = _f(42, "seed of the word shuffle before the 80/10/10 train/dev/test split")
+    block_size: int = _f(3, "context length: how many characters predict the next one")
+    # model
+    n_embd: int = _f(2, "embedding dimension of each character (the lecture's final model: 10)")
+    n_hidden: int = _f(100, "hidden tanh units (the lecture's final model: 200)")
+    init: str = _f("lecture", "weight init: 'lecture' = plain randn as in the video, 'scaled' = tanh-gain/sqrt(fan_in), small logits")
+    seed: int = _f(2147483647, "seed of the weight init and of the minibatch sampling (the lecture's generator seed)")
+    # optimization
+    batch_size: int = _f(32, "minibatch size")
+    steps: int = _f(1000, "training steps; for schedule=range also the number of lrs tried")
+    schedule: str = _f("range", "lr schedule: range (10**linspace(lre_min, lre_max, steps)), step, constant")
+    lre_min: float = _f(-3.0, "range test: first lr exponent (lr = 10**lre_min)")
+    lre_max: float = _f(0.0, "range test: last lr exponent, reached on the last step")
+    lr: float = _f(0.1, "lr of schedule=constant, and the lr before the first decay step of schedule=step")
+    decay_steps: tuple[int, ...] = _f((100000,), "schedule=step: steps at which the lr drops, increasing, e.g. [100000, 150000]")
+    decay_lrs: tuple[float, ...] = _f((0.01,), "schedule=step: the lr from each decay step on, one per decay step")
+    # early stops
+    stop_on_nonfinite: bool = _f(True, "stop when the loss is NaN or inf (recorded as diverged_at_step; exit code 0)")
+    stop_on_climb: bool = _f(True, "range test: stop once the smoothed loss exceeds climb_factor x its best")
+    climb_factor: float = _f(4.0, "range test: the climb stop's threshold, as a multiple of the best smoothed loss")
+    climb_burn_in_steps: int = _f(100, "range test: no climb stop before this step, so an early spike cannot trigger it")
+    smooth_beta: float = _f(0.98, "range test: beta of the bias-corrected EMA of the loss (logged as smooth_loss)")
+    # evaluation and output
+    eval_every_steps: int = _f(0, "log the full dev loss every this many steps (0: only at the end)")
+    samples: int = _f(5, "names sampled from the model and printed at the end")
+    progress_every_steps: int = _f(100, "refresh the progress bar every this many steps")
+    log_chunk_steps: int = _f(256, "steps handed to the logging process at a time (all are logged)")
+    # system
+    device: str = _f("cpu", "cpu, cuda, cuda:N or auto (cuda when available)")
+    num_threads: int = _f(1, "torch CPU threads; 1 is fastest for this small model, above all beside other workers")
+    # wandb
+    wandb_mode: str = _f("offline", "offline (no account needed), online or disabled")
+    wandb_project: str = _f("lrscan", "wandb project")
+    wandb_entity: str = _f("", "wandb entity (team or user); empty: your default")
+    wandb_group: str = _f("", "wandb group; sweeps put their key here so the analysis finds their runs")
+    wandb_name: str = _f("", "wandb run name; empty: generated")
+    wandb_tags: tuple[str, ...] = _f((), "wandb tags, e.g. ['lr_range', 'seed1']")
+    wandb_job_type: str = _f("train", "wandb job_type")
+    run_id: str = _f("", "wandb run id; empty: $WANDB_RUN_ID (set by wandb agent) or a new one")
+    # checkpoints
+    ckpt_dir: str = _f("checkpoints", "folder of the checkpoints, one file per run id")
+    ckpt_every_steps: int = _f(10000, "save a checkpoint every this many steps (0: only at the end)")
+    resume: bool = _f(False, "continue the run from its checkpoint (same wandb run id, no lost or repeated step)")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _field_types()[f.name]))
+        _validate(self)
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples become lists), as wandb.config and checkpoints store them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+        """A config from typed values (wandb.config, a checkpoint), over `base` or the defaults."""
+        unknown = sorted(k for k in values if k not in field_names())
+        if unknown:
+            raise LrscanError(_unknown_message(unknown))
+        current = base.to_dict() if base is not None else {}
+        current.update(values)
+        return cls(**current)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> TrainConfig:
+    """`--key=value` / `--key value` / bare `--bool_key` flags into a TrainConfig.
+
+    Values are strings, typed by the field: `--decay_steps=[100000, 150000]` (what `${args}` renders
+    for a list), `--decay_steps=100000,150000` and `--resume=True` all work.
+    """
+    types_ = _field_types()
+    values: dict[str, Any] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise LrscanError(f"unexpected argument {arg!r}: flags look like --key=value. Valid keys: {', '.join(field_names())}")
+        key, eq, raw = arg[2:].partition("=")
+        if key not in types_:
+            raise LrscanError(_unknown_message([key]))
+        if not eq:
+            # `--key value`, or a bare boolean flag
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if types_[key] is bool and (nxt is None or nxt.startswith("--") or nxt.lower() not in _BOOL_WORDS):
+                raw = "True"
+            elif nxt is None:
+                raise LrscanError(f"--{key} needs a value (--{key}=VALUE)")
+            else:
+                raw = nxt
+                i += 1
+        if key in values:
+            raise LrscanError(f"--{key} given twice")
+        values[key] = _parse_string(key, raw, types_[key])
+        i += 1
+    return TrainConfig(**values)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def help_text() -> str:
+    lines = ["usage: python -m pipeline.train [--key=value ...]", "", "keys (default):"]
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        shown = list(default) if isinstance(default, tuple) else default
+        lines.append(f"  --{f.name}={shown!s:<14} {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """One string value (as a sweep's `${args}` renders it) typed for field `key`."""
+    types_ = _field_types()
+    if key not in types_:
+        raise LrscanError(_unknown_message([key]))
+    return _parse_string(key, raw, types_[key])
+
+
+# -- typing and checks ---------------------------------------------------------------------------
+
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"list of {typing.get_args(tp)[0].__name__}"
+    return tp.__name__
+
+
+def _unknown_message(keys: Sequence[str]) -> str:
+    which = ", ".join(repr(k) for k in keys)
+    return f"unknown config key {which}. Valid keys: {', '.join(field_names())}"
+
+
+def _parse_string(key: str, raw: str, tp: Any) -> Any:
+    raw = raw.strip()
+    if tp is str:
+        return raw
+    if tp is bool:
+        word = _BOOL_WORDS.get(raw.lower())
+        if word is None:
+            raise LrscanError(f"--{key}={raw!r}: expected a bool (True or False)")
+        return word
+    if typing.get_origin(tp) is tuple:
+        if raw in ("", "[]", "()"):
+            return ()
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            # a bare comma list, e.g. 100000,150000 or lr_range,seed1
+            value = [part.strip() for part in raw.split(",") if part.strip()]
+            if typing.get_args(tp)[0] is not str:
+                value = [_literal(key, part, typing.get_args(tp)[0]) for part in value]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return value
+    return _literal(key, raw, tp)
+
+
+def _literal(key: str, raw: str, tp: Any) -> Any:
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if tp is float and raw.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            value = float(raw)
+        else:
+            raise LrscanError(f"--{key}={raw!r}: expected {_type_name(tp)}") from None
+    return value
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check a typed value against the field type; the few safe conversions only (3.0 -> 3, 3 -> 3.0)."""
+    bad = LrscanError(f"{key}={value!r}: expected {_type_name(tp)}, got {type(value).__name__}")
+    if typing.get_origin(tp) is tuple:
+        if isinstance(value, str):
+            value = _parse_string(key, value, tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(key, v, inner) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        # wandb and YAML render whole floats like 1e5 as floats; take them when exact
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported field type {tp!r}")  # a bug in TrainConfig, not user input
+
+
+def _validate(c: TrainConfig) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise LrscanError(message)
+
+    need(c.schedule in SCHEDULES, f"schedule={c.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    need(c.init in INITS, f"init={c.init!r}: expected one of {', '.join(INITS)}")
+    need(c.wandb_mode in WANDB_MODES, f"wandb_mode={c.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    need(c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:"), f"device={c.device!r}: expected cpu, cuda, cuda:N or auto")
+    for name in ("block_size", "n_embd", "n_hidden", "batch_size", "steps", "log_chunk_steps", "progress_every_steps", "num_threads"):
+        need(getattr(c, name) >= 1, f"{name}={getattr(c, name)}: must be >= 1")
+    for name in ("eval_every_steps", "ckpt_every_steps", "climb_burn_in_steps", "samples"):
+        need(getattr(c, name) >= 0, f"{name}={getattr(c, name)}: must be >= 0")
+    for name in ("lre_min", "lre_max", "lr", "climb_factor", "smooth_beta"):
+        need(math.isfinite(getattr(c, name)), f"{name}={getattr(c, name)}: must be a finite number")
+    need(c.lre_min <= c.lre_max, f"lre_min={c.lre_min} > lre_max={c.lre_max}: the range test goes from low to high lr")
+    need(c.lr > 0, f"lr={c.lr}: must be > 0")
+    need(c.climb_factor > 1, f"climb_factor={c.climb_factor}: must be > 1")
+    need(0 <= c.smooth_beta < 1, f"smooth_beta={c.smooth_beta}: must be in [0, 1)")
+    need(len(c.decay_steps) == len(c.decay_lrs),
+         f"decay_steps has {len(c.decay_steps)} values but decay_lrs has {len(c.decay_lrs)}: give one lr per decay step")
+    need(all(s > 0 for s in c.decay_steps), f"decay_steps={list(c.decay_steps)}: steps must be > 0")
+    need(all(a < b for a, b in zip(c.decay_steps, c.decay_steps[1:])), f"decay_steps={list(c.decay_steps)}: must be strictly increasing")
+    need(all(lr > 0 and math.isfinite(lr) for lr in c.decay_lrs), f"decay_lrs={list(c.decay_lrs)}: lrs must be finite and > 0")
+    need(c.run_id == "" or c.run_id.replace("-", "").replace("_", "").isalnum(),
+         f"run_id={c.run_id!r}: use letters, digits, - and _ only")
+
+

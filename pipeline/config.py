@@ -34,6 +34,11 @@ def default_data_path() -> str:
     return os.environ.get(DATA_ENV) or "data/names.txt"
 
 
+def default_ckpt_dir() -> str:
+    # beside the runs: a sweep sets WANDB_DIR to its own folder, so its checkpoints live there too
+    return os.path.join(os.environ.get("WANDB_DIR") or ".", "checkpoints")
+
+
 def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING):
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata={"help": help})
@@ -84,7 +89,7 @@ class TrainConfig:
     wandb_job_type: str = _f("train", "wandb job_type")
     run_id: str = _f("", "wandb run id; empty: $WANDB_RUN_ID (set by wandb agent) or a new one")
     # checkpoints
-    ckpt_dir: str = _f("checkpoints", "folder of the checkpoints, one file per run id")
+    ckpt_dir: str = _f(factory=default_ckpt_dir, help="folder of the checkpoints, one file per run id (default $WANDB_DIR/checkpoints)")
     ckpt_every_steps: int = _f(10000, "save a checkpoint every this many steps (0: only at the end)")
     resume: bool = _f(False, "continue the run from its checkpoint (same wandb run id, no lost or repeated step)")
 

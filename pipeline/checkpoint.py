@@ -1,0 +1,54 @@
+"""Atomic checkpoints: weights, next step, stop-rule state, vocabulary and the wandb run id.
+
+Written to a temporary file in the same folder, fsynced, then renamed over the old one, so a kill at
+any moment leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import LrscanError
+
+FORMAT_VERSION = 1
+
+
+def ckpt_path(ckpt_dir: str | os.PathLike, run_id: str) -> Path:
+    return Path(ckpt_dir) / f"{run_id}.pt"
+
+
+def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, do not guess
+        raise LrscanError(f"checkpoint {str(path)!r} cannot be read: {e}") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise LrscanError(f"checkpoint {str(path)!r} is not an lrscan checkpoint of format {FORMAT_VERSION}")
+    return state
+
+
+def latest(ckpt_dir: str | os.PathLike) -> Path | None:
+    """The most recently written checkpoint in a folder, for `--resume` without a run id."""
+    found = sorted(Path(ckpt_dir).glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None

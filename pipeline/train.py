@@ -1,0 +1,294 @@
+"""Train the seed's character-level MLP with one lr schedule, logging every step to wandb.
+
+    python -m pipeline.train --schedule=range --lre_min=-3 --lre_max=0 --steps=1000
+    python -m pipeline.train --schedule=step --n_embd=10 --n_hidden=200 --steps=200000 --lr=0.1 \\
+        --decay_steps=[100000] --decay_lrs=[0.01]
+    python -m pipeline.train --help
+
+Every step logs lr, lre (log10 of the lr used), loss and log10_loss at step = the training step.
+Offline by default: the run lands in ./wandb (or $WANDB_DIR/wandb) and `wandb sync` uploads it later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline import checkpoint, keys
+from pipeline.config import TrainConfig, help_text, parse_args
+from pipeline.data import Splits, load_splits
+from pipeline.errors import LrscanError, exit_with
+from pipeline.model import MLP, SGDStep
+from pipeline.schedule import ClimbStop, schedule_lrs
+from pipeline.tracking import InitArgs, open_logger
+
+# fields that may differ between a run and its resumption: they change how a run is operated, not its numbers
+OPERATIONAL_FIELDS = {
+    "resume", "run_id", "ckpt_dir", "ckpt_every_steps", "progress_every_steps", "log_chunk_steps",
+    "device", "num_threads", "samples", "data", "wandb_mode",
+}
+# fields that change the data the model sees: a sweep-locked change of one of these reloads the data
+DATA_FIELDS = ("data", "block_size", "split_seed")
+SAMPLING_BLOCK_STEPS = 1024  # minibatch indices are drawn per block of steps from a generator seeded by (seed, block)
+
+
+class StopRequested(Exception):
+    """SIGTERM or Ctrl-C: finish the current chunk, save a checkpoint, close the run."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LrscanError(f"device={name!r}: CUDA is not available on this machine (use --device=cpu or auto)")
+    return torch.device(name)
+
+
+def new_run_id() -> str:
+    # the shape of wandb's own ids: 8 characters of [a-z0-9]
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def batch_indices(seed: int, start_step: int, n_steps: int, n_train: int, batch_size: int,
+                  block_steps: int = SAMPLING_BLOCK_STEPS) -> torch.Tensor:
+    """Minibatch row indices for steps [start_step, start_step + n_steps): (n_steps, batch_size) int64.
+
+    Each block of `block_steps` steps has its own generator seeded from (seed, block), so the batches of
+    a step do not depend on where the run started: a resumed run sees exactly the batches it would have.
+    """
+    out = []
+    step, end = start_step, start_step + n_steps
+    while step < end:
+        block = step // block_steps
+        g = torch.Generator().manual_seed((seed * 1_000_003 + block) % (2**63 - 1))
+        ix = torch.randint(0, n_train, (block_steps, batch_size), generator=g)  # (block_steps, B)
+        lo = step - block * block_steps
+        hi = min(end - block * block_steps, block_steps)
+        out.append(ix[lo:hi])
+        step += hi - lo
+    return torch.cat(out)
+
+
+def compatible(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The fields of `cfg` that differ from a checkpoint's config in a way that changes the numbers."""
+    now = cfg.to_dict()
+    return sorted(k for k, v in saved.items() if k not in OPERATIONAL_FIELDS and now.get(k) != v)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run one training run end to end; returns the run summary."""
+    # system inits
+    torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    splits = load_splits(cfg.data, cfg.block_size, cfg.split_seed)  # bad data fails before any run exists
+
+    # resume: which run, from which step
+    run_id = cfg.run_id or os.environ.get("WANDB_RUN_ID", "")
+    resume = cfg.resume or os.environ.get("WANDB_RESUME", "") in ("allow", "must", "auto")
+    state = None
+    if resume:
+        path = checkpoint.ckpt_path(cfg.ckpt_dir, run_id) if run_id else checkpoint.latest(cfg.ckpt_dir)
+        if path is not None and path.exists():
+            state = checkpoint.load(path)
+            run_id = state["run_id"]
+            diff = compatible(state["config"], cfg)
+            if diff:
+                raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint {str(path)!r}")
+            if state["finished"]:
+                print(f"run {run_id} already finished at step {state['step'] - 1} ({path}); nothing to do")
+                return state.get("summary", {})
+            print(f"resuming run {run_id} at step {state['step']} from {path}")
+        elif cfg.resume:
+            print(f"no checkpoint for {'run ' + run_id if run_id else 'any run'} in {cfg.ckpt_dir}: starting a new run")
+    run_id = run_id or new_run_id()
+
+    # init logging (wandb lives in its own process)
+    logger = open_logger(InitArgs(
+        run_id=run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
+        group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
+        config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or resume,
+        define_lre_axis=cfg.schedule == "range",
+    ))
+    info = logger.start()
+    exit_code = 1
+    try:
+        # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
+        locked = {k: v for k, v in info.config.items() if k in cfg.to_dict()}
+        merged = TrainConfig.from_mapping(locked, base=cfg)
+        if any(getattr(merged, k) != getattr(cfg, k) for k in DATA_FIELDS):
+            splits = load_splits(merged.data, merged.block_size, merged.split_seed)
+        cfg = merged.replace(run_id=run_id)
+        summary = _run(cfg, splits, device, logger, state, info.logged_through_step)
+        exit_code = 0
+        return summary
+    except StopRequested:
+        exit_code = 130
+        raise
+    finally:
+        logger.finish(exit_code)
+
+
+def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: dict | None, logged_through: int) -> dict:
+    # init model
+    vocab_size = len(splits.vocab)
+    model = MLP.create(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed, init=cfg.init, device=device)
+    climb = ClimbStop(beta=cfg.smooth_beta, factor=cfg.climb_factor, burn_in_steps=cfg.climb_burn_in_steps)
+    start_step, elapsed_s = 0, 0.0
+    if state is not None:
+        model.flat.copy_(state["flat"].to(device))
+        climb.load(state["climb"])
+        start_step, elapsed_s = state["step"], state["elapsed_s"]
+    step_fn = SGDStep(model)
+    Xtr, Ytr = (t.to(device) for t in splits.train)
+    lrs, lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
+                             decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
+    ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, cfg.run_id)
+    is_range = cfg.schedule == "range"
+    print(f"run {cfg.run_id}: {cfg.schedule} schedule, {cfg.steps} steps, {model.n_params} parameters, "
+          f"{splits.n_words[0]}/{splits.n_words[1]}/{splits.n_words[2]} words train/dev/test, device {device}")
+
+    def save_checkpoint(next_step: int, finished: bool, summary: dict | None = None) -> None:
+        checkpoint.save(ckpt_file, {
+            "config": cfg.to_dict(), "run_id": cfg.run_id, "step": next_step, "finished": finished,
+            "flat": model.flat.detach().cpu(), "climb": climb.state(), "vocab": list(splits.vocab.itos),
+            "elapsed_s": elapsed_s, "summary": summary or {},
+        })
+
+    # SIGTERM (a sweep runner stopping us, a scheduler's preemption) ends the run like Ctrl-C
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    bar = _progress_bar(cfg.steps, start_step, cfg.progress_every_steps)
+    stop_step = stop_reason = diverged_at = None
+    step = start_step
+    try:
+        # training loop, one chunk of steps at a time: the chunk's batches are drawn at once and its
+        # losses are handed to the logger at once, so the per-step work is tensor ops only
+        while step < cfg.steps and stop_step is None:
+            end = _chunk_end(step, cfg)
+            t0 = time.perf_counter()
+            ix = batch_indices(cfg.seed, step, end - step, Xtr.shape[0], cfg.batch_size).to(device)  # (n, B)
+            Xc, Yc = Xtr[ix], Ytr[ix]                                       # (n, B, block_size), (n, B)
+            onehot = F.one_hot(Yc, vocab_size).to(model.flat.dtype)       # (n, B, vocab)
+            chunk_lrs = lrs[step:end].tolist()
+            losses = []
+            for k in range(end - step):
+                losses.append(step_fn(Xc[k], Yc[k], onehot[k], chunk_lrs[k]))
+            loss = torch.stack(losses).double().cpu().numpy()              # (n,)
+            elapsed_s += time.perf_counter() - t0
+
+            # early stops: look at the chunk's losses in order, cut the chunk at the first stop
+            n = end - step
+            smooth = np.full(n, np.nan)
+            for k in range(n):
+                s = step + k
+                if not math.isfinite(loss[k]) and diverged_at is None:
+                    diverged_at = s
+                    if cfg.stop_on_nonfinite:
+                        stop_step, stop_reason, n = s, keys.STOP_NON_FINITE, k + 1
+                        break
+                if is_range:
+                    smooth[k], climbed = climb.update(s, float(loss[k]))
+                    if climbed and cfg.stop_on_climb:
+                        stop_step, stop_reason, n = s, keys.STOP_CLIMB, k + 1
+                        break
+
+            # logging
+            extra = {}
+            if cfg.eval_every_steps and (step + n) % cfg.eval_every_steps == 0 and stop_step is None:
+                extra[step + n - 1] = {keys.DEV_LOSS: model.loss(*(t.to(device) for t in splits.dev))}
+            first = max(0, logged_through + 1 - step)  # a resumed run re-trains, but does not re-log, what its history has
+            if first < n:
+                columns = {keys.LR: lrs[step:step + n], keys.LRE: lres[step:step + n], keys.LOSS: loss[:n],
+                           keys.LOG10_LOSS: np.log10(loss[:n])}
+                if is_range:
+                    columns[keys.SMOOTH_LOSS] = smooth[:n]
+                logger.log_steps(np.arange(step, step + n)[first:], {k: v[first:] for k, v in columns.items()}, extra)
+            step += n
+            bar.update(n)
+            bar.set_postfix(loss=f"{loss[n - 1]:.4f}", lr=f"{lrs[step - 1]:.3g}", refresh=False)
+
+            # checkpoint
+            if cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and step < cfg.steps and stop_step is None:
+                save_checkpoint(step, finished=False)
+            if stop["signal"] is not None:
+                save_checkpoint(step, finished=False)
+                raise StopRequested(f"signal {stop['signal']} at step {step}")
+    finally:
+        bar.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    # evaluate
+    summary = {
+        keys.FINAL_STEP: step - 1,
+        keys.STEPS_PER_SECOND: (step - start_step) / elapsed_s if elapsed_s > 0 else 0.0,
+        "n_params": model.n_params,
+    }
+    for name, (X, Y) in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)):
+        summary[f"{name}_loss"] = model.loss(X.to(device), Y.to(device))
+    if stop_step is not None:
+        summary[keys.STOP_STEP], summary[keys.STOP_REASON] = stop_step, stop_reason
+    if diverged_at is not None:
+        summary[keys.DIVERGED_AT_STEP] = diverged_at
+    if is_range and math.isfinite(climb.best):
+        summary[keys.BEST_SMOOTH_LOSS] = climb.best
+    logger.summary(summary)
+    save_checkpoint(step, finished=True, summary=summary)
+
+    # report
+    why = f", stopped at step {stop_step} ({stop_reason})" if stop_step is not None else ""
+    print(f"run {cfg.run_id}: train {summary['train_loss']:.4f}  dev {summary['dev_loss']:.4f}  "
+          f"test {summary['test_loss']:.4f}  ({summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why})")
+    if cfg.samples:
+        g = torch.Generator().manual_seed(cfg.seed + 10)
+        names = ["".join(splits.vocab.itos[i] for i in w) for w in model.sample(cfg.samples, g)]
+        print("samples: " + ", ".join(names))
+    return summary
+
+
+def _chunk_end(step: int, cfg: TrainConfig) -> int:
+    # chunks end on eval and checkpoint steps so both see the exact state of that step
+    end = min(step + cfg.log_chunk_steps, cfg.steps)
+    for every in (cfg.eval_every_steps, cfg.ckpt_every_steps):
+        if every:
+            end = min(end, (step // every + 1) * every)
+    return end
+
+
+def _progress_bar(total: int, initial: int, every_steps: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty(),
+                miniters=every_steps, mininterval=0.2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(help_text())
+        return
+    try:
+        train(parse_args(argv))
+    except LrscanError as e:
+        exit_with(e, "pipeline.train")
+    except StopRequested as e:
+        print(f"pipeline.train: stopped ({e}); checkpoint saved, resume with --resume", file=sys.stderr)
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()

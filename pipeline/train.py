@@ -118,6 +118,7 @@ def train(cfg: TrainConfig) -> dict:
         group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
         config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or resume,
         define_lre_axis=cfg.schedule == "range",
+        lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, run_id).with_suffix(".lock")),
     ))
     info = logger.start()
     exit_code = 1

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny word lists made here, quiet offline wandb, the real names.txt where present."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_NAMES = REPO.parent / "shared" / "data" / "names.txt"
+
+
+def make_words(n: int = 300, seed: int = 0) -> list[str]:
+    """Pronounceable fake names over a-z, so every split sees every letter."""
+    rng = random.Random(seed)
+    consonants, vowels = "bcdfghjklmnpqrstvwxyz", "aeiou"
+    words = ["".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+    words[:26] = list("abcdefghijklmnopqrstuvwxyz")  # the training split will almost surely hold them all
+    return words
+
+
+@pytest.fixture
+def words_file(tmp_path: Path) -> Path:
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(make_words()) + "\n")
+    return path
+
+
+@pytest.fixture
+def real_names() -> Path:
+    if not SHARED_NAMES.is_file():
+        pytest.skip("../shared/data/names.txt is not present")
+    return SHARED_NAMES
+
+
+@pytest.fixture(autouse=True)
+def quiet_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every test gets its own WANDB_DIR; nothing reaches the network or the user's ./wandb
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_RUN_GROUP", "WANDB_TAGS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def train_argv(data: Path, *extra: str) -> list[str]:
+    """A small, fast training run: tiny model, few steps."""
+    return [f"--data={data}", "--n_embd=2", "--n_hidden=16", "--samples=0", *extra]

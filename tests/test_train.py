@@ -1,0 +1,181 @@
+"""Real training runs: offline wandb, the real logger process, real .wandb files read back."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from analysis.wandb_file import read_run_file
+from pipeline import keys
+from pipeline.config import parse_args
+from pipeline.schedule import schedule_lrs
+from pipeline.train import batch_indices, train
+from tests.conftest import REPO, train_argv
+
+pytestmark = pytest.mark.slow
+
+
+def run_files(wandb_dir: Path, run_id: str | None = None) -> list[Path]:
+    pattern = f"offline-run-*-{run_id}/run-{run_id}.wandb" if run_id else "offline-run-*/run-*.wandb"
+    return sorted((wandb_dir / "wandb").glob(pattern))
+
+
+def history(path: Path) -> dict[str, np.ndarray]:
+    return read_run_file(path).history
+
+
+def test_offline_run_logs_every_step_with_its_four_keys(words_file, tmp_path):
+    cfg = parse_args(train_argv(words_file, "--steps=300", "--lre_min=-3", "--lre_max=-1", "--run_id=every1",
+                                "--wandb_group=g1", "--wandb_tags=[\"t1\"]"))
+    summary = train(cfg)
+    [path] = run_files(tmp_path, "every1")
+    rf = read_run_file(path)
+    h = rf.history
+    assert h["step"].tolist() == list(range(300))
+    lrs, lres = schedule_lrs("range", 300, lre_min=-3, lre_max=-1, lr=0.1, decay_steps=(), decay_lrs=())
+    np.testing.assert_allclose(h[keys.LR], lrs, rtol=1e-12)
+    np.testing.assert_allclose(h[keys.LRE], lres, rtol=1e-12)
+    assert h[keys.LRE][0] == -3.0 and h[keys.LRE][-1] == -1.0
+    np.testing.assert_allclose(h[keys.LOG10_LOSS], np.log10(h[keys.LOSS]), rtol=1e-6)
+    assert np.all(np.isfinite(h[keys.SMOOTH_LOSS]))
+    # config, summary, identity: everything the analysis needs is in the one file
+    assert rf.config["lre_min"] == -3 and rf.config["steps"] == 300 and rf.config["run_id"] == "every1"
+    assert rf.group == "g1" and "t1" in rf.tags and rf.job_type == "train" and rf.exit_code == 0
+    for k in ("train_loss", "dev_loss", "test_loss"):
+        assert rf.summary[k] == pytest.approx(summary[k])
+    assert rf.summary[keys.FINAL_STEP] == 299
+
+
+def test_same_seed_same_losses_other_seed_other_losses(words_file, tmp_path):
+    for run_id, seed in (("det1", 5), ("det2", 5), ("det3", 6)):
+        train(parse_args(train_argv(words_file, "--steps=150", "--schedule=constant", f"--seed={seed}", f"--run_id={run_id}")))
+    a, b, c = (history(run_files(tmp_path, r)[0])[keys.LOSS] for r in ("det1", "det2", "det3"))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_batches_do_not_depend_on_where_the_run_started():
+    whole = batch_indices(7, 0, 3000, 1000, 32)
+    parts = [batch_indices(7, s, n, 1000, 32) for s, n in ((0, 1000), (1000, 1500), (2500, 500))]
+    np.testing.assert_array_equal(whole.numpy(), np.concatenate([p.numpy() for p in parts]))
+
+
+def test_climb_stop_ends_the_range_test_and_says_so(words_file, tmp_path):
+    argv = train_argv(words_file, "--steps=400", "--lre_min=-2", "--lre_max=3", "--climb_burn_in_steps=50", "--stop_on_nonfinite=False")
+    summary = train(parse_args(argv + ["--run_id=climb1"]))
+    assert summary[keys.STOP_REASON] == keys.STOP_CLIMB
+    stop = summary[keys.STOP_STEP]
+    h = history(run_files(tmp_path, "climb1")[0])
+    assert h["step"].tolist() == list(range(stop + 1))  # logged up to and including the stop step
+    assert summary[keys.BEST_SMOOTH_LOSS] * 4 < h[keys.SMOOTH_LOSS][-1]
+    # switched off, the same test runs to lre_max as the seed does
+    summary = train(parse_args(argv + ["--run_id=climb2", "--stop_on_climb=False"]))
+    assert keys.STOP_REASON not in summary or summary[keys.STOP_REASON] != keys.STOP_CLIMB
+    h = history(run_files(tmp_path, "climb2")[0])
+    assert h["step"][-1] == 399 or summary.get(keys.DIVERGED_AT_STEP) is not None
+
+
+def test_divergence_stops_the_run_and_exits_zero(words_file, tmp_path):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    argv = train_argv(words_file, "--steps=300", "--lre_min=1", "--lre_max=40", "--stop_on_climb=False", "--run_id=div1")
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rf = read_run_file(run_files(tmp_path, "div1")[0])
+    at = rf.summary[keys.DIVERGED_AT_STEP]
+    assert rf.summary[keys.STOP_REASON] == keys.STOP_NON_FINITE and rf.summary[keys.STOP_STEP] == at
+    h = rf.history
+    assert h["step"][-1] == at and not math.isfinite(h[keys.LOSS][-1]) and np.all(np.isfinite(h[keys.LOSS][:-1]))
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tmp_path):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    argv = train_argv(words_file, "--schedule=step", "--steps=6000", "--lr=0.1", "--decay_steps=[3000]", "--decay_lrs=[0.01]",
+                      "--ckpt_every_steps=1000", "--log_chunk_steps=100")
+    cmd = [sys.executable, "-m", "pipeline.train", *argv]
+    # the uninterrupted reference
+    subprocess.run(cmd + ["--run_id=whole"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    reference = history(run_files(tmp_path, "whole")[0])
+
+    # the same run, killed for real once its first checkpoint is on disk
+    ckpt = tmp_path / "checkpoints" / "cut.pt"
+    proc = subprocess.Popen(cmd + ["--run_id=cut"], env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(ckpt.exists, 120, "the first checkpoint")
+    time.sleep(0.3)  # let it train and log some steps past the checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    resumed = subprocess.run(cmd + ["--run_id=cut", "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run cut at step" in resumed.stdout
+
+    segments = [history(p) for p in run_files(tmp_path, "cut")]
+    assert len(segments) == 2
+    steps = np.concatenate([s["step"] for s in segments])
+    assert sorted(steps.tolist()) == list(range(6000)), "a lost or repeated step"
+    order = np.argsort(steps)
+    for k in (keys.LOSS, keys.LR, keys.LRE, keys.LOG10_LOSS):
+        np.testing.assert_array_equal(np.concatenate([s[k] for s in segments])[order], reference[k])
+
+
+def test_sweep_locked_config_wins_over_flags(words_file, tmp_path):
+    # what `wandb agent` does: a param file + env, and the same values as --key=value flags
+    params = tmp_path / "sweep-abc" / "config-lock1.yaml"
+    params.parent.mkdir()
+    params.write_text(yaml.safe_dump({"wandb_version": 1, "steps": {"value": 40}, "lre_min": {"value": -2.5}}))
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "abc", "WANDB_RUN_ID": "lock1",
+           "WANDB_SWEEP_PARAM_PATH": str(params)}
+    argv = train_argv(words_file, "--steps=60", "--lre_min=-3")
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rf = read_run_file(run_files(tmp_path, "lock1")[0])
+    assert rf.config["steps"] == 40 and rf.config["lre_min"] == -2.5
+    assert rf.history["step"][-1] == 39 and rf.history[keys.LRE][0] == -2.5
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--steps=abc"], "--steps='abc': expected int"),
+    (["--nope=1"], "unknown config key 'nope'"),
+    (["--data=/does/not/exist.txt"], "does not exist"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, argv, fragment):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and fragment in p.stderr
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_disabled_mode_needs_no_wandb_process(words_file):
+    summary = train(parse_args(train_argv(words_file, "--steps=50", "--wandb_mode=disabled", "--schedule=constant")))
+    assert summary[keys.FINAL_STEP] == 49 and math.isfinite(summary["dev_loss"])
+
+
+def test_help_exits_zero():
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode == 0 and "--lre_min=" in p.stdout

@@ -1,0 +1,100 @@
+"""`python -m analysis SOURCE`: load runs, pick the exponent, summarise the decay grid, write a report.
+
+    python -m analysis wandb --group lr_range-1a2b3c --out reports/range
+    python -m analysis entity/project --sweep abc123 --log-to-wandb --wandb-mode online
+
+Bad input (a missing source, no runs, a bad flag, too few points) ends with one line
+`analysis: error: ...` and exit code 2, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from pipeline.errors import LrscanError, exit_with
+
+PROG = "analysis"
+DEFAULT_SOURCE = "./wandb"
+DEFAULT_ZOOM_BASE = Path("sweeps") / "lr_range.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, as every lrscan entrypoint does
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Analyse lrscan runs: pick the lr exponent, summarise decay grids, write a report.")
+    p.add_argument("source", nargs="?", default=DEFAULT_SOURCE,
+                   help=f"offline runs folder, run folder or .wandb file, or entity/project[/sweep] (default {DEFAULT_SOURCE})")
+    p.add_argument("--out", help="report folder (default reports/<group or sweep>-<UTC time>)")
+    p.add_argument("--group", help="only runs of this wandb group (a local sweep's key)")
+    p.add_argument("--sweep", help="only runs of this sweep (id or group key)")
+    p.add_argument("--tags", default="", help="only runs with all these tags, comma-separated")
+    p.add_argument("--state", help="only runs in this state, e.g. finished")
+    p.add_argument("--job-type", default="train", help="only runs of this job type (default train; 'all' for every run)")
+    p.add_argument("--block-steps", type=_positive_int, default=1000, help="steps per block of the block means (default 1000)")
+    p.add_argument("--bin-width", type=_positive_float, help="width of the lre bins in decades (default: 50 bins)")
+    p.add_argument("--n-bins", type=_positive_int, help="number of lre bins (default 50)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the seeds for the CI (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--zoom-base", help=f"sweep YAML the zoom sweep copies (default {DEFAULT_ZOOM_BASE} when it exists)")
+    p.add_argument("--log-to-wandb", action="store_true", help="also log the report as a wandb run with job_type=analysis")
+    p.add_argument("--wandb-mode", default="offline", choices=("offline", "online"), help="mode of that run (default offline)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.bin_width is not None and args.n_bins is not None:
+        build_parser().error("give --bin-width or --n-bins, not both")
+    try:
+        try:
+            from analysis.sources import load_runs
+        except ImportError as err:  # the loader is a separate module; say so rather than trace back
+            raise LrscanError(f"the run loader analysis.sources is not available: {err}") from None
+        from analysis.report import default_out_dir, summary_lines, write_report
+
+        tags = tuple(t.strip() for t in args.tags.split(",") if t.strip())
+        job_type = None if args.job_type == "all" else args.job_type
+        loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=args.state, job_type=job_type)
+        out = Path(args.out) if args.out else default_out_dir(name=args.group or args.sweep)
+        zoom_base = args.zoom_base or (DEFAULT_ZOOM_BASE if DEFAULT_ZOOM_BASE.is_file() else None)
+        report = write_report(
+            out, loaded, block_steps=args.block_steps, bin_width=args.bin_width, n_bins=args.n_bins,
+            n_boot=args.n_boot, seed=args.seed, zoom_base=zoom_base, source=args.source,
+            filters={"group": args.group, "sweep": args.sweep, "tags": list(tags), "state": args.state, "job_type": job_type},
+            log_to_wandb=args.log_to_wandb, wandb_mode=args.wandb_mode,
+        )
+    except LrscanError as err:
+        exit_with(err, PROG)
+    print("\n".join(summary_lines(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,568 @@
+"""Pick the learning-rate exponent from range-test runs, with a seed bootstrap CI, and zoom in.
+
+The range runs' steps are binned by lr exponent (``lre``), so runs over different ranges and seeds
+share one curve: each run is averaged per bin, runs of one seed are averaged, and the seeds give
+the mean and its band. Three suggesters read that curve side by side, inside a skip window:
+
+- minimum: the bin of lowest mean loss (the seed's "look where the loss is lowest");
+- steepest: the bin where the loss falls fastest per decade, ``d loss / d lre`` (fastai's
+  ``steep``, differentiated in log space so small lrs are not favoured, cf. Lightning #21141);
+- valley: fastai's longest-decreasing-subsequence rule (``fastai/callback/schedule.py``), whose
+  index lands about the middle of the valley, not 2/3 through as its docs say.
+
+A run that stopped early (climb or non-finite loss) has no rows past its stop: those lrs are simply
+not measured by it. Non-finite losses, and everything a run logged after its first one, are left out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis.blocks import NOT_HYPERPARAMETERS, SCHEDULE, SCHEDULE_RANGE, SEED, require_columns, run_columns
+from pipeline import keys
+from pipeline.config import TrainConfig, field_names
+from pipeline.errors import LrscanError
+
+DEFAULT_N_BINS = 50
+TRAIN_PROGRAM = "pipeline/train.py"
+
+
+@dataclass
+class ExponentPick:
+    """The picked exponent, the other suggesters, and the frames behind them.
+
+    ``curve``: one row per lre bin with data: ``lre`` (bin centre), ``lr``, ``loss`` (mean over
+    seeds), ``sd``, ``sem``, ``n`` (seeds measuring it), ``n_runs``, ``in_window`` (inside the
+    skip window the suggesters read). ``run_curves``: the same per run (``run_id``, ``seed``,
+    ``lre``, ``loss``). ``per_run``: each run's own picks and where it stopped.
+    """
+
+    best_lre: float
+    best_lr: float
+    best_lre_ci: tuple[float, float]
+    steepest_lre: float
+    steepest_lr: float
+    steepest_lre_ci: tuple[float, float]
+    valley_lre: float
+    valley_lr: float
+    n_runs: int
+    n_seeds: int
+    n_steps: int
+    column: str
+    bin_width: float
+    skip_start_frac: float
+    skip_end_frac: float
+    ci_level: float
+    n_boot: int
+    curve: pd.DataFrame
+    run_curves: pd.DataFrame
+    per_run: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def suggestions(self) -> dict[str, float]:
+        """Suggester name -> picked exponent (lre)."""
+        return {"minimum": self.best_lre, "steepest": self.steepest_lre, "valley": self.valley_lre}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able scalars and the per-run table (NaN -> None)."""
+        scalars = {
+            "best_lre": self.best_lre, "best_lr": self.best_lr, "best_lre_ci": list(self.best_lre_ci),
+            "steepest_lre": self.steepest_lre, "steepest_lr": self.steepest_lr,
+            "steepest_lre_ci": list(self.steepest_lre_ci),
+            "valley_lre": self.valley_lre, "valley_lr": self.valley_lr,
+            "n_runs": self.n_runs, "n_seeds": self.n_seeds, "n_steps": self.n_steps, "column": self.column,
+            "bin_width": self.bin_width, "skip_start_frac": self.skip_start_frac, "skip_end_frac": self.skip_end_frac,
+            "ci_level": self.ci_level, "n_boot": self.n_boot, "notes": list(self.notes),
+            "per_run": frame_records(self.per_run),
+        }
+        return json_safe(scalars)
+
+
+def pick_exponent(
+    steps: pd.DataFrame,
+    runs: pd.DataFrame | None = None,
+    *,
+    column: str = keys.LOSS,
+    bin_width: float | None = None,
+    n_bins: int | None = None,
+    skip_start_frac: float = 0.1,
+    skip_end_frac: float = 0.05,
+    n_boot: int = 1000,
+    ci_level: float = 0.95,
+    seed: int = 0,
+) -> ExponentPick:
+    """Pick the best lr exponent from the range-test runs in `steps`.
+
+    Parameters
+    ----------
+    steps : DataFrame
+        Tidy per-step frame with ``run_id``, ``step``, ``lre`` and `column`; a ``schedule`` column
+        keeps only ``range`` runs, a ``seed`` column groups runs into seeds.
+    runs : DataFrame, optional
+        Per-run frame; its ``diverged_at_step`` cuts each run there, and ``stop_reason`` /
+        ``stop_step`` go into ``per_run``.
+    column : str
+        The loss to read (default the raw ``loss``, the seed's range-test plot).
+    bin_width, n_bins : float, int, optional
+        Bins of ``lre``: a width in decades (edges on multiples of it, so separate analyses line
+        up), or a count over the measured span. Default: 50 bins. Not both.
+    skip_start_frac, skip_end_frac : float
+        Fractions of each run's measured steps the suggesters ignore at its start and end (fastai
+        skips the first 10 % and the last 5 points): a run's start is training from init, not the
+        lr, and its end is where it blew up. Per run, so runs of different ranges combine.
+    n_boot : int
+        Bootstrap resamples of the seeds (0: no CI).
+    ci_level : float
+        Coverage of the percentile CI.
+    seed : int
+        Seed of the bootstrap's RNG, so a report is reproducible.
+
+    Returns
+    -------
+    ExponentPick
+
+    Raises
+    ------
+    LrscanError
+        No range runs, no finite losses, bad bin settings, or fewer than 3 lre bins measured inside
+        the runs' skip windows.
+    """
+    require_columns(steps, ["run_id", keys.STEP_COLUMN, keys.LRE, column], "the steps frame")
+    if bin_width is not None and n_bins is not None:
+        raise LrscanError("give bin_width or n_bins, not both")
+    if bin_width is not None and not (math.isfinite(bin_width) and bin_width > 0):
+        raise LrscanError(f"bin_width={bin_width}: must be a positive number of decades")
+    if n_bins is not None and (int(n_bins) != n_bins or n_bins < 1):
+        raise LrscanError(f"n_bins={n_bins}: must be a whole number >= 1")
+    for name, frac in (("skip_start_frac", skip_start_frac), ("skip_end_frac", skip_end_frac)):
+        if not 0 <= frac < 1:
+            raise LrscanError(f"{name}={frac}: must be in [0, 1)")
+    if not 0 < ci_level < 1:
+        raise LrscanError(f"ci_level={ci_level}: must be in (0, 1)")
+    if n_boot < 0:
+        raise LrscanError(f"n_boot={n_boot}: must be >= 0")
+
+    measured = _measured_rows(_range_runs(steps), runs, column)
+    edges = _bin_edges(measured[keys.LRE].to_numpy(), bin_width, n_bins)
+    centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
+    n_total_bins = len(centres)
+    measured = measured.assign(
+        bin=np.clip(np.searchsorted(edges, measured[keys.LRE].to_numpy(), side="right") - 1, 0, n_total_bins - 1),
+        in_window=_skip_mask(measured, skip_start_frac, skip_end_frac),
+    )
+    windowed = measured.loc[measured["in_window"]]
+    if windowed.empty:
+        raise LrscanError(_too_few_message(0, skip_start_frac, skip_end_frac))
+
+    # per run and bin (inside each run's window), then per seed (a unit of the bootstrap) and bin
+    run_ids = pd.Index(measured["run_id"].astype("string").unique(), name="run_id")
+    per_run_bin = windowed.groupby([windowed["run_id"].astype("string"), "bin"], observed=True)[column].mean()
+    run_matrix = per_run_bin.unstack("bin").reindex(index=run_ids, columns=range(n_total_bins)).to_numpy(dtype="float64")
+    has_seed = SEED in measured.columns
+    firsts = measured.drop_duplicates("run_id").assign(run_id=lambda d: d["run_id"].astype("string")).set_index("run_id")
+    run_unit = firsts[SEED].reindex(run_ids) if has_seed else pd.Series(run_ids, index=run_ids)
+    unit_codes, units = pd.factorize(run_unit.to_numpy(), sort=True)
+    unit_matrix = np.vstack([_nanmean(run_matrix[unit_codes == u], axis=0) for u in range(len(units))])
+
+    n = np.isfinite(unit_matrix).sum(axis=0)
+    binned = np.flatnonzero(n > 0)
+    if len(binned) < 3:
+        raise LrscanError(_too_few_message(len(binned), skip_start_frac, skip_end_frac))
+    mean = _nanmean(unit_matrix, axis=0)
+    sd = _nansd(unit_matrix)
+    x, y = centres[binned], mean[binned]
+    best_lre = float(x[np.argmin(y)])
+    steepest_lre = float(x[np.argmin(np.gradient(y, x))])
+    valley_lre = float(x[valley_index(y)])
+
+    notes: list[str] = []
+    best_ci, steep_ci = (math.nan, math.nan), (math.nan, math.nan)
+    if n_boot and len(units) >= 2:
+        best_ci, steep_ci = _bootstrap(unit_matrix[:, binned], x, n_boot, ci_level, seed)
+    elif n_boot:
+        notes.append(f"only one {'seed' if has_seed else 'run'}: no bootstrap CI (run more seeds)")
+
+    curve = pd.DataFrame({
+        keys.LRE: x,
+        keys.LR: 10.0 ** x,
+        column: y,
+        "sd": sd[binned],
+        "sem": sd[binned] / np.sqrt(n[binned]),
+        "n": n[binned].astype("int64"),
+        "n_runs": np.isfinite(run_matrix[:, binned]).sum(axis=0).astype("int64"),
+    })
+    # every measured bin of every run, the skipped ends included, for the faint per-run lines
+    run_curves = (
+        measured.groupby([measured["run_id"].astype("string"), "bin"], observed=True)
+        .agg(**{column: (column, "mean"), "in_window": ("in_window", "any")})
+        .reset_index()
+        .assign(**{keys.LRE: lambda d: centres[d["bin"].to_numpy()]})
+        .assign(**{keys.LR: lambda d: 10.0 ** d[keys.LRE]})
+        .drop(columns="bin")
+    )
+    if has_seed:
+        run_curves = run_curves.merge(run_unit.rename(SEED).reset_index(), on="run_id", how="left")
+    per_run = _per_run_picks(measured, run_matrix, run_ids, centres, runs, column)
+
+    return ExponentPick(
+        best_lre=best_lre, best_lr=10.0 ** best_lre, best_lre_ci=best_ci,
+        steepest_lre=steepest_lre, steepest_lr=10.0 ** steepest_lre, steepest_lre_ci=steep_ci,
+        valley_lre=valley_lre, valley_lr=10.0 ** valley_lre,
+        n_runs=len(run_ids), n_seeds=len(units) if SEED in measured.columns else len(run_ids),
+        n_steps=len(measured), column=column, bin_width=round(float(edges[1] - edges[0]), 10),
+        skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
+        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes,
+    )
+
+
+def valley_index(losses: np.ndarray) -> int:
+    """fastai's ``valley`` suggester on a curve, as an index into it.
+
+    Hand-written (fastai is not a dependency, and its function needs a Learner's recorder): the
+    longest strictly decreasing subsequence by dynamic programming, ``max_start = max_end -
+    lds[max_end]`` and ``idx = max_start + int(sections) + int(sections / 2)`` with ``sections =
+    (max_end - max_start) / 3``, exactly as in ``fastai/callback/schedule.py``. That lands about
+    the middle of the valley (1/3 + 1/6 = 1/2).
+    """
+    losses = np.asarray(losses, dtype="float64")
+    n = len(losses)
+    lds = np.ones(n, dtype=np.int64)
+    max_end = 0
+    for i in range(1, n):
+        higher_before = losses[:i] > losses[i]
+        if higher_before.any():
+            lds[i] = lds[:i][higher_before].max() + 1
+        if lds[max_end] < lds[i]:
+            max_end = i
+    max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return int(max(0, max_start + int(sections) + int(sections / 2)))
+
+
+# -- coarse-to-fine zoom ---------------------------------------------------------------------------
+
+
+def zoom_sweep(
+    pick: ExponentPick,
+    *,
+    steps: pd.DataFrame | None = None,
+    width: float | None = None,
+    points: int = 1000,
+    seeds: int | Sequence[int] = 3,
+    base_yaml: str | os.PathLike | Mapping[str, Any] | None = None,
+    name: str = "lr_zoom",
+) -> dict[str, Any]:
+    """A W&B grid sweep (as a dict) that repeats the range test on a narrower range around the pick.
+
+    Parameters
+    ----------
+    pick : ExponentPick
+        The coarse pick to zoom around.
+    steps : DataFrame, optional
+        The coarse runs' steps: config fields that all their range runs share and that differ from
+        `TrainConfig`'s defaults (model size, batch size, init...) become fixed parameters, so the
+        zoom measures the same model.
+    width : float, optional
+        Width of the new range in decades, centred on ``best_lre``. Default: the bootstrap CI
+        widened by two bins on each side, and at least 0.5 decades.
+    points : int
+        Lrs tried per run: the range runs' ``steps``.
+    seeds : int or sequence of int
+        A count (seeds 1..N) or the seeds themselves; they become a ``values:`` list.
+    base_yaml : path or mapping, optional
+        A sweep YAML (e.g. ``sweeps/lr_range.yaml``) whose program, command, metric and other
+        parameters are kept; its range and seed parameters are replaced.
+
+    Returns
+    -------
+    dict
+        The sweep config. The range is one coupled pair, so ``lre_min`` and ``lre_max`` are
+        ``value:`` entries; ``seed`` is ``values:``. Write it with `write_sweep_yaml`.
+    """
+    if int(points) != points or points < 2:
+        raise LrscanError(f"points={points}: a range test needs at least 2 steps")
+    seed_list = list(range(1, int(seeds) + 1)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    if not seed_list:
+        raise LrscanError("seeds: give at least one seed")
+    if width is None:
+        low, high = pick.best_lre_ci
+        span = (high - low) if math.isfinite(low) and math.isfinite(high) else 0.0
+        width = max(0.5, span + 4 * pick.bin_width)
+    if not (math.isfinite(width) and width > 0):
+        raise LrscanError(f"width={width}: must be a positive number of decades")
+
+    base = _read_base(base_yaml)
+    parameters = dict(base.get("parameters") or {})
+    if steps is not None:
+        parameters.update({k: {"value": v} for k, v in _shared_config(steps).items() if k not in parameters})
+    lre_min = round(pick.best_lre - width / 2, 4)
+    lre_max = round(pick.best_lre + width / 2, 4)
+    parameters.update({
+        "schedule": {"value": SCHEDULE_RANGE},
+        "lre_min": {"value": lre_min},
+        "lre_max": {"value": lre_max},
+        "steps": {"value": int(points)},
+        SEED: {"values": seed_list},
+    })
+    low, high = pick.best_lre_ci
+    ci_text = f"CI [{low:.3f}, {high:.3f}]" if math.isfinite(low) else "no CI"
+    sweep = {
+        "name": name,
+        "description": (
+            f"Range test zoomed to lre {lre_min}..{lre_max} around the pick {pick.best_lre:.3f} "
+            f"({ci_text}) of {pick.n_runs} run(s), {len(seed_list)} seed(s)"
+        ),
+        "program": base.get("program", TRAIN_PROGRAM),
+        "method": "grid",
+        "metric": base.get("metric", {"name": keys.LOSS, "goal": "minimize"}),
+    }
+    if "command" in base:
+        sweep["command"] = base["command"]
+    sweep["parameters"] = dict(sorted(parameters.items()))
+    return sweep
+
+
+def write_sweep_yaml(sweep: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write a sweep config as YAML, with a one-line comment saying what it answers; atomically."""
+    path = Path(path)
+    text = (
+        f"# {sweep.get('description') or 'lrscan sweep'}: which lr exponent is best, at a finer resolution?\n"
+        + yaml.safe_dump(json_safe(dict(sweep)), sort_keys=False, default_flow_style=False)
+    )
+    write_text_atomic(path, text)
+    return path
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _range_runs(steps: pd.DataFrame) -> pd.DataFrame:
+    if SCHEDULE in steps.columns:
+        steps = steps.loc[steps[SCHEDULE].astype("string") == SCHEDULE_RANGE]
+    if steps.empty:
+        raise LrscanError("no range-test runs (schedule == 'range') to pick an exponent from")
+    return steps
+
+
+def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) -> pd.DataFrame:
+    """Rows whose loss counts: finite, and before the run's first non-finite loss or divergence."""
+    value = steps[column].to_numpy(dtype="float64")
+    lre = steps[keys.LRE].to_numpy(dtype="float64")
+    step = steps[keys.STEP_COLUMN].to_numpy()
+    bad = ~np.isfinite(value)
+    # the first step with a non-finite loss, per run: everything from there on is after divergence
+    first_bad = pd.Series(np.where(bad, step, np.iinfo(np.int64).max), index=steps.index).groupby(
+        steps["run_id"], observed=True).transform("min").to_numpy()
+    keep = ~bad & np.isfinite(lre) & (step < first_bad)
+    if runs is not None and keys.DIVERGED_AT_STEP in runs.columns:
+        diverged = runs.assign(run_id=runs["run_id"].astype("string")).set_index("run_id")[keys.DIVERGED_AT_STEP].astype("float64")
+        at = steps["run_id"].astype("string").map(diverged).to_numpy(dtype="float64", na_value=np.nan)
+        keep &= ~(step >= at)
+    measured = steps.loc[keep]
+    if measured.empty:
+        raise LrscanError(f"the range runs have no finite '{column}' before they diverged")
+    return measured
+
+
+def _bin_edges(lre: np.ndarray, bin_width: float | None, n_bins: int | None) -> np.ndarray:
+    low, high = float(lre.min()), float(lre.max())
+    if bin_width is not None:
+        # edges on multiples of the width, so two analyses (or a coarse and a zoom run) line up
+        first = math.floor(low / bin_width + 1e-9) * bin_width
+        count = max(1, math.floor((high - first) / bin_width + 1e-9) + 1)
+        return first + bin_width * np.arange(count + 1)
+    if high <= low:
+        raise LrscanError(f"every measured step has lre={low}: a range test needs lre_min < lre_max")
+    return np.linspace(low, high, int(n_bins or DEFAULT_N_BINS) + 1)
+
+
+def _skip_mask(measured: pd.DataFrame, skip_start_frac: float, skip_end_frac: float) -> np.ndarray:
+    """True for the rows inside their run's skip window: not in its first or last fraction of steps.
+
+    The window is per run, by position among the run's measured steps (as fastai's
+    ``recorder.losses[num_it//10:-5]``): each run's start is training from init, whatever its
+    range, and its end is where it stopped. Windowing the combined curve instead would let a
+    narrow run's from-init start sit in the middle of a wide run's range.
+    """
+    order = measured[keys.STEP_COLUMN].groupby(measured["run_id"], observed=True)
+    rank = order.rank(method="first").to_numpy() - 1
+    count = order.transform("size").to_numpy()
+    skip_start = np.floor(count * skip_start_frac)
+    skip_end = np.floor(count * skip_end_frac)
+    return (rank >= skip_start) & (rank < count - skip_end)
+
+
+def _too_few_message(n_bins: int, skip_start_frac: float, skip_end_frac: float) -> str:
+    return (
+        f"only {n_bins} lre bin(s) hold steps inside the runs' skip windows (the first {skip_start_frac:.0%} "
+        f"and the last {skip_end_frac:.0%} of each run's steps are skipped); the suggesters need 3: "
+        f"use more steps, a smaller bin_width or smaller skip_start_frac/skip_end_frac"
+    )
+
+
+def _bootstrap(units: np.ndarray, lre: np.ndarray, n_boot: int, ci_level: float, seed: int):
+    """Percentile CIs of the minimum and steepest suggesters, resampling seeds with replacement."""
+    rng = np.random.default_rng(seed)
+    n_units = units.shape[0]
+    draws = rng.integers(0, n_units, size=(n_boot, n_units))
+    counts = np.zeros((n_boot, n_units))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    finite = np.isfinite(units)
+    total = counts @ np.where(finite, units, 0.0)
+    weight = counts @ finite.astype("float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curves = total / weight
+    ok = np.isfinite(curves).all(axis=1)  # a resample that left a window bin unmeasured cannot be compared
+    curves = curves[ok]
+    if len(curves) == 0:
+        return (math.nan, math.nan), (math.nan, math.nan)
+    best = lre[np.argmin(curves, axis=1)]
+    steepest = lre[np.argmin(np.gradient(curves, lre, axis=1), axis=1)]
+    tails = [(1 - ci_level) / 2, 1 - (1 - ci_level) / 2]
+    return tuple(float(q) for q in np.quantile(best, tails)), tuple(float(q) for q in np.quantile(steepest, tails))
+
+
+def _per_run_picks(measured, run_matrix, run_ids, centres, runs, column) -> pd.DataFrame:
+    """Each run's own suggesters (inside its window) and where it stopped."""
+    measured = measured.assign(run_id=measured["run_id"].astype("string"))
+    last = measured.sort_values(keys.STEP_COLUMN).groupby("run_id").tail(1).set_index("run_id")
+    cols = [c for c in (SEED, "lre_min", "lre_max") if c in measured.columns]
+    out = measured.drop_duplicates("run_id").set_index("run_id")[cols].reindex(run_ids)
+    out["n_steps"] = measured.groupby("run_id").size().reindex(run_ids).to_numpy()
+    out["last_step"] = last[keys.STEP_COLUMN].reindex(run_ids).to_numpy()
+    out["last_lre"] = last[keys.LRE].reindex(run_ids).to_numpy()
+    out["last_lr"] = 10.0 ** out["last_lre"]
+    # the run's mean in its last bin, not its last raw step: a climb stop's last step is an outlier
+    bin_means = measured.groupby(["run_id", "bin"])[column].mean()
+    out["last_loss"] = [bin_means.get((r, b), math.nan) for r, b in zip(run_ids, last["bin"].reindex(run_ids))]
+    picks: dict[str, list[float]] = {"best_lre": [], "steepest_lre": [], "valley_lre": []}
+    for row in run_matrix:
+        has = np.isfinite(row)
+        if has.sum() < 3:
+            for v in picks.values():
+                v.append(math.nan)
+            continue
+        x, y = centres[has], row[has]
+        picks["best_lre"].append(float(x[np.argmin(y)]))
+        picks["steepest_lre"].append(float(x[np.argmin(np.gradient(y, x))]))
+        picks["valley_lre"].append(float(x[valley_index(y)]))
+    for k, v in picks.items():
+        out[k] = np.asarray(v, dtype="float64")
+    out["best_lr"] = 10.0 ** out["best_lre"]
+    if runs is not None:
+        extra = [c for c in (keys.STOP_REASON, keys.STOP_STEP, keys.DIVERGED_AT_STEP) if c in runs.columns]
+        if extra:
+            out = out.join(runs.assign(run_id=runs["run_id"].astype("string")).set_index("run_id")[extra])
+    return out.reset_index()
+
+
+def _shared_config(steps: pd.DataFrame) -> dict[str, Any]:
+    """Config fields every range run shares that differ from TrainConfig's defaults (the model measured)."""
+    per_run = _range_runs(steps).drop_duplicates("run_id")[run_columns(steps)]
+    defaults = TrainConfig().to_dict()
+    skip = set(NOT_HYPERPARAMETERS) | {SEED, "lre_min", "lre_max", "steps", SCHEDULE}
+    shared: dict[str, Any] = {}
+    for name in field_names():
+        if name in skip or name not in per_run.columns:
+            continue
+        values = per_run[name].dropna().unique()
+        if len(values) != 1:
+            continue
+        value = _plain_value(values[0])
+        if isinstance(value, str) and isinstance(defaults[name], list):
+            value = _parse_list(value)
+        if value != defaults[name]:
+            shared[name] = value
+    return shared
+
+
+def _parse_list(text: str) -> Any:
+    import ast
+    try:
+        return list(ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError):
+        return text
+
+
+def _read_base(base_yaml) -> dict[str, Any]:
+    if base_yaml is None:
+        return {}
+    if isinstance(base_yaml, Mapping):
+        return dict(base_yaml)
+    path = Path(base_yaml)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise LrscanError(f"cannot read the base sweep YAML {str(path)!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise LrscanError(f"the base sweep YAML {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise LrscanError(f"the base sweep YAML {str(path)!r} is not a mapping")
+    return loaded
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    """nanmean without the all-NaN RuntimeWarning (an unmeasured bin is expected, not an error)."""
+    finite = np.isfinite(a)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _nansd(a: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(a)
+    count = finite.sum(axis=0)
+    mean = _nanmean(a, axis=0)
+    sq = np.where(finite, (a - mean) ** 2, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
+
+
+def _plain_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame as JSON-able records: numpy scalars to Python, NaN/NA to None."""
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return [json_safe(r) for r in records]
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf with None and numpy scalars/tuples with plain Python, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a YAML is for everyone who reads the repo
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

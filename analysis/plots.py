@@ -1,0 +1,197 @@
+"""Seaborn figures of the range test and the step-decay grid.
+
+Every function takes its `data` (a frame, or the `ExponentPick` that holds the frames) and an
+optional `ax`, draws, and returns the ax. Nothing here computes a statistic: the numbers come from
+`analysis.pick` and `analysis.blocks`, so a figure and summary.json can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from analysis.blocks import sort_key
+from pipeline import keys
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from analysis.pick import ExponentPick
+
+LRE_LABEL = "lr exponent  lre = log10(lr)"
+LR_LABEL = "learning rate (log scale)"
+SUGGESTER_STYLE = {  # colour, marker, line style per suggester; the minimum is the pick
+    "minimum": ("tab:red", "o", "-"),
+    "steepest": ("tab:green", "v", "--"),
+    "valley": ("tab:purple", "s", ":"),
+}
+STOP_LABELS = {keys.STOP_CLIMB: "stopped: loss climbed", keys.STOP_NON_FINITE: "stopped: non-finite loss"}
+
+
+def _new_ax(ax: "Axes | None", figsize: tuple[float, float] = (10, 5)) -> "Axes":
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def plot_range_curve(
+    data: pd.DataFrame,
+    *,
+    x: str = keys.LRE,
+    y: str = keys.LOSS,
+    run_curves: pd.DataFrame | None = None,
+    suggestions: Mapping[str, float] | None = None,
+    ci: Sequence[float] | None = None,
+    ci_level: float = 0.95,
+    stops: pd.DataFrame | None = None,
+    log_x: bool = False,
+    ax: "Axes | None" = None,
+) -> "Axes":
+    """Mean range-test loss against `x`, with the seeds' band, suggesters, CI and run stops.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The binned curve: `x`, `y` (mean over seeds), ``sd`` and ``n``.
+    run_curves : DataFrame, optional
+        Each run's binned curve (``run_id``, `x`, `y`), drawn faint behind the mean.
+    suggestions : mapping, optional
+        Suggester name -> position on the `x` axis; each gets a marked line in the legend.
+    ci : (low, high), optional
+        The pick's confidence interval on the `x` axis, shaded.
+    stops : DataFrame, optional
+        One row per run: ``last_<x>``, ``last_loss`` and ``stop_reason`` (empty when the run went
+        to the end of its range): where each run stopped.
+    log_x : bool
+        Log-scaled x axis (for `x` = ``lr``).
+    """
+    ax = _new_ax(ax)
+    if run_curves is not None and not run_curves.empty:
+        sns.lineplot(data=run_curves, x=x, y=y, units="run_id", estimator=None, color="0.55",
+                     linewidth=0.7, alpha=0.45, ax=ax, legend=False)
+        ax.plot([], [], color="0.55", linewidth=0.7, alpha=0.6, label="each run (binned)")
+    seeds = int(data["n"].max()) if "n" in data.columns and len(data) else 0
+    sns.lineplot(data=data, x=x, y=y, color="tab:blue", linewidth=2.2, ax=ax,
+                 label=f"mean over {seeds} seed{'s' if seeds != 1 else ''}")
+    if "sd" in data.columns and data["sd"].notna().any():
+        ax.fill_between(data[x], data[y] - data["sd"], data[y] + data["sd"], color="tab:blue", alpha=0.22,
+                        linewidth=0, label="±1 sd across seeds")
+    if ci is not None and all(v is not None and math.isfinite(v) for v in ci):
+        ax.axvspan(ci[0], ci[1], color="tab:red", alpha=0.1, linewidth=0,
+                   label=f"{ci_level:.0%} bootstrap CI of the minimum")
+    for name, value in (suggestions or {}).items():
+        if value is None or not math.isfinite(value):
+            continue
+        colour, marker, line = SUGGESTER_STYLE.get(name, ("black", "D", "-."))
+        at = np.interp(value, data[x], data[y])  # where the mean curve passes, for the marker
+        lre_value = math.log10(value) if log_x else value
+        ax.axvline(value, color=colour, linestyle=line, linewidth=1.2)
+        ax.plot([value], [at], marker=marker, markersize=9, color=colour, linestyle="none",
+                label=f"{name}: lre {lre_value:.2f}, lr {10 ** lre_value:.3g}")
+    if stops is not None and not stops.empty:
+        last_x = f"last_{x}"
+        reason = stops.get(keys.STOP_REASON, pd.Series(index=stops.index, dtype="object"))
+        shown = stops.assign(stop=reason.map(STOP_LABELS).fillna("end of its range").astype(str))
+        sns.scatterplot(data=shown, x=last_x, y="last_loss", style="stop", color="black", s=60,
+                        markers={"end of its range": ">", STOP_LABELS[keys.STOP_CLIMB]: "X",
+                                 STOP_LABELS[keys.STOP_NON_FINITE]: "P"}, ax=ax, zorder=5)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(LR_LABEL if log_x else LRE_LABEL)
+    ax.set_ylabel(f"{y} (nats), mean per lre bin" if y == keys.LOSS else f"{y}, mean per lre bin")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return ax
+
+
+def plot_loss_vs_lre(data: "ExponentPick", *, ax: "Axes | None" = None) -> "Axes":
+    """The seed's figure, from a pick: loss against the lr exponent, every suggester marked."""
+    ax = plot_range_curve(
+        data.curve, x=keys.LRE, y=data.column, run_curves=data.run_curves, suggestions=data.suggestions,
+        ci=data.best_lre_ci, ci_level=data.ci_level, stops=data.per_run, ax=ax,
+    )
+    ax.set_title(f"LR range test: {data.n_runs} runs, {data.n_seeds} seeds; "
+                 f"pick lre {data.best_lre:.2f} (lr {data.best_lr:.3g})")
+    return ax
+
+
+def plot_loss_vs_lr(data: "ExponentPick", *, ax: "Axes | None" = None) -> "Axes":
+    """Loss against the learning rate on a log axis (how fastai and Lightning draw it)."""
+    ax = plot_range_curve(
+        data.curve, x=keys.LR, y=data.column, run_curves=data.run_curves,
+        suggestions={k: 10.0 ** v for k, v in data.suggestions.items()},
+        ci=tuple(10.0 ** v if v is not None and math.isfinite(v) else math.nan for v in data.best_lre_ci),
+        ci_level=data.ci_level, stops=data.per_run, log_x=True, ax=ax,
+    )
+    ax.set_title(f"LR range test against lr: pick {data.best_lr:.3g}")
+    return ax
+
+
+def plot_block_means(
+    data: pd.DataFrame,
+    *,
+    x: str = "step_end",
+    y: str = keys.LOG10_LOSS,
+    hue: str = "decay_steps",
+    style: str | None = None,
+    units: str = "config",
+    block_steps: int | None = None,
+    ax: "Axes | None" = None,
+) -> "Axes":
+    """Block-mean loss against the training step, one line per config, hued by decay boundary.
+
+    Parameters
+    ----------
+    data : DataFrame
+        `DecaySummary.curves`: per config and block, the mean `y`, its ``sd`` over the config's
+        runs, `x` (the block's end step) and the config columns.
+    hue, style : str
+        Config columns mapped to colour and line style (default: the decay boundary; a column the
+        data lacks falls back to ``config``).
+    units : str
+        The column naming one line (a config).
+    """
+    ax = _new_ax(ax)
+    if hue not in data.columns:
+        hue = units
+    levels = sorted(dict.fromkeys(data[hue].astype(str)), key=sort_key)
+    palette = dict(zip(levels, sns.color_palette("viridis", n_colors=max(len(levels), 1))))
+    shown = data.assign(**{hue: data[hue].astype(str)})
+    if style is not None and style in shown.columns:
+        shown[style] = shown[style].astype(str)
+    if "sd" in shown.columns and shown["sd"].notna().any():
+        for _, one in shown.groupby(units, observed=True, sort=False):
+            ax.fill_between(one[x], one[y] - one["sd"], one[y] + one["sd"], color=palette[one[hue].iloc[0]],
+                            alpha=0.15, linewidth=0)
+    sns.lineplot(data=shown, x=x, y=y, hue=hue, hue_order=levels, palette=palette,
+                 style=style if style in shown.columns else None, units=units, estimator=None, linewidth=1.6, ax=ax)
+    ax.set_xlabel("training step (end of block)")
+    ax.set_ylabel(f"{y} (log10 nats), block mean" if y == keys.LOG10_LOSS else f"{y}, block mean")
+    per = f" of {block_steps} steps" if block_steps else ""
+    ax.set_title(f"Block-mean {y} (blocks{per}); band: ±1 sd over seeds")
+    if style is None:
+        ax.legend(fontsize="small", title=hue)
+    else:
+        ax.legend(fontsize="small")  # seaborn heads each section with its column
+    return ax
+
+
+def plot_decay_heatmap(
+    data: pd.DataFrame,
+    *,
+    value_label: str = "final dev loss (nats)",
+    fmt: str = ".4f",
+    ax: "Axes | None" = None,
+) -> "Axes":
+    """Heatmap of a final loss over the decay grid (`blocks.decay_grid`: rows x columns -> value)."""
+    ax = _new_ax(ax, figsize=(1.6 * max(3, data.shape[1]) + 2.5, 0.8 * max(3, data.shape[0]) + 1.5))
+    sns.heatmap(data, annot=True, fmt=fmt, cmap="viridis_r", linewidths=0.5, ax=ax,
+                cbar_kws={"label": value_label})
+    ax.set_ylabel(f"{data.index.name} (steps at which the lr drops)" if data.index.name == "decay_steps" else str(data.index.name))
+    ax.set_xlabel(f"{data.columns.name} (lr after the drop)" if data.columns.name == "decay_lrs" else str(data.columns.name))
+    ax.set_title(f"Decay grid: {value_label} (lower is better)")
+    return ax

@@ -1,0 +1,370 @@
+"""Write an analysis report: figures, summary.json, blocks.csv, a zoom sweep and report.md.
+
+The one place of the analysis that writes files (and, when asked, logs back to wandb). Everything
+is written into a temporary folder beside `out_dir` and renamed into place at the end, so a failure
+leaves either the old report or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
+from analysis.pick import ExponentPick, frame_records, json_safe, pick_exponent, write_sweep_yaml, zoom_sweep
+from pipeline import keys
+from pipeline.errors import LrscanError
+
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+BLOCKS_FILE = "blocks.csv"
+FIGURES = {
+    "range_lre": "range_loss_vs_lre.png",
+    "range_lr": "range_loss_vs_lr.png",
+    "blocks": "decay_block_means.png",
+    "heatmap": "decay_heatmap.png",
+}
+
+
+@dataclass
+class Report:
+    """Where the report went and what it says (the content of summary.json)."""
+
+    out_dir: Path
+    summary: dict[str, Any]
+    pick: ExponentPick | None = None
+    decay: DecaySummary | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    loaded: Any,
+    *,
+    block_steps: int = 1000,
+    bin_width: float | None = None,
+    n_bins: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    zoom_base: str | os.PathLike | Mapping[str, Any] | None = None,
+    source: str | None = None,
+    filters: Mapping[str, Any] | None = None,
+    log_to_wandb: bool = False,
+    wandb_mode: str = "offline",
+    dpi: int = 110,
+) -> Report:
+    """Analyse `loaded` (an `analysis.sources.Loaded`) and write the report folder `out_dir`.
+
+    Range-test runs get the exponent pick (three suggesters, bootstrap CI over seeds), its two
+    figures and a zoom sweep YAML; step-decay runs get block-mean curves per config, a heatmap of
+    the final dev loss over the grid and the best config. Files: ``summary.json`` (pick, CI,
+    suggesters, per-run table, decay table, counts of runs/steps read and records skipped,
+    problems), ``blocks.csv`` (block means of every run), the PNGs, ``zoom.yaml`` and
+    ``report.md`` linking them.
+
+    `out_dir` must not exist, be empty, or hold an earlier report (it is then replaced). With
+    `log_to_wandb`, a run with ``job_type='analysis'`` logs the figures and the summary as
+    ``wandb.Table``s (offline unless `wandb_mode` says otherwise).
+    """
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    steps: pd.DataFrame = loaded.steps
+    runs: pd.DataFrame | None = getattr(loaded, "runs", None)
+    if steps is None or steps.empty:
+        raise LrscanError("no steps were loaded: nothing to analyse (check the source and the filters)")
+    problems = list(getattr(loaded, "problems", []) or [])
+    notes: list[str] = []
+
+    is_range = steps[SCHEDULE].astype("string") == SCHEDULE_RANGE if SCHEDULE in steps.columns else pd.Series(True, index=steps.index)
+    pick = decay = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if is_range.any():
+            pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot, seed=seed)
+            notes += pick.notes
+        if (~is_range).any():
+            decay = decay_summary(steps.loc[~is_range], runs, block_steps)
+        blocks = block_means(steps, keys.LOG10_LOSS, block_steps)
+    notes += list(dict.fromkeys(str(w.message) for w in caught))
+
+    summary: dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "filters": dict(filters or {}),
+        "counts": {
+            "runs_read": int(steps["run_id"].nunique()) if runs is None else int(len(runs)),
+            "steps_read": int(len(steps)),
+            "records_skipped": int(getattr(loaded, "skipped_records", 0) or 0),
+            "range_runs": int(steps.loc[is_range, "run_id"].nunique()),
+            "decay_runs": int(steps.loc[~is_range, "run_id"].nunique()),
+        },
+        "problems": problems,
+        "notes": notes,
+    }
+    summary.update({k: v for k, v in pick.to_dict().items() if k != "notes"} if pick is not None else {k: None for k in (
+        "best_lre", "best_lr", "best_lre_ci", "steepest_lre", "steepest_lr", "steepest_lre_ci", "valley_lre", "valley_lr")}
+        | {"n_runs": 0, "n_seeds": 0, "per_run": []})
+    summary["blocks"] = {"file": BLOCKS_FILE, "block_steps": block_steps,
+                         "partial_blocks_dropped": int(blocks.attrs.get("partial_blocks_dropped", 0)), "rows": int(len(blocks))}
+    summary["decay"] = None if decay is None else {
+        "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=_parent(out_dir)))
+    try:
+        files = _write_files(tmp, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi)
+        summary["files"] = files
+        _write_json(tmp / SUMMARY_FILE, summary)
+        (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files))
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    report = Report(out_dir=out_dir, summary=summary, pick=pick, decay=decay, files=[SUMMARY_FILE, REPORT_FILE, *files])
+    if log_to_wandb:
+        summary["wandb_run"] = log_report_to_wandb(report, steps, mode=wandb_mode)
+        _write_json(out_dir / SUMMARY_FILE, summary)
+    return report
+
+
+def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "offline") -> dict[str, str]:
+    """Log a written report as a wandb run with job_type 'analysis': figures, summary and per-run tables.
+
+    The project and group are the analysed runs' when they all share one; ``job_type`` keeps the
+    analysis run out of the next analysis (`load_runs` reads ``train`` runs by default).
+    """
+    import wandb  # here: importing wandb costs a second, and most reports do not log
+
+    project = _shared_value(steps, "wandb_project") or "lrscan"
+    group = _shared_value(steps, "group") or None
+    scalars = {k: v for k, v in report.summary.items() if isinstance(v, (int, float, str)) or v is None}
+    run = wandb.init(
+        mode=mode, project=project, group=group, job_type=keys.JOB_ANALYSIS, name=f"analysis-{report.out_dir.name}",
+        config={"source": report.summary.get("source"), "filters": report.summary.get("filters"),
+                "block_steps": report.summary["blocks"]["block_steps"]},
+        settings=wandb.Settings(console="off", x_disable_stats=True), reinit="create_new",
+    )
+    try:
+        images = {name: wandb.Image(str(report.out_dir / path)) for name, path in FIGURES.items()
+                  if (report.out_dir / path).is_file()}
+        table = wandb.Table(columns=["key", "value"], data=[[k, json.dumps(json_safe(v))] for k, v in scalars.items()])
+        logged: dict[str, Any] = {"summary": table, **images}
+        if report.pick is not None:
+            logged["per_run"] = wandb.Table(dataframe=_wandb_frame(report.pick.per_run))
+        if report.decay is not None:
+            logged["decay_table"] = wandb.Table(dataframe=_wandb_frame(report.decay.table))
+        run.log(logged)
+        run.summary.update({k: v for k, v in json_safe(scalars).items() if v is not None})
+        return {"id": run.id, "dir": str(Path(run.dir).parent), "mode": mode}
+    finally:
+        run.finish()
+
+
+# -- files -------------------------------------------------------------------------------------------
+
+
+def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window, work without a display
+    import matplotlib.pyplot as plt
+
+    from analysis import plots
+
+    files: list[str] = []
+
+    def save(ax, name: str) -> None:
+        ax.figure.savefig(folder / name, dpi=dpi)
+        plt.close(ax.figure)
+        files.append(name)
+
+    blocks.to_csv(folder / BLOCKS_FILE, index=False)
+    files.append(BLOCKS_FILE)
+    if pick is not None:
+        save(plots.plot_loss_vs_lre(pick), FIGURES["range_lre"])
+        save(plots.plot_loss_vs_lr(pick), FIGURES["range_lr"])
+        pick.curve.to_csv(folder / "range_curve.csv", index=False)
+        pick.per_run.to_csv(folder / "range_per_run.csv", index=False)
+        files += ["range_curve.csv", "range_per_run.csv"]
+        write_sweep_yaml(zoom_sweep(pick, steps=steps, base_yaml=zoom_base), folder / "zoom.yaml")
+        files.append("zoom.yaml")
+    if decay is not None:
+        decay.table.to_csv(folder / "decay_table.csv", index=False)
+        files.append("decay_table.csv")
+        hue = "decay_steps" if "decay_steps" in decay.by else (decay.by[0] if decay.by else "config")
+        style = next((c for c in decay.by if c != hue), None)
+        fig, (full, late) = plt.subplots(1, 2, figsize=(15, 5.5), layout="constrained")
+        plots.plot_block_means(decay.curves, hue=hue, style=style, block_steps=block_steps, ax=full)
+        # the second half of training, where the decays differ; the first blocks dwarf it
+        half = decay.curves["step_end"] > decay.curves["step_end"].max() / 2
+        plots.plot_block_means(decay.curves.loc[half], hue=hue, style=style, block_steps=block_steps, ax=late)
+        late.set_title("second half of training")
+        save(full, FIGURES["blocks"])
+        if len(decay.by) >= 2:
+            index, columns = ("decay_steps", "decay_lrs") if {"decay_steps", "decay_lrs"} <= set(decay.by) else decay.by[:2]
+            grid = decay_grid(decay.table, index, columns, decay.metric)
+            label = "final dev loss (nats)" if decay.metric == "final_dev_loss" else f"final block {decay.column}"
+            save(plots.plot_decay_heatmap(grid, value_label=label), FIGURES["heatmap"])
+    return files
+
+
+def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySummary | None, files: list[str]) -> str:
+    c = summary["counts"]
+    lines = [
+        "# lrscan report",
+        "",
+        f"Source `{summary.get('source')}`, created {summary['created']}. Read {c['runs_read']} runs "
+        f"({c['range_runs']} range tests, {c['decay_runs']} decay/constant runs), {c['steps_read']} steps; "
+        f"{c['records_skipped']} unreadable records skipped.",
+        "",
+    ]
+    if pick is not None:
+        low, high = pick.best_lre_ci
+        ci = f"[{low:.3f}, {high:.3f}]" if math.isfinite(low) else "n/a (one seed)"
+        lines += [
+            "## Range test",
+            "",
+            f"**Picked exponent: lre = {pick.best_lre:.3f} (lr = {pick.best_lr:.4g})**, "
+            f"{pick.ci_level:.0%} bootstrap CI over {pick.n_seeds} seeds {ci}; "
+            f"{pick.n_runs} runs, lre bins of {pick.bin_width:.3g} decades.",
+            "",
+            _md_table(pd.DataFrame({
+                "suggester": ["minimum", "steepest", "valley"],
+                "lre": [pick.best_lre, pick.steepest_lre, pick.valley_lre],
+                "lr": [pick.best_lr, pick.steepest_lr, pick.valley_lr],
+            })),
+            "",
+            f"![loss vs lre]({FIGURES['range_lre']})",
+            "",
+            f"![loss vs lr]({FIGURES['range_lr']})",
+            "",
+            "Per run ([range_per_run.csv](range_per_run.csv)):",
+            "",
+            _md_table(pick.per_run),
+            "",
+            "Zoom in: [zoom.yaml](zoom.yaml), a narrower range test around the pick "
+            "(`python -m pipeline.sweep zoom.yaml`, or `wandb sweep zoom.yaml`).",
+            "",
+        ]
+    if decay is not None:
+        lines += [
+            "## Step-decay grid",
+            "",
+            f"Best config: **{decay.best['config']}** ({decay.metric} = {decay.best['value']:.4f}).",
+            "",
+            _md_table(decay.table),
+            "",
+            f"![block means]({FIGURES['blocks']})",
+            "",
+        ]
+        if FIGURES["heatmap"] in files:
+            lines += [f"![decay heatmap]({FIGURES['heatmap']})", ""]
+    lines += [
+        "## Files",
+        "",
+        f"- [{SUMMARY_FILE}]({SUMMARY_FILE}): every number above, machine-readable",
+        f"- [{BLOCKS_FILE}]({BLOCKS_FILE}): block means of log10 loss per run "
+        f"({summary['blocks']['block_steps']} steps per block)",
+        *[f"- [{f}]({f})" for f in files if f.endswith(".csv") and f != BLOCKS_FILE],
+        "",
+    ]
+    if summary["problems"] or summary["notes"]:
+        lines += ["## Problems and notes", "", *[f"- {p}" for p in [*summary["problems"], *summary["notes"]]], ""]
+    return "\n".join(lines)
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    """A GitHub-markdown table (hand-written: pandas' to_markdown needs the tabulate package)."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.astype(object).itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LrscanError(f"--out {str(out_dir)!r} is a file, not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SUMMARY_FILE).is_file():
+        raise LrscanError(f"--out {str(out_dir)!r} is a folder with other files in it; give a new or empty folder")
+
+
+def _parent(out_dir: Path) -> Path:
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Rename `new` to `out_dir`; an earlier report there is moved aside first and then removed."""
+    new.chmod(0o755)  # mkdtemp made it private
+    if out_dir.is_dir():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(new, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out_dir)
+
+
+def _shared_value(frame: pd.DataFrame, column: str) -> str | None:
+    if column not in frame.columns:
+        return None
+    values = frame[column].dropna().astype(str).unique()
+    return str(values[0]) if len(values) == 1 and values[0] else None
+
+
+def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Plain object columns: wandb.Table does not take pandas' string and categorical dtypes."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def default_out_dir(root: str | os.PathLike = "reports", name: str | None = None, now: _dt.datetime | None = None) -> Path:
+    """``reports/<name>-<UTC timestamp>``, or ``reports/<timestamp>``: a new folder per analysis."""
+    stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) if name else ""
+    return Path(root) / (f"{safe}-{stamp}" if safe else stamp)
+
+
+def summary_lines(report: Report) -> Sequence[str]:
+    """The short text summary the CLI prints."""
+    s = report.summary
+    c = s["counts"]
+    lines = [f"read {c['runs_read']} runs, {c['steps_read']} steps ({c['records_skipped']} records skipped)"]
+    if s.get("best_lre") is not None:
+        ci = s["best_lre_ci"]
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "n/a (one seed)"
+        lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
+                     f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
+        lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, valley {s['valley_lre']:.3f}")
+    else:
+        lines.append("no range-test runs: no exponent picked")
+    if s.get("decay"):
+        d = s["decay"]
+        lines.append(f"decay grid: best {d['best']['config']} ({d['metric']} {d['best']['value']:.4f})")
+    for p in s["problems"]:
+        lines.append(f"problem: {p}")
+    lines.append(f"report: {report.out_dir}")
+    return lines

@@ -90,7 +90,7 @@ def block_means(
 
     step = steps[keys.STEP_COLUMN].to_numpy()
     grouped = pd.DataFrame({
-        "run_id": steps["run_id"].to_numpy(),
+        "run_id": steps["run_id"].array,  # keeps a categorical a categorical
         "block": step // block_steps,
         keys.STEP_COLUMN: step,
         column: steps[column].to_numpy(dtype="float64"),

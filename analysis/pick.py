@@ -34,6 +34,8 @@ from pipeline.errors import LrscanError
 
 DEFAULT_N_BINS = 50
 TRAIN_PROGRAM = "pipeline/train.py"
+# as lrscan's own sweep YAMLs: W&B's ${interpreter} is the literal `python`, which many machines lack
+TRAIN_COMMAND = ["${env}", "python3", "-m", "pipeline.train", "${args}"]
 
 
 @dataclass
@@ -281,7 +283,8 @@ def zoom_sweep(
         A count (seeds 1..N) or the seeds themselves; they become a ``values:`` list.
     base_yaml : path or mapping, optional
         A sweep YAML (e.g. ``sweeps/lr_range.yaml``) whose program, command, metric and other
-        parameters are kept; its range and seed parameters are replaced.
+        parameters are kept; its range, steps and seed parameters are replaced. Without it:
+        ``python3 -m pipeline.train ${args}`` minimising ``best_smooth_loss``, as lrscan's YAMLs.
 
     Returns
     -------
@@ -324,10 +327,9 @@ def zoom_sweep(
         ),
         "program": base.get("program", TRAIN_PROGRAM),
         "method": "grid",
-        "metric": base.get("metric", {"name": keys.LOSS, "goal": "minimize"}),
+        "command": base.get("command", TRAIN_COMMAND),
+        "metric": base.get("metric", {"name": keys.BEST_SMOOTH_LOSS, "goal": "minimize"}),
     }
-    if "command" in base:
-        sweep["command"] = base["command"]
     sweep["parameters"] = dict(sorted(parameters.items()))
     return sweep
 
@@ -336,7 +338,8 @@ def write_sweep_yaml(sweep: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a sweep config as YAML, with a one-line comment saying what it answers; atomically."""
     path = Path(path)
     text = (
-        f"# {sweep.get('description') or 'lrscan sweep'}: which lr exponent is best, at a finer resolution?\n"
+        "# Question: which lr exponent is best, measured at a finer resolution around the coarse pick?\n"
+        f"# {sweep.get('description') or 'lrscan sweep'}\n"
         + yaml.safe_dump(json_safe(dict(sweep)), sort_keys=False, default_flow_style=False)
     )
     write_text_atomic(path, text)

@@ -50,6 +50,8 @@ def decay_history(seed: int, decay_step: int, decay_lr: float, steps: int = 6000
 def make_loaded(runs: list[tuple[dict, pd.DataFrame]], summaries: dict[int, dict] | None = None) -> SimpleNamespace:
     """Frames like `load_runs` returns for (config, history) pairs: run i gets id ``run{i:03d}``.
 
+    Checked against the real loader in tests/test_analysis_cli.py (same columns, same dtypes kinds).
+
     The config's ``lr`` stays out of `steps` (the logged lr takes that name there) and lives in `runs`.
     """
     summaries = summaries or {}
@@ -67,7 +69,9 @@ def make_loaded(runs: list[tuple[dict, pd.DataFrame]], summaries: dict[int, dict
                          "train_loss": tail, "dev_loss": tail + 0.05, "test_loss": tail + 0.06,
                          "final_step": int(hist["step"].max()), **summaries.get(i, {})})
     steps = pd.concat(step_frames, ignore_index=True)
-    steps[ID_COLUMNS] = steps[ID_COLUMNS].astype("category")
+    # as the loader: ids and config fields are categoricals (their values repeat on every row of a run)
+    per_run = [c for c in steps.columns if c not in ("step", "lr", "lre", "loss", "log10_loss")]
+    steps[per_run] = steps[per_run].astype("category")
     return SimpleNamespace(steps=steps, runs=pd.DataFrame(run_rows), skipped_records=0, problems=[])
 
 

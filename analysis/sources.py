@@ -532,8 +532,7 @@ def _runs_frame(runs: list[RunFile], config_fields: list[str]) -> pd.DataFrame:
     types = _field_types()
     rows = []
     summary_keys: dict[str, None] = dict.fromkeys(k for k in SUMMARY_ORDER if any(k in r.summary for r in runs))
-    for run in runs:
-        summary_keys.update(dict.fromkeys(sorted(k for k in run.summary if not k.startswith("_"))))
+    summary_keys.update(dict.fromkeys(sorted({k for r in runs for k in r.summary if not k.startswith("_")})))
     for run in runs:
         steps = run.history["step"]
         row = {

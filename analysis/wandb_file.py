@@ -90,7 +90,8 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     """Read one `.wandb` file: run metadata, config, summary, exit and every history step.
 
     `keys`: the history keys to keep (nested keys as "a.b"). Default: every key whose values are
-    all numbers (slower: every history record is then parsed with protobuf). `history` holds
+    all numbers or booleans, except wandb's own `_step`, `_runtime`, `_timestamp` (slower: every
+    history record is then parsed with protobuf). `history` holds
     'step' (int64) and one float64 array per kept key, NaN where a row lacks the key or its value
     is not a number. Raises LrscanError if the file cannot be opened or is not a wandb log.
     """
@@ -116,7 +117,11 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     out.history = history
     out.skipped_records += bad
     # the summary of a logged key is its last logged value; values set with run.summary win
-    summary = {k: _last_finite_or_last(v) for k, v in history.items() if k != "step" and len(v)}
+    summary = {}
+    for key, values in history.items():
+        present = np.flatnonzero(~np.isnan(values)) if key != "step" else ()
+        if len(present):
+            summary[key] = float(values[present[-1]])
     summary.update(out.summary)
     out.summary = summary
     if out.exit_code is not None:
@@ -521,19 +526,14 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], i
 
 
 def _is_number_token(raw: str) -> bool:
+    """Numbers, NaN, Infinity and booleans (read as 1.0 / 0.0)."""
+    if raw in ("true", "false"):
+        return True
     try:
         float(raw)
     except ValueError:
         return False
     return True
-
-
-def _last_finite_or_last(values: np.ndarray) -> float | None:
-    """The last logged value of a key (NaN marks rows without it; a logged NaN is kept if last)."""
-    present = np.flatnonzero(~np.isnan(values))
-    if len(present) == 0:
-        return None
-    return float(values[present[-1]])
 
 
 def _run_id_from_path(path: str) -> str:

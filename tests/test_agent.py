@@ -1,0 +1,82 @@
+"""The real `wandb agent` (wandb.wandb_agent.Agent) runs our sweep YAML offline, its server calls patched.
+
+As wandb's own unit tests do (tests/unit_tests/test_wandb_agent): only the calls that would reach the
+W&B server are replaced: fetching the sweep (`_sweep_with_runs`, which returns our YAML), registering
+the agent, the heartbeat (which hands out our grid points, one run command at a time), and the
+`wandb.Api()` the agent rebuilds after each run. Everything else is real: the agent writes the sweep
+parameter file, sets WANDB_SWEEP_ID/WANDB_RUN_ID/WANDB_SWEEP_PARAM_PATH, expands the YAML's command
+with W&B's macros and spawns `python -m pipeline.train`, which writes an offline `.wandb` file.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wandb
+import wandb.apis.public.sweeps as wandb_sweeps
+from analysis.wandb_file import read_run_file
+from pipeline import sweep as sw
+from tests.conftest import REPO
+from wandb import wandb_agent
+
+pytestmark = pytest.mark.slow
+
+
+class Heartbeat:
+    """The server side of `agentHeartbeat`: hands out every point at the first call (they run side by side)."""
+
+    def __init__(self, points: list[dict], program: str):
+        self.commands = [{"type": "run", "run_id": f"agentrun{i}", "program": program,
+                          "args": {k: {"value": v} for k, v in point.items()}} for i, point in enumerate(points)]
+        self.calls = 0
+
+    def __call__(self, api, agent_id, metrics, run_states):
+        self.calls += 1
+        commands, self.commands = self.commands, []
+        return commands
+
+
+def test_wandb_agent_runs_the_sweep_yaml_and_each_run_gets_exactly_its_parameters(tmp_path, words_file, monkeypatch):
+    yaml_path = REPO / "sweeps" / "demo.yaml"
+    sweep = sw.load_sweep(yaml_path, count=2)
+    points = list(sweep.points)
+
+    # a machine without `python`: only a python3 (W&B's ${interpreter} would fail here; our YAMLs do not use it)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/bin:/usr/bin")
+    monkeypatch.setenv("LRSCAN_DATA", str(words_file))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")  # what `wandb agent ENTITY/PROJECT/sweep123` sets first
+    for var in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets these in os.environ: restore them after
+        monkeypatch.setenv(var, "unset")
+    monkeypatch.chdir(tmp_path)
+
+    heartbeat = Heartbeat(points, sweep.program)
+    monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": yaml_path.read_text()})
+    monkeypatch.setattr(wandb_sweeps, "_register_agent", lambda api, host, **kw: {"id": "agent1"})
+    monkeypatch.setattr(wandb_sweeps, "_agent_heartbeat", heartbeat)
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: object())  # the real one logs in to the server
+    monkeypatch.setattr(wandb_agent.Agent, "POLL_INTERVAL", 0.2)   # instead of 5 s between heartbeats
+
+    agent = wandb_agent.Agent(object(), multiprocessing.Queue(), sweep_id="sweep123", count=len(points))
+    agent.run()
+
+    assert agent._finished == len(points) and agent._failed == 0
+    for i, point in enumerate(points):
+        run_id = f"agentrun{i}"
+        # the agent's parameter file, as `wandb agent` writes it
+        assert (tmp_path / "wandb" / "sweep-sweep123" / f"config-{run_id}.yaml").is_file()
+        [path] = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+        rf = read_run_file(path)
+        assert rf.run_id == run_id and rf.sweep_id == "sweep123" and rf.exit_code == 0
+        assert {k: rf.config[k] for k in point} == point        # exactly the sweep's parameters
+        assert rf.config["run_id"] == run_id
+        np.testing.assert_array_equal(rf.history["step"], np.arange(point["steps"]))

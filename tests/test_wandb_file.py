@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,7 +68,18 @@ def make_run(
             run.summary.update(dict(summary))
         run.finish(exit_code=exit_code)
     files = sorted(Path(root).glob(f"wandb/offline-run-*-{run.id}/run-{run.id}.wandb"), key=os.path.getmtime)
+    wait_until_written(files[-1])
     return files[-1]
+
+
+def wait_until_written(path: Path, timeout_seconds: float = 60.0) -> None:
+    """Wait for the exit record: wandb 0.31's offline finish() can return before wandb-core has
+    written the log (the file may still hold just its 7-byte header)."""
+    deadline = time.monotonic() + timeout_seconds
+    while read_run_file(path, []).exit_code is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout_seconds} s")
+        time.sleep(0.05)
 
 
 def range_rows(n_steps: int, start: int = 0) -> list[tuple[int, dict[str, float]]]:

@@ -34,6 +34,12 @@ def default_data_path() -> str:
     return os.environ.get(DATA_ENV) or "data/names.txt"
 
 
+def default_wandb_mode() -> str:
+    # `WANDB_MODE=online python -m pipeline.sweep ...` and the study's --wandb_mode reach every run this way
+    mode = os.environ.get("WANDB_MODE", "")
+    return mode if mode in WANDB_MODES else "offline"
+
+
 def default_ckpt_dir() -> str:
     # beside the runs: a sweep sets WANDB_DIR to its own folder, so its checkpoints live there too
     return os.path.join(os.environ.get("WANDB_DIR") or ".", "checkpoints")
@@ -80,9 +86,9 @@ class TrainConfig:
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto (cuda when available)")
     num_threads: int = _f(1, "torch CPU threads; 1 is fastest for this small model, above all beside other workers")
     # wandb
-    wandb_mode: str = _f("offline", "offline (no account needed), online or disabled")
-    wandb_project: str = _f("lrscan", "wandb project")
-    wandb_entity: str = _f("", "wandb entity (team or user); empty: your default")
+    wandb_mode: str = _f(factory=default_wandb_mode, help="offline (no account needed), online or disabled (default $WANDB_MODE or offline)")
+    wandb_project: str = _f(factory=lambda: os.environ.get("WANDB_PROJECT") or "lrscan", help="wandb project (default $WANDB_PROJECT or lrscan)")
+    wandb_entity: str = _f(factory=lambda: os.environ.get("WANDB_ENTITY", ""), help="wandb entity (team or user); default $WANDB_ENTITY or your default")
     wandb_group: str = _f("", "wandb group; sweeps put their key here so the analysis finds their runs")
     wandb_name: str = _f("", "wandb run name; empty: generated")
     wandb_tags: tuple[str, ...] = _f((), "wandb tags, e.g. ['lr_range', 'seed1']")

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` (the study, small) and `make test` (the suite).
+# Both create .venv, install lrscan with pip and put names.txt in place first.
+PYTHON ?= python3
+VENV ?= .venv
+SHARED ?= ../shared
+DATA ?= data/names.txt
+OUT ?= reports/demo
+BIN := $(VENV)/bin
+export LRSCAN_DATA := $(abspath $(DATA))
+export WANDB_SILENT := true
+
+.PHONY: demo test data venv bench clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in pyproject.toml: the CPU wheel (a looser spec can pull a multi-GB CUDA build)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+data: $(DATA)
+$(DATA): | venv
+	$(BIN)/python -m pipeline.data fetch $(DATA) --shared $(SHARED)/data
+
+test: venv data
+	$(BIN)/python -m pytest -q
+
+demo: venv data
+	$(BIN)/python -m pipeline.study --out=$(OUT)
+
+bench: venv data
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_read.py
+	$(BIN)/python benchmarks/bench_sweep.py
+
+clean:
+	rm -rf wandb checkpoints runs reports

@@ -1,0 +1,105 @@
+"""A sweep through the local runner against the same runs done the seed's way, one after another.
+
+    python benchmarks/bench_sweep.py [--points 8] [--steps 20000] [--workers N] [--data data/names.txt]
+
+Both sides train the lecture's final model (n_embd 10, n_hidden 200, batch 32) for `--steps` steps at
+`--points` different lrs, every step logged to wandb offline, and both are timed wall-clock from
+the first run's start to the last run's finish (start-up, wandb init/finish included):
+
+  1. serial: the seed's loop (`benchmarks/seed_loop.py`) with one `wandb.log` per step, one wandb run
+     per lr, one after another in one process: what a new user writes;
+  2. `python -m pipeline.sweep` on a grid YAML of the same lrs, `--workers` at a time (default: the
+     usable cores), each run the lean logged loop of `pipeline.train`.
+
+Prints both times and the ratio. Measured side by side in one invocation; the machine is shared
+and noisy, so compare ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import torch  # noqa: E402
+
+from pipeline.data import load_splits  # noqa: E402
+from pipeline.sweep import default_workers, load_sweep  # noqa: E402
+from seed_loop import seed_loop  # noqa: E402
+
+
+def lrs_for(points: int) -> list[float]:
+    # lrs from 10**-1.5 to 10**-0.5: all trainable, so no run stops early on either side
+    return [round(10 ** (-1.5 + i / max(1, points - 1)), 6) for i in range(points)]
+
+
+def serial_seconds(data: str, lrs: list[float], steps: int, workdir: str) -> float:
+    import wandb
+
+    splits = load_splits(data, 3, 42)
+    Xtr, Ytr = splits.train
+    t0 = time.perf_counter()
+    for lr in lrs:
+        run = wandb.init(mode="offline", dir=workdir, config={"lr": lr, "steps": steps}, reinit="create_new")
+        seed_loop(Xtr, Ytr, len(splits.vocab), steps, lr=lr, run=run)
+        run.finish()
+    return time.perf_counter() - t0
+
+
+def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir: str) -> float:
+    yaml_path = Path(workdir) / "bench_sweep.yaml"
+    yaml_path.write_text(textwrap.dedent(f"""\
+        # benchmark: {len(lrs)} constant-lr runs of {steps} steps
+        program: pipeline/train.py
+        command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
+        method: grid
+        parameters:
+          schedule: {{value: constant}}
+          steps: {{value: {steps}}}
+          n_embd: {{value: 10}}
+          n_hidden: {{value: 200}}
+          samples: {{value: 0}}
+          ckpt_every_steps: {{value: 0}}
+          lr: {{values: {lrs}}}
+        """))
+    assert len(load_sweep(yaml_path).points) == len(lrs)
+    env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers),
+                    "--out", os.path.join(workdir, "runs"), "--no-progress"], cwd=REPO, env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--points", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--workers", type=int, default=default_workers())
+    ap.add_argument("--data", default=os.environ.get("LRSCAN_DATA", "data/names.txt"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    workdir = tempfile.mkdtemp(prefix="lrscan-bench-sweep-")
+    os.environ["WANDB_DIR"] = workdir
+    lrs = lrs_for(args.points)
+
+    serial = serial_seconds(args.data, lrs, args.steps, workdir)
+    print(f"serial seed loop + wandb.log per step: {serial:7.1f} s", flush=True)
+    runner = sweep_seconds(args.data, lrs, args.steps, args.workers, workdir)
+    print(f"pipeline.sweep, {args.workers} workers:       {runner:7.1f} s", flush=True)
+    print(f"\n{args.points} points x {args.steps} steps, n_embd=10 n_hidden=200, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}")
+    print(f"speed-up of the runner over the serial seed loop: {serial / runner:.2f}x  (target >= 4x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,6 +54,7 @@ INT_SUMMARY_KEYS = (K.FINAL_STEP, K.STOP_STEP, K.DIVERGED_AT_STEP)
 RUN_FILE_GLOB = "run-*.wandb"
 CACHE_ENV = "LRSCAN_CACHE"
 SCAN_PAGE_ROWS = 10_000
+UNSETTLED_STATES = ("running", "pending", "preempting", "")
 RUNS_PAGE_SIZE = 200
 _CLOUD_PATH = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
 _FOLDER_STAMP = re.compile(r"-(\d{8}_\d{6})-")
@@ -86,7 +87,7 @@ def load_runs(
     Filters: group; sweep (a sweep id or a group key); tags (all must be present); state
     ('finished', 'crashed', 'running'; or several); job_type (None: all). keys: history keys to read
     (default lr, lre, loss, log10_loss, smooth_loss, dev_loss). api: a `wandb.Api` (cloud only;
-    made when needed). cache_dir: where finished cloud runs are cached (default $LRSCAN_CACHE or
+    made when needed). cache_dir: where ended cloud runs are cached (default $LRSCAN_CACHE or
     ~/.cache/lrscan).
 
     Raises LrscanError for an unknown source, a source without runs, no run matching the filters,
@@ -325,7 +326,9 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str], cache: Path) -> d
     """Every step of the wanted keys, via scan_history; from the cache for a finished run."""
     stamp = _cloud_stamp(run)
     keys_hash = hashlib.sha1(json.dumps(wanted).encode()).hexdigest()[:10]
-    cacheable = meta.state == "finished" and stamp
+    # a run that ended (finished, crashed, failed, killed) no longer changes unless resumed, which
+    # moves its heartbeat, so the stamp keys the cache
+    cacheable = bool(stamp) and meta.state not in UNSETTLED_STATES
     base = cache / meta.entity / meta.project / f"{meta.run_id}-{stamp}-{keys_hash}"
     if cacheable:
         cached = _cache_read(base)
@@ -423,15 +426,19 @@ def _build(runs: list[RunFile], wanted: list[str], *, explicit_keys: bool, skipp
             problems.append(f"run {run.run_id}: no values logged for {', '.join(missing)}")
     value_keys = [k for k in wanted if explicit_keys or k not in OPTIONAL_KEYS or logged[k]]
     config_fields = [f for f in field_names() if any(f in r.config for r in runs)]
+    # TrainConfig has fields named like frame columns (run_id, lr): there the column wins
+    step_taken = {*K.ID_COLUMNS, K.STEP_COLUMN, *value_keys}
     return Loaded(
-        steps=_steps_frame(runs, value_keys, config_fields),
-        runs=_runs_frame(runs, config_fields),
+        steps=_steps_frame(runs, value_keys, [f for f in config_fields if f not in step_taken]),
+        runs=_runs_frame(runs, [f for f in config_fields if f not in RUN_COLUMNS]),
         skipped_records=skipped,
         problems=problems,
     )
 
 
 _EMPTY = np.zeros(0)
+RUN_COLUMNS = ("run_id", "run_name", "group", "sweep", "tags", "job_type", "state", "exit_code", "path",
+               "n_steps", "first_step", "last_step")
 
 
 def _sort_by_step(run: RunFile) -> None:

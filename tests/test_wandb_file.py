@@ -24,7 +24,7 @@ KEYS = ["lr", "lre", "loss", "log10_loss"]
 
 
 @contextmanager
-def quiet_env(**extra: str) -> Iterator[None]:
+def quiet_env() -> Iterator[None]:
     """WANDB_SILENT and friends for wandb runs made outside a test's own monkeypatch (module fixtures)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_SILENT", "true")
@@ -32,8 +32,6 @@ def quiet_env(**extra: str) -> Iterator[None]:
         mp.delenv("WANDB_API_KEY", raising=False)
         for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_RUN_GROUP", "WANDB_TAGS"):
             mp.delenv(var, raising=False)
-        for name, value in extra.items():
-            mp.setenv(name, value)
         yield
 
 
@@ -55,12 +53,14 @@ def make_run(
     """One real offline run under `root` logging `rows` with explicit steps; returns its .wandb file."""
     import wandb
 
-    env = {"WANDB_SWEEP_ID": sweep_id} if sweep_id else {}
-    with quiet_env(**env):
+    # the sweep id as `wandb agent` hands it over (WANDB_SWEEP_ID), as a setting: in-process, wandb
+    # reads its environment once
+    settings = wandb.Settings(console="off", x_disable_stats=True, **({"sweep_id": sweep_id} if sweep_id else {}))
+    with quiet_env():
         run = wandb.init(
             mode="offline", dir=str(root), project="lrscan", id=run_id, resume="allow" if resume else None,
             config=dict(config or {}), group=group, tags=list(tags) or None, job_type=job_type, name=name,
-            settings=wandb.Settings(console="off", x_disable_stats=True),
+            settings=settings,
         )
         for step, row in rows:
             run.log(dict(row), step=step)

@@ -183,11 +183,9 @@ def _load_offline(path: Path, filters: _Filters, wanted: list[str], problems: li
         raise LrscanError(f"no wandb runs in {path}: no {RUN_FILE_GLOB} file below it")
     segments: list[RunFile] = []
     skipped = unreadable = 0
-    for file in files:
-        try:
-            run = read_run_file(file, wanted)
-        except LrscanError as err:
-            problems.append(f"skipped {err}")  # the message starts with the file's path
+    for file, run in zip(files, _read_all(files, wanted)):
+        if isinstance(run, LrscanError):
+            problems.append(f"skipped {run}")  # the message starts with the file's path
             unreadable += 1
             continue
         skipped += run.skipped_records
@@ -202,6 +200,18 @@ def _load_offline(path: Path, filters: _Filters, wanted: list[str], problems: li
         raise LrscanError(f"no readable wandb run in {path}: " + "; ".join(problems[:3]))
     runs = _merge_segments(segments, problems)
     return [run for run in runs if filters.ok(run)], skipped
+
+
+def _read_one(path: Path, wanted: list[str]) -> RunFile | LrscanError:
+    try:
+        return read_run_file(path, wanted)
+    except LrscanError as err:
+        return err
+
+
+def _read_all(files: list[Path], wanted: list[str]) -> list[RunFile | LrscanError]:
+    # one process on purpose: worker processes (forkserver) measured slower here on 2 busy cores
+    return [_read_one(f, wanted) for f in files]
 
 
 def _segment_order(run: RunFile) -> tuple[str, float, str]:

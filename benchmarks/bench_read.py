@@ -68,6 +68,65 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_only:
         return
 
+    from analysis.sources import load_runs
+
+    # ours: file -> tidy frame
+    start = time.perf_counter()
+    ours = load_runs(path).steps
+    ours_seconds = time.perf_counter() - start
+    # wandb's own reader: leet inspect --json, one JSON object per record, into pandas
+    start = time.perf_counter()
+    theirs = leet_frame(path)
+    leet_seconds = time.perf_counter() - start
+    assert len(ours) == len(theirs) == args.steps, (len(ours), len(theirs))
+    for key in ("lr", "lre"):
+        assert (ours[key].to_numpy() == theirs[key].to_numpy()).all(), key
+    print(f"read {args.steps} steps to a frame: ours {ours_seconds:.2f} s, "
+          f"wandb leet inspect --json + json.loads {leet_seconds:.2f} s, ratio {leet_seconds / ours_seconds:.1f}x")
+
+    memory(path, args.runs)
+
+
+def leet_frame(path: Path):
+    """wandb's own reader, the way a user without ours would do it."""
+    import pandas as pd
+
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    proc = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(path)],
+                          check=True, capture_output=True, text=True)
+    rows = []
+    for line in proc.stdout.splitlines():
+        record = json.loads(line)
+        if record.get("type") == "history":
+            rows.append(record["history"]["item"])
+    frame = pd.DataFrame(rows)
+    return frame.rename(columns={"_step": "step"}).astype({"lr": "float64", "lre": "float64"})
+
+
+def memory(path: Path, n_runs: int) -> None:
+    """Peak Python-heap memory while building the tidy frame of `n_runs` copies of one run."""
+    import dataclasses
+
+    from analysis import sources
+    from analysis.wandb_file import read_run_file
+
+    one = read_run_file(path, list(sources.DEFAULT_KEYS))
+    runs = [dataclasses.replace(one, run_id=f"run{i:03d}", name=f"run-{i}", config={**one.config, "lre_min": -3.0 - i % 5})
+            for i in range(n_runs)]
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    loaded = sources._build(runs, list(sources.DEFAULT_KEYS), explicit_keys=False, skipped=0, problems=[])
+    held, peak = (m - base for m in tracemalloc.get_traced_memory())
+    tracemalloc.stop()
+    steps = loaded.steps
+    frame_bytes = steps.memory_usage(deep=True).sum()
+    print(f"{n_runs} runs x {len(one.history['step'])} steps = {len(steps)} rows, {steps.shape[1]} columns: "
+          f"frame {frame_bytes / 2**30:.3f} GiB (memory_usage deep), "
+          f"held {held / 2**30:.3f} GiB, peak while building {peak / 2**30:.3f} GiB (tracemalloc)")
+    del loaded, steps
+    import resource
+    print(f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (includes the inputs)")
+
 
 if __name__ == "__main__":
     main()

@@ -289,7 +289,8 @@ def _load_cloud(source: str, filters: _Filters, wanted: list[str], api: Any, cac
             raise LrscanError(f"{source}: no such file or folder, and the W&B cloud cannot be reached: {err}") from None
     cache = Path(os.fspath(cache_dir)) if cache_dir is not None else default_cache_dir()
     try:
-        listed = api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE)
+        # lazy=False: config and summary come with the listing instead of one request per run
+        listed = api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE, lazy=False)
         cloud_runs = list(listed)
     except Exception as err:  # the Public API raises its own CommError/ValueError types
         raise LrscanError(f"cannot list the runs of {entity}/{project}: {err}") from None

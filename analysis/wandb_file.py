@@ -2,7 +2,7 @@
 
 Why this is hand-written: wandb 0.30 removed its Python reader (`wandb.sdk.internal.datastore`);
 the only reader left is `wandb leet inspect --json`, a Go binary that prints every record as JSON
-(~20x slower than this module end to end, see benchmarks/bench_read.py). No maintained package
+(12x slower than this module, file to frame, measured by benchmarks/bench_read.py). No maintained package
 reads these files into pandas. The format (wandb-core `transactionlog`, checked against real 0.31
 files) is:
 

@@ -290,10 +290,12 @@ class FakeApi:
     def __init__(self, runs: list[FakeRun], page_limit: int = 2) -> None:
         self._runs, self._page_limit = runs, page_limit
         self.calls: list[tuple[str, Any, int]] = []
+        self.options: list[dict[str, Any]] = []
         self.listings: list[FakeRuns] = []
 
     def runs(self, path: str, filters: Any = None, per_page: int = 50, **kwargs: Any) -> FakeRuns:
         self.calls.append((path, filters, per_page))
+        self.options.append(kwargs)
         listing = FakeRuns(self._runs, per_page, self._page_limit)
         self.listings.append(listing)
         return listing
@@ -311,6 +313,7 @@ def test_cloud_frame_equals_the_offline_frame(runs_dir: Path, tmp_path: Path) ->
     drop = ["path", "state", "exit_code"]  # a crashed run has no exit code on the cloud listing
     assert_frame_equal(cloud.runs.drop(columns=drop), offline.runs.drop(columns=drop), check_like=True)
     assert api.calls == [("me/lrscan", {"$and": [{"group": "A"}, {"jobType": "train"}]}, 200)]
+    assert api.options == [{"lazy": False}]  # config and summary in the listing, not a request per run
     assert api.listings[0].pages_fetched == 2  # 4 runs, 2 a page
 
 

@@ -218,8 +218,9 @@ def _parse_string(key: str, raw: str, tp: Any) -> Any:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            # a bare comma list, e.g. 100000,150000 or lr_range,seed1
-            value = [part.strip() for part in raw.split(",") if part.strip()]
+            # a bare comma list, e.g. 100000,150000 or lr_range,seed1, or a list typed unquoted: [a, b]
+            bare = raw[1:-1] if raw[:1] + raw[-1:] in ("[]", "()") else raw
+            value = [part.strip() for part in bare.split(",") if part.strip()]
             if typing.get_args(tp)[0] is not str:
                 value = [_literal(key, part, typing.get_args(tp)[0]) for part in value]
         if not isinstance(value, (list, tuple)):

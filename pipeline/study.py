@@ -97,18 +97,28 @@ def _write_state(folder: Path, state: Mapping[str, Any]) -> None:
     os.replace(tmp, folder / STATE_FILE)
 
 
+def _fmt(value: Any) -> str:
+    """An exponent or a [low, high] interval for people; 'n/a' where there is none (one seed: no CI)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]" if value else "n/a"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{float(value):.3f}"
+
+
 def _stage(n: int, text: str) -> None:
     print(f"\n[{n}/4] {text}", flush=True)
 
 
 class Study:
-    def __init__(self, *, size: str, out: Path, workers: int | None, wandb_mode: str, project: str, entity: str,
+    def __init__(self, *, size: str | Size, out: Path, workers: int | None, wandb_mode: str, project: str, entity: str,
                  range_yaml: Path, decay_yaml: Path, n_boot: int, api: Any = None):
-        if size not in SIZES:
+        if isinstance(size, str) and size not in SIZES:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
             raise LrscanError("--wandb_mode=online needs --project=NAME (the W&B project the runs go to)")
-        self.size, self.spec = size, SIZES[size]
+        # a Size object: a custom study size (the tests' tiny one)
+        self.size, self.spec = (size, SIZES[size]) if isinstance(size, str) else ("custom", size)
         self.out, self.workers, self.wandb_mode = out, workers, wandb_mode
         self.project, self.entity = project, entity
         self.range_yaml, self.decay_yaml = range_yaml, decay_yaml
@@ -142,9 +152,8 @@ class Study:
             state = {"range_key": range_sweep.key, "best_lre": best_lre}
             _write_state(self.out, state)
         best_lr = 10.0 ** best_lre
-        low, high = pick.get("best_lre_ci") or (math.nan, math.nan)
-        print(f"picked lre = {best_lre:.3f} (95% CI [{low:.3f}, {high:.3f}]) -> lr = {best_lr:.4g}; "
-              f"steepest {pick.get('steepest_lre', math.nan):.3f}, valley {pick.get('valley_lre', math.nan):.3f}", flush=True)
+        print(f"picked lre = {best_lre:.3f} (95% CI {_fmt(pick.get('best_lre_ci'))}) -> lr = {best_lr:.4g}; "
+              f"steepest {_fmt(pick.get('steepest_lre'))}, valley {_fmt(pick.get('valley_lre'))}", flush=True)
 
         decay_overrides = {**self.spec.decay_overrides, "lr": {"value": round(best_lr, 6)}}
         decay_path = derive_sweep(self.decay_yaml, self.out / "stages" / "decay_grid.yaml", decay_overrides,
@@ -208,12 +217,12 @@ class Study:
         figures = [f for f in range_report.files if f.endswith(".png")]
         decay_figs = [f for f in decay_report.files if f.endswith(".png")]
         best = summary["decay"].get("best") or {}
-        ci = summary["best_lre_ci"] or [math.nan, math.nan]
         lines = [
             f"# lrscan study ({self.size})",
             "",
-            f"Picked exponent **{best_lre:.3f}** (95% bootstrap CI over seeds [{ci[0]:.3f}, {ci[1]:.3f}]), "
-            f"lr = {10 ** best_lre:.4g}. Other suggesters: steepest {rs.get('steepest_lre')}, valley {rs.get('valley_lre')}.",
+            f"Picked exponent **{best_lre:.3f}** (95% bootstrap CI over seeds {_fmt(summary['best_lre_ci'])}), "
+            f"lr = {10 ** best_lre:.4g}. Other suggesters: steepest {_fmt(rs.get('steepest_lre'))}, "
+            f"valley {_fmt(rs.get('valley_lre'))}.",
             "",
             *[f"![{f}](range/{f})" for f in figures],
             "",

@@ -190,6 +190,9 @@ def _logger_main(init: InitArgs, q: "mp.Queue", conn, parent_pid: int) -> None:
         traceback.print_exc()
         exit_code = 1
     run.finish(exit_code=exit_code)
+    # finish() can return before wandb-core has written the .wandb file (seen with 0.31 offline:
+    # a reader right after found only its header); teardown waits for wandb-core to exit
+    wandb.teardown()
 
 
 def _drain(run, q: "mp.Queue", parent_pid: int, write) -> int:

@@ -26,6 +26,7 @@ def test_agent_style_arguments_parse_to_typed_values():
 
 def test_other_spellings():
     c = parse_args(["--resume", "--steps", "50", "--decay_steps=100,200", "--decay_lrs=0.01,0.001", "--wandb_tags=x,y"])
+    assert parse_value("wandb_tags", "[a, b]") == ["a", "b"]  # a list typed unquoted by hand
     assert c.resume is True and c.steps == 50 and c.decay_steps == (100, 200) and c.wandb_tags == ("x", "y")
     assert parse_args(["--decay_steps=100000", "--decay_lrs=0.01"]).decay_steps == (100000,)
     assert parse_value("lre_min", "-2") == -2

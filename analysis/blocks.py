@@ -219,7 +219,7 @@ def decay_summary(
     """
     require_columns(steps, ["run_id", keys.STEP_COLUMN, column], "the steps frame")
     if SCHEDULE in steps.columns:
-        steps = steps.loc[steps[SCHEDULE].astype("string") != SCHEDULE_RANGE]
+        steps = steps.loc[steps[SCHEDULE] != SCHEDULE_RANGE]
     if steps.empty:
         raise LrscanError("no step-decay or constant-lr runs to summarise (every run is a range test, or none were loaded)")
 

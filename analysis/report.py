@@ -85,7 +85,7 @@ def write_report(
     problems = list(getattr(loaded, "problems", []) or [])
     notes: list[str] = []
 
-    is_range = steps[SCHEDULE].astype("string") == SCHEDULE_RANGE if SCHEDULE in steps.columns else pd.Series(True, index=steps.index)
+    is_range = steps[SCHEDULE] == SCHEDULE_RANGE if SCHEDULE in steps.columns else pd.Series(True, index=steps.index)
     pick = decay = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -152,6 +152,7 @@ def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "off
         mode=mode, project=project, group=group, job_type=keys.JOB_ANALYSIS, name=f"analysis-{report.out_dir.name}",
         config={"source": report.summary.get("source"), "filters": report.summary.get("filters"),
                 "block_steps": report.summary["blocks"]["block_steps"]},
+        dir=os.environ.get("WANDB_DIR") or None,  # read now: wandb reads it once per process otherwise
         settings=wandb.Settings(console="off", x_disable_stats=True), reinit="create_new",
     )
     try:

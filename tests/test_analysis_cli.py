@@ -75,6 +75,9 @@ def runs_folder(tmp_path_factory) -> tuple[Path, list[tuple[dict, pd.DataFrame]]
             log_run(folder, f"decay{decay_step}", DECAY_GROUP, config, hist,
                     {"train_loss": tail, "dev_loss": tail + 0.05, "test_loss": tail + 0.06, "final_step": DECAY_STEPS - 1})
             made.append((config, hist))
+        import wandb
+
+        wandb.teardown()  # run.finish() may return before wandb-core has flushed the files; this waits
     return folder, made
 
 
@@ -149,3 +152,19 @@ def test_bad_input_is_one_line_and_exit_2(runs_folder, tmp_path, capsys, argv, m
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("analysis: error:") and message in err
     assert not out.exists()
+
+
+def test_python_api_is_importable_from_analysis_and_lazy():
+    code = (
+        "import sys, analysis\n"
+        "assert 'matplotlib' not in sys.modules and 'wandb' not in sys.modules, 'import analysis must stay light'\n"
+        "from analysis import (load_runs, block_means, pick_exponent, decay_summary, zoom_sweep, write_report,\n"
+        "                      plot_loss_vs_lre, plot_loss_vs_lr, plot_block_means, plot_decay_heatmap)\n"
+        "assert callable(load_runs) and callable(plot_decay_heatmap)\n"
+        "try:\n"
+        "    analysis.no_such_name\n"
+        "except AttributeError:\n"
+        "    print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -165,6 +165,11 @@ def test_log_to_wandb_offline(tmp_path, monkeypatch):
     out = tmp_path / "r"
     write_report(out, mixed_loaded(), block_steps=500, n_boot=50, dpi=40, log_to_wandb=True, wandb_mode="offline")
 
+    import wandb
+
+    # run.finish() can return before wandb-core has flushed the .wandb file (seen here: a reader
+    # right after it found state 'running' and no job_type); teardown waits for the service
+    wandb.teardown()
     logged = json.loads((out / "summary.json").read_text())["wandb_run"]
     assert logged["mode"] == "offline"
     files = list((tmp_path / "wb").rglob(f"run-{logged['id']}.wandb"))

@@ -126,8 +126,11 @@ class SGDStep:
         self.W1t, self.W2t = self.W1.t(), self.W2.t()
 
     def __call__(self, Xb: torch.Tensor, Yb: torch.Tensor, Yb_onehot: torch.Tensor, lr: float) -> torch.Tensor:
-        """Xb (B, block_size) int64, Yb (B,) int64, Yb_onehot (B, vocab) float; returns the 0-d loss tensor."""
-        B = Xb.shape[0]
+        """Xb (B * block_size,) int64 contexts flattened, Yb (B,) int64, Yb_onehot (B, vocab) float.
+
+        Returns the 0-d loss tensor (the mean cross-entropy before the update).
+        """
+        B = Yb.shape[0]
         # forward
         emb = self.C[Xb].view(B, -1)                         # (B, block_size * n_embd)
         h = torch.addmm(self.b1, emb, self.W1).tanh_()       # (B, n_hidden)
@@ -138,11 +141,11 @@ class SGDStep:
         dlogits = logp.exp_().sub_(Yb_onehot)                # (B, vocab), logp reused in place
         torch.mm(h.t(), dlogits, out=self.gW2)               # (n_hidden, vocab)
         torch.sum(dlogits, 0, out=self.gb2)                  # (vocab,)
-        dh = torch.ops.aten.tanh_backward(dlogits @ self.W2t, h)  # (B, n_hidden): dh * (1 - h**2)
+        dh = torch.ops.aten.tanh_backward(torch.mm(dlogits, self.W2t), h)  # (B, n_hidden): dh * (1 - h**2)
         torch.mm(emb.t(), dh, out=self.gW1)                  # (block_size * n_embd, n_hidden)
         torch.sum(dh, 0, out=self.gb1)                       # (n_hidden,)
-        demb = dh @ self.W1t                                 # (B, block_size * n_embd)
-        self.gC.zero_().index_add_(0, Xb.view(-1), demb.view(-1, self.gC.shape[1]))  # (vocab, n_embd)
+        demb = torch.mm(dh, self.W1t)                        # (B, block_size * n_embd)
+        self.gC.zero_().index_add_(0, Xb, demb.view(-1, self.gC.shape[1]))  # (vocab, n_embd)
         # update: one fused op over every parameter
         self.model.flat.add_(self.model.grad, alpha=-lr / B)
         return loss

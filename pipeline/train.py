@@ -186,7 +186,8 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
             onehot = F.one_hot(Yc, vocab_size).to(model.flat.dtype)       # (n, B, vocab)
             chunk_lrs = lrs[step:end].tolist()
             # unbind: the per-step views in one call each, cheaper than indexing every step
-            losses = [step_fn(Xb, Yb, Ob, lr) for Xb, Yb, Ob, lr in zip(Xc.unbind(0), Yc.unbind(0), onehot.unbind(0), chunk_lrs)]
+            losses = [step_fn(Xb, Yb, Ob, lr) for Xb, Yb, Ob, lr in
+                      zip(Xc.view(end - step, -1).unbind(0), Yc.unbind(0), onehot.unbind(0), chunk_lrs)]
             loss = torch.stack(losses).double().cpu().numpy()              # (n,)
             elapsed_s += time.perf_counter() - t0
 

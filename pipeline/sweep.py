@@ -524,8 +524,11 @@ class Runner:
                 from tqdm import tqdm
 
                 tqdm.monitor_interval = 0  # no monitor thread: children are forked from this process
-                bar = tqdm(total=len(self.indices), desc=self.sweep.key, unit="run", dynamic_ncols=True,
-                           initial=sum(states[i].state == FINISHED for i in self.indices))
+                initial = sum(states[i].state == FINISHED for i in self.indices)
+                if sys.stderr.isatty():
+                    bar = tqdm(total=len(self.indices), desc=self.sweep.key, unit="run", dynamic_ncols=True, initial=initial)
+                else:
+                    bar = _LineProgress(self.sweep.key, len(self.indices), initial)
             while True:
                 self._reap()
                 if self.stop_signal is not None:
@@ -597,6 +600,31 @@ class Runner:
         if done > bar.n:
             bar.update(done - bar.n)
         bar.set_postfix_str(f"running {running}, failed {failed}", refresh=True)
+
+
+class _LineProgress:
+    """The progress bar's stand-in when stderr is a file or a pipe (CI, nohup, Slurm): one line per change."""
+
+    def __init__(self, desc: str, total: int, initial: int):
+        self.desc, self.total, self.n, self.start_n = desc, total, initial, initial
+        self.t0 = time.monotonic()
+        self.last = ""
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        line = f"{self.n}/{self.total} done, {text}"
+        if line == self.last:
+            return
+        self.last = line
+        elapsed = time.monotonic() - self.t0
+        done_here = self.n - self.start_n
+        eta = f", ETA {elapsed / done_here * (self.total - self.n):.0f} s" if done_here and self.n < self.total else ""
+        print(f"{self.desc}: {line} ({elapsed:.0f} s{eta})", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
 
 
 def _killpg(proc: subprocess.Popen, sig: int) -> None:

@@ -112,12 +112,25 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
-        """A config from typed values (wandb.config, a checkpoint), over `base` or the defaults."""
-        unknown = sorted(k for k in values if k not in field_names())
-        if unknown:
-            raise LrscanError(_unknown_message(unknown))
+        """A config from typed values (wandb.config, a checkpoint), over `base` or the defaults.
+
+        Keys starting with '_' (wandb's own, e.g. `_wandb`) are ignored; a coupled sweep parameter
+        (a mapping of fields, see `expand_coupled`) stands for its fields and wins over them.
+        """
+        names = set(field_names())
+        plain = {k: v for k, v in values.items() if k in names}
+        coupled: dict[str, Any] = {}
+        for key, value in values.items():
+            if key.startswith("_") or key in names:
+                continue
+            for k, v in expand_coupled(key, value).items():
+                if k in coupled and coupled[k] != v:
+                    raise LrscanError(f"{k} is given twice with different values ({coupled[k]!r} and {v!r})")
+                coupled[k] = v
         current = base.to_dict() if base is not None else {}
-        current.update(values)
+        # a coupled parameter is what a sweep locked: it wins over the plain copy of the same field
+        current.update(plain)
+        current.update(coupled)
         return cls(**current)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -142,6 +155,14 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
         if not arg.startswith("--") or arg == "--":
             raise LrscanError(f"unexpected argument {arg!r}: flags look like --key=value. Valid keys: {', '.join(field_names())}")
         key, eq, raw = arg[2:].partition("=")
+        if key not in types_ and eq:
+            # a coupled sweep parameter: --lre_range={'lre_min': -3.0, 'lre_max': 0.0}
+            for k, v in expand_coupled(key, _literal_or_raw(raw)).items():
+                if k in values:
+                    raise LrscanError(f"--{k} given twice (also inside --{key})")
+                values[k] = _coerce(k, v, types_[k])
+            i += 1
+            continue
         if key not in types_:
             raise LrscanError(_unknown_message([key]))
         if not eq:
@@ -159,6 +180,34 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
         values[key] = _parse_string(key, raw, types_[key])
         i += 1
     return TrainConfig(**values)
+
+
+def expand_coupled(key: str, value: Any) -> dict[str, Any]:
+    """{key: value} as fields: a field stays itself; a coupled parameter becomes its fields.
+
+    A range is a pair, and a grid over two parameters is their product. To sweep hand-picked pairs,
+    a sweep gives one parameter (any name that is not a field, e.g. `lre_range`) whose values are
+    mappings of fields: `values: [{lre_min: -3.0, lre_max: 0.0}, {lre_min: -2.0, lre_max: -0.5}]`.
+    W&B's controller and `pipeline.sweep` expand it the same way (one point per mapping); the agent
+    passes it as `--lre_range={'lre_min': -3.0, 'lre_max': 0.0}` and as a dict in `wandb.config`.
+    """
+    names = field_names()
+    if key in names:
+        return {key: value}
+    if isinstance(value, Mapping) and value and all(isinstance(k, str) and k in names for k in value):
+        return dict(value)
+    if isinstance(value, Mapping):
+        bad = sorted(str(k) for k in value if k not in names)
+        raise LrscanError(f"coupled parameter {key!r} has unknown key(s) {', '.join(map(repr, bad))}. "
+                          f"Valid keys: {', '.join(names)}")
+    raise LrscanError(_unknown_message([key]))
+
+
+def _literal_or_raw(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw
 
 
 def field_names() -> list[str]:

@@ -124,8 +124,7 @@ def train(cfg: TrainConfig) -> dict:
     exit_code = 1
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
-        locked = {k: v for k, v in info.config.items() if k in cfg.to_dict()}
-        merged = TrainConfig.from_mapping(locked, base=cfg)
+        merged = TrainConfig.from_mapping(info.config, base=cfg)
         if any(getattr(merged, k) != getattr(cfg, k) for k in DATA_FIELDS):
             splits = load_splits(merged.data, merged.block_size, merged.split_seed)
         cfg = merged.replace(run_id=run_id)

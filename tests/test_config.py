@@ -75,3 +75,20 @@ def test_help_lists_every_key():
 def test_data_default_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("LRSCAN_DATA", "/somewhere/words.txt")
     assert TrainConfig().data == "/somewhere/words.txt"
+
+
+def test_coupled_parameter_sweeps_hand_picked_pairs():
+    # W&B renders a dict value with ${args} as Python repr, and puts the dict itself in wandb.config
+    c = parse_args(["--lre_range={'lre_min': -2.0, 'lre_max': -0.5}", "--seed=3"])
+    assert (c.lre_min, c.lre_max, c.seed) == (-2.0, -0.5, 3)
+    locked = {**TrainConfig().to_dict(), "lre_range": {"lre_min": -1, "lre_max": 0}, "_wandb": {"cli_version": "0.31.0"}}
+    c = TrainConfig.from_mapping(locked)
+    assert (c.lre_min, c.lre_max) == (-1.0, 0.0)
+    with pytest.raises(LrscanError, match="coupled parameter 'lre_range' has unknown key\\(s\\) 'lre_mn'"):
+        parse_args(["--lre_range={'lre_mn': 1}"])
+    with pytest.raises(LrscanError, match="--lre_min given twice"):
+        parse_args(["--lre_range={'lre_min': -2.0}", "--lre_min=-1"])
+    with pytest.raises(LrscanError, match="coupled parameter 'bogus' has unknown key\\(s\\) 'x'"):
+        parse_args(["--bogus={'x': 1}"])
+    with pytest.raises(LrscanError, match="unknown config key 'bogus'"):
+        parse_args(["--bogus=3"])

@@ -179,3 +179,18 @@ def test_disabled_mode_needs_no_wandb_process(words_file):
 def test_help_exits_zero():
     p = subprocess.run([sys.executable, "-m", "pipeline.train", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode == 0 and "--lre_min=" in p.stdout
+
+
+def test_coupled_range_pair_through_the_agent_hand_off(words_file, tmp_path):
+    # a hand-picked pair arrives as one dict: locked in wandb.config and rendered as a repr flag
+    params = tmp_path / "sweep-pairs" / "config-pair1.yaml"
+    params.parent.mkdir()
+    params.write_text(yaml.safe_dump({"wandb_version": 1, "lre_range": {"value": {"lre_min": -1.5, "lre_max": -0.5}}}))
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "pairs", "WANDB_RUN_ID": "pair1",
+           "WANDB_SWEEP_PARAM_PATH": str(params)}
+    argv = train_argv(words_file, "--steps=50", "--lre_range={'lre_min': -1.5, 'lre_max': -0.5}")
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rf = read_run_file(run_files(tmp_path, "pair1")[0])
+    assert rf.config["lre_min"] == -1.5 and rf.config["lre_max"] == -0.5
+    assert rf.history[keys.LRE][0] == -1.5 and rf.history[keys.LRE][-1] == -0.5

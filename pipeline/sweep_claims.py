@@ -190,9 +190,16 @@ class ClaimStore:
         return self._create_exclusive(self._path(index, gen, "end"), record)
 
     def take_over(self, st: PointState, info: Mapping[str, Any]) -> Claim | None:
-        """Claim the next attempt of a point whose worker vanished (its lease expired)."""
-        self.end(st.index, st.gen, {"state": CRASHED, "reason": f"lease expired after {st.lease_age_seconds:.0f} s",
-                                    "ended_by": worker_id()})
+        """Claim the next attempt of a point whose worker vanished (its lease expired).
+
+        None when the point turned out not to need it: its worker came back and recorded how it
+        ended (finished, say) between our look at the lease and our end record.
+        """
+        record = {"state": CRASHED, "reason": f"lease expired after {st.lease_age_seconds:.0f} s", "ended_by": worker_id()}
+        if not self.end(st.index, st.gen, record):
+            ended = self._read_json(self._path(st.index, st.gen, "end"))
+            if ended.get("state") != CRASHED:
+                return None  # the owner's own end record won the race: nothing to take over
         return self.claim(st.index, st.gen + 1, info)
 
     def renew(self, claim: Claim) -> bool:

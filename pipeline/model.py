@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 PARAM_NAMES = ("C", "W1", "b1", "W2", "b2")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -147,5 +148,7 @@ class SGDStep:
         demb = torch.mm(dh, self.W1t)                        # (B, block_size * n_embd)
         self.gC.zero_().index_add_(0, Xb, demb.view(-1, self.gC.shape[1]))  # (vocab, n_embd)
         # update: one fused op over every parameter
-        self.model.flat.add_(self.model.grad, alpha=-lr / B)
+        # an lr past float32's range (a range test run far into divergence) makes the weights inf,
+        # and the next loss non-finite, rather than an error converting alpha
+        self.model.flat.add_(self.model.grad, alpha=max(-lr / B, -FLOAT32_MAX))
         return loss

@@ -67,6 +67,7 @@ class InitArgs:
     resume: bool
     define_lre_axis: bool  # range tests: plot loss against lre in the W&B UI
     lock_path: str = ""    # held while the run is open: one process per run id at a time
+    resume_step: int = 0   # a resumed run restarts here: its history must be complete from this step on
 
 
 class RunLogger:
@@ -86,8 +87,10 @@ class RunLogger:
         fd = child_sock.fileno()
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        # a session of its own: a kill of the trainer's process group (a sweep runner's or Slurm's
+        # SIGKILL) must not take the logger with it, or the steps it was still writing would be lost
         self._proc = subprocess.Popen([sys.executable, "-c", "from pipeline.tracking import logger_main; logger_main()", str(fd)],
-                                      pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env)
+                                      pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         child_sock.close()
         self._queue_chunks = queue_chunks
         self._in_flight = 0
@@ -116,6 +119,12 @@ class RunLogger:
     def summary(self, values: dict[str, Any]) -> None:
         self._put(("summary", values))
 
+    def flush(self) -> None:
+        """Wait until the logger has handed every queued row to wandb-core (before a checkpoint:
+        a run resumed from it must find its history at least up to the checkpoint's step)."""
+        while self._in_flight:
+            self._wait_for_ack()
+
     def finish(self, exit_code: int = 0) -> None:
         """Log everything queued, finish the run, wait for the process. Idempotent."""
         if self._finished:
@@ -136,14 +145,18 @@ class RunLogger:
         except (EOFError, OSError):
             raise LrscanError("the wandb logging process died; the run's history stops at the last chunk it logged") from None
 
-    def _put(self, item: tuple) -> None:
-        # bounded: wait for an acknowledgement when too much is in flight, noticing a dead logger
-        while self._in_flight >= self._queue_chunks:
-            if self._conn.poll(PARENT_POLL_SECONDS):
-                self._recv()
-                self._in_flight -= 1
-            elif self._proc.poll() is not None:
+    def _wait_for_ack(self) -> None:
+        # one acknowledgement, noticing a dead logger instead of waiting forever
+        while not self._conn.poll(PARENT_POLL_SECONDS):
+            if self._proc.poll() is not None:
                 raise LrscanError("the wandb logging process died; the run's history stops at the last chunk it logged")
+        self._recv()
+        self._in_flight -= 1
+
+    def _put(self, item: tuple) -> None:
+        # bounded: wait for an acknowledgement when too much is in flight
+        while self._in_flight >= self._queue_chunks:
+            self._wait_for_ack()
         try:
             self._conn.send(item)
         except OSError:
@@ -164,6 +177,9 @@ class NoLogger:
         pass
 
     def summary(self, values) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
@@ -333,10 +349,14 @@ def _json_number(v: float) -> str:
 
 
 def _logged_through(run, init: InitArgs) -> int:
-    """The last step already in this run's history when it is resumed, else -1.
+    """The last step up to which this run's history is complete when it is resumed, else -1.
 
-    Online, the server knows (`run.starting_step` is the next step). Offline, each process segment of
-    a resumed run is its own `offline-run-*-<id>` folder: read the earlier segments' `.wandb` files.
+    The resumed trainer re-trains from its checkpoint's step and logs only the steps after this
+    one. Online, the server knows (`run.starting_step` is the next step). Offline, each process
+    segment of a resumed run is its own `offline-run-*-<id>` folder: read the earlier segments and
+    find the first step missing from the checkpoint's step on (a segment killed before wandb-core
+    flushed may end early, or have a hole); everything from there is logged again. A damaged or
+    empty segment counts for the steps it still holds.
     """
     if not init.resume:
         return -1
@@ -345,11 +365,15 @@ def _logged_through(run, init: InitArgs) -> int:
     from analysis.wandb_file import read_run_file  # the analysis' reader; imported only when resuming
 
     this_segment = Path(run.dir).parent
-    last = -1
+    logged: set[int] = set()
     for path in this_segment.parent.glob(f"*-{run.id}/run-{run.id}.wandb"):
         if path.parent == this_segment:
             continue
-        steps = read_run_file(path, keys=[keys.LOSS]).history["step"]
-        if len(steps):
-            last = max(last, int(steps.max()))
-    return last
+        try:
+            logged.update(read_run_file(path, keys=[keys.LOSS]).history["step"].tolist())
+        except Exception as e:  # an unreadable segment holds no steps we can trust
+            print(f"lrscan: skipping unreadable segment {path}: {e}", file=sys.stderr)
+    step = init.resume_step
+    while step in logged:
+        step += 1
+    return step - 1

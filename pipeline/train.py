@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from pipeline import checkpoint, keys
 from pipeline.config import TrainConfig, help_text, parse_args
-from pipeline.data import Splits, load_splits
+from pipeline.data import Splits, load_splits, sha256_of
 from pipeline.errors import LrscanError, exit_with
-from pipeline.model import MLP, SGDStep
+from pipeline.model import MLP, SGDStep, param_shapes
 from pipeline.schedule import ClimbStop, schedule_lrs
 from pipeline.tracking import InitArgs, open_logger
 
@@ -79,6 +79,16 @@ def batch_indices(seed: int, start_step: int, n_steps: int, n_train: int, batch_
     return torch.cat(out)
 
 
+def _check_model_fits(cfg: TrainConfig, vocab_size: int) -> None:
+    # parameters and gradients, float32: a size that cannot fit fails here, before any run exists
+    n_params = sum(math.prod(s) for s in param_shapes(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden).values())
+    need = 2 * 4 * n_params
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise LrscanError(f"n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}: {n_params:.3g} parameters need "
+                          f"{need / 2**30:.3g} GiB, more than this machine's memory ({have / 2**30:.3g} GiB)")
+
+
 def compatible(saved: dict, cfg: TrainConfig) -> list[str]:
     """The fields of `cfg` that differ from a checkpoint's config in a way that changes the numbers."""
     now = cfg.to_dict()
@@ -91,6 +101,14 @@ def train(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     splits = load_splits(cfg.data, cfg.block_size, cfg.split_seed)  # bad data fails before any run exists
+    _check_model_fits(cfg, len(splits.vocab))
+    try:
+        Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: cannot create it ({e.strerror})") from None
+    if not os.access(cfg.ckpt_dir, os.W_OK):
+        raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: not writable")
+    data_sha256 = sha256_of(cfg.data)
 
     # resume: which run, from which step
     run_id = cfg.run_id or os.environ.get("WANDB_RUN_ID", "")
@@ -104,6 +122,9 @@ def train(cfg: TrainConfig) -> dict:
             diff = compatible(state["config"], cfg)
             if diff:
                 raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint {str(path)!r}")
+            if state.get("data_sha256", data_sha256) != data_sha256 or tuple(state["vocab"]) != splits.vocab.itos:
+                # the data path may move between machines; its content may not
+                raise LrscanError(f"cannot resume run {run_id}: {cfg.data!r} is not the word list it was trained on")
             if state["finished"]:
                 print(f"run {run_id} already finished at step {state['step'] - 1} ({path}); nothing to do")
                 return state.get("summary", {})
@@ -119,6 +140,7 @@ def train(cfg: TrainConfig) -> dict:
         config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or resume,
         define_lre_axis=cfg.schedule == "range",
         lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, run_id).with_suffix(".lock")),
+        resume_step=state["step"] if state is not None else 0,
     ))
     info = logger.start()
     exit_code = 1
@@ -128,7 +150,7 @@ def train(cfg: TrainConfig) -> dict:
         if any(getattr(merged, k) != getattr(cfg, k) for k in DATA_FIELDS):
             splits = load_splits(merged.data, merged.block_size, merged.split_seed)
         cfg = merged.replace(run_id=run_id)
-        summary = _run(cfg, splits, device, logger, state, info.logged_through_step)
+        summary = _run(cfg, splits, device, logger, state, info.logged_through_step, data_sha256)
         exit_code = 0
         return summary
     except StopRequested:
@@ -138,16 +160,22 @@ def train(cfg: TrainConfig) -> dict:
         logger.finish(exit_code)
 
 
-def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: dict | None, logged_through: int) -> dict:
+def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: dict | None, logged_through: int,
+         data_sha256: str) -> dict:
     # init model
     vocab_size = len(splits.vocab)
-    model = MLP.create(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed, init=cfg.init, device=device)
+    try:
+        model = MLP.create(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed, init=cfg.init, device=device)
+    except RuntimeError as e:  # typically an allocation that cannot succeed
+        raise LrscanError(f"cannot build the model (n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}): {str(e).splitlines()[0]}") from None
     climb = ClimbStop(beta=cfg.smooth_beta, factor=cfg.climb_factor, burn_in_steps=cfg.climb_burn_in_steps)
     start_step, elapsed_s = 0, 0.0
+    stop_step = stop_reason = diverged_at = None
     if state is not None:
         model.flat.copy_(state["flat"].to(device))
         climb.load(state["climb"])
         start_step, elapsed_s = state["step"], state["elapsed_s"]
+        diverged_at = state.get("diverged_at")
     step_fn = SGDStep(model)
     Xtr, Ytr = (t.to(device) for t in splits.train)
     lrs, lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
@@ -161,7 +189,7 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
         checkpoint.save(ckpt_file, {
             "config": cfg.to_dict(), "run_id": cfg.run_id, "step": next_step, "finished": finished,
             "flat": model.flat.detach().cpu(), "climb": climb.state(), "vocab": list(splits.vocab.itos),
-            "elapsed_s": elapsed_s, "summary": summary or {},
+            "data_sha256": data_sha256, "diverged_at": diverged_at, "elapsed_s": elapsed_s, "summary": summary or {},
         })
 
     # SIGTERM (a sweep runner stopping us, a scheduler's preemption) ends the run like Ctrl-C
@@ -172,7 +200,6 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     bar = _progress_bar(cfg.steps, start_step, cfg.progress_every_steps)
-    stop_step = stop_reason = diverged_at = None
     step = start_step
     try:
         # training loop, one chunk of steps at a time: the chunk's batches are drawn at once and its
@@ -221,11 +248,13 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
             bar.update(n)
             bar.set_postfix(loss=f"{loss[n - 1]:.4f}", lr=f"{lrs[step - 1]:.3g}", refresh=False)
 
-            # checkpoint
-            if cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and step < cfg.steps and stop_step is None:
+            # checkpoint (once the logger has the steps before it: a resumed run must find them there)
+            if stop_step is not None:
+                continue  # an early stop ends the run normally, whatever signal came meanwhile
+            if stop["signal"] is not None or (cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and step < cfg.steps):
+                logger.flush()
                 save_checkpoint(step, finished=False)
             if stop["signal"] is not None:
-                save_checkpoint(step, finished=False)
                 raise StopRequested(f"signal {stop['signal']} at step {step}")
     finally:
         bar.close()
@@ -235,11 +264,11 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
     # evaluate
     summary = {
         keys.FINAL_STEP: step - 1,
-        keys.STEPS_PER_SECOND: (step - start_step) / elapsed_s if elapsed_s > 0 else 0.0,
+        keys.STEPS_PER_SECOND: step / elapsed_s if elapsed_s > 0 else 0.0,  # elapsed_s runs across resumes
         "n_params": model.n_params,
     }
-    for name, (X, Y) in (("train", splits.train), ("dev", splits.dev), ("test", splits.test)):
-        summary[f"{name}_loss"] = model.loss(X.to(device), Y.to(device))
+    for key, (X, Y) in ((keys.TRAIN_LOSS, splits.train), (keys.DEV_LOSS, splits.dev), (keys.TEST_LOSS, splits.test)):
+        summary[key] = model.loss(X.to(device), Y.to(device))
     if stop_step is not None:
         summary[keys.STOP_STEP], summary[keys.STOP_REASON] = stop_step, stop_reason
     if diverged_at is not None:
@@ -251,8 +280,8 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
 
     # report
     why = f", stopped at step {stop_step} ({stop_reason})" if stop_step is not None else ""
-    print(f"run {cfg.run_id}: train {summary['train_loss']:.4f}  dev {summary['dev_loss']:.4f}  "
-          f"test {summary['test_loss']:.4f}  ({summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why})")
+    print(f"run {cfg.run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
+          f"test {summary[keys.TEST_LOSS]:.4f}  ({summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why})")
     if cfg.samples:
         g = torch.Generator().manual_seed(cfg.seed + 10)
         names = ["".join(splits.vocab.itos[i] for i in w) for w in model.sample(cfg.samples, g)]

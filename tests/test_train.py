@@ -121,13 +121,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tm
     subprocess.run(cmd + ["--run_id=whole"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
     reference = history(run_files(tmp_path, "whole")[0])
 
-    # the same run, killed for real once its first checkpoint is on disk
+    # the same run, its whole process group killed for real (as a sweep runner or Slurm does) once
+    # its first checkpoint is on disk
     ckpt = tmp_path / "checkpoints" / "cut.pt"
     proc = subprocess.Popen(cmd + ["--run_id=cut"], env=env, cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(ckpt.exists, 120, "the first checkpoint")
     time.sleep(0.3)  # let it train and log some steps past the checkpoint
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     resumed = subprocess.run(cmd + ["--run_id=cut", "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -141,6 +142,55 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tm
     order = np.argsort(steps)
     for k in (keys.LOSS, keys.LR, keys.LRE, keys.LOG10_LOSS):
         np.testing.assert_array_equal(np.concatenate([s[k] for s in segments])[order], reference[k])
+    # the resumed run's summary speaks for the whole run
+    whole, cut = (read_run_file(run_files(tmp_path, r)[-1]).summary for r in ("whole", "cut"))
+    assert cut[keys.FINAL_STEP] == 5999 and keys.DIVERGED_AT_STEP not in cut
+    assert cut[keys.DEV_LOSS] == pytest.approx(whole[keys.DEV_LOSS], rel=1e-6)
+    assert cut[keys.STEPS_PER_SECOND] > 0.2 * whole[keys.STEPS_PER_SECOND]
+
+
+def test_resume_keeps_the_divergence_and_refuses_other_data(words_file, tmp_path):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    argv = train_argv(words_file, "--schedule=constant", "--lr=1e37", "--stop_on_nonfinite=False", "--steps=20000",
+                      "--ckpt_every_steps=500", "--run_id=div2")
+    cmd = [sys.executable, "-m", "pipeline.train", *argv]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for((tmp_path / "checkpoints" / "div2.pt").exists, 120, "the first checkpoint")
+    proc.send_signal(signal.SIGTERM)  # stops at the end of a chunk, with a checkpoint
+    assert proc.wait(timeout=120) == 130
+
+    # another word list under the same run id: refused, one line
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(["xyz", "zyx"] * 20))
+    other_cmd = [f"--data={other}" if a.startswith("--data=") else a for a in cmd]
+    p = subprocess.run(other_cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "is not the word list it was trained on" in p.stderr
+
+    p = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    last = read_run_file(run_files(tmp_path, "div2")[-1])
+    first_bad = min(int(s) for path in run_files(tmp_path, "div2") for s, l in
+                    zip(history(path)["step"], history(path)[keys.LOSS]) if not math.isfinite(l))
+    assert last.summary[keys.DIVERGED_AT_STEP] == first_bad
+
+
+def test_an_lr_past_float32_diverges_instead_of_crashing(words_file):
+    summary = train(parse_args(train_argv(words_file, "--lre_min=39", "--lre_max=41", "--steps=50", "--stop_on_nonfinite=False",
+                                          "--stop_on_climb=False", "--wandb_mode=disabled")))
+    assert summary[keys.FINAL_STEP] == 49 and summary[keys.DIVERGED_AT_STEP] <= 1
+
+
+def test_a_damaged_earlier_segment_does_not_block_resume(words_file, tmp_path):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    argv = train_argv(words_file, "--schedule=constant", "--steps=300", "--run_id=dmg1")
+    junk = tmp_path / "wandb" / "offline-run-20000101_000000-dmg1" / "run-dmg1.wandb"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"")
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv, "--resume"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    h = history([f for f in run_files(tmp_path, "dmg1") if f != junk][0])
+    assert h["step"].tolist() == list(range(300))
 
 
 def test_sweep_locked_config_wins_over_flags(words_file, tmp_path):
@@ -160,11 +210,15 @@ def test_sweep_locked_config_wins_over_flags(words_file, tmp_path):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--steps=abc"], "--steps='abc': expected int"),
+    (["--ckpt_dir=/proc/lrscan-no"], "ckpt_dir='/proc/lrscan-no': cannot create it"),
+    (["--n_embd=100000000", "--n_hidden=100000000"], "more than this machine's memory"),
     (["--nope=1"], "unknown config key 'nope'"),
     (["--data=/does/not/exist.txt"], "does not exist"),
 ])
-def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, argv, fragment):
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, words_file, argv, fragment):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    if not any(a.startswith("--data=") for a in argv):
+        argv = [f"--data={words_file}", *argv]
     p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and fragment in p.stderr

@@ -37,6 +37,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -55,13 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="only runs of this wandb group (a local sweep's key)")
     p.add_argument("--sweep", help="only runs of this sweep (id or group key)")
     p.add_argument("--tags", default="", help="only runs with all these tags, comma-separated")
-    p.add_argument("--state", help="only runs in this state, e.g. finished")
+    p.add_argument("--state", help="only runs in these states, comma-separated, e.g. finished,crashed")
     p.add_argument("--job-type", default="train", help="only runs of this job type (default train; 'all' for every run)")
     p.add_argument("--block-steps", type=_positive_int, default=1000, help="steps per block of the block means (default 1000)")
     p.add_argument("--bin-width", type=_positive_float, help="width of the lre bins in decades (default: 50 bins)")
     p.add_argument("--n-bins", type=_positive_int, help="number of lre bins (default 50)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the seeds for the CI (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--n-boot", type=_non_negative_int, default=1000, help="bootstrap resamples of the seeds for the CI (default 1000; 0: no CI)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--zoom-base", help=f"sweep YAML the zoom sweep copies (default {DEFAULT_ZOOM_BASE} when it exists)")
     p.add_argument("--log-to-wandb", action="store_true", help="also log the report as a wandb run with job_type=analysis")
     p.add_argument("--wandb-mode", default="offline", choices=("offline", "online"), help="mode of that run (default offline)")
@@ -81,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         tags = tuple(t.strip() for t in args.tags.split(",") if t.strip())
         job_type = None if args.job_type == "all" else args.job_type
-        loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=args.state, job_type=job_type)
+        states = tuple(t.strip() for t in args.state.split(",") if t.strip()) if args.state else None
+        loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=states, job_type=job_type)
         out = Path(args.out) if args.out else default_out_dir(name=args.group or args.sweep)
         zoom_base = args.zoom_base or (DEFAULT_ZOOM_BASE if DEFAULT_ZOOM_BASE.is_file() else None)
         report = write_report(

@@ -34,6 +34,7 @@ from pipeline.config import TrainConfig, field_names
 from pipeline.errors import LrscanError
 
 DEFAULT_N_BINS = 50
+MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
 TRAIN_PROGRAM = "pipeline/train.py"
 # as lrscan's own sweep YAMLs: W&B's ${interpreter} is the literal `python`, which many machines lack
 TRAIN_COMMAND = ["${env}", "python3", "-m", "pipeline.train", "${args}"]
@@ -411,9 +412,14 @@ def _bin_edges(lre: np.ndarray, bin_width: float | None, n_bins: int | None) -> 
         # edges on multiples of the width, so two analyses (or a coarse and a zoom run) line up
         first = math.floor(low / bin_width + 1e-9) * bin_width
         count = max(1, math.floor((high - first) / bin_width + 1e-9) + 1)
+        if count > MAX_BINS:
+            raise LrscanError(f"bin width {bin_width:g} makes {count} lre bins over [{low:g}, {high:g}]; "
+                              f"at most {MAX_BINS} (a bin holds a few steps at best beyond that)")
         return first + bin_width * np.arange(count + 1)
     if high <= low:
         raise LrscanError(f"every measured step has lre={low}: a range test needs lre_min < lre_max")
+    if int(n_bins or DEFAULT_N_BINS) > MAX_BINS:
+        raise LrscanError(f"{n_bins} lre bins: at most {MAX_BINS}")
     return np.linspace(low, high, int(n_bins or DEFAULT_N_BINS) + 1)
 
 

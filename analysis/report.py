@@ -231,7 +231,7 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
     ]
     if pick is not None:
         low, high = pick.best_lre_ci
-        ci = f"[{low:.3f}, {high:.3f}]" if math.isfinite(low) else "n/a (one seed)"
+        ci = f"[{low:.3f}, {high:.3f}]" if math.isfinite(low) else _no_ci_reason(pick.n_boot, pick.n_seeds)
         lines += [
             "## Range test",
             "",
@@ -314,7 +314,10 @@ def _check_out_dir(out_dir: Path) -> None:
 
 def _parent(out_dir: Path) -> Path:
     parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LrscanError(f"--out {str(out_dir)!r}: cannot create its folder ({e.strerror})") from None
     return parent
 
 
@@ -356,7 +359,7 @@ def summary_lines(report: Report) -> Sequence[str]:
     lines = [f"read {c['runs_read']} runs, {c['steps_read']} steps ({c['records_skipped']} records skipped)"]
     if s.get("best_lre") is not None:
         ci = s["best_lre_ci"]
-        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "n/a (one seed)"
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else _no_ci_reason(s["n_boot"], s["n_seeds"])
         lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
                      f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
         lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, valley {s['valley_lre']:.3f}")
@@ -369,3 +372,7 @@ def summary_lines(report: Report) -> Sequence[str]:
         lines.append(f"problem: {p}")
     lines.append(f"report: {report.out_dir}")
     return lines
+
+
+def _no_ci_reason(n_boot: int, n_seeds: int) -> str:
+    return "n/a (no bootstrap: --n-boot 0)" if not n_boot else f"n/a ({n_seeds} seed{'s' if n_seeds != 1 else ''})"

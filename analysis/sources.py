@@ -234,6 +234,7 @@ def _merge_segments(segments: list[RunFile], problems: list[str]) -> list[RunFil
     for run_id, parts in by_id.items():
         if len(parts) == 1:
             merged.append(parts[0])
+            _report_gaps(run_id, parts[0].history["step"], problems)
             continue
         parts.sort(key=_segment_order)
         last = parts[-1]
@@ -261,8 +262,22 @@ def _merge_segments(segments: list[RunFile], problems: list[str]) -> list[RunFil
         if duplicates:
             problems.append(f"run {run_id}: {duplicates} step(s) logged by more than one of its {len(parts)} "
                             f"resumed segments; kept the later segment's values")
+        _report_gaps(run_id, history["step"], problems)
         merged.append(out)
     return merged
+
+
+def _report_gaps(run_id: str, steps: np.ndarray, problems: list[str]) -> None:
+    """Name a history with holes (steps that were never logged, e.g. a segment lost before it was
+    written): they stay "not measured" in the analysis, but a user should know."""
+    if len(steps) < 2:
+        return
+    ordered = np.sort(steps)
+    holes = np.flatnonzero(np.diff(ordered) > 1)
+    if len(holes):
+        missing = int(ordered[-1] - ordered[0] + 1 - len(np.unique(ordered)))
+        problems.append(f"run {run_id}: {missing} step(s) missing from its history, the first after step "
+                        f"{int(ordered[holes[0]])}")
 
 
 # -- cloud -------------------------------------------------------------------------------------

@@ -62,14 +62,20 @@ SIZES = {
 }
 
 
-def derive_sweep(base_yaml: Path, dest: Path, overrides: Mapping[str, Any], note: str) -> Path:
-    """Write `base_yaml` with some parameters replaced to `dest` (the same text on every resume)."""
+def read_base(base_yaml: Path) -> dict[str, Any]:
+    """A sweep YAML the study derives its stages from, checked."""
     try:
         config = yaml.safe_load(base_yaml.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise LrscanError(f"cannot read sweep file {str(base_yaml)!r}: {e}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise LrscanError(f"cannot read sweep file {str(base_yaml)!r}: {str(e).splitlines()[0]}") from None
     if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict):
         raise LrscanError(f"{base_yaml}: not a sweep file with parameters")
+    return config
+
+
+def derive_sweep(base_yaml: Path, dest: Path, overrides: Mapping[str, Any], note: str) -> Path:
+    """Write `base_yaml` with some parameters replaced to `dest` (the same text on every resume)."""
+    config = read_base(base_yaml)
     config["parameters"] = {**config["parameters"], **overrides}
     header = f"# derived by {PROG} from {base_yaml.name}: {note}\n"
     text = header + yaml.safe_dump(config, sort_keys=False)
@@ -117,6 +123,13 @@ class Study:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
             raise LrscanError("--wandb_mode=online needs --project=NAME (the W&B project the runs go to)")
+        if n_boot < 0:
+            raise LrscanError(f"--n_boot={n_boot}: must be >= 0")
+        if workers is not None and workers < 1:
+            raise LrscanError(f"--workers={workers}: need at least 1")
+        # both base sweeps are read before anything is written, so a bad one leaves no folder behind
+        read_base(range_yaml)
+        read_base(decay_yaml)
         # a Size object: a custom study size (the tests' tiny one)
         self.size, self.spec = (size, SIZES[size]) if isinstance(size, str) else ("custom", size)
         self.out, self.workers, self.wandb_mode = out, workers, wandb_mode
@@ -130,7 +143,10 @@ class Study:
     def run(self) -> dict[str, Any]:
         from pipeline.sweep import load_sweep
 
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LrscanError(f"--out={str(self.out)!r}: cannot create it ({e.strerror})") from None
         state = _read_state(self.out)
         t0 = time.monotonic()
 
@@ -186,7 +202,12 @@ class Study:
         from analysis.sources import load_runs
 
         if self.wandb_mode == "online":
-            source = f"{self.entity}/{self.project}" if self.entity else self.project
+            if not self.entity:
+                import wandb
+
+                self.api = self.api or wandb.Api()
+                self.entity = self.api.default_entity  # the user's own, as `wandb sweep` would use
+            source = f"{self.entity}/{self.project}"
         else:
             source = str(self.out / "sweeps" / sweep.key / "wandb")
         loaded = load_runs(source, group=sweep.key, api=self.api)

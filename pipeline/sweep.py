@@ -45,6 +45,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import shlex
 import shutil
@@ -103,6 +104,8 @@ def load_sweep(path: str | os.PathLike, count: int | None = None, seed: int = 0)
         text = Path(path).read_text()
     except OSError as e:
         raise LrscanError(f"cannot read sweep file {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise LrscanError(f"sweep file {path!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -715,8 +718,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.workers is not None and args.workers < 1:
             raise LrscanError(f"--workers {args.workers}: need at least 1")
-        if args.lease_seconds <= 0:
-            raise LrscanError(f"--lease-seconds {args.lease_seconds}: must be > 0")
+        if not math.isfinite(args.lease_seconds) or args.lease_seconds <= 0:
+            raise LrscanError(f"--lease-seconds {args.lease_seconds}: must be a finite number > 0")
+        if not math.isfinite(args.term_timeout) or args.term_timeout < 0:
+            raise LrscanError(f"--term-timeout {args.term_timeout}: must be a finite number >= 0")
         sweep = load_sweep(args.yaml, count=args.count, seed=args.seed)
         if args.print_sbatch:
             check_sweep(sweep, os.environ)

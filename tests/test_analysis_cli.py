@@ -139,7 +139,9 @@ def test_cli_filters_and_default_out(runs_folder, tmp_path, monkeypatch, capsys)
     (["{src}", "--group", "no-such-group"], "no-such-group"),
     (["{src}", "--block-steps", "0"], "--block-steps"),
     (["{src}", "--bin-width", "0.1", "--n-bins", "10"], "not both"),
-    (["{src}", "--n-boot", "-3"], "n_boot"),
+    (["{src}", "--n-boot", "-3"], "--n-boot: must be >= 0"),
+    (["{src}", "--seed", "-1"], "--seed: must be >= 0"),
+    (["{src}", "--bin-width", "1e-9"], "lre bins"),
     (["{src}", "--wandb-mode", "sideways"], "--wandb-mode"),
 ])
 def test_bad_input_is_one_line_and_exit_2(runs_folder, tmp_path, capsys, argv, message):
@@ -152,6 +154,14 @@ def test_bad_input_is_one_line_and_exit_2(runs_folder, tmp_path, capsys, argv, m
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("analysis: error:") and message in err
     assert not out.exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(runs_folder, capsys):
+    folder, _ = runs_folder
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(folder), "--n-boot", "10", "--out", "/proc/lrscan-no/x"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.splitlines() == [err] and "cannot create its folder" in err
 
 
 def test_python_api_is_importable_from_analysis_and_lazy():

@@ -373,3 +373,17 @@ def test_cloud_sweep_path_and_errors(tmp_path: Path) -> None:
 
     with pytest.raises(LrscanError, match="cannot list the runs of me/lrscan: Could not find project"):
         load_runs("me/lrscan", api=BrokenApi(), cache_dir=tmp_path)
+
+
+def test_a_history_with_a_hole_is_reported(tmp_path):
+    import wandb as _wandb
+
+    run = _wandb.init(mode="offline", dir=tmp_path, id="holey1", config={"schedule": "constant"}, job_type="train",
+                      settings=_wandb.Settings(console="off", x_disable_stats=True))
+    for step in list(range(0, 10)) + list(range(15, 20)):
+        run.log({"lr": 0.1, "lre": -1.0, "loss": 2.0, "log10_loss": 0.3}, step=step)
+    run.finish()
+    _wandb.teardown()
+    loaded = load_runs(tmp_path / "wandb")
+    assert loaded.steps["step"].tolist() == list(range(0, 10)) + list(range(15, 20))
+    assert any("holey1: 5 step(s) missing from its history, the first after step 9" in p for p in loaded.problems)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,6 +31,7 @@ from analysis.blocks import NOT_HYPERPARAMETERS, SCHEDULE, SCHEDULE_RANGE, SEED,
 from pipeline import keys
 from pipeline.config import TrainConfig, field_names
 from pipeline.errors import LrscanError
+from pipeline.fsutil import atomic_write_text
 
 DEFAULT_N_BINS = 50
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
@@ -590,15 +590,4 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a YAML is for everyone who reads the repo
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+write_text_atomic = atomic_write_text  # the name the analysis modules use

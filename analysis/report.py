@@ -24,6 +24,7 @@ from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means,
 from analysis.pick import ExponentPick, frame_records, json_safe, pick_exponent, write_sweep_yaml, zoom_sweep
 from pipeline import keys
 from pipeline.errors import LrscanError
+from pipeline.fsutil import atomic_write_text
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
@@ -300,9 +301,7 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
 
 
 def _check_out_dir(out_dir: Path) -> None:

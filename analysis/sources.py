@@ -27,11 +27,10 @@ import json
 import os
 import pickle
 import re
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,6 +39,7 @@ from analysis.wandb_file import RunFile, read_run_file
 from pipeline import keys as K
 from pipeline.config import TrainConfig, field_names
 from pipeline.errors import LrscanError
+from pipeline.fsutil import atomic_file
 
 # history keys read when the caller names none: the four per-step keys and the optional two
 DEFAULT_KEYS = (*K.STEP_KEYS, K.SMOOTH_LOSS, K.DEV_LOSS)
@@ -423,13 +423,11 @@ def _cache_write(base: Path, history: dict[str, np.ndarray]) -> None:
     suffix = ".parquet" if _have_pyarrow() else ".pkl"
     path = base.with_name(base.name + suffix)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        if suffix == ".parquet":
-            frame.to_parquet(tmp)
-        else:
-            frame.to_pickle(tmp, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        with atomic_file(path, "wb") as f:
+            if suffix == ".parquet":
+                frame.to_parquet(f)
+            else:
+                frame.to_pickle(f, protocol=pickle.HIGHEST_PROTOCOL)
     except OSError:
         pass  # a cache that cannot be written only costs speed next time
 

@@ -1,19 +1,19 @@
 """Atomic checkpoints: weights, next step, stop-rule state, vocabulary and the wandb run id.
 
-Written to a temporary file in the same folder, fsynced, then renamed over the old one, so a kill at
-any moment leaves either the previous checkpoint or the new one, never half of one.
+Written with `pipeline.fsutil.atomic_file` (a temporary file, fsynced, renamed over the old one), so
+a kill at any moment leaves either the previous checkpoint or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.errors import LrscanError
+from pipeline.fsutil import atomic_file
 
 FORMAT_VERSION = 1
 
@@ -23,18 +23,8 @@ def ckpt_path(ckpt_dir: str | os.PathLike, run_id: str) -> Path:
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

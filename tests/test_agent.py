@@ -11,9 +11,7 @@ with W&B's macros and spawns `python -m pipeline.train`, which writes an offline
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

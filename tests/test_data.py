@@ -94,3 +94,20 @@ def test_fetch_refuses_a_wrong_file(tmp_path):
     with pytest.raises(LrscanError, match="does not match"):
         fetch_names(dest, shared, url="file:///nonexistent")
     assert not dest.exists() and not list(tmp_path.glob(".names-*"))
+
+
+def test_array_build_equals_the_lectures_loop(words_file):
+    words = read_words(words_file)
+    vocab = Vocab.from_words(words)
+    for block_size in (1, 3, 8):
+        X, Y = build_dataset(words, vocab, block_size)
+        # the lecture's loop, verbatim in spirit
+        Xs, Ys = [], []
+        for w in words:
+            context = [0] * block_size
+            for ch in w + ".":
+                ix = vocab.stoi[ch]
+                Xs.append(context)
+                Ys.append(ix)
+                context = context[1:] + [ix]
+        assert X.tolist() == Xs and Y.tolist() == Ys and X.dtype == Y.dtype == torch.long

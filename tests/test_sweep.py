@@ -17,8 +17,6 @@ import pandas as pd
 import pytest
 
 from pipeline import sweep as sw
-from pipeline.errors import LrscanError
-from tests.conftest import REPO
 
 # Reads --k=v args and the environment, records every start (and every finish) under $WANDB_DIR/fake,
 # holds while $FAKE_HOLD exists, fails on --fail=True unless $WANDB_DIR/fake/heal exists, and flags

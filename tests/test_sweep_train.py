@@ -17,7 +17,6 @@ import pytest
 from analysis.wandb_file import read_run_file
 from pipeline import keys
 from pipeline import sweep as sw
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 from analysis.wandb_file import RunFile, read_run_file
 from pipeline import keys as K
-from pipeline.config import TrainConfig, field_names
+from pipeline.config import field_names, field_types
 from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_file
 
@@ -481,10 +481,6 @@ def _value_dtype(key: str) -> np.dtype:
     return np.dtype(np.float32) if key in FLOAT32_KEYS else np.dtype(np.float64)
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
-
-
 def _typed(value: Any, tp: Any) -> Any:
     """A config value as the TrainConfig field type (whole floats come back from JSON as ints)."""
     if value is None:
@@ -536,7 +532,7 @@ def _categorical(per_run: list[Any], lengths: np.ndarray, dtype: Any = None) -> 
 
 def _steps_frame(runs: list[RunFile], value_keys: list[str], config_fields: list[str]) -> pd.DataFrame:
     lengths = np.array([len(r.history["step"]) for r in runs], np.int64)
-    types = _field_types()
+    types = field_types()
     columns: dict[str, Any] = {
         "run_id": _categorical([r.run_id for r in runs], lengths),
         "run_name": _categorical([r.name for r in runs], lengths),
@@ -560,7 +556,7 @@ def _steps_frame(runs: list[RunFile], value_keys: list[str], config_fields: list
 
 
 def _runs_frame(runs: list[RunFile], config_fields: list[str]) -> pd.DataFrame:
-    types = _field_types()
+    types = field_types()
     rows = []
     summary_keys: dict[str, None] = dict.fromkeys(k for k in SUMMARY_ORDER if any(k in r.summary for r in runs))
     summary_keys.update(dict.fromkeys(sorted({k for r in runs for k in r.summary if not k.startswith("_")})))

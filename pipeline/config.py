@@ -101,7 +101,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _field_types()[f.name]))
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), field_types()[f.name]))
         _validate(self)
 
     # -- conversions -------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
     Values are strings, typed by the field: `--decay_steps=[100000, 150000]` (what `${args}` renders
     for a list), `--decay_steps=100000,150000` and `--resume=True` all work.
     """
-    types_ = _field_types()
+    types_ = field_types()
     values: dict[str, Any] = {}
     args = list(argv)
     i = 0
@@ -225,7 +225,7 @@ def help_text() -> str:
 
 def parse_value(key: str, raw: str) -> Any:
     """One string value (as a sweep's `${args}` renders it) typed for field `key`."""
-    types_ = _field_types()
+    types_ = field_types()
     if key not in types_:
         raise LrscanError(_unknown_message([key]))
     return _parse_string(key, raw, types_[key])
@@ -236,7 +236,8 @@ def parse_value(key: str, raw: str) -> Any:
 _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
-def _field_types() -> dict[str, Any]:
+def field_types() -> dict[str, Any]:
+    """Field name -> its type (int, float, bool, str, tuple[int, ...] ...)."""
     hints = typing.get_type_hints(TrainConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
 

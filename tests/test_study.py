@@ -172,3 +172,33 @@ def test_study_sizes_and_bad_input(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pipeline.study", "--wandb_mode=online", f"--out={tmp_path / 's'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "needs --project" in p.stderr and not (tmp_path / "s").exists()
+
+
+def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch):
+    """The cloud is unreachable here: the study's online analysis reads fakes with the Public API's
+    shape, built from the offline study's own runs, and must pick what the offline analysis picked."""
+    from analysis.wandb_file import read_run_file
+    from pipeline.sweep import load_sweep
+    from tests.test_sources import FakeApi, FakeRun
+
+    monkeypatch.setenv("LRSCAN_CACHE", str(tmp_path / "cache"))
+    out = study["out"]
+    sweep = load_sweep(out / "stages" / "lr_range.yaml")
+    runs = []
+    for path in sorted((out / "sweeps" / sweep.key / "wandb").glob("offline-run-*/run-*.wandb")):
+        rf = read_run_file(path, keys=["lr", "lre", "loss", "log10_loss", "smooth_loss"])
+        names = [k for k in rf.history if k != "step"]
+        rows = [(int(s), {k: float(rf.history[k][i]) for k in names}) for i, s in enumerate(rf.history["step"])]
+        spec = {"name": rf.name, "group": rf.group, "tags": rf.tags, "job_type": rf.job_type, "config": rf.config,
+                "rows": rows, "summary": rf.summary, "exit_code": rf.exit_code}
+        runs.append(FakeRun(rf.run_id, spec))
+    api = FakeApi(runs)
+    online = Study(size=TINY, out=tmp_path / "online", workers=1, wandb_mode="online", project="lrscan", entity="me",
+                   range_yaml=REPO / "sweeps" / "lr_range.yaml", decay_yaml=REPO / "sweeps" / "decay_grid.yaml",
+                   n_boot=200, api=api)
+    report = online._analyse(sweep, "range")
+    assert api.calls and api.calls[0][0] == "me/lrscan"
+    offline = json.loads((out / "report" / "range" / "summary.json").read_text())
+    assert report.summary["best_lre"] == pytest.approx(offline["best_lre"])
+    assert report.summary["counts"]["runs_read"] == offline["counts"]["runs_read"] == 4
+    assert any("python -m analysis me/lrscan --group" in c for c in online.commands)

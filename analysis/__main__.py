@@ -3,8 +3,9 @@
     python -m analysis wandb --group lr_range-1a2b3c --out reports/range
     python -m analysis entity/project --sweep abc123 --log-to-wandb --wandb-mode online
 
-Bad input (a missing source, no runs, a bad flag, too few points) ends with one line
-`analysis: error: ...` and exit code 2, and writes nothing.
+Bad input (a missing source, no runs, a bad flag, too few points, an --out it may not replace or
+cannot write in) ends with one line `analysis: error: ...` and exit code 2, and writes nothing.
+--out is replaced only when it is a report this command wrote, with nothing added to it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Analyse lrscan runs: pick the lr exponent, summarise decay grids, write a report.")
     p.add_argument("source", nargs="?", default=DEFAULT_SOURCE,
                    help=f"offline runs folder, run folder or .wandb file, or entity/project[/sweep] (default {DEFAULT_SOURCE})")
-    p.add_argument("--out", help="report folder (default reports/<group or sweep>-<UTC time>)")
+    p.add_argument("--out", help="report folder: new, empty, or an earlier report of this command, replaced whole "
+                                 "(default reports/<group or sweep>-<UTC time>)")
     p.add_argument("--group", help="only runs of this wandb group (a local sweep's key)")
     p.add_argument("--sweep", help="only runs of this sweep (id or group key)")
     p.add_argument("--tags", default="", help="only runs with all these tags, comma-separated")
@@ -86,13 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from analysis.sources import load_runs
         except ImportError as err:  # the loader is a separate module; say so rather than trace back
             raise LrscanError(f"the run loader analysis.sources is not available: {err}") from None
-        from analysis.report import default_out_dir, summary_lines, write_report
+        from analysis.report import check_out_dir, default_out_dir, summary_lines, write_report
 
         tags = tuple(t.strip() for t in args.tags.split(",") if t.strip())
         job_type = None if args.job_type == "all" else args.job_type
         states = tuple(t.strip() for t in args.state.split(",") if t.strip()) if args.state else None
-        loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=states, job_type=job_type)
         out = Path(args.out) if args.out else default_out_dir(name=args.group or args.sweep)
+        check_out_dir(out)  # before the analysis: a bad --out costs a second, not the whole run
+        loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=states, job_type=job_type)
         zoom_base = args.zoom_base or (DEFAULT_ZOOM_BASE if DEFAULT_ZOOM_BASE.is_file() else None)
         report = write_report(
             out, loaded, block_steps=args.block_steps, bin_width=args.bin_width, n_bins=args.n_bins,

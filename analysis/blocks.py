@@ -16,15 +16,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import keys
-from pipeline.config import field_names
+from pipeline.config import field_names, hyperparameter_names
 from pipeline.errors import LrscanError
 
 # config fields that say where or how a run was executed, not what it measured: never "swept"
-NOT_HYPERPARAMETERS = frozenset({
-    "data", "device", "num_threads", "samples", "progress_every_steps", "log_chunk_steps",
-    "wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "wandb_name", "wandb_tags",
-    "wandb_job_type", "run_id", "ckpt_dir", "ckpt_every_steps", "resume", "eval_every_steps",
-})
+# (each field's kind is declared on TrainConfig, which the trainer's resume check reads too)
+NOT_HYPERPARAMETERS = frozenset(field_names()) - frozenset(hyperparameter_names())
 SEED = "seed"
 STEP_LEVEL_COLUMNS = (keys.STEP_COLUMN, keys.LR, keys.LRE, keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS, keys.DEV_LOSS)
 SCHEDULE = "schedule"

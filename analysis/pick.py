@@ -34,6 +34,9 @@ from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
 
 DEFAULT_N_BINS = 50
+# below this many seeds a bootstrap over seeds has too few distinct resamples (3 seeds: 10) for its
+# percentiles to measure anything but the spread of the seeds' own picks
+MIN_SEEDS_FOR_CI = 5
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
 TRAIN_PROGRAM = "pipeline/train.py"
 # as lrscan's own sweep YAMLs: W&B's ${interpreter} is the literal `python`, which many machines lack
@@ -71,6 +74,19 @@ class ExponentPick:
     run_curves: pd.DataFrame
     per_run: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    unit: str = "seed"            # what the bootstrap resamples: "seed", or "run" when runs have no seed
+
+    @property
+    def ci_method(self) -> dict[str, Any]:
+        """How ``best_lre_ci`` was made: method, level, units resampled, resamples, distinct resamples."""
+        if not self.n_boot or self.n_seeds < 2:
+            return {"method": "none", "unit": self.unit, "n_units": self.n_seeds, "n_boot": self.n_boot,
+                    "reason": "no bootstrap (n_boot=0)" if not self.n_boot else f"only one {self.unit}"}
+        return {
+            "method": f"percentile bootstrap over {self.unit}s", "level": self.ci_level, "unit": self.unit,
+            "n_units": self.n_seeds, "n_boot": self.n_boot, "distinct_resamples": distinct_resamples(self.n_seeds),
+            "enough_units": self.n_seeds >= MIN_SEEDS_FOR_CI,
+        }
 
     @property
     def suggestions(self) -> dict[str, float]:
@@ -86,7 +102,7 @@ class ExponentPick:
             "valley_lre": self.valley_lre, "valley_lr": self.valley_lr,
             "n_runs": self.n_runs, "n_seeds": self.n_seeds, "n_steps": self.n_steps, "column": self.column,
             "bin_width": self.bin_width, "skip_start_frac": self.skip_start_frac, "skip_end_frac": self.skip_end_frac,
-            "ci_level": self.ci_level, "n_boot": self.n_boot, "notes": list(self.notes),
+            "ci_level": self.ci_level, "n_boot": self.n_boot, "ci_method": self.ci_method, "notes": list(self.notes),
             "per_run": frame_records(self.per_run),
         }
         return json_safe(scalars)
@@ -185,10 +201,17 @@ def pick_exponent(
 
     notes: list[str] = []
     best_ci, steep_ci = (math.nan, math.nan), (math.nan, math.nan)
+    unit = "seed" if has_seed else "run"
     if n_boot and len(units) >= 2:
         best_ci, steep_ci = _bootstrap(unit_matrix[:, binned], x, n_boot, ci_level, seed)
+        if len(units) < MIN_SEEDS_FOR_CI:
+            notes.append(
+                f"only {len(units)} {unit}s: a bootstrap over {len(units)} {unit}s has at most "
+                f"{distinct_resamples(len(units))} distinct resamples, so the {ci_level:.0%} CI is about the "
+                f"spread of the {unit}s' own picks, not a measured interval; run {MIN_SEEDS_FOR_CI} or more seeds "
+                f"(8 is better)")
     elif n_boot:
-        notes.append(f"only one {'seed' if has_seed else 'run'}: no bootstrap CI (run more seeds)")
+        notes.append(f"only one {unit}: no bootstrap CI (run more seeds)")
 
     curve = pd.DataFrame({
         keys.LRE: x,
@@ -218,8 +241,25 @@ def pick_exponent(
         valley_lre=valley_lre, valley_lr=10.0 ** valley_lre,
         n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column, bin_width=round(float(edges[1] - edges[0]), 10),
         skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
-        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes,
+        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit,
     )
+
+
+def ci_description(method: Mapping[str, Any] | None) -> str:
+    """How a CI was made, for people, from `ExponentPick.ci_method` (or its copy in summary.json)."""
+    if not method or method.get("method") == "none":
+        return f"no CI ({method.get('reason', 'no bootstrap')})" if method else "no CI"
+    unit = method["unit"]
+    text = (f"{method['level']:.0%} {method['method']} ({method['n_units']} {unit}s, {method['n_boot']} resamples, "
+            f"{method['distinct_resamples']} distinct)")
+    if not method["enough_units"]:
+        text += f"; too few {unit}s (< {MIN_SEEDS_FOR_CI}): the interval is about the spread of their own picks"
+    return text
+
+
+def distinct_resamples(n: int) -> int:
+    """How many different multisets a bootstrap of `n` units can draw: C(2n - 1, n) (3 -> 10, 5 -> 126, 8 -> 6435)."""
+    return math.comb(2 * n - 1, n) if n >= 1 else 0
 
 
 def valley_index(losses: np.ndarray) -> int:
@@ -285,7 +325,10 @@ def zoom_sweep(
     -------
     dict
         The sweep config. The range is one coupled pair, so ``lre_min`` and ``lre_max`` are
-        ``value:`` entries; ``seed`` is ``values:``. Write it with `write_sweep_yaml`.
+        ``value:`` entries; ``seed`` is ``values:``. A coupled parameter of the base (``lre_range``
+        in ``sweeps/lr_range_pairs.yaml``: values that are mappings of fields) loses the fields the
+        zoom sets, and goes when nothing else is left in it; kept, each point would give
+        ``lre_min`` twice. Write it with `write_sweep_yaml`.
     """
     if int(points) != points or points < 2:
         raise LrscanError(f"points={points}: a range test needs at least 2 steps")
@@ -300,18 +343,19 @@ def zoom_sweep(
         raise LrscanError(f"width={width}: must be a positive number of decades")
 
     base = _read_base(base_yaml)
-    parameters = dict(base.get("parameters") or {})
-    if steps is not None:
-        parameters.update({k: {"value": v} for k, v in _shared_config(steps).items() if k not in parameters})
     lre_min = round(pick.best_lre - width / 2, 4)
     lre_max = round(pick.best_lre + width / 2, 4)
-    parameters.update({
+    zoomed = {
         "schedule": {"value": SCHEDULE_RANGE},
         "lre_min": {"value": lre_min},
         "lre_max": {"value": lre_max},
         "steps": {"value": int(points)},
         SEED: {"values": seed_list},
-    })
+    }
+    parameters = _without_fields(base.get("parameters") or {}, set(zoomed))
+    if steps is not None:
+        parameters.update({k: {"value": v} for k, v in _shared_config(steps).items() if k not in parameters})
+    parameters.update(zoomed)
     low, high = pick.best_lre_ci
     ci_text = f"CI [{low:.3f}, {high:.3f}]" if math.isfinite(low) else "no CI"
     sweep = {
@@ -521,6 +565,46 @@ def _shared_config(steps: pd.DataFrame) -> dict[str, Any]:
         if value != defaults[name]:
             shared[name] = value
     return shared
+
+
+def _without_fields(parameters: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
+    """Sweep parameters with `fields` taken out: the plain ones, and the same keys inside coupled ones.
+
+    A coupled parameter (a name that is not a config field, with mapping values) stands for its
+    fields; its values lose the replaced keys and repeat values are merged. One left with nothing
+    is dropped, as is a nested ``parameters:`` block left empty.
+    """
+    names = set(field_names())
+    out: dict[str, Any] = {}
+    for name, spec in parameters.items():
+        if name in fields:
+            continue
+        if name in names or not isinstance(spec, Mapping):
+            out[name] = spec
+            continue
+        spec = dict(spec)
+        if isinstance(spec.get("parameters"), Mapping):
+            spec["parameters"] = {k: v for k, v in spec["parameters"].items() if k not in fields}
+            if spec["parameters"]:
+                out[name] = spec
+            continue
+        if isinstance(spec.get("value"), Mapping):
+            spec["value"] = {k: v for k, v in spec["value"].items() if k not in fields}
+            if spec["value"]:
+                out[name] = spec
+            continue
+        if isinstance(spec.get("values"), list) and any(isinstance(v, Mapping) for v in spec["values"]):
+            kept: list[Any] = []
+            for value in spec["values"]:
+                value = {k: v for k, v in value.items() if k not in fields} if isinstance(value, Mapping) else value
+                if value not in kept and value != {}:
+                    kept.append(value)
+            if kept:
+                # the zoom is a grid: a random search's probabilities no longer match merged values
+                out[name] = {**{k: v for k, v in spec.items() if k != "probabilities"}, "values": kept}
+            continue
+        out[name] = spec
+    return out
 
 
 def _parse_list(text: str) -> Any:

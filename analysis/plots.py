@@ -8,6 +8,7 @@ optional `ax`, draws, and returns the ax. Nothing here computes a statistic: the
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -16,6 +17,7 @@ import pandas as pd
 import seaborn as sns
 
 from analysis.blocks import sort_key
+from analysis.report import value_label as readable
 from pipeline import keys
 
 if TYPE_CHECKING:
@@ -158,17 +160,22 @@ def plot_block_means(
     ax = _new_ax(ax)
     if hue not in data.columns:
         hue = units
-    levels = sorted(dict.fromkeys(data[hue].astype(str)), key=sort_key)
+    # ordered by value ([50000] before [100000]), shown as people write them (50000, not [50000])
+    raw_levels = sorted(dict.fromkeys(data[hue].astype(str)), key=sort_key)
+    levels = list(dict.fromkeys(_label(v, hue, units) for v in raw_levels))
     palette = dict(zip(levels, sns.color_palette("viridis", n_colors=max(len(levels), 1))))
-    shown = data.assign(**{hue: data[hue].astype(str)})
+    shown = data.assign(**{hue: data[hue].astype(str).map(lambda v: _label(v, hue, units))})
+    style_order = None
     if style is not None and style in shown.columns:
-        shown[style] = shown[style].astype(str)
+        style_order = list(dict.fromkeys(map(readable, sorted(dict.fromkeys(shown[style].astype(str)), key=sort_key))))
+        shown[style] = shown[style].astype(str).map(readable)
     if "sd" in shown.columns and shown["sd"].notna().any():
         for _, one in shown.groupby(units, observed=True, sort=False):
             ax.fill_between(one[x], one[y] - one["sd"], one[y] + one["sd"], color=palette[one[hue].iloc[0]],
                             alpha=0.15, linewidth=0)
     sns.lineplot(data=shown, x=x, y=y, hue=hue, hue_order=levels, palette=palette,
-                 style=style if style in shown.columns else None, units=units, estimator=None, linewidth=1.6, ax=ax)
+                 style=style if style in shown.columns else None, style_order=style_order, units=units, estimator=None,
+                 linewidth=1.6, ax=ax)
     ax.set_xlabel("training step (end of block)")
     ax.set_ylabel(f"{y} (log10 nats), block mean" if y == keys.LOG10_LOSS else f"{y}, block mean")
     per = f" of {block_steps} steps" if block_steps else ""
@@ -180,6 +187,11 @@ def plot_block_means(
     return ax
 
 
+def _label(value: str, column: str, units: str) -> str:
+    """A legend entry as people write it: ``3000`` for ``[3000]``, also inside a whole config label."""
+    return re.sub(r"=\[([^\],]*)\]", r"=\1", value) if column == units else readable(value)
+
+
 def plot_decay_heatmap(
     data: pd.DataFrame,
     *,
@@ -189,6 +201,7 @@ def plot_decay_heatmap(
 ) -> "Axes":
     """Heatmap of a final loss over the decay grid (`blocks.decay_grid`: rows x columns -> value)."""
     ax = _new_ax(ax, figsize=(1.6 * max(3, data.shape[1]) + 2.5, 0.8 * max(3, data.shape[0]) + 1.5))
+    data = data.rename(index=readable, columns=readable)  # 3000, not [3000]
     sns.heatmap(data, annot=True, fmt=fmt, cmap="viridis_r", linewidths=0.5, ax=ax,
                 cbar_kws={"label": value_label})
     ax.set_ylabel(f"{data.index.name} (steps at which the lr drops)" if data.index.name == "decay_steps" else str(data.index.name))

@@ -1,12 +1,16 @@
 """Write an analysis report: figures, summary.json, blocks.csv, a zoom sweep and report.md.
 
 The one place of the analysis that writes files (and, when asked, logs back to wandb). Everything
-is written into a temporary folder beside `out_dir` and renamed into place at the end, so a failure
-leaves either the old report or the new one, never half of one.
+is written into a temporary folder beside `out_dir` and swapped into place at the end, so a failure
+leaves either the old report or the new one, never half of one, and a reader never finds the folder
+gone. A report folder carries a marker (`.lrscan-report.json`, the files it holds): only such a
+folder, with nothing added to it, is ever replaced.
 """
 
 from __future__ import annotations
 
+import ast
+import ctypes
 import datetime as _dt
 import json
 import math
@@ -21,7 +25,15 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
-from analysis.pick import ExponentPick, frame_records, json_safe, pick_exponent, write_sweep_yaml, zoom_sweep
+from analysis.pick import (
+    ExponentPick,
+    ci_description,
+    frame_records,
+    json_safe,
+    pick_exponent,
+    write_sweep_yaml,
+    zoom_sweep,
+)
 from pipeline import keys
 from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
@@ -29,12 +41,17 @@ from pipeline.fsutil import atomic_write_text
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 BLOCKS_FILE = "blocks.csv"
+# written last into every report folder: what wrote it and which files are its own
+MARKER_FILE = ".lrscan-report.json"
 FIGURES = {
     "range_lre": "range_loss_vs_lre.png",
     "range_lr": "range_loss_vs_lr.png",
     "blocks": "decay_block_means.png",
     "heatmap": "decay_heatmap.png",
 }
+# every name a report folder can hold (see _write_files)
+REPORT_FILE_NAMES = frozenset({SUMMARY_FILE, REPORT_FILE, BLOCKS_FILE, "zoom.yaml", "range_curve.csv",
+                               "range_per_run.csv", "decay_table.csv", *FIGURES.values()})
 
 
 @dataclass
@@ -73,12 +90,13 @@ def write_report(
     problems), ``blocks.csv`` (block means of every run), the PNGs, ``zoom.yaml`` and
     ``report.md`` linking them.
 
-    `out_dir` must not exist, be empty, or hold an earlier report (it is then replaced). With
-    `log_to_wandb`, a run with ``job_type='analysis'`` logs the figures and the summary as
-    ``wandb.Table``s (offline unless `wandb_mode` says otherwise).
+    `out_dir` must not exist, be empty, or be a report this function wrote, with nothing added
+    (it is then replaced in one step; see `check_out_dir`). With `log_to_wandb`, a run with
+    ``job_type='analysis'`` logs the figures and the summary as ``wandb.Table``s (offline unless
+    `wandb_mode` says otherwise).
     """
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     steps: pd.DataFrame = loaded.steps
     runs: pd.DataFrame | None = getattr(loaded, "runs", None)
     if steps is None or steps.empty:
@@ -112,21 +130,30 @@ def write_report(
         "problems": problems,
         "notes": notes,
     }
-    summary.update({k: v for k, v in pick.to_dict().items() if k != "notes"} if pick is not None else {k: None for k in (
-        "best_lre", "best_lr", "best_lre_ci", "steepest_lre", "steepest_lr", "steepest_lre_ci", "valley_lre", "valley_lr")}
-        | {"n_runs": 0, "n_seeds": 0, "per_run": []})
+    if pick is not None:
+        summary.update({k: v for k, v in pick.to_dict().items() if k != "notes"})
+    else:
+        summary.update({k: None for k in ("best_lre", "best_lr", "best_lre_ci", "steepest_lre", "steepest_lr",
+                                          "steepest_lre_ci", "valley_lre", "valley_lr", "ci_method")})
+        summary.update({"n_runs": 0, "n_seeds": 0, "per_run": []})
     summary["blocks"] = {"file": BLOCKS_FILE, "block_steps": block_steps,
                          "partial_blocks_dropped": int(blocks.attrs.get("partial_blocks_dropped", 0)), "rows": int(len(blocks))}
     summary["decay"] = None if decay is None else {
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=_parent(out_dir)))
+    parent = _parent(out_dir)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise LrscanError(f"--out {str(out_dir)!r}: cannot write in {parent} ({e.strerror or e})") from None
     try:
         files = _write_files(tmp, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi)
         summary["files"] = files
         _write_json(tmp / SUMMARY_FILE, summary)
         (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files))
-        _replace_dir(tmp, out_dir)
+        _write_json(tmp / MARKER_FILE, {"written_by": "lrscan analysis.report.write_report",
+                                        "created": summary["created"], "files": [SUMMARY_FILE, REPORT_FILE, *files]})
+        _replace_dir(tmp, parent / out_dir.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -237,10 +264,12 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
             "## Range test",
             "",
             f"**Picked exponent: lre = {pick.best_lre:.3f} (lr = {pick.best_lr:.4g})**, "
-            f"{pick.ci_level:.0%} bootstrap CI over {pick.n_seeds} seeds {ci}; "
-            f"{pick.n_runs} runs, lre bins of {pick.bin_width:.3g} decades.",
+            f"{pick.ci_level:.0%} CI {ci}; {pick.n_runs} runs over {pick.n_seeds} seeds, "
+            f"lre bins of {pick.bin_width:.3g} decades.",
             "",
-            _md_table(pd.DataFrame({
+            f"How the CI was made: {ci_description(pick.ci_method)}.",
+            "",
+            markdown_table(pd.DataFrame({
                 "suggester": ["minimum", "steepest", "valley"],
                 "lre": [pick.best_lre, pick.steepest_lre, pick.valley_lre],
                 "lr": [pick.best_lr, pick.steepest_lr, pick.valley_lr],
@@ -252,7 +281,7 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
             "",
             "Per run ([range_per_run.csv](range_per_run.csv)):",
             "",
-            _md_table(pick.per_run),
+            markdown_table(pick.per_run),
             "",
             "Zoom in: [zoom.yaml](zoom.yaml), a narrower range test around the pick "
             "(`python -m pipeline.sweep zoom.yaml`, or `wandb sweep zoom.yaml`).",
@@ -262,9 +291,10 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
         lines += [
             "## Step-decay grid",
             "",
-            f"Best config: **{decay.best['config']}** ({decay.metric} = {decay.best['value']:.4f}).",
+            f"Best config: **{config_text(decay.best, decay.by)}**, {decay.metric} {decay.best['value']:.4g} "
+            f"(lowest of {len(decay.table)}).",
             "",
-            _md_table(decay.table),
+            markdown_table(readable_table(decay.table, decay.by)),
             "",
             f"![block means]({FIGURES['blocks']})",
             "",
@@ -285,7 +315,48 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
     return "\n".join(lines)
 
 
-def _md_table(frame: pd.DataFrame) -> str:
+def value_label(value: Any) -> str:
+    """A config value as a person reads it: ``[3000]`` -> ``3000``, 0.0064371 -> ``0.006437`` (4 significant digits).
+
+    Lists of one (a one-boundary decay, as the runs' config holds it) lose their brackets; longer
+    lists keep them, ``[100000, 150000]``. Text that is not a literal is returned as it is.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return value
+        if not isinstance(parsed, (list, tuple, int, float)):
+            return value
+        value = parsed
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if hasattr(value, "item") and not isinstance(value, (list, tuple)):
+        value = value.item()  # a numpy scalar
+    if isinstance(value, (list, tuple)):
+        return value_label(value[0]) if len(value) == 1 else "[" + ", ".join(value_label(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def config_text(best: Mapping[str, Any], by: Sequence[str]) -> str:
+    """A decay config in words: ``decay_steps 9000, decay_lrs 0.001`` (its swept fields), not a dict."""
+    if not by:
+        return str(best.get("config", "all runs"))
+    return ", ".join(f"{c} {value_label(best.get(c))}" for c in by)
+
+
+def readable_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """The decay table for people: the swept fields as `value_label`s, the `config` column (their repeat) left out."""
+    shown = table.drop(columns=["config"]) if by and "config" in table.columns else table.copy()
+    for c in by:
+        if c in shown.columns:
+            shown[c] = shown[c].map(value_label)
+    return shown
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-markdown table (hand-written: pandas' to_markdown needs the tabulate package)."""
     def cell(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
@@ -304,15 +375,80 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """LrscanError unless a report can go to `out_dir`; cheap, so callers check before the analysis.
+
+    It can when `out_dir` does not exist or is empty, or is a report `write_report` wrote (its
+    marker lists its files) with nothing added: replacing it then loses nothing. A folder without
+    the marker (a study's ``report/`` holding ``range/`` and ``decay/``, anything of the user's) is
+    never replaced. And the nearest existing folder above it must take a new folder.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LrscanError(f"--out {str(out_dir)!r} is a file, not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SUMMARY_FILE).is_file():
-        raise LrscanError(f"--out {str(out_dir)!r} is a folder with other files in it; give a new or empty folder")
+    if out_dir.is_dir():
+        entries = sorted(p.name for p in out_dir.iterdir())
+        if entries:
+            own = _own_files(out_dir)
+            if own is None:
+                folders = [e for e in entries if (out_dir / e).is_dir()]
+                held = f"holds folders ({', '.join(folders[:3])})" if folders else "holds files"
+                raise LrscanError(f"--out {str(out_dir)!r} {held} that this command did not write (no {MARKER_FILE}); "
+                                  f"give a new or empty folder")
+            added = [e for e in entries if e != MARKER_FILE and (e not in own or (out_dir / e).is_dir())]
+            if added:
+                raise LrscanError(f"--out {str(out_dir)!r} is an earlier report with {', '.join(added[:3])} added, "
+                                  f"which replacing it would delete; give a new folder or move them out")
+    _check_writable(out_dir)
+
+
+def adopt_unmarked_report(out_dir: str | os.PathLike) -> bool:
+    """Mark a report written before reports carried a marker, when it holds nothing but report files.
+
+    For a caller that owns the path (the study's report/range): its earlier report can then be
+    replaced. Never for a user's --out: an unmarked folder there is not known to be ours.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir() or (out_dir / MARKER_FILE).exists():
+        return False
+    entries = list(out_dir.iterdir())
+    if not entries or not all(p.is_file() and p.name in REPORT_FILE_NAMES for p in entries):
+        return False
+    if not (out_dir / SUMMARY_FILE).is_file():
+        return False
+    _write_json(out_dir / MARKER_FILE, {"written_by": "lrscan analysis.report (adopted: written before markers)",
+                                        "files": sorted(p.name for p in entries)})
+    return True
+
+
+def _own_files(out_dir: Path) -> set[str] | None:
+    """The files a report folder's marker names, or None when it has no readable marker."""
+    try:
+        marker = json.loads((out_dir / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return set(files)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """The nearest existing folder above `out_dir` takes a new folder (tried for real: permission bits
+    do not tell for root, read-only mounts or /proc)."""
+    above = out_dir.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise LrscanError(f"--out {str(out_dir)!r}: {above} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lrscan-probe-", dir=above))
+    except OSError as e:
+        raise LrscanError(f"--out {str(out_dir)!r}: cannot write in {above} ({e.strerror or e})") from None
 
 
 def _parent(out_dir: Path) -> Path:
-    parent = out_dir.resolve().parent
+    parent = out_dir.absolute().parent.resolve()
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -321,15 +457,39 @@ def _parent(out_dir: Path) -> Path:
 
 
 def _replace_dir(new: Path, out_dir: Path) -> None:
-    """Rename `new` to `out_dir`; an earlier report there is moved aside first and then removed."""
+    """Put the folder `new` at `out_dir` in one step; an earlier report there is swapped out, then removed.
+
+    On Linux the two folders trade places atomically (renameat2 RENAME_EXCHANGE): a reader finds
+    the old report or the new one, never no folder. Where the system cannot swap, the old report
+    is renamed aside just before the new one takes its place.
+    """
     new.chmod(0o755)  # mkdtemp made it private
-    if out_dir.is_dir():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(new, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, out_dir)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        os.replace(new, out_dir)  # onto nothing or an empty folder: one rename
+        return
+    if _exchange(new, out_dir):
+        shutil.rmtree(new, ignore_errors=True)  # `new` holds the old report now
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux >= 3.15, glibc >= 2.28); False where that did not happen."""
+    try:
+        renameat2 = ctypes.CDLL(None).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    # any failure (EINVAL: a filesystem that cannot swap, ENOSYS: an old kernel) leaves both in place
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
 
 
 def _shared_value(frame: pd.DataFrame, column: str) -> str | None:
@@ -361,12 +521,13 @@ def summary_lines(report: Report) -> Sequence[str]:
         ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else _no_ci_reason(s["n_boot"], s["n_seeds"])
         lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
                      f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
+        lines.append(f"CI: {ci_description(s.get('ci_method'))}")
         lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, valley {s['valley_lre']:.3f}")
     else:
         lines.append("no range-test runs: no exponent picked")
     if s.get("decay"):
         d = s["decay"]
-        lines.append(f"decay grid: best {d['best']['config']} ({d['metric']} {d['best']['value']:.4f})")
+        lines.append(f"decay grid: best {config_text(d['best'], d['by'])} ({d['metric']} {d['best']['value']:.4g})")
     for p in s["problems"]:
         lines.append(f"problem: {p}")
     lines.append(f"report: {report.out_dir}")

@@ -13,11 +13,12 @@ as strings like "[100000]"), so `==`, `isin`, `groupby` and seaborn's `hue` work
 `.astype(float)` for arithmetic, or the plain columns of `runs`. Losses are float32 (ample for
 plotting and picking), lr and lre float64 (exact exponents).
 
-The cloud path uses only the Public API's shape: `api.runs(path, filters=..., per_page=...)` and,
-per run, `.id .name .group .tags .config .summary_metrics .state .sweep_name/.sweep .job_type
-.heartbeat_at .scan_history(keys=..., page_size=...)`. It never calls `run.history()`, which
-samples 500 rows. It is tested with fake objects of that shape (tests/test_sources.py), since the
-W&B cloud cannot be reached from the test machines.
+The cloud path uses the Public API: `api.flush()`, `api.runs(path, filters=..., per_page=...,
+lazy=False)` and, per run, `.id .name .group .tags .config .summary_metrics .state .sweep_name
+.job_type .heartbeat_at .history_keys .scan_history(keys=..., page_size=...)`. It never calls
+`run.history()`, which samples 500 rows. The W&B cloud cannot be reached from the test machines:
+tests/test_sources.py runs it through wandb 0.31's own `Api`/`Runs`/`Run`/`HistoryScan` over a
+fake of wandb-core and the server (tests/public_api_fakes.py), fed with real offline runs.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.wandb_file import RunFile, read_run_file
+from analysis.wandb_file import STEP_ITEM, RunFile, read_run_file
 from pipeline import keys as K
 from pipeline.config import field_names, field_types
 from pipeline.errors import LrscanError
@@ -53,7 +54,8 @@ SUMMARY_ORDER = (
 INT_SUMMARY_KEYS = (K.FINAL_STEP, K.STOP_STEP, K.DIVERGED_AT_STEP)
 RUN_FILE_GLOB = "run-*.wandb"
 CACHE_ENV = "LRSCAN_CACHE"
-SCAN_PAGE_ROWS = 10_000
+SCAN_PAGE_STEPS = 10_000  # scan_history's page_size counts steps
+WIDE_RUN_EXTRA_KEYS = 32  # more logged keys than this beyond the wanted ones: keyed scans, not keys=None
 UNSETTLED_STATES = ("running", "pending", "preempting", "")
 RUNS_PAGE_SIZE = 200
 _CLOUD_PATH = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
@@ -304,7 +306,12 @@ def _load_cloud(source: str, filters: _Filters, wanted: list[str], api: Any, cac
             raise LrscanError(f"{source}: no such file or folder, and the W&B cloud cannot be reached: {err}") from None
     cache = Path(os.fspath(cache_dir)) if cache_dir is not None else default_cache_dir()
     try:
-        # lazy=False: config and summary come with the listing instead of one request per run
+        # a wandb.Api keeps every listing it made and hands it out again: forget them, or a run
+        # that finished (or was resumed) since an earlier call would come back as it was then
+        flush = getattr(api, "flush", None)
+        if callable(flush):
+            flush()
+        # lazy=False: config, summary and history keys come with the listing, not a request per run
         listed = api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE, lazy=False)
         cloud_runs = list(listed)
     except Exception as err:  # the Public API raises its own CommError/ValueError types
@@ -315,11 +322,23 @@ def _load_cloud(source: str, filters: _Filters, wanted: list[str], api: Any, cac
         if not filters.ok(meta):
             continue
         try:
-            meta.history = _cloud_history(run, meta, wanted, cache)
+            meta.history = _cloud_history(run, meta, wanted, cache, problems)
         except Exception as err:  # one bad run must not sink the others
             problems.append(f"run {meta.run_id}: history not read: {err}")
             continue
+        # as offline (read_run_file): a logged key's summary is its last logged value, unless the run
+        # set it; a run synced from offline holds only what lrscan set, so the frames match either way
+        meta.summary = {**_last_values(meta.history), **meta.summary}
         out.append(meta)
+    return out
+
+
+def _last_values(history: dict[str, np.ndarray]) -> dict[str, float]:
+    out = {}
+    for key, values in history.items():
+        present = np.flatnonzero(~np.isnan(values)) if key != "step" else ()
+        if len(present):
+            out[key] = float(values[present[-1]])
     return out
 
 
@@ -348,8 +367,17 @@ def _cloud_stamp(run: Any) -> str:
     return ""
 
 
-def _cloud_history(run: Any, meta: RunFile, wanted: list[str], cache: Path) -> dict[str, np.ndarray]:
-    """Every step of the wanted keys, via scan_history; from the cache for a finished run."""
+def _cloud_history(run: Any, meta: RunFile, wanted: list[str], cache: Path,
+                   problems: list[str]) -> dict[str, np.ndarray]:
+    """Every step of the wanted keys, via scan_history; from the cache for a run that ended.
+
+    What to read comes from what the run says it logged (`run.history_keys`, fetched with the
+    `lazy=False` listing), never from its summary: lrscan's runs derive their summary on the server
+    (`x_server_side_derived_summary`), so a run synced from offline holds only train_loss,
+    dev_loss, ... there. A history that comes back short of what the run lists is not cached.
+    """
+    logged = _logged_counts(run)
+    to_read = [k for k in wanted if logged is None or k in logged]
     stamp = _cloud_stamp(run)
     keys_hash = hashlib.sha1(json.dumps(wanted).encode()).hexdigest()[:10]
     # a run that ended (finished, crashed, failed, killed) no longer changes unless resumed, which
@@ -360,31 +388,82 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str], cache: Path) -> d
         cached = _cache_read(base)
         if cached is not None:
             return cached
-    # scan_history returns only the rows that hold *all* requested keys: the per-step keys go in
-    # one scan, each key logged on some steps only (dev_loss, ...) in its own
-    summary = meta.summary
-    dense = [k for k in wanted if k in K.STEP_KEYS and k in summary]
-    sparse = [k for k in wanted if k not in dense and k in summary]
+    if not to_read:  # the run says it logged none of them (an analysis run, an empty history)
+        return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in wanted}}
     columns: dict[str, dict[int, float]] = {k: {} for k in wanted}
     all_steps: set[int] = set()
-    groups = ([dense] if dense else []) + [[k] for k in sparse]
-    for group_keys in groups:
-        for row in run.scan_history(keys=["_step", *group_keys], page_size=SCAN_PAGE_ROWS):
-            step = row.get("_step")
+    for keys in _scan_passes(run, to_read, logged):
+        read = to_read if keys is None else keys
+        for row in run.scan_history(keys=keys if keys is None else [STEP_ITEM, *keys], page_size=SCAN_PAGE_STEPS):
+            step = row.get(STEP_ITEM)
             if step is None:
                 continue
             step = int(step)
             all_steps.add(step)
-            for key in group_keys:
-                columns[key][step] = _cloud_number(row.get(key))
+            for key in read:
+                value = row.get(key)
+                if value is not None:  # None: not logged at this step (a null parquet cell)
+                    columns[key][step] = _cloud_number(value)
     steps = np.array(sorted(all_steps), np.int64)
     history = {"step": steps}
     for key in wanted:
         values = columns[key]
         history[key] = np.array([values.get(int(s), np.nan) for s in steps], np.float64)
-    if cacheable:
+    if not cacheable:
+        return history
+    if logged is None:
+        short = "no rows at all" if not len(steps) else ""
+    else:
+        short = ", ".join(f"{len(columns[k])} of the {logged[k]} values of {k} it lists" for k in to_read
+                          if len(columns[k]) < logged[k])
+    if short:
+        # never cached: a history read while W&B was still exporting it would come back on every call
+        problems.append(f"run {meta.run_id}: scan_history returned {short}; not cached, read again next time")
+    else:
         _cache_write(base, history)
     return history
+
+
+def _logged_counts(run: Any) -> dict[str, int] | None:
+    """{key: number of steps that logged it} from `run.history_keys`, or None if the run does not say.
+
+    The server's `historyKeys` is {"keys": {name: {"typeCounts": [{"type": "number", "count": n}, ...],
+    ...}}, "lastStep": n}; wandb 0.31 hands it over as parsed JSON (text in some replies, so both).
+    """
+    raw = getattr(run, "history_keys", None)  # absent from a lazy listing: then read the wanted keys
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    keys = raw.get("keys") if isinstance(raw, dict) else None
+    if not isinstance(keys, dict):
+        return None
+    counts = {}
+    for name, info in keys.items():
+        type_counts = info.get("typeCounts") if isinstance(info, dict) else None
+        counts[str(name)] = sum(int(t.get("count") or 0) for t in type_counts or () if isinstance(t, dict))
+    return counts
+
+
+def _scan_passes(run: Any, to_read: list[str], logged: dict[str, int] | None) -> list[list[str] | None]:
+    """The scan_history calls that read `to_read` without losing a row: None means keys=None.
+
+    `scan_history(keys=[...])` may drop every row that lacks one of the keys: wandb-core serves a
+    run's live (not yet exported) steps with the backend's `sampledHistory`, which returns only the
+    rows holding all requested keys, and 0.31 documents that rule for the whole scan. dev_loss is
+    logged on eval steps only, so asking for it with the per-step keys would keep just the eval
+    steps. keys=None returns every row with every column (wandb-core then downloads the run's whole
+    parquet export once, into its own cache): one pass, no row lost. lrscan runs log a handful of
+    keys, so that is the pass. For a wide run (many more logged keys than needed) that download
+    would be mostly waste: then one keyed pass for the keys logged at every step, and one per key
+    logged on some steps only.
+    """
+    if logged is None or sum(not k.startswith("_") and k not in to_read for k in logged) <= WIDE_RUN_EXTRA_KEYS:
+        return [None]
+    rows = logged.get(STEP_ITEM) or getattr(run, "history_line_count", None)
+    dense = [k for k in to_read if rows and logged.get(k) == rows]
+    return ([dense] if dense else []) + [[k] for k in to_read if k not in dense]
 
 
 def _cloud_number(value: Any) -> float:
@@ -442,8 +521,9 @@ def _build(runs: list[RunFile], wanted: list[str], *, explicit_keys: bool, skipp
     logged = {k: any(np.any(~np.isnan(r.history.get(k, _EMPTY))) for r in runs) for k in wanted}
     expected = wanted if explicit_keys else list(K.STEP_KEYS)
     if not any(logged.get(k) for k in expected):
+        why = f" ({'; '.join(problems[:2])})" if problems else ""
         raise LrscanError(f"none of the {len(runs)} matching runs logged any of {', '.join(expected)}: "
-                          f"not lrscan training runs? (keys read: {', '.join(wanted)})")
+                          f"not lrscan training runs? (keys read: {', '.join(wanted)}){why}")
     for run in runs:
         missing = [k for k in expected if not np.any(~np.isnan(run.history.get(k, _EMPTY)))]
         if missing:
@@ -491,7 +571,8 @@ def _typed(value: Any, tp: Any) -> Any:
             items = value if isinstance(value, (list, tuple)) else [value]
             return json.dumps([_typed(v, inner) for v in items])
         if tp is bool:
-            return bool(value)
+            flag = parse_bool(value)
+            return flag if flag is not None else str(value)  # an odd value: shown as given, not guessed
         if tp is int:
             return int(value) if float(value).is_integer() else float(value)
         if tp is float:
@@ -501,6 +582,27 @@ def _typed(value: Any, tp: Any) -> Any:
     except (TypeError, ValueError):
         pass
     return str(value)  # an odd value from an older run: shown, not dropped
+
+
+_TRUE_WORDS = ("true", "1")
+_FALSE_WORDS = ("false", "0")
+
+
+def parse_bool(value: Any) -> bool | None:
+    """A config flag as a bool: True/False, 1/0 and the strings "True"/"true"/"1", "False"/"false"/"0"
+    (a sweep's `--flag=False` or a hand-written config); None for anything else. Not `bool(value)`,
+    for which the string "False" is True."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    return None
 
 
 def _category_dtype(tp: Any) -> Any:
@@ -524,6 +626,9 @@ def _categorical(per_run: list[Any], lengths: np.ndarray, dtype: Any = None) -> 
         dtype = None
     if dtype is not None and any(type(c) is float for c in categories) and dtype is np.int64:
         dtype = np.float64  # an int field holding a non-whole value somewhere
+    kinds = {bool: (bool,), np.int64: (int,), np.float64: (int, float)}.get(dtype, ())
+    if kinds and not all(isinstance(c, kinds) and (dtype is bool or not isinstance(c, bool)) for c in categories):
+        dtype = None  # an odd value kept as given (a string): the field's dtype would change it
     index = pd.Index(categories, dtype=dtype) if categories else pd.Index([], dtype=dtype or object)
     code_of = {v: i for i, v in enumerate(categories)}
     codes = np.array([code_of.get(v, -1) if v is not None else -1 for v in per_run], np.int32)
@@ -591,7 +696,7 @@ def _plain_column(column: pd.Series, dtype: Any) -> pd.Series:
         return column.astype("float64")
     if dtype is np.float64 or (values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
         return column.astype("float64")
-    if dtype is bool or (values and all(isinstance(v, bool) for v in values)):
+    if values and all(isinstance(v, bool) for v in values):  # a flag given as a string stays a string
         return column.astype("boolean") if len(values) < len(column) else column.astype(bool)
     if values and all(isinstance(v, str) for v in values):
         return column.astype("str")

@@ -27,10 +27,12 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def load(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path`. mmap=True maps the weights instead of reading them: cheap for a look
+    at the config and step of many checkpoints."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file: say which, do not guess
         raise LrscanError(f"checkpoint {str(path)!r} cannot be read: {e}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
@@ -38,7 +40,13 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def latest(ckpt_dir: str | os.PathLike) -> Path | None:
-    """The most recently written checkpoint in a folder, for `--resume` without a run id."""
-    found = sorted(Path(ckpt_dir).glob("*.pt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def load_all(ckpt_dir: str | os.PathLike) -> list[tuple[Path, dict[str, Any] | LrscanError]]:
+    """Every checkpoint in a folder, by name, each with its state (weights mapped, not read) or the
+    error that kept it from being read; for `--resume` without a run id, which must choose among them."""
+    found = []
+    for path in sorted(Path(ckpt_dir).glob("*.pt")):
+        try:
+            found.append((path, load(path, mmap=True)))
+        except LrscanError as e:
+            found.append((path, e))
+    return found

@@ -9,6 +9,9 @@ config key, character for character. Values arrive three ways and go through the
 - the defaults below.
 
 Unknown keys and values of the wrong type raise `LrscanError` naming the key and the valid keys.
+
+Each field is declared with its kind (`hyper`, `operational`, `location`): whether it changes what a
+run computes. A resume may change operational fields only; the analysis compares runs on hyper ones.
 """
 
 from __future__ import annotations
@@ -45,59 +48,96 @@ def default_ckpt_dir() -> str:
     return os.path.join(os.environ.get("WANDB_DIR") or ".", "checkpoints")
 
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING):
+# What a field is. The trainer's resume check and the analysis' "which fields were swept" both
+# read it from here, so the two can never disagree.
+HYPER = "hyper"              # changes the numbers a run computes: a resume must keep it; runs are compared on it
+OPERATIONAL = "operational"  # how a run is executed, logged or shown: may change between a run and its resumption
+LOCATION = "location"        # where the run lives in W&B: a resume must keep it (one run, one history), not compared
+FIELD_KINDS = (HYPER, OPERATIONAL, LOCATION)
+
+
+def _config_field(kind: str, default: Any, help: str, factory: Any) -> Any:
+    metadata = {"kind": kind, "help": help}
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def hyper(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that changes what the run computes (the model, the data it sees, the lr schedule, the stops)."""
+    return _config_field(HYPER, default, help, factory)
+
+
+def operational(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that changes how a run is executed, logged or shown, never its numbers."""
+    return _config_field(OPERATIONAL, default, help, factory)
+
+
+def location(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that says where the run lives in W&B."""
+    return _config_field(LOCATION, default, help, factory)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # data
-    data: str = _f(factory=default_data_path, help=f"word list, one word per line (default ${DATA_ENV} or data/names.txt)")
-    split_seed: int = _f(42, "seed of the word shuffle before the 80/10/10 train/dev/test split")
-    block_size: int = _f(3, "context length: how many characters predict the next one")
+    data: str = operational(factory=default_data_path,
+                            help=f"word list, one word per line (default ${DATA_ENV} or data/names.txt)")
+    split_seed: int = hyper(42, "seed of the word shuffle before the 80/10/10 train/dev/test split")
+    block_size: int = hyper(3, "context length: how many characters predict the next one")
     # model
-    n_embd: int = _f(2, "embedding dimension of each character (the lecture's final model: 10)")
-    n_hidden: int = _f(100, "hidden tanh units (the lecture's final model: 200)")
-    init: str = _f("lecture", "weight init: 'lecture' = plain randn as in the video, 'scaled' = tanh-gain/sqrt(fan_in), small logits")
-    seed: int = _f(2147483647, "seed of the weight init and of the minibatch sampling (the lecture's generator seed)")
+    n_embd: int = hyper(2, "embedding dimension of each character (the lecture's final model: 10)")
+    n_hidden: int = hyper(100, "hidden tanh units (the lecture's final model: 200)")
+    init: str = hyper("lecture", "weight init: 'lecture' = plain randn as in the video, "
+                                 "'scaled' = tanh-gain/sqrt(fan_in), small logits")
+    seed: int = hyper(2147483647, "seed of the weight init and of the minibatch sampling "
+                                  "(the lecture's generator seed)")
     # optimization
-    batch_size: int = _f(32, "minibatch size")
-    steps: int = _f(1000, "training steps; for schedule=range also the number of lrs tried")
-    schedule: str = _f("range", "lr schedule: range (10**linspace(lre_min, lre_max, steps)), step, constant")
-    lre_min: float = _f(-3.0, "range test: first lr exponent (lr = 10**lre_min)")
-    lre_max: float = _f(0.0, "range test: last lr exponent, reached on the last step")
-    lr: float = _f(0.1, "lr of schedule=constant, and the lr before the first decay step of schedule=step")
-    decay_steps: tuple[int, ...] = _f((100000,), "schedule=step: steps at which the lr drops, increasing, e.g. [100000, 150000]")
-    decay_lrs: tuple[float, ...] = _f((0.01,), "schedule=step: the lr from each decay step on, one per decay step")
+    batch_size: int = hyper(32, "minibatch size")
+    steps: int = hyper(1000, "training steps; for schedule=range also the number of lrs tried")
+    schedule: str = hyper("range", "lr schedule: range (10**linspace(lre_min, lre_max, steps)), step, constant")
+    lre_min: float = hyper(-3.0, "range test: first lr exponent (lr = 10**lre_min)")
+    lre_max: float = hyper(0.0, "range test: last lr exponent, reached on the last step")
+    lr: float = hyper(0.1, "lr of schedule=constant, and the lr before the first decay step of schedule=step")
+    decay_steps: tuple[int, ...] = hyper((100000,), "schedule=step: steps at which the lr drops, increasing, "
+                                                    "e.g. [100000, 150000]")
+    decay_lrs: tuple[float, ...] = hyper((0.01,), "schedule=step: the lr from each decay step on, one per decay step")
     # early stops
-    stop_on_nonfinite: bool = _f(True, "stop when the loss is NaN or inf (recorded as diverged_at_step; exit code 0)")
-    stop_on_climb: bool = _f(True, "range test: stop once the smoothed loss exceeds climb_factor x its best")
-    climb_factor: float = _f(4.0, "range test: the climb stop's threshold, as a multiple of the best smoothed loss")
-    climb_burn_in_steps: int = _f(100, "range test: no climb stop before this step, so an early spike cannot trigger it")
-    smooth_beta: float = _f(0.98, "range test: beta of the bias-corrected EMA of the loss (logged as smooth_loss)")
+    stop_on_nonfinite: bool = hyper(True, "stop when the loss is NaN or inf (recorded as diverged_at_step; "
+                                          "exit code 0)")
+    stop_on_climb: bool = hyper(True, "range test: stop once the smoothed loss exceeds climb_factor x its best")
+    climb_factor: float = hyper(4.0, "range test: the climb stop's threshold, as a multiple of the best smoothed loss")
+    climb_burn_in_steps: int = hyper(100, "range test: no climb stop before this step, so an early spike cannot "
+                                          "trigger it")
+    smooth_beta: float = hyper(0.98, "range test: beta of the bias-corrected EMA of the loss (logged as smooth_loss)")
     # evaluation and output
-    eval_every_steps: int = _f(0, "log the full dev loss every this many steps (0: only at the end)")
-    samples: int = _f(5, "names sampled from the model and printed at the end")
-    progress_every_steps: int = _f(100, "refresh the progress bar every this many steps")
-    log_chunk_steps: int = _f(256, "steps handed to the logging process at a time (all are logged)")
+    eval_every_steps: int = operational(0, "log the full dev loss every this many steps (0: only at the end)")
+    samples: int = operational(5, "names sampled from the model and printed at the end")
+    progress_every_steps: int = operational(100, "refresh the progress bar every this many steps")
+    log_chunk_steps: int = operational(256, "steps handed to the logging process at a time (all are logged)")
     # system
-    device: str = _f("cpu", "cpu, cuda, cuda:N or auto (cuda when available)")
-    num_threads: int = _f(1, "torch CPU threads; 1 is fastest for this small model, above all beside other workers")
+    device: str = operational("cpu", "cpu, cuda, cuda:N or auto (cuda when available)")
+    num_threads: int = operational(1, "torch CPU threads; 1 is fastest for this small model, above all beside "
+                                      "other workers")
     # wandb
-    wandb_mode: str = _f(factory=default_wandb_mode, help="offline (no account needed), online or disabled (default $WANDB_MODE or offline)")
-    wandb_project: str = _f(factory=lambda: os.environ.get("WANDB_PROJECT") or "lrscan", help="wandb project (default $WANDB_PROJECT or lrscan)")
-    wandb_entity: str = _f(factory=lambda: os.environ.get("WANDB_ENTITY", ""), help="wandb entity (team or user); default $WANDB_ENTITY or your default")
-    wandb_group: str = _f("", "wandb group; sweeps put their key here so the analysis finds their runs")
-    wandb_name: str = _f("", "wandb run name; empty: generated")
-    wandb_tags: tuple[str, ...] = _f((), "wandb tags, e.g. ['lr_range', 'seed1']")
-    wandb_job_type: str = _f("train", "wandb job_type")
-    run_id: str = _f("", "wandb run id; empty: $WANDB_RUN_ID (set by wandb agent) or a new one")
+    wandb_mode: str = operational(factory=default_wandb_mode,
+                                  help="offline (no account needed), online or disabled "
+                                       "(default $WANDB_MODE or offline)")
+    wandb_project: str = location(factory=lambda: os.environ.get("WANDB_PROJECT") or "lrscan",
+                                  help="wandb project (default $WANDB_PROJECT or lrscan)")
+    wandb_entity: str = location(factory=lambda: os.environ.get("WANDB_ENTITY", ""),
+                                 help="wandb entity (team or user); default $WANDB_ENTITY or your default")
+    wandb_group: str = operational("", "wandb group; sweeps put their key here so the analysis finds their runs")
+    wandb_name: str = operational("", "wandb run name; empty: generated")
+    wandb_tags: tuple[str, ...] = operational((), "wandb tags, e.g. ['lr_range', 'seed1']")
+    wandb_job_type: str = operational("train", "wandb job_type")
+    run_id: str = operational("", "wandb run id; empty: $WANDB_RUN_ID (set by wandb agent) or a new one")
     # checkpoints
-    ckpt_dir: str = _f(factory=default_ckpt_dir, help="folder of the checkpoints, one file per run id (default $WANDB_DIR/checkpoints)")
-    ckpt_every_steps: int = _f(10000, "save a checkpoint every this many steps (0: only at the end)")
-    resume: bool = _f(False, "continue the run from its checkpoint (same wandb run id, no lost or repeated step)")
+    ckpt_dir: str = operational(factory=default_ckpt_dir,
+                                help="folder of the checkpoints, one file per run id (default $WANDB_DIR/checkpoints)")
+    ckpt_every_steps: int = operational(10000, "save a checkpoint every this many steps (0: only at the end)")
+    resume: bool = operational(False, "continue a run from its checkpoint (same wandb run id, no lost or repeated "
+                                      "step): run_id's, else the one unfinished checkpoint in ckpt_dir that fits")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -212,6 +252,27 @@ def _literal_or_raw(raw: str) -> Any:
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def field_kind(name: str) -> str:
+    """HYPER, OPERATIONAL or LOCATION: what field `name` is (see `hyper`, `operational`, `location`)."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            return f.metadata["kind"]
+    raise LrscanError(_unknown_message([name]))
+
+
+def fields_of_kind(*kinds: str) -> tuple[str, ...]:
+    """The names of the fields of any of `kinds`, in declaration order."""
+    unknown = set(kinds) - set(FIELD_KINDS)
+    if unknown:
+        raise ValueError(f"unknown field kind(s) {sorted(unknown)}; kinds are {', '.join(FIELD_KINDS)}")
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["kind"] in kinds)
+
+
+def hyperparameter_names() -> tuple[str, ...]:
+    """The fields that change what a run computes: the ones two runs are compared on."""
+    return fields_of_kind(HYPER)
 
 
 def help_text() -> str:

@@ -24,6 +24,10 @@ PARAM_NAMES = ("C", "W1", "b1", "W2", "b2")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
+class NonFiniteModel(ValueError):
+    """The model cannot be sampled from: its weights or outputs are NaN or inf (it diverged)."""
+
+
 @dataclass
 class MLP:
     vocab_size: int
@@ -79,12 +83,20 @@ class MLP:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, max_len: int = 50) -> list[list[int]]:
-        """n words as index lists, sampled character by character until the end marker (index 0)."""
+        """n words as index lists, sampled character by character until the end marker (index 0).
+
+        Raises NonFiniteModel when the model's probabilities are not finite (a diverged run): finite
+        but huge weights can overflow the logits too, so the probabilities are checked, not only the weights.
+        """
+        if not torch.isfinite(self.flat).all():
+            raise NonFiniteModel("its weights are not finite")
         out = []
         for _ in range(n):
             context, word = [0] * self.block_size, []
             for _ in range(max_len):
                 probs = F.softmax(self.logits(torch.tensor([context], device=self.flat.device)), dim=1)
+                if not torch.isfinite(probs).all():
+                    raise NonFiniteModel("its next-character probabilities are not finite")
                 ix = torch.multinomial(probs.cpu(), num_samples=1, generator=generator).item()
                 if ix == 0:
                     break

@@ -34,7 +34,8 @@ def schedule_lrs(schedule: str, steps: int, *, lre_min: float, lre_max: float, l
     """(lr, lre) for steps 0..steps-1; lre is log10 of the lr actually used."""
     if schedule == "range":
         lres = range_lres(lre_min, lre_max, steps)
-        return np.power(10.0, lres), lres
+        with np.errstate(over="ignore"):  # an lre past ~308 is an inf lr: the run diverges there, as it should
+            return np.power(10.0, lres), lres
     if schedule == "step":
         lrs = step_lrs(lr, decay_steps, decay_lrs, steps)
     elif schedule == "constant":

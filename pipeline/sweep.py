@@ -29,8 +29,11 @@ command>`, so an edited YAML is a new sweep):
 
 Several runners may share one folder (one machine or many on a shared filesystem): each claims
 points atomically, renews a lease while its program runs, takes over a point whose worker vanished
-(resuming its run from the checkpoint), and never runs a point twice at the same time. Re-running
-a sweep skips finished points and retries failed, crashed and killed ones.
+(resuming its run from the checkpoint), and never runs a point twice at the same time. A worker
+that died on this same host (killed runner, closed terminal) is seen dead at once and its points are
+taken over without waiting out the lease; one on another host is waited for, and the runner says
+for what and how long. Re-running a sweep skips finished points and retries failed, crashed and
+killed ones; when points did not finish, the last line says why (the first one's last error line).
 
 `${interpreter}` is W&B's literal `python`, which some machines lack, so lrscan's YAMLs say `python3`.
 The runner puts the directory of its own interpreter first on the children's PATH, so `python3` (and
@@ -47,15 +50,17 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 import yaml
 
@@ -63,7 +68,7 @@ from pipeline import sweep_grid
 from pipeline.errors import LrscanError, exit_with
 from pipeline.fsutil import atomic_write_text
 from pipeline.sweep_claims import (CRASHED, FAILED, FINISHED, KILLED, PENDING, RUNNING, Claim, ClaimStore,
-                                   PointState)
+                                   PointState, here)
 
 PROG = "pipeline.sweep"
 TRAINER_PROGRAM = "pipeline/train.py"
@@ -100,6 +105,9 @@ class Sweep:
 def load_sweep(path: str | os.PathLike, count: int | None = None, seed: int = 0) -> Sweep:
     """Read, check and expand a sweep YAML. LrscanError, naming the problem, if anything is wrong."""
     path = str(path)
+    if count is not None and count < 1:
+        # a grid's `points[:count]` would quietly drop points from the end for count < 1
+        raise LrscanError(f"count={count}: need at least 1 (grid: run its first N points; random: draw N points)")
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -405,6 +413,8 @@ class Runner:
         self.stop_signal: int | None = None
         self._last_manifest: list[tuple[int, str]] | None = None
         self._preexec = _die_with_parent()
+        self._bar: Any = None
+        self._waits_told: set[tuple[int, int]] = set()  # (index, gen) of claims we said we wait for
 
     # -- signals
 
@@ -424,8 +434,12 @@ class Runner:
         json_file = os.path.join(os.path.abspath(self.folder), "wandb", f"sweep-{self.sweep.key}", f"config-{run_id}.json")
         argv, args_json = build_command(self.sweep.command, self.sweep.program, self.sweep.points[index], json_file)
         info = {"run_id": run_id, "started_at": _iso(time.time()), "log": log_rel, "command": argv}
-        if st.state == RUNNING and st.expired:
+        if st.state == RUNNING:  # its worker is gone (lease expired, or seen dead on this host)
             claim = self.store.take_over(st, info)
+            if claim is not None:
+                why = (f"its worker {st.claim.get('worker')} died (seen dead on this host)" if st.owner_dead else
+                       f"no lease renewal from {st.claim.get('worker')} for {st.lease_age_seconds:.0f} s")
+                self._say(f"{PROG}: point {index} ({run_id}): {why}; taking it over now (attempt {gen + 1})")
         else:
             claim = self.store.claim(index, gen, info)
         if claim is None:
@@ -446,6 +460,7 @@ class Runner:
                                         "seconds": 0.0, "reason": f"cannot start: {e}"})
             self.started_here[index] = self.started_here.get(index, 0) + 1
             return
+        self.store.note_program(claim, proc.pid)  # lets a runner on this host see when it is gone
         now = time.monotonic()
         self.jobs[index] = _Job(claim, proc, log, now, time.time(), now)
         self.started_here[index] = self.started_here.get(index, 0) + 1
@@ -494,13 +509,45 @@ class Runner:
         if st.state == PENDING:
             return True
         if st.state == RUNNING:
-            return st.expired
+            return st.expired or st.owner_dead
         if st.state in (CRASHED, KILLED):
             return True
         if st.state == FAILED:
             # a failure from an earlier session is retried once; one that happened while we run is final
             return st.index in self.retry_failed and self.started_here.get(st.index, 0) == 0
         return False
+
+    def _tell_waits(self, states: Sequence[PointState]) -> None:
+        """One line per claim of another worker that keeps this runner waiting: for what, and how long."""
+        for i in self.indices:
+            st = states[i]
+            if st.state != RUNNING or i in self.jobs or self._claimable(st) or (i, st.gen) in self._waits_told:
+                continue
+            if self.started_here.get(i, 0) >= self.max_attempts_per_point:
+                continue  # we would not take it over anyway
+            self._waits_told.add((i, st.gen))
+            self._say(f"{PROG}: waiting for point {i} ({run_id_for(self.sweep.key, i)}): {self._wait_reason(st)}")
+
+    def _wait_reason(self, st: PointState) -> str:
+        worker = st.claim.get("worker") or "another runner"
+        owner = st.claim.get("owner") or {}
+        lapse = (f"its lease lapses unrenewed (in {max(0.0, self.store.lease_seconds - st.lease_age_seconds):.0f} s "
+                 f"at the earliest; lease {self.store.lease_seconds:g} s)")
+        if st.program_alive:
+            return (f"its worker {worker} died, but the program it started still runs on this host; "
+                    f"until that program exits, or {lapse}")
+        if here(owner):
+            return f"held by {worker}, alive on this host; until it ends, or {lapse}"
+        if owner.get("host", worker.split(":")[0]) == socket.gethostname():
+            return (f"held by {worker}, of another boot or PID namespace (not checkable from here); "
+                    f"until it ends, or {lapse}")
+        return f"held by {worker} on another host (not checkable from here); until it ends, or {lapse}"
+
+    def _say(self, line: str) -> None:
+        if self._bar is not None and hasattr(self._bar, "write"):
+            self._bar.write(line, file=sys.stderr)  # tqdm: print above the bar
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def _settled(self, st: PointState) -> bool:
         """Nothing more will happen to this point in this session (as far as this runner knows)."""
@@ -524,6 +571,7 @@ class Runner:
                     bar = tqdm(total=len(self.indices), desc=self.sweep.key, unit="run", dynamic_ncols=True, initial=initial)
                 else:
                     bar = _LineProgress(self.sweep.key, len(self.indices), initial)
+                self._bar = bar
             while True:
                 self._reap()
                 if self.stop_signal is not None:
@@ -538,6 +586,8 @@ class Runner:
                     if self._claimable(st):
                         self._start(st)
                 states = self.store.states(len(self.sweep.points))
+                if len(self.jobs) < self.workers:  # idle slots: say what keeps them idle
+                    self._tell_waits(states)
                 self._write_manifest(states)
                 if bar is not None:
                     self._show(bar, [states[i] for i in self.indices])
@@ -553,6 +603,7 @@ class Runner:
                 signal.signal(s, h)
             if bar is not None:
                 bar.close()
+            self._bar = None
             self.store.close()
         if self.stop_signal is not None:
             return 128 + self.stop_signal
@@ -653,6 +704,73 @@ def run_sweep(sweep: Sweep, out: str = DEFAULT_OUT, *, workers: int | None = Non
     return runner.run()
 
 
+# -- why points did not finish -------------------------------------------------------------------
+
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def last_log_line(path: str | os.PathLike, tail_bytes: int = 65536, max_chars: int = 300) -> str:
+    """The last non-empty line of a log (colours and \\r progress redraws removed); '' if none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail_bytes))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):  # splitlines also splits at \r: a redrawn line's last state
+        line = _TERMINAL_ESCAPES.sub("", line).strip()
+        if line:
+            return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+    return ""
+
+
+def _how_it_ended(end: Mapping[str, Any]) -> str:
+    rc = end.get("exit_code")
+    if isinstance(rc, int) and rc < 0:
+        try:
+            how = f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"killed by signal {-rc}"
+    elif isinstance(rc, int):
+        how = f"exit code {rc}"
+    else:
+        how = "no exit code"
+    return f"{how}, {end['reason']}" if end.get("reason") else how
+
+
+def unfinished_message(out: str, sweep: Sweep, indices: Sequence[int] | None = None) -> str:
+    """One line on the points of a sweep folder that did not finish, with the first one's cause; '' if none.
+
+    The cause is the last non-empty line of that attempt's log (the program's stdout and stderr: a
+    traceback ends with its exception), else how it ended (exit code, signal, lost lease).
+    """
+    folder = sweep_folder(out, sweep)
+    store = ClaimStore(folder, lease_seconds=float("inf"))
+    try:
+        states = store.states(len(sweep.points))
+    finally:
+        store.close()
+    wanted = range(len(sweep.points)) if indices is None else indices
+    left = [states[i] for i in wanted if states[i].state != FINISHED]
+    if not left:
+        return ""
+    counts: dict[str, int] = {}
+    for st in left:
+        counts[st.state] = counts.get(st.state, 0) + 1
+    line = (f"{len(left)} of {len(wanted)} points did not finish ("
+            + ", ".join(f"{n} {state}" for state, n in counts.items()) + ")")
+    first = next((st for st in left if st.state in (FAILED, CRASHED, KILLED)), None)
+    if first is not None:
+        log = os.path.join(folder, first.claim["log"]) if first.claim.get("log") else ""
+        error = last_log_line(log) if log else ""
+        line += (f"; point {first.index} ({run_id_for(sweep.key, first.index)}) {first.state} "
+                 f"({_how_it_ended(first.end)}, attempt {first.gen + 1})")
+        line += f": {error}" if error else ""
+        line += f" [log: {log}]" if log else ""
+    return line + "; run the same command again to retry them"
+
+
 # -- Slurm ---------------------------------------------------------------------------------------
 
 
@@ -685,23 +803,34 @@ def sbatch_script(sweep: Sweep, out: str, array_tasks: int = 0, lease_seconds: f
 # -- command line --------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with lrscan's one-line errors: `pipeline.sweep: error: ...`, exit 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Run a W&B sweep YAML locally (offline), on one or many machines.")
+    p = _Parser(prog=PROG, description="Run a W&B sweep YAML locally (offline), on one or many machines.")
     p.add_argument("yaml", help="sweep file, e.g. sweeps/lr_range.yaml")
     p.add_argument("--workers", type=int, default=None, help="points run at once (default: usable cores)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded commands and exit")
-    p.add_argument("--count", type=int, default=None, help="random: number of runs (default run_cap); grid: first N points")
+    p.add_argument("--count", type=int, default=None,
+                   help="random: number of runs (default run_cap); grid: first N points (N >= 1)")
     p.add_argument("--seed", type=int, default=0, help="random: seed of the draws")
     p.add_argument("--index", type=int, action="append", default=None,
                    help="run only this point (repeatable); Slurm: --index $SLURM_ARRAY_TASK_ID")
     p.add_argument("--out", default=DEFAULT_OUT, help="root of sweep folders; share it between machines (default: runs)")
-    p.add_argument("--lease-seconds", type=float, default=60.0, help="a point whose worker is silent this long is taken over")
+    p.add_argument("--lease-seconds", type=float, default=60.0,
+                   help="a point whose worker is silent this long is taken over (at once if it died on this host)")
     p.add_argument("--term-timeout", type=float, default=30.0, help="seconds a stopped program gets to save before SIGKILL")
     p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
                    help="WANDB_MODE of the runs (default: $WANDB_MODE or offline)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-sbatch", action="store_true", help="print a Slurm job array script for this sweep and exit")
-    p.add_argument("--array-tasks", type=int, default=0, help="with --print-sbatch: K draining workers instead of one task per point")
+    p.add_argument("--array-tasks", type=int, default=0,
+                   help="with --print-sbatch: K draining workers instead of one task per point")
     return p
 
 
@@ -710,6 +839,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.workers is not None and args.workers < 1:
             raise LrscanError(f"--workers {args.workers}: need at least 1")
+        if args.count is not None and args.count < 1:
+            raise LrscanError(f"--count {args.count}: need at least 1 "
+                              "(grid: run its first N points; random: draw N points)")
+        if args.array_tasks < 0:
+            raise LrscanError(f"--array-tasks {args.array_tasks}: must be >= 0 (0: one array task per point)")
         if not math.isfinite(args.lease_seconds) or args.lease_seconds <= 0:
             raise LrscanError(f"--lease-seconds {args.lease_seconds}: must be a finite number > 0")
         if not math.isfinite(args.term_timeout) or args.term_timeout < 0:
@@ -740,6 +874,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LrscanError as e:
         exit_with(e, PROG)
     folder = sweep_folder(args.out, sweep)
+    if code == 1:
+        print(f"{PROG}: {sweep.key}: {unfinished_message(args.out, sweep, args.index)}", file=sys.stderr)
     print(f"{PROG}: {sweep.key}: manifest {os.path.join(folder, MANIFEST)}", file=sys.stderr)
     raise SystemExit(code)
 

@@ -10,6 +10,7 @@ Per point and attempt ("generation" g = 0, 1, 2, ...), `claims/` holds
     <index:05d>.g<g:03d>.claim   created exclusively by the worker that runs attempt g;
                                  its mtime is the lease heartbeat (touched every lease/4)
     <index:05d>.g<g:03d>.end     created exclusively when attempt g ended: JSON with its state
+    <index:05d>.g<g:03d>.proc    written by the owner once its program started: the program's process
 
 - Claiming attempt g means creating its `.claim`; only one `link()` onto that name succeeds, so two
   workers can never both own attempt g.
@@ -19,12 +20,17 @@ Per point and attempt ("generation" g = 0, 1, 2, ...), `claims/` holds
   taken: it has lost the point and must stop its process.
 - Lease ages are measured on the file server's clock (the mtime of a file we just touched), never by
   comparing our clock with another machine's.
+- A claim names its owner process: host, boot id, PID namespace, pid and the process' start time.
+  A runner on that same host, boot and namespace can prove the owner dead (its pid is free, a
+  zombie, or a newer process) and, when the owner's program is gone too, take the point over at
+  once instead of waiting out the lease. Elsewhere, or without that proof, the lease decides.
 
-Nothing here knows about programs or wandb; `pipeline.sweep` drives it.
+Nothing here knows what the programs are, nor wandb; `pipeline.sweep` drives it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -56,6 +62,8 @@ class PointState:
     end: dict[str, Any] = field(default_factory=dict)
     lease_age_seconds: float = 0.0    # of the live claim, on the file server's clock
     expired: bool = False             # RUNNING but nobody renewed the lease in time
+    owner_dead: bool = False          # RUNNING, and its owner provably died on this host
+    program_alive: bool = False       # ... but the program it started still runs here
 
 
 @dataclass
@@ -71,6 +79,58 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
+def _boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id")  # Linux: new at every boot
+
+
+@functools.lru_cache(maxsize=None)
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")  # pids mean the same process only within one namespace
+    except OSError:
+        return ""
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux), or None if no live process has it."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after `pid (comm)`: state is field 3, starttime field 22
+    if fields[0] in ("Z", "X"):  # a zombie has exited: it only waits for its parent to read its status
+        return None
+    return int(fields[19])
+
+
+def process_record(pid: int) -> dict[str, Any]:
+    """What identifies process `pid` of this host for as long as it lives (start time: pids are reused)."""
+    return {"host": socket.gethostname(), "boot_id": _boot_id(),
+            "pid_ns": _pid_namespace(), "pid": pid, "start_ticks": process_start_ticks(pid)}
+
+
+def here(record: Mapping[str, Any]) -> bool:
+    """Did `record` come from this host, this boot and this PID namespace (so its pid means a pid here)?"""
+    return bool(record.get("boot_id")) and record.get("host") == socket.gethostname() and \
+        record.get("boot_id") == _boot_id() and record.get("pid_ns") == _pid_namespace()
+
+
+def gone(record: Mapping[str, Any]) -> bool:
+    """Provably no longer running: recorded here, and its pid is free, a zombie, or a process started since."""
+    if not here(record) or not isinstance(record.get("pid"), int):
+        return False
+    ticks = process_start_ticks(record["pid"])
+    return ticks is None or (record.get("start_ticks") is not None and ticks != record["start_ticks"])
+
+
 class ClaimStore:
     """The claims of one sweep folder."""
 
@@ -80,6 +140,7 @@ class ClaimStore:
         self.lease_seconds = float(lease_seconds)
         self._clock_path = os.path.join(self.dir, f".clock.{socket.gethostname()}.{os.getpid()}")
         self._end_cache: dict[str, dict[str, Any]] = {}
+        self._owner = process_record(os.getpid())
         os.makedirs(self.dir, exist_ok=True)
 
     # -- files ---------------------------------------------------------------------------------
@@ -163,6 +224,10 @@ class ClaimStore:
                     except FileNotFoundError:
                         st.lease_age_seconds = 0.0
                     st.expired = st.lease_age_seconds > self.lease_seconds
+                    if gone(st.claim.get("owner") or {}):
+                        program = self._read_json(self._path(index, gen, "proc"))
+                        st.program_alive = bool(program) and not gone(program)
+                        st.owner_dead = not st.program_alive
             out.append(st)
         return out
 
@@ -172,6 +237,9 @@ class ClaimStore:
         gen = 0
         while os.path.exists(self._path(index, gen, "claim")):
             row = self._read_json(self._path(index, gen, "claim"))
+            program = self._read_json(self._path(index, gen, "proc"))
+            if program:
+                row["program"] = program
             row.update(self._read_json(self._path(index, gen, "end")))
             rows.append(row)
             gen += 1
@@ -182,20 +250,33 @@ class ClaimStore:
     def claim(self, index: int, gen: int, info: Mapping[str, Any]) -> Claim | None:
         """Claim attempt `gen` of a point; None if someone else got there first."""
         path = self._path(index, gen, "claim")
-        payload = {"index": index, "gen": gen, "worker": worker_id(), **info}
+        worker = f"{self._owner['host']}:{self._owner['pid']}"
+        payload = {"index": index, "gen": gen, "worker": worker, "owner": self._owner, **info}
         return Claim(index, gen, path) if self._create_exclusive(path, payload) else None
+
+    def note_program(self, claim: Claim, pid: int) -> None:
+        """Record the process the owner started for its claim, so a taker can tell when it is gone."""
+        path = self._path(claim.index, claim.gen, "proc")
+        tmp = os.path.join(self.dir, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(process_record(pid), f)
+        os.replace(tmp, path)
 
     def end(self, index: int, gen: int, record: Mapping[str, Any]) -> bool:
         """Record how attempt `gen` ended; False if an end was already there (a taker wrote it)."""
         return self._create_exclusive(self._path(index, gen, "end"), record)
 
     def take_over(self, st: PointState, info: Mapping[str, Any]) -> Claim | None:
-        """Claim the next attempt of a point whose worker vanished (its lease expired).
+        """Claim the next attempt of a point whose worker vanished (lease expired) or provably died here.
 
         None when the point turned out not to need it: its worker came back and recorded how it
-        ended (finished, say) between our look at the lease and our end record.
+        ended (finished, say) between our look at the claim and our end record.
         """
-        record = {"state": CRASHED, "reason": f"lease expired after {st.lease_age_seconds:.0f} s", "ended_by": worker_id()}
+        if st.owner_dead:
+            reason = f"its worker {st.claim.get('worker')} died (seen dead on this host)"
+        else:
+            reason = f"lease expired after {st.lease_age_seconds:.0f} s"
+        record = {"state": CRASHED, "reason": reason, "ended_by": worker_id()}
         if not self.end(st.index, st.gen, record):
             ended = self._read_json(self._path(st.index, st.gen, "end"))
             if ended.get("state") != CRASHED:

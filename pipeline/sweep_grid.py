@@ -15,8 +15,10 @@ tests/test_sweep_grid.py checks them against the real package when it is install
 - values that dump to the same YAML (`1` and `1.0`) are one grid value; the last spelling wins;
 - a grid refuses every other distribution ("disallowed type with grid search").
 
-A point is a nested dict {name: value}, top-level names sorted; a nested `parameters` block gives a
-dict value, as `run.config` gets it under `wandb agent`.
+A point is a nested dict {name: value} in the engine's key order (`HyperParameterSet.to_config`):
+plain names sorted, then the nested blocks; a nested `parameters` block gives a dict value, as
+`run.config` gets it under `wandb agent`, and a mapping value keeps the YAML's key order, because
+`${args}` renders it with `str()`: `--lre_range={'lre_min': -3.0, 'lre_max': 0.0}`.
 
 Random search samples each parameter independently with a seeded `random.Random`: the same
 distributions as W&B, not the same draws (W&B's draws are unseeded anyway).
@@ -24,6 +26,7 @@ distributions as W&B, not the same draws (W&B's draws are unseeded anyway).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import random
@@ -37,6 +40,8 @@ import yaml
 from pipeline.errors import LrscanError
 
 GRID_KINDS = ("categorical", "constant", "int_uniform", "q_uniform")
+# how the engine joins nested names while it walks them (`params.HyperParameterSet.NESTING_DELIMITER`)
+NESTING_DELIMITER = ".wbnest[599c28ca25da]."
 
 # distribution name -> (required keys, optional keys), besides `distribution` itself
 _DISTRIBUTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -185,19 +190,23 @@ def grid_values(param: Parameter) -> list[Any]:
 
 
 def _nest(assignments: Sequence[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
-    point: dict[str, Any] = {}
-    for path, value in assignments:
-        node = point
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return _sorted(point)
+    """One point, built as the engine's `HyperParameterSet.to_config` builds a run's config.
 
-
-def _sorted(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _sorted(d[k]) for k in sorted(d)}
-    return d
+    Key order matters: `${args}` renders a dict value with `str()`, so its order is the command line.
+    Leaves come in walk order (names sorted); `_renest` then moves each nested leaf, in sorted order
+    of the delimited names, under its parent, which a parent not seen yet joins at the end. Values are
+    copied untouched, so a mapping value keeps the YAML's key order, as `wandb agent` passes it.
+    """
+    flat = {NESTING_DELIMITER.join(path): copy.deepcopy(value) for path, value in assignments}
+    for key in sorted(flat):
+        if NESTING_DELIMITER not in key:
+            continue
+        *parents, leaf = key.split(NESTING_DELIMITER)
+        node = flat
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = flat.pop(key)
+    return flat
 
 
 def grid_points(parameters: Mapping[str, Any]) -> list[dict[str, Any]]:

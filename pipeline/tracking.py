@@ -9,7 +9,13 @@ history row per training step, exactly what `run.log(row, step=s)` would. At the
 error, the trainer sends the summary and a finish message and waits for the process to flush and exit.
 
 If the trainer dies without a word (SIGKILL), the logger sees its socket close, logs what it was
-handed, and finishes the run with a non-zero exit code: nothing that was handed over is lost.
+handed, and finishes the run with a non-zero exit code: nothing that was handed over is lost. The
+other way round, every wait of the trainer on the logger has a bound: a logger that stops answering
+is killed with a message saying so, and a training error is never hidden by a failure to finish.
+
+wandb records the program and arguments of the process that calls `wandb.init` (the W&B UI's
+"command" of a run). That is the logger, so the trainer sends its own (`Launch`) and the logger
+records those instead.
 
 The logger process also calls `wandb.init`, so it is the one that sees a sweep's locked config;
 it sends `dict(run.config)` back and the trainer rebuilds its TrainConfig from it.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -36,7 +43,31 @@ from pipeline.errors import LrscanError
 
 QUEUE_CHUNKS = 16          # chunks in flight before the trainer waits for the logger
 PARENT_POLL_SECONDS = 1.0  # how often a waiting trainer checks that the logger is still alive
-START_TIMEOUT_SECONDS = 300.0
+START_TIMEOUT_SECONDS = 300.0  # wandb.init, including the wait for a previous process of the same run
+# a healthy logger takes a chunk in milliseconds (wandb-core queues it); minutes of silence mean it hangs
+ACK_TIMEOUT_SECONDS = 300.0
+# run.finish uploads whatever is left online: for a long run on a slow link that can take many minutes
+FINISH_TIMEOUT_SECONDS = 1800.0
+FINISH_NOTICE_SECONDS = 30.0  # a finish slower than this says what the trainer is waiting for
+KILL_WAIT_SECONDS = 10.0  # after SIGKILL, how long to wait for the process to be gone
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the training process was started, as W&B records it for every run (`program`, `args`)."""
+
+    program: str              # as wandb writes it: a script's path, or "-m package.module"
+    args: tuple[str, ...] = ()
+
+
+def this_process_launch() -> Launch:
+    """What `wandb.init` would record had it been called in this process (wandb's own rule, which
+    reads `__main__` and `sys.argv`); for a command line's edge, and for callers of `train()` in Python."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    program = f"-m {spec.name}" if spec is not None else getattr(__main__, "__file__", "")
+    return Launch(program=program or "<python with no main file>", args=tuple(sys.argv[1:]))
 
 
 @dataclass
@@ -68,6 +99,7 @@ class InitArgs:
     define_lre_axis: bool  # range tests: plot loss against lre in the W&B UI
     lock_path: str = ""    # held while the run is open: one process per run id at a time
     resume_step: int = 0   # a resumed run restarts here: its history must be complete from this step on
+    launch: Launch | None = None  # the trainer's program and arguments, for W&B's record of the run
 
 
 class RunLogger:
@@ -79,10 +111,19 @@ class RunLogger:
     is bounded by credit: at most `queue_chunks` messages are unacknowledged; the trainer waits for
     an acknowledgement before sending more. When the trainer dies, the socket closes and the logger
     sees end-of-file: it logs what it has and finishes the run with exit code 1.
+
+    Every wait has a bound (`ack_timeout_s` for a chunk, `finish_timeout_s` for the end); past it
+    the logger is killed and an LrscanError says what it did not do. A failure already raised is
+    not raised again by `finish`.
     """
 
-    def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS):
+    def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS, *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
+                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
         parent_sock, child_sock = socket.socketpair()
+        # a send into a full socket (a logger that stopped reading) fails after the same bound as an acknowledgement
+        whole_s = int(ack_timeout_s)
+        parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                               struct.pack("ll", whole_s, int((ack_timeout_s - whole_s) * 1e6)))
         self._conn = Connection(parent_sock.detach())
         fd = child_sock.fileno()
         root = str(Path(__file__).resolve().parent.parent)
@@ -93,23 +134,34 @@ class RunLogger:
                                       pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         child_sock.close()
         self._queue_chunks = queue_chunks
+        self._ack_timeout_s = ack_timeout_s
+        self._finish_timeout_s = finish_timeout_s
         self._in_flight = 0
         self._finished = False
+        self._failed = False  # a failure of the logger was raised to the trainer already
         self._conn.send(init)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     def start(self) -> RunInfo:
         """Wait until wandb.init has run in the logger process; its run id, dir and (locked) config."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self._conn.poll(PARENT_POLL_SECONDS):
             if self._proc.poll() is not None:
-                raise LrscanError("the wandb logging process died during wandb.init (see its output above)")
+                raise self._failure("the wandb logging process died during wandb.init (see its output above)")
             if time.monotonic() > deadline:
-                self._proc.kill()
-                raise LrscanError(f"wandb.init did not answer within {START_TIMEOUT_SECONDS:.0f} s")
+                self._kill()
+                raise self._failure(f"wandb.init did not answer within {START_TIMEOUT_SECONDS:.0f} s; "
+                                    f"the wandb logging process was killed")
         kind, payload = self._recv()
         if kind == "error":
-            self._proc.wait()
-            raise LrscanError(f"wandb.init failed: {payload}")
+            try:
+                self._proc.wait(timeout=KILL_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._kill()
+            raise self._failure(f"wandb.init failed: {payload}")
         return payload
 
     def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict] | None = None) -> None:
@@ -126,42 +178,117 @@ class RunLogger:
             self._wait_for_ack()
 
     def finish(self, exit_code: int = 0) -> None:
-        """Log everything queued, finish the run, wait for the process. Idempotent."""
+        """Log everything queued, finish the run, wait (bounded) for the process to exit. Idempotent.
+
+        Raises LrscanError when the run could not be finished, unless that failure was raised already."""
         if self._finished:
             return
         self._finished = True
         try:
+            if self._failed:
+                self._reap()
+                return
             self._put(("finish", exit_code))
-        except LrscanError:
-            pass  # the process is gone already; nothing more can reach wandb
-        code = self._proc.wait()
-        self._conn.close()
-        if code != 0:
-            raise LrscanError(f"the wandb logging process exited with code {code}")
+            code = self._wait_for_exit()
+            if code != 0:
+                raise self._failure(f"the wandb logging process exited with {_describe_exit(code)}; "
+                                    f"the run may lack its last steps or its summary")
+        finally:
+            self._conn.close()
+
+    def _wait_for_exit(self) -> int:
+        deadline = time.monotonic() + self._finish_timeout_s
+        try:
+            return self._proc.wait(timeout=min(FINISH_NOTICE_SECONDS, self._finish_timeout_s))
+        except subprocess.TimeoutExpired:
+            pass
+        remaining_s = deadline - time.monotonic()
+        if remaining_s > 0:
+            # finishing online uploads what is left: say what we wait for when it takes a while
+            print(f"lrscan: waiting for wandb to finish the run (at most {remaining_s:.0f} s more)", file=sys.stderr,
+                  flush=True)
+            try:
+                return self._proc.wait(timeout=remaining_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill()
+        raise self._failure(f"the wandb logging process did not finish the run within {self._finish_timeout_s:.0f} s "
+                            f"and was killed; the run may lack its last steps or its summary")
 
     def _recv(self) -> tuple:
         try:
             return self._conn.recv()
         except (EOFError, OSError):
-            raise LrscanError("the wandb logging process died; the run's history stops at the last chunk it logged") from None
+            raise self._failure(_DIED) from None
 
     def _wait_for_ack(self) -> None:
-        # one acknowledgement, noticing a dead logger instead of waiting forever
-        while not self._conn.poll(PARENT_POLL_SECONDS):
+        # one acknowledgement, noticing a dead or stuck logger instead of waiting forever
+        deadline = time.monotonic() + self._ack_timeout_s
+        while not self._conn.poll(min(PARENT_POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
             if self._proc.poll() is not None:
-                raise LrscanError("the wandb logging process died; the run's history stops at the last chunk it logged")
+                raise self._failure(_DIED)
+            if time.monotonic() >= deadline:
+                self._kill()
+                raise self._failure(self._stuck_message())
         self._recv()
         self._in_flight -= 1
 
     def _put(self, item: tuple) -> None:
+        if self._failed:
+            raise LrscanError("the wandb logging process failed earlier (see the error above); nothing more reaches "
+                              "the run")
         # bounded: wait for an acknowledgement when too much is in flight
         while self._in_flight >= self._queue_chunks:
             self._wait_for_ack()
         try:
             self._conn.send(item)
+        except BlockingIOError:
+            self._kill()
+            raise self._failure(self._stuck_message()) from None
         except OSError:
-            raise LrscanError("the wandb logging process died; the run's history stops at the last chunk it logged") from None
+            raise self._failure(_DIED) from None
         self._in_flight += 1
+
+    def _stuck_message(self) -> str:
+        return (f"the wandb logging process took no steps for {self._ack_timeout_s:.0f} s and was killed; "
+                f"the run's history stops at the last chunk it logged")
+
+    def _failure(self, message: str) -> LrscanError:
+        self._failed = True
+        return LrscanError(message)
+
+    def _kill(self) -> None:
+        # SIGKILL also ends a stopped process; wandb-core, its child, sees it gone and closes the run file
+        self._proc.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            self._proc.wait(timeout=KILL_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            print(f"lrscan: the wandb logging process (pid {self._proc.pid}) is still there {KILL_WAIT_SECONDS:.0f} s "
+                  f"after it was told to exit or killed; leaving it", file=sys.stderr)
+
+
+_DIED = "the wandb logging process died; the run's history stops at the last chunk it logged"
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def finish_after_error(logger: "RunLogger | NoLogger", exit_code: int, error: BaseException) -> None:
+    """Finish the run after training failed with `error`. That error stays the one to report: a
+    failure to finish the run is added to it as a note, never raised in its place."""
+    try:
+        logger.finish(exit_code)
+    except Exception as e:
+        error.add_note(f"also, the W&B run could not be finished: {e}")
 
 
 class NoLogger:
@@ -204,6 +331,12 @@ def logger_main() -> None:
     lock = _hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
     import wandb
 
+    launch = {}
+    if init.launch is not None:
+        # wandb records `program` from its settings, and `args` as this process's sys.argv[1:]
+        # (`Settings._args`, no setting for it): both must be the trainer's, not this helper's
+        sys.argv = [init.launch.program, *init.launch.args]
+        launch = {"program": init.launch.program}
     try:
         run = wandb.init(
             id=init.run_id,
@@ -219,7 +352,7 @@ def logger_main() -> None:
             # no console capture or system stats: lrscan logs what it means to. Summary derived on
             # the server: wandb-core otherwise writes 2 summary records per history row (half its
             # CPU here); lrscan writes the run's summary itself at the end.
-            settings=wandb.Settings(console="off", x_disable_stats=True, x_server_side_derived_summary=True),
+            settings=wandb.Settings(console="off", x_disable_stats=True, x_server_side_derived_summary=True, **launch),
         )
     except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}"))

@@ -24,25 +24,26 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import checkpoint, keys
-from pipeline.config import TrainConfig, help_text, parse_args
+from pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind, help_text, parse_args
 from pipeline.data import Splits, load_splits, sha256_of
 from pipeline.errors import LrscanError, exit_with
-from pipeline.model import MLP, SGDStep, param_shapes
+from pipeline.model import MLP, NonFiniteModel, SGDStep, param_shapes
 from pipeline.schedule import ClimbStop, schedule_lrs
-from pipeline.tracking import InitArgs, open_logger
+from pipeline.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
 
-# fields that may differ between a run and its resumption: they change how a run is operated, not its numbers
-OPERATIONAL_FIELDS = {
-    "resume", "run_id", "ckpt_dir", "ckpt_every_steps", "progress_every_steps", "log_chunk_steps",
-    "device", "num_threads", "samples", "data", "wandb_mode",
-}
 # fields that change the data the model sees: a sweep-locked change of one of these reloads the data
 DATA_FIELDS = ("data", "block_size", "split_seed")
 SAMPLING_BLOCK_STEPS = 1024  # minibatch indices are drawn per block of steps from a generator seeded by (seed, block)
+RESUME_VALUES = ("allow", "must", "auto")  # the values of WANDB_RESUME that ask for a resume
+LISTED_CHECKPOINTS = 8  # an error about the checkpoints in a folder names this many, then counts the rest
 
 
 class StopRequested(Exception):
     """SIGTERM or Ctrl-C: finish the current chunk, save a checkpoint, close the run."""
+
+    def __init__(self, run_id: str, signum: int, step: int):
+        super().__init__(f"run {run_id}: signal {signum} at step {step}")
+        self.run_id = run_id
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,13 +91,59 @@ def _check_model_fits(cfg: TrainConfig, vocab_size: int) -> None:
 
 
 def compatible(saved: dict, cfg: TrainConfig) -> list[str]:
-    """The fields of `cfg` that differ from a checkpoint's config in a way that changes the numbers."""
-    now = cfg.to_dict()
-    return sorted(k for k, v in saved.items() if k not in OPERATIONAL_FIELDS and now.get(k) != v)
+    """The fields of `cfg` that differ from a checkpoint's config where a resume must keep them: every
+    field but the operational ones (pipeline.config says which)."""
+    now, free = cfg.to_dict(), set(fields_of_kind(OPERATIONAL))
+    return sorted(k for k, v in saved.items() if k not in free and now.get(k) != v)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run one training run end to end; returns the run summary."""
+def same_data(state: dict, data_sha256: str, vocab: tuple[str, ...]) -> bool:
+    # the data path may move between machines; its content may not
+    return state.get("data_sha256", data_sha256) == data_sha256 and tuple(state["vocab"]) == tuple(vocab)
+
+
+def only_resumable_checkpoint(cfg: TrainConfig, data_sha256: str, vocab: tuple[str, ...], asked_by: str) -> Path | None:
+    """For a resume without a run id: the one unfinished checkpoint in ckpt_dir that this config and
+    data could continue. None when the folder holds no checkpoint (a new run). Anything else, none
+    that fits or several, is an LrscanError listing them: guessing could continue someone else's run."""
+    found = checkpoint.load_all(cfg.ckpt_dir)
+    if not found:
+        return None
+    fits, described = [], []
+    for path, state in found:
+        if isinstance(state, LrscanError):
+            described.append(f"{path.name} (unreadable)")
+            continue
+        run = state.get("run_id", path.stem)
+        diff = compatible(state["config"], cfg)
+        if diff:
+            described.append(f"{run} ({', '.join(diff)} differ)")
+        elif not same_data(state, data_sha256, vocab):
+            described.append(f"{run} (another word list)")
+        elif state["finished"]:
+            described.append(f"{run} (finished)")
+        else:
+            fits.append(path)
+            described.append(f"{run} (at step {state['step']})")
+    if len(fits) == 1:
+        return fits[0]
+    listed = ", ".join(described[:LISTED_CHECKPOINTS]) + (f" and {len(described) - LISTED_CHECKPOINTS} more"
+                                                          if len(described) > LISTED_CHECKPOINTS else "")
+    where = f"{len(found)} checkpoint(s) in {cfg.ckpt_dir!r}: {listed}"
+    if fits:
+        raise LrscanError(f"{asked_by} without a run id: {len(fits)} unfinished runs fit this config; choose one with "
+                          f"--run_id=ID. {where}")
+    raise LrscanError(f"{asked_by} without a run id: no unfinished run fits this config; continue one with "
+                      f"--run_id=ID, or start a new run without {asked_by}. {where}")
+
+
+def train(cfg: TrainConfig, *, env_run_id: str = "", env_resume: str = "", launch: Launch | None = None) -> dict:
+    """Run one training run end to end; returns the run summary.
+
+    env_run_id, env_resume: WANDB_RUN_ID and WANDB_RESUME as the command line found them (wandb agent
+    and pipeline.sweep name a run, and ask for its resumption, that way); --run_id and --resume win.
+    launch: the program and arguments W&B records for the run (default: this process's).
+    """
     # system inits
     torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
@@ -110,26 +157,28 @@ def train(cfg: TrainConfig) -> dict:
         raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: not writable")
     data_sha256 = sha256_of(cfg.data)
 
-    # resume: which run, from which step
-    run_id = cfg.run_id or os.environ.get("WANDB_RUN_ID", "")
-    resume = cfg.resume or os.environ.get("WANDB_RESUME", "") in ("allow", "must", "auto")
+    # resume: which run, from which step (without a run id, only a checkpoint that cannot be another run's)
+    run_id = cfg.run_id or env_run_id
+    asked_by = "--resume" if cfg.resume else f"WANDB_RESUME={env_resume}" if env_resume in RESUME_VALUES else ""
     state = None
-    if resume:
-        path = checkpoint.ckpt_path(cfg.ckpt_dir, run_id) if run_id else checkpoint.latest(cfg.ckpt_dir)
+    if asked_by:
+        if run_id:
+            path = checkpoint.ckpt_path(cfg.ckpt_dir, run_id)
+        else:
+            path = only_resumable_checkpoint(cfg, data_sha256, splits.vocab.itos, asked_by)
         if path is not None and path.exists():
             state = checkpoint.load(path)
             run_id = state["run_id"]
             diff = compatible(state["config"], cfg)
             if diff:
                 raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint {str(path)!r}")
-            if state.get("data_sha256", data_sha256) != data_sha256 or tuple(state["vocab"]) != splits.vocab.itos:
-                # the data path may move between machines; its content may not
+            if not same_data(state, data_sha256, splits.vocab.itos):
                 raise LrscanError(f"cannot resume run {run_id}: {cfg.data!r} is not the word list it was trained on")
             if state["finished"]:
                 print(f"run {run_id} already finished at step {state['step'] - 1} ({path}); nothing to do")
                 return state.get("summary", {})
             print(f"resuming run {run_id} at step {state['step']} from {path}")
-        elif cfg.resume:
+        else:
             print(f"no checkpoint for {'run ' + run_id if run_id else 'any run'} in {cfg.ckpt_dir}: starting a new run")
     run_id = run_id or new_run_id()
 
@@ -137,13 +186,13 @@ def train(cfg: TrainConfig) -> dict:
     logger = open_logger(InitArgs(
         run_id=run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
         group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
-        config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or resume,
+        config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or bool(asked_by),
         define_lre_axis=cfg.schedule == "range",
         lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, run_id).with_suffix(".lock")),
         resume_step=state["step"] if state is not None else 0,
+        launch=launch or this_process_launch(),
     ))
     info = logger.start()
-    exit_code = 1
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
         merged = TrainConfig.from_mapping(info.config, base=cfg)
@@ -151,13 +200,12 @@ def train(cfg: TrainConfig) -> dict:
             splits = load_splits(merged.data, merged.block_size, merged.split_seed)
         cfg = merged.replace(run_id=run_id)
         summary = _run(cfg, splits, device, logger, state, info.logged_through_step, data_sha256)
-        exit_code = 0
-        return summary
-    except StopRequested:
-        exit_code = 130
+    except BaseException as error:
+        # the training error is the one to report; a run that also fails to finish is mentioned with it
+        finish_after_error(logger, 130 if isinstance(error, (StopRequested, KeyboardInterrupt)) else 1, error)
         raise
-    finally:
-        logger.finish(exit_code)
+    logger.finish(0)
+    return summary
 
 
 def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: dict | None, logged_through: int,
@@ -169,6 +217,7 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
     except RuntimeError as e:  # typically an allocation that cannot succeed
         raise LrscanError(f"cannot build the model (n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}): {str(e).splitlines()[0]}") from None
     climb = ClimbStop(beta=cfg.smooth_beta, factor=cfg.climb_factor, burn_in_steps=cfg.climb_burn_in_steps)
+    can_stop = cfg.stop_on_nonfinite or (cfg.schedule == "range" and cfg.stop_on_climb)
     start_step, elapsed_s = 0, 0.0
     stop_step = stop_reason = diverged_at = None
     if state is not None:
@@ -210,12 +259,13 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
             ix = batch_indices(cfg.seed, step, end - step, Xtr.shape[0], cfg.batch_size).to(device)  # (n, B)
             Xc, Yc = Xtr[ix], Ytr[ix]                                       # (n, B, block_size), (n, B)
             onehot = F.one_hot(Yc, vocab_size).to(model.flat.dtype)       # (n, B, vocab)
-            chunk_lrs = lrs[step:end].tolist()
             # unbind: the per-step views in one call each, cheaper than indexing every step
-            losses = [step_fn(Xb, Yb, Ob, lr) for Xb, Yb, Ob, lr in
-                      zip(Xc.view(end - step, -1).unbind(0), Yc.unbind(0), onehot.unbind(0), chunk_lrs)]
-            loss = torch.stack(losses).double().cpu().numpy()              # (n,)
-            elapsed_s += time.perf_counter() - t0
+            batches = list(zip(Xc.view(end - step, -1).unbind(0), Yc.unbind(0), onehot.unbind(0),
+                               lrs[step:end].tolist()))
+            t_batches = time.perf_counter()
+            chunk_start = model.flat.clone() if can_stop else None  # an early stop inside the chunk rewinds to here
+            loss = torch.stack([step_fn(*batch) for batch in batches]).double().cpu().numpy()  # (n,)
+            train_s = time.perf_counter() - t_batches
 
             # early stops: look at the chunk's losses in order, cut the chunk at the first stop
             n = end - step
@@ -232,6 +282,16 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
                     if climbed and cfg.stop_on_climb:
                         stop_step, stop_reason, n = s, keys.STOP_CLIMB, k + 1
                         break
+            if n < len(batches):
+                # the chunk trained past the stop: rewind to its start and train its first n steps again
+                # (the same batches and lrs, in order), so that the weights, the final losses and the
+                # checkpoint are those right after stop_step, bit for bit on the CPU; the time counted
+                # is that of the steps kept
+                t_replay = time.perf_counter()
+                model.flat.copy_(chunk_start)
+                torch.stack([step_fn(*batch) for batch in batches[:n]]).cpu()  # .cpu(): wait for the device
+                train_s = time.perf_counter() - t_replay
+            elapsed_s += (t_batches - t0) + train_s
 
             # logging
             extra = {}
@@ -255,7 +315,7 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
                 logger.flush()
                 save_checkpoint(step, finished=False)
             if stop["signal"] is not None:
-                raise StopRequested(f"signal {stop['signal']} at step {step}")
+                raise StopRequested(cfg.run_id, stop["signal"], step)
     finally:
         bar.close()
         for s, handler in previous.items():
@@ -284,8 +344,11 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
           f"test {summary[keys.TEST_LOSS]:.4f}  ({summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why})")
     if cfg.samples:
         g = torch.Generator().manual_seed(cfg.seed + 10)
-        names = ["".join(splits.vocab.itos[i] for i in w) for w in model.sample(cfg.samples, g)]
-        print("samples: " + ", ".join(names))
+        try:
+            names = ["".join(splits.vocab.itos[i] for i in w) for w in model.sample(cfg.samples, g)]
+            print("samples: " + ", ".join(names))
+        except NonFiniteModel as e:  # a diverged run is a normal outcome: its summary stands, it has no names
+            print(f"samples: none, the model diverged ({e})")
     return summary
 
 
@@ -310,13 +373,23 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(help_text())
         return
+    # the command line's edge: the one place that reads the environment (wandb agent and
+    # pipeline.sweep name the run and ask for a resume there) and this process's own launch
+    launch = Launch(program=os.environ.get("WANDB_PROGRAM") or this_process_launch().program, args=tuple(argv))
     try:
-        train(parse_args(argv))
+        train(parse_args(argv), env_run_id=os.environ.get("WANDB_RUN_ID", ""),
+              env_resume=os.environ.get("WANDB_RESUME", ""), launch=launch)
     except LrscanError as e:
-        exit_with(e, "pipeline.train")
+        exit_with(LrscanError(_one_line(e)), "pipeline.train")
     except StopRequested as e:
-        print(f"pipeline.train: stopped ({e}); checkpoint saved, resume with --resume", file=sys.stderr)
+        print(f"pipeline.train: stopped ({_one_line(e)}); checkpoint saved, resume with --resume --run_id={e.run_id}",
+              file=sys.stderr)
         raise SystemExit(130)
+
+
+def _one_line(error: BaseException) -> str:
+    # an error and what was added to it (a run that could not be finished either), one line
+    return "; ".join([str(error), *getattr(error, "__notes__", ())])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ with W&B's macros and spawns `python -m pipeline.train`, which writes an offline
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sys
 
@@ -78,3 +79,53 @@ def test_wandb_agent_runs_the_sweep_yaml_and_each_run_gets_exactly_its_parameter
         assert {k: rf.config[k] for k in point} == point        # exactly the sweep's parameters
         assert rf.config["run_id"] == run_id
         np.testing.assert_array_equal(rf.history["step"], np.arange(point["steps"]))
+
+
+# a program that only records the argv it was started with, under $REC_DIR/$WANDB_RUN_ID
+RECORDER = ("import json, os, sys\n"
+            "path = os.path.join(os.environ['REC_DIR'], os.environ['WANDB_RUN_ID'])\n"
+            "open(path, 'w').write(json.dumps(sys.argv[1:]))\n")
+
+
+def test_wandb_agent_and_the_local_runner_launch_the_same_command_lines(tmp_path, monkeypatch):
+    """lr_range_pairs.yaml (a mapping-valued parameter) with its command pointed at a recorder: the argv
+    each point's program gets from the real agent equals the one it gets from `pipeline.sweep`."""
+    from tests.test_sweep import wandb_run_args
+
+    text = (REPO / "sweeps" / "lr_range_pairs.yaml").read_text()
+    assert "  - -m\n  - pipeline.train\n" in text
+    yaml_path = tmp_path / "pairs.yaml"
+    yaml_path.write_text(text.replace("  - -m\n  - pipeline.train\n", "  - record.py\n"))
+    (tmp_path / "record.py").write_text(RECORDER)
+    rec_dir = tmp_path / "rec"
+    rec_dir.mkdir()
+    monkeypatch.setenv("REC_DIR", str(rec_dir))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
+    for var in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):
+        monkeypatch.setenv(var, "unset")
+    monkeypatch.chdir(tmp_path)
+    sweep = sw.load_sweep(yaml_path)
+    assert len(sweep.points) > 1
+
+    # the agent, handed each point as W&B's server would (built from the YAML as wandb reads it)
+    heartbeat = Heartbeat([], sweep.program)
+    heartbeat.commands = [{"type": "run", "run_id": f"agentrun{i}", "program": sweep.program,
+                           "args": wandb_run_args(yaml_path, point)} for i, point in enumerate(sweep.points)]
+    config = yaml_path.read_text()
+    monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": config})
+    monkeypatch.setattr(wandb_sweeps, "_register_agent", lambda api, host, **kw: {"id": "agent1"})
+    monkeypatch.setattr(wandb_sweeps, "_agent_heartbeat", heartbeat)
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: object())
+    monkeypatch.setattr(wandb_agent.Agent, "POLL_INTERVAL", 0.2)
+    agent = wandb_agent.Agent(object(), multiprocessing.Queue(), sweep_id="sweep123", count=len(sweep.points))
+    agent.run()
+    assert agent._finished == len(sweep.points) and agent._failed == 0
+
+    # the local runner
+    assert sw.run_sweep(sweep, "runs", workers=2, poll_seconds=0.05, progress=False) == 0
+
+    for i in range(len(sweep.points)):
+        by_agent = json.loads((rec_dir / f"agentrun{i}").read_text())
+        by_runner = json.loads((rec_dir / sw.run_id_for(sweep.key, i)).read_text())
+        assert by_runner == by_agent
+    assert json.loads((rec_dir / "agentrun0").read_text())[0] == "--lre_range={'lre_min': -3.0, 'lre_max': 0.0}"

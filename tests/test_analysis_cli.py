@@ -156,12 +156,40 @@ def test_bad_input_is_one_line_and_exit_2(runs_folder, tmp_path, capsys, argv, m
     assert not out.exists()
 
 
-def test_an_out_folder_that_cannot_be_made_is_one_line(runs_folder, capsys):
+@pytest.mark.parametrize("out", ["/proc/lrscan-no/x", "/proc/lrscan-report"])
+def test_an_out_folder_that_cannot_be_made_is_one_line_before_the_analysis(runs_folder, capsys, out):
+    # /proc/lrscan-report: its parent exists and takes no folder (once a mkdtemp traceback after the analysis)
     folder, _ = runs_folder
     with pytest.raises(SystemExit) as exit_info:
-        main([str(folder), "--n-boot", "10", "--out", "/proc/lrscan-no/x"])
+        main([str(folder), "--n-boot", "10", "--out", out])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert exit_info.value.code == 2 and err.splitlines() == [err] and "cannot write in /proc (" in err
+    assert captured.out == ""
+    # checked first: with a filter that matches nothing as well, the --out is what it names
+    with pytest.raises(SystemExit):
+        main([str(folder), "--group", "no-such-group", "--out", out])
+    assert "cannot write in /proc" in capsys.readouterr().err
+
+
+def test_out_pointed_at_a_study_report_folder_deletes_nothing(runs_folder, tmp_path, capsys):
+    """A study's report/ holds its own summary.json beside range/ and decay/: never ours to replace."""
+    folder, _ = runs_folder
+    study_report = tmp_path / "study" / "report"
+    assert main([str(folder), "--group", RANGE_GROUP, "--n-boot", "10", "--out", str(study_report / "range")]) == 0
+    assert main([str(folder), "--group", DECAY_GROUP, "--out", str(study_report / "decay")]) == 0
+    (study_report / "summary.json").write_text("{}")
+    (study_report / "report.md").write_text("# the study")
+    before = sorted(str(p.relative_to(study_report)) for p in study_report.rglob("*"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(folder), "--n-boot", "10", "--out", str(study_report)])
     err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and err.splitlines() == [err] and "cannot create its folder" in err
+    assert exit_info.value.code == 2 and err.splitlines() == [err] and "did not write" in err
+    assert sorted(str(p.relative_to(study_report)) for p in study_report.rglob("*")) == before
+    # its own earlier report, the CLI replaces
+    assert main([str(folder), "--group", RANGE_GROUP, "--n-boot", "20", "--out", str(study_report / "range")]) == 0
+    assert json.loads((study_report / "range" / "summary.json").read_text())["n_boot"] == 20
 
 
 def test_python_api_is_importable_from_analysis_and_lazy():

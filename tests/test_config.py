@@ -92,3 +92,20 @@ def test_coupled_parameter_sweeps_hand_picked_pairs():
         parse_args(["--bogus={'x': 1}"])
     with pytest.raises(LrscanError, match="unknown config key 'bogus'"):
         parse_args(["--bogus=3"])
+
+
+def test_every_field_declares_its_kind_and_both_readers_use_it():
+    from analysis.blocks import NOT_HYPERPARAMETERS
+    from pipeline.config import FIELD_KINDS, HYPER, LOCATION, OPERATIONAL, field_kind, fields_of_kind, hyperparameter_names
+
+    assert all(field_kind(name) in FIELD_KINDS for name in field_names())
+    assert set(fields_of_kind(*FIELD_KINDS)) == set(field_names())
+    # a run may be renamed, retagged or evaluated more often when resumed; its numbers and its home stay
+    assert {"wandb_name", "wandb_tags", "wandb_group", "eval_every_steps", "resume", "run_id", "data"} <= set(fields_of_kind(OPERATIONAL))
+    assert set(fields_of_kind(LOCATION)) == {"wandb_project", "wandb_entity"}
+    assert {"lr", "lre_min", "steps", "seed", "n_hidden", "stop_on_climb"} <= set(hyperparameter_names())
+    assert hyperparameter_names() == fields_of_kind(HYPER)
+    # the analysis' "not swept" fields are exactly the fields that are not hyperparameters
+    assert NOT_HYPERPARAMETERS == set(field_names()) - set(hyperparameter_names())
+    with pytest.raises(ValueError, match="unknown field kind"):
+        fields_of_kind("hyperparameter")

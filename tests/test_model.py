@@ -1,7 +1,8 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.model import MLP, SGDStep, param_shapes
+from pipeline.model import MLP, NonFiniteModel, SGDStep, param_shapes
 
 
 def test_lecture_init_is_plain_randn_from_the_seeded_generator():
@@ -58,3 +59,15 @@ def test_sample_ends_at_the_marker():
     m = MLP.create(5, 3, 2, 8, seed=1)
     words = m.sample(3, torch.Generator().manual_seed(0), max_len=20)
     assert len(words) == 3 and all(0 not in w and len(w) <= 20 for w in words)
+
+
+def test_sampling_a_diverged_model_says_so_instead_of_crashing():
+    g = torch.Generator().manual_seed(0)
+    model = MLP.create(27, 3, 2, 16, seed=1)
+    model.flat.fill_(float("nan"))
+    with pytest.raises(NonFiniteModel, match="weights are not finite"):
+        model.sample(1, g)
+    # finite weights whose logits overflow: softmax of inf is NaN, which torch.multinomial rejects
+    model.flat.fill_(3e38)
+    with pytest.raises(NonFiniteModel, match="probabilities are not finite"):
+        model.sample(1, g)

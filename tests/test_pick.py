@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.pick import pick_exponent, valley_index, write_sweep_yaml, zoom_sweep
-from pipeline.config import TrainConfig
+from analysis.pick import MIN_SEEDS_FOR_CI, ci_description, pick_exponent, valley_index, write_sweep_yaml, zoom_sweep
+from pipeline.config import TrainConfig, parse_args
 from pipeline.errors import LrscanError
 from tests.test_blocks import make_loaded, range_history, range_loaded
 
@@ -138,6 +138,27 @@ def test_one_seed_has_no_ci_and_says_why():
     assert pick.to_dict()["best_lre_ci"] == [None, None]
 
 
+@pytest.mark.parametrize("n_seeds, distinct, enough", [(2, 3, False), (3, 10, False), (5, 126, True), (8, 6435, True)])
+def test_the_ci_says_how_it_was_made_and_warns_below_five_seeds(n_seeds, distinct, enough):
+    """n seeds give C(2n-1, n) distinct bootstrap resamples: with 3, the "95% CI" is the min-max of three picks."""
+    pick = pick_exponent(range_loaded(seeds=tuple(range(1, n_seeds + 1))).steps, n_boot=400)
+    assert pick.ci_method == {"method": "percentile bootstrap over seeds", "level": 0.95, "unit": "seed",
+                              "n_units": n_seeds, "n_boot": 400, "distinct_resamples": distinct, "enough_units": enough}
+    assert pick.to_dict()["ci_method"] == pick.ci_method
+    warned = [n for n in pick.notes if "distinct resamples" in n]
+    assert bool(warned) == (n_seeds < MIN_SEEDS_FOR_CI)
+    if warned:
+        assert f"only {n_seeds} seeds" in warned[0] and f"at most {distinct} distinct" in warned[0]
+    text = ci_description(pick.ci_method)
+    assert f"({n_seeds} seeds, 400 resamples, {distinct} distinct)" in text and ("too few seeds" in text) != enough
+
+
+def test_no_ci_says_why():
+    assert pick_exponent(range_loaded(seeds=(1, 2, 3)).steps, n_boot=0).ci_method["reason"] == "no bootstrap (n_boot=0)"
+    one = pick_exponent(range_loaded(seeds=(1,)).steps)
+    assert one.ci_method["method"] == "none" and ci_description(one.ci_method) == "no CI (only one seed)"
+
+
 def test_per_run_picks():
     loaded = range_loaded(seeds=(1, 2), best_lre=-1.0)
     per_run = pick_exponent(loaded.steps, n_boot=0, bin_width=0.1).per_run
@@ -235,3 +256,44 @@ def test_zoom_yaml_expands_under_the_local_runner(tmp_path):
     for seed, command in zip((1, 2, 3), commands):
         for flag in (f"--lre_min={lre_min}", f"--lre_max={lre_max}", f"--seed={seed}", "--steps=200", "--schedule=range"):
             assert flag in command
+
+
+def _dry_run_args(path: Path, tmp_path: Path) -> list[list[str]]:
+    """The trainer arguments of each point, as the local runner would launch them."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out",
+                           str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    commands = [line.split() for line in done.stdout.splitlines() if "pipeline.train" in line]
+    return [c[c.index("pipeline.train") + 1:] for c in commands]
+
+
+@pytest.mark.skipif(not (REPO / "pipeline" / "sweep.py").is_file(), reason="the local sweep runner is not in this tree")
+def test_zoom_of_a_coupled_pairs_sweep_drops_the_pair_it_replaces(tmp_path):
+    """From lr_range_pairs.yaml the zoom once kept `lre_range` beside lre_min/lre_max: "given twice" at every point."""
+    pick = pick_exponent(range_loaded(seeds=(1, 2)).steps)
+    sweep = zoom_sweep(pick, seeds=2, points=200, base_yaml=REPO / "sweeps" / "lr_range_pairs.yaml")
+    assert "lre_range" not in sweep["parameters"]
+    path = write_sweep_yaml(sweep, tmp_path / "zoom.yaml")
+    argvs = _dry_run_args(path, tmp_path)
+    assert len(argvs) == 2
+    for seed, argv in zip((1, 2), argvs):
+        config = parse_args(argv)  # what the trainer does with them: once "--lre_min given twice"
+        assert (config.lre_min, config.lre_max) == (sweep["parameters"]["lre_min"]["value"],
+                                                    sweep["parameters"]["lre_max"]["value"])
+        assert (config.seed, config.steps, config.schedule) == (seed, 200, "range")
+
+
+def test_zoom_keeps_what_a_coupled_parameter_holds_beside_the_range():
+    pick = pick_exponent(range_loaded(seeds=(1, 2)).steps, n_boot=0)
+    base = {"parameters": {
+        "arch": {"values": [{"lre_min": -3.0, "lre_max": 0.0, "n_hidden": 50},
+                            {"lre_min": -2.0, "lre_max": -1.0, "n_hidden": 50},
+                            {"lre_min": -3.0, "lre_max": 0.0, "n_hidden": 200}]},
+        "nested": {"parameters": {"lre_min": {"value": -3.0}, "batch_size": {"values": [16, 32]}}},
+        "only_range": {"value": {"lre_min": -3.0, "lre_max": 0.0}},
+        "n_embd": {"value": 10},
+    }}
+    params = zoom_sweep(pick, base_yaml=base)["parameters"]
+    assert params["arch"] == {"values": [{"n_hidden": 50}, {"n_hidden": 200}]}  # merged, the range gone
+    assert params["nested"] == {"parameters": {"batch_size": {"values": [16, 32]}}}
+    assert "only_range" not in params and params["n_embd"] == {"value": 10}

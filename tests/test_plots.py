@@ -83,7 +83,9 @@ def test_block_means_one_line_per_config_hued_by_decay_boundary(decay):
     lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
     assert len(lines) == decay.table.shape[0]  # four configs
     texts = legend_texts(ax)
-    assert texts.index("[2000]") < texts.index("[4000]") and {"[0.001]", "[0.01]"} <= set(texts)
+    # values as people write them (2000, not [2000]), in value order
+    assert texts.index("2000") < texts.index("4000") and {"0.001", "0.01"} <= set(texts)
+    assert not [t for t in texts if "[" in t]
     # one colour per decay boundary, shared by its two decayed lrs
     colours = {tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color() for line in lines}
     assert len(colours) == 2
@@ -94,6 +96,7 @@ def test_block_means_one_line_per_config_hued_by_decay_boundary(decay):
 def test_block_means_falls_back_to_the_config_label(decay):
     ax = plots.plot_block_means(decay.curves.drop(columns="decay_steps"), hue="decay_steps")
     assert ax.get_legend().get_title().get_text() == "config"
+    assert "decay_steps=2000 decay_lrs=0.001" in legend_texts(ax)
 
 
 def test_heatmap_annotates_every_cell(decay):
@@ -101,5 +104,6 @@ def test_heatmap_annotates_every_cell(decay):
     ax = plots.plot_decay_heatmap(grid)
     annotations = sorted(float(t.get_text()) for t in ax.texts)
     assert annotations == pytest.approx(sorted(np.round(grid.to_numpy().ravel(), 4)), abs=1e-4)
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["[2000]", "[4000]"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["2000", "4000"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.001", "0.01"]
     assert ax.get_ylabel().startswith("decay_steps") and ax.get_xlabel().startswith("decay_lrs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,8 +53,10 @@ def test_report_files_and_numbers(tmp_path):
 
     names = {p.name for p in out.iterdir()}
     assert {"summary.json", "report.md", "blocks.csv", "zoom.yaml", "range_curve.csv", "range_per_run.csv",
-            "decay_table.csv", *report.FIGURES.values()} == names
+            "decay_table.csv", *report.FIGURES.values(), report.MARKER_FILE} == names
     assert sibling_leftovers(out) == []
+    # the marker names every file the report holds: what a later --out may replace
+    assert set(json.loads((out / report.MARKER_FILE).read_text())["files"]) == names - {report.MARKER_FILE}
 
     summary = json.loads((out / "summary.json").read_text())
     is_range = loaded.steps["schedule"] == "range"
@@ -82,6 +85,18 @@ def test_report_files_and_numbers(tmp_path):
     for target in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / target).is_file(), target
     assert f"lre = {pick.best_lre:.3f}" in md
+    # how the CI was made, and from how many seeds (3: too few, and it says so)
+    assert summary["ci_method"] == {"method": "percentile bootstrap over seeds", "level": 0.95, "unit": "seed",
+                                    "n_units": 3, "n_boot": 300, "distinct_resamples": 10, "enough_units": False}
+    assert "percentile bootstrap over seeds (3 seeds, 300 resamples, 10 distinct)" in md and "too few seeds" in md
+    assert any("at most 10 distinct resamples" in note for note in summary["notes"])
+    # the decay grid in words and a table people read: 1000, not [1000]; no Python dict anywhere
+    assert "Best config: **decay_steps 1000, decay_lrs 0.001**" in md
+    assert "[1000]" not in md and "{'" not in md
+    assert re.search(r"^\| 1000 \| 0\.001 \| ", md, re.M)
+    printed = "\n".join(report.summary_lines(result))
+    assert "decay grid: best decay_steps 1000, decay_lrs 0.001 (final_dev_loss " in printed and "{'" not in printed
+    assert "CI: 95% percentile bootstrap over seeds (3 seeds" in printed
 
     zoom = yaml.safe_load((out / "zoom.yaml").read_text())
     assert zoom["parameters"]["lre_min"]["value"] < pick.best_lre < zoom["parameters"]["lre_max"]["value"]
@@ -132,7 +147,7 @@ def test_bad_input_writes_nothing(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(LrscanError, match="other files"):
+    with pytest.raises(LrscanError, match="did not write"):
         write_report(foreign, mixed_loaded())
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
@@ -145,6 +160,98 @@ def test_bad_input_writes_nothing(tmp_path):
     with pytest.raises(LrscanError, match="no steps"):
         write_report(tmp_path / "empty", empty)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def small_loaded() -> SimpleNamespace:
+    return make_loaded([({"seed": s, "schedule": "range"}, range_history(s)) for s in (1, 2)])
+
+
+def test_only_a_report_this_command_wrote_is_replaced(tmp_path):
+    # a study's report/: its own summary.json and report.md, and the range and decay reports inside
+    study = tmp_path / "study_report"
+    write_report(study / "range", small_loaded(), n_boot=20, dpi=20)
+    (study / "decay").mkdir()
+    (study / "decay" / "summary.json").write_text("{}")
+    (study / "summary.json").write_text("{}")
+    (study / "report.md").write_text("# study")
+    before = sorted(str(p.relative_to(study)) for p in study.rglob("*"))
+    with pytest.raises(LrscanError, match=r"holds folders \(decay, range\) that this command did not write"):
+        write_report(study, small_loaded(), n_boot=20, dpi=20)
+    assert sorted(str(p.relative_to(study)) for p in study.rglob("*")) == before
+
+    # a folder with a summary.json of someone else's (no marker) is not ours either
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "summary.json").write_text("{}")
+    with pytest.raises(LrscanError, match="did not write"):
+        write_report(other, small_loaded(), n_boot=20, dpi=20)
+    assert [p.name for p in other.iterdir()] == ["summary.json"]
+
+    # our report with something the user added: replacing it would lose that
+    ours = study / "range"
+    (ours / "my notes.txt").write_text("keep me")
+    with pytest.raises(LrscanError, match="my notes.txt added"):
+        write_report(ours, small_loaded(), n_boot=20, dpi=20)
+    assert (ours / "my notes.txt").read_text() == "keep me"
+    (ours / "my notes.txt").unlink()
+    (ours / "sub").mkdir()
+    with pytest.raises(LrscanError, match="sub added"):
+        write_report(ours, small_loaded(), n_boot=20, dpi=20)
+    (ours / "sub").rmdir()
+
+    # the study adopts its own report from before markers, never a folder holding anything else
+    assert not report.adopt_unmarked_report(study) and not (study / report.MARKER_FILE).exists()
+    legacy = tmp_path / "legacy"
+    write_report(legacy, small_loaded(), n_boot=20, dpi=20)
+    (legacy / report.MARKER_FILE).unlink()
+    (legacy / "mine.txt").write_text("x")
+    assert not report.adopt_unmarked_report(legacy)
+    (legacy / "mine.txt").unlink()
+    assert report.adopt_unmarked_report(legacy)
+    write_report(legacy, small_loaded(), n_boot=20, dpi=20)
+
+    # our report as written: replaced, and an empty folder is fine too
+    write_report(ours, small_loaded(), n_boot=20, seed=5, dpi=20)
+    assert json.loads((ours / "summary.json").read_text())["counts"]["range_runs"] == 2
+    (tmp_path / "empty").mkdir()
+    write_report(tmp_path / "empty", small_loaded(), n_boot=20, dpi=20)
+    assert (tmp_path / "empty" / report.MARKER_FILE).is_file()
+
+
+def test_replacing_a_report_never_leaves_the_folder_missing(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    write_report(out, small_loaded(), n_boot=20, dpi=20)
+    # every rename (of a file or a folder) is checked: right after it, a whole report is at `out`
+    seen: list[bool] = []
+    real_replace, real_rename = os.replace, os.rename
+
+    def checked(real):
+        def call(src, dst, *args, **kwargs):
+            real(src, dst, *args, **kwargs)
+            seen.append(out.is_dir() and (out / "summary.json").is_file())
+        return call
+
+    monkeypatch.setattr(os, "replace", checked(real_replace))
+    monkeypatch.setattr(os, "rename", checked(real_rename))
+    write_report(out, small_loaded(), n_boot=30, dpi=20)
+    monkeypatch.undo()
+    assert seen and all(seen), "the report folder was gone for a moment"
+    assert json.loads((out / "summary.json").read_text())["n_boot"] == 30  # the new report, whole
+    assert sibling_leftovers(out) == []
+
+
+def test_an_out_folder_that_cannot_be_written_is_found_before_the_analysis(tmp_path, monkeypatch):
+    # /proc takes no new folder (permission bits would not tell: the tests may run as root)
+    calls: list[str] = []
+    monkeypatch.setattr(report, "pick_exponent", lambda *a, **k: calls.append("analysed"))
+    for out in (Path("/proc/lrscan-report"), Path("/proc/lrscan-no/deeper/report")):
+        with pytest.raises(LrscanError, match=r"cannot write in /proc \("):
+            write_report(out, small_loaded(), n_boot=20, dpi=20)
+    assert calls == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(LrscanError, match="is a file, not a folder"):
+        write_report(tmp_path / "f" / "r", small_loaded())
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the probe left nothing
 
 
 def test_default_out_dir_is_new_per_analysis():

@@ -1,11 +1,10 @@
-"""analysis.sources.load_runs: real offline run folders, and the cloud path through fakes of the Public API.
+"""analysis.sources.load_runs: real offline run folders, and the cloud path through wandb 0.31's Public API.
 
 The W&B cloud cannot be reached from the test machines and `wandb.Api()` must never be built in
-tests, so the cloud path runs against `FakeApi`/`FakeRun` below: objects with the Public API's
-shape (`api.runs(path, filters=, per_page=)` paging lazily through a list; `run.id .name .group
-.tags .config .summary_metrics .state .sweep .job_type .heartbeat_at .scan_history(keys=,
-page_size=)`), whose `scan_history` keeps the real one's rule of returning only the rows that hold
-every requested key. The cloud frames are checked against the offline frames of the same runs.
+tests, so the cloud path runs through wandb 0.31's own `Api.runs`, `Runs`, `Run`, `scan_history`
+and `HistoryScan` over a fake of wandb-core and the W&B server (tests/public_api_fakes.py), fed
+with real offline runs as `wandb sync` would hand them over. The cloud frames are checked against
+the offline frames of the same runs.
 """
 
 from __future__ import annotations
@@ -13,16 +12,29 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from analysis import sources
 from analysis.sources import load_runs
 from pipeline.errors import LrscanError
-from tests.test_wandb_file import make_run
+from tests.conftest import make_words, train_argv
+from tests.public_api_fakes import (
+    FakeApi,
+    FakeBackend,
+    FakeRun,
+    OfflineApi,
+    SyncedRun,
+    sync_offline_run,
+    synced_from_rows,
+)
+from tests.test_wandb_file import make_run, quiet_env
+
+__all__ = ["FakeApi", "FakeRun"]  # tests/test_study.py imports them from here
 
 
 def rows_of(lres: Sequence[float], start: int = 0, **extra: Mapping[int, float]) -> list[tuple[int, dict[str, float]]]:
@@ -232,147 +244,180 @@ def test_runs_without_the_expected_keys(runs_dir: Path) -> None:
     assert loaded.problems == ["run n1: no values logged for lr, lre, loss, log10_loss"]
 
 
-# -- cloud, through fakes of the Public API ------------------------------------------------------
+# -- config values ----------------------------------------------------------------------------------
 
 
-class FakeSweep:
-    def __init__(self, sweep_id: str) -> None:
-        self.id = sweep_id
+def test_bool_config_values_are_parsed_not_taken_for_truthy(tmp_path: Path) -> None:
+    # a sweep's `--stop_on_climb=False`, a hand-written config: the string "False" is not True
+    for run_id, flag in (("f1", "False"), ("f2", "true"), ("f3", 0), ("f4", "1")):
+        make_run(tmp_path / run_id, rows_of([-1.0]), run_id=run_id, group="F", config={"stop_on_climb": flag})
+    make_run(tmp_path / "odd", rows_of([-1.0]), run_id="odd", group="O", config={"stop_on_climb": "maybe"})
+    loaded = load_runs(tmp_path, group="F")
+    assert loaded.runs["stop_on_climb"].tolist() == [False, True, False, True]
+    assert loaded.runs["stop_on_climb"].dtype == bool
+    assert loaded.steps["stop_on_climb"].tolist() == [False, True, False, True]
+    odd = load_runs(tmp_path, group="O")  # neither: kept as given, not guessed
+    assert odd.runs["stop_on_climb"].tolist() == ["maybe"] and odd.steps["stop_on_climb"].tolist() == ["maybe"]
 
 
-class FakeRun:
-    """A finished (or running) run as `wandb.Api().runs()` yields it."""
-
-    def __init__(self, run_id: str, spec: Mapping[str, Any], state: str = "", drop_keys: Sequence[str] = ()) -> None:
-        self.id = run_id
-        self.name = spec["name"]
-        self.group = spec["group"]
-        self.tags = list(spec.get("tags", ()))
-        self.job_type = spec.get("job_type", "train")
-        self.config = {**spec["config"], "_wandb": {"cli_version": "0.31.0"}}
-        self.state = state or ("finished" if not spec.get("exit_code") else "crashed")
-        self.sweep = FakeSweep(spec["sweep_id"]) if spec.get("sweep_id") else None
-        self.heartbeat_at = "2026-11-25T01:00:00"
-        self.rows = [{"_step": step, **{k: v for k, v in row.items() if k not in drop_keys}} for step, row in spec["rows"]]
-        summary: dict[str, Any] = {}
-        for row in self.rows:
-            summary.update(row)
-        self.summary_metrics = {**summary, **(spec.get("summary") or {}), "_runtime": 3.0}
-        self.scans: list[list[str]] = []
-        self.pages_served = 0
-
-    def scan_history(self, keys: Sequence[str] | None = None, page_size: int = 1000, **kw: Any) -> Iterator[dict]:
-        self.scans.append(list(keys or []))
-        # like the real one: only rows that hold every requested key, served page by page
-        rows = [{k: r[k] for k in keys} for r in self.rows if all(k in r for k in keys)] if keys else list(self.rows)
-        for start in range(0, len(rows), page_size):
-            self.pages_served += 1
-            yield from rows[start : start + page_size]
-
-    def history(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("run.history() samples 500 rows: load_runs must use scan_history")
+# -- cloud: wandb 0.31's own Api/Runs/Run/HistoryScan over a fake server (tests/public_api_fakes.py) --
 
 
-class FakeRuns:
-    """`api.runs()`: lazy, fetched page by page."""
+@pytest.fixture(scope="module")
+def lrscan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real range test as lrscan logs it (its logger process, its one-record summary): it diverges,
+    so its last step logs Infinity and NaN, and it logs dev_loss every 50 steps."""
+    from pipeline.config import parse_args
+    from pipeline.train import train
 
-    def __init__(self, runs: list[FakeRun], per_page: int, page_limit: int) -> None:
-        self._runs, self._page = runs, min(per_page, page_limit)
-        self.pages_fetched = 0
-
-    def __iter__(self) -> Iterator[FakeRun]:
-        for start in range(0, len(self._runs), self._page):
-            self.pages_fetched += 1
-            yield from self._runs[start : start + self._page]
-
-
-class FakeApi:
-    def __init__(self, runs: list[FakeRun], page_limit: int = 2) -> None:
-        self._runs, self._page_limit = runs, page_limit
-        self.calls: list[tuple[str, Any, int]] = []
-        self.options: list[dict[str, Any]] = []
-        self.listings: list[FakeRuns] = []
-
-    def runs(self, path: str, filters: Any = None, per_page: int = 50, **kwargs: Any) -> FakeRuns:
-        self.calls.append((path, filters, per_page))
-        self.options.append(kwargs)
-        listing = FakeRuns(self._runs, per_page, self._page_limit)
-        self.listings.append(listing)
-        return listing
+    root = tmp_path_factory.mktemp("lrscan_run")
+    words = root / "words.txt"
+    words.write_text("\n".join(make_words()) + "\n")
+    with quiet_env(), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_DIR", str(root))
+        mp.chdir(root)
+        train(parse_args(train_argv(words, "--steps=300", "--lre_min=1", "--lre_max=40", "--stop_on_climb=False",
+                                    "--eval_every_steps=50", "--run_id=cloud1", f"--ckpt_dir={root / 'ckpt'}")))
+    [path] = root.glob("wandb/offline-run-*-cloud1/run-cloud1.wandb")
+    return path
 
 
-def fake_runs(**overrides: Any) -> list[FakeRun]:
-    return [FakeRun(run_id, spec, **overrides.get(run_id, {})) for run_id, spec in SPECS.items()]
+def synced_specs(runs_dir: Path, **fields_by_id: Mapping[str, Any]) -> list[SyncedRun]:
+    """The SPECS runs, synced from their real .wandb files."""
+    return [sync_offline_run(next((runs_dir / run_id).glob("wandb/offline-run-*/run-*.wandb")),
+                             **fields_by_id.get(run_id, {})) for run_id in SPECS]
+
+
+@pytest.mark.parametrize("exported_through", [None, 100, 0], ids=["exported", "live-tail", "all-live"])
+def test_an_offline_lrscan_run_synced_to_the_cloud_loads_every_step(lrscan_run: Path, tmp_path: Path,
+                                                                    exported_through: int | None) -> None:
+    synced = sync_offline_run(lrscan_run, exported_through=exported_through)
+    # what a sync sends as the run's summary: what lrscan set, none of the per-step keys
+    assert {"train_loss", "dev_loss", "final_step", "stop_reason"} <= set(synced.summary)
+    assert not {"lr", "lre", "loss", "log10_loss", "smooth_loss"} & set(synced.summary)
+    backend = FakeBackend([synced])
+    cloud = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
+    offline = load_runs(lrscan_run)
+    assert_frame_equal(cloud.steps, offline.steps)
+    assert_frame_equal(cloud.runs.drop(columns="path"), offline.runs.drop(columns="path"))
+    assert cloud.problems == []
+    steps = cloud.steps
+    assert steps["step"].tolist() == sorted(synced.rows) and len(steps) > 250
+    assert steps["dev_loss"].notna().sum() == sum("dev_loss" in row for row in synced.rows.values()) == 5
+    assert np.isinf(steps["loss"].iloc[-1]) and np.isnan(steps["smooth_loss"].iloc[-1])  # diverged
+    # one scan_history pass for every key (keys=None), one page: page_size counts steps
+    assert backend.scans == [("cloud1", None)]
+    assert backend.pages == [("cloud1", 0, len(synced.rows))]
+
+
+def test_a_history_short_of_what_the_run_lists_is_not_cached(lrscan_run: Path, tmp_path: Path) -> None:
+    backend = FakeBackend([sync_offline_run(lrscan_run)])
+    api = OfflineApi(backend)
+    serve = backend.scan_page
+    n_steps = len(backend.runs["cloud1"].rows)
+    backend.scan_page = lambda request: []  # W&B has not exported the history yet: every page empty
+    with pytest.raises(LrscanError, match=rf"none of the 1 matching runs .*scan_history returned 0 of the {n_steps} "
+                                          r"values of lr it lists.*; not cached"):
+        load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    backend.scan_page = lambda request: serve(request)[:100]  # part of it
+    loaded = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert len(loaded.steps) == 100 and f"scan_history returned 100 of the {n_steps} values of lr" in loaded.problems[0]
+    backend.scan_page = serve
+    loaded = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert len(loaded.steps) == n_steps and loaded.problems == []
+    assert len(backend.scans) == 3  # each short history was read again
+    assert_frame_equal(load_runs("me/lrscan", api=api, cache_dir=tmp_path).steps, loaded.steps)
+    assert len(backend.scans) == 3  # the whole one came from the cache
 
 
 def test_cloud_frame_equals_the_offline_frame(runs_dir: Path, tmp_path: Path) -> None:
-    api = FakeApi(fake_runs())
+    api = OfflineApi(FakeBackend(synced_specs(runs_dir), page_limit=2))
     cloud = load_runs("me/lrscan", group="A", api=api, cache_dir=tmp_path)
     assert_frame_equal(cloud.steps, expected_group_a_steps())
     offline = load_runs(runs_dir, group="A")
-    drop = ["path", "state", "exit_code"]  # a crashed run has no exit code on the cloud listing
-    assert_frame_equal(cloud.runs.drop(columns=drop), offline.runs.drop(columns=drop), check_like=True)
+    drop = ["path", "state", "exit_code"]  # a2 exited 1: "failed" on W&B, with no exit code in the listing
+    assert_frame_equal(cloud.runs.drop(columns=drop), offline.runs.drop(columns=drop))
+    assert cloud.runs["state"].tolist() == ["finished", "failed"]
     assert api.calls == [("me/lrscan", {"$and": [{"group": "A"}, {"jobType": "train"}]}, 200)]
-    assert api.options == [{"lazy": False}]  # config and summary in the listing, not a request per run
-    assert api.listings[0].pages_fetched == 2  # 4 runs, 2 a page
+    everything = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert everything.runs["run_id"].tolist() == ["a1", "a2", "b1"]
+    assert len(api.calls) == 1 + 2  # 3 runs, the server's pages hold 2
 
 
-def test_cloud_scans_every_step_not_a_sample(tmp_path: Path) -> None:
-    spec = dict(SPECS["a1"], rows=rows_of(np.linspace(-3, 0, 2500).tolist(), dev_loss={100: 1.0, 2499: 0.5}))
-    run = FakeRun("long", spec)
-    loaded = load_runs("me/lrscan", api=FakeApi([run]), cache_dir=tmp_path)
+def test_cloud_scans_every_step_not_a_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = rows_of(np.linspace(-3, 0, 2500).tolist(), dev_loss={100: 1.0, 2499: 0.5})
+    backend = FakeBackend([synced_from_rows("long", rows, exported_through=1200)])
+    monkeypatch.setattr(sources, "SCAN_PAGE_STEPS", 1000)
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
     assert loaded.steps["step"].tolist() == list(range(2500))
     assert loaded.steps["dev_loss"].notna().sum() == 2
-    # the per-step keys in one scan, a key logged on some steps only in its own (scan_history drops
-    # the rows that lack any requested key); smooth_loss is not in the summary: never logged
-    assert run.scans == [["_step", "lr", "lre", "loss", "log10_loss"], ["_step", "dev_loss"]]
-    assert run.pages_served == 1 + 1  # page_size 10000 asked for
+    assert backend.scans == [("long", None)]  # one pass; asking for dev_loss with the others keeps 2 rows
+    assert backend.pages == [("long", 0, 1000), ("long", 1000, 2000), ("long", 2000, 2500)]
+
+
+def test_a_wide_run_is_read_in_keyed_passes_without_losing_rows(tmp_path: Path) -> None:
+    # 40 more logged keys: the whole-run download would be mostly waste, so keyed scans; the
+    # per-step keys together, dev_loss alone (the live steps come from sampledHistory, which keeps
+    # only the rows holding every key asked for)
+    rows = [(step, {**row, **{f"grad_norm/{i}": 0.5 for i in range(40)}})
+            for step, row in rows_of(np.linspace(-3, 0, 300).tolist(), dev_loss={100: 1.0, 299: 0.5})]
+    backend = FakeBackend([synced_from_rows("wide", rows, exported_through=150)])
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
+    assert loaded.steps["step"].tolist() == list(range(300)) and loaded.steps["lre"].notna().all()
+    assert loaded.steps["dev_loss"].notna().sum() == 2 and loaded.problems == []
+    assert backend.scans == [("wide", ["_step", "lr", "lre", "loss", "log10_loss"]), ("wide", ["_step", "dev_loss"])]
 
 
 def test_cloud_run_with_missing_keys(tmp_path: Path) -> None:
-    api = FakeApi(fake_runs(a2={"drop_keys": ("lre", "dev_loss")}))
-    loaded = load_runs("me/lrscan", group="A", api=api, cache_dir=tmp_path)
+    runs = [FakeRun("a1", SPECS["a1"]), FakeRun("a2", SPECS["a2"], drop_keys=("lre", "dev_loss"))]
+    loaded = load_runs("me/lrscan", group="A", api=FakeApi(runs), cache_dir=tmp_path)
     expected = expected_group_a_steps().drop(columns="dev_loss")  # now no run logged it
     expected.loc[5:, "lre"] = np.nan
     assert_frame_equal(loaded.steps, expected)
     assert loaded.problems == ["run a2: no values logged for lre"]
 
 
-def test_cloud_cache_hit_skips_scan_history(tmp_path: Path) -> None:
-    runs = fake_runs(b1={"state": "running"})
-    api = FakeApi(runs)
+def test_cloud_cache_hit_skips_scan_history(runs_dir: Path, tmp_path: Path) -> None:
+    backend = FakeBackend(synced_specs(runs_dir, b1={"state": "running"}))
+    api = OfflineApi(backend)
     first = load_runs("me/lrscan", api=api, cache_dir=tmp_path / "cache")
-    scans = {run.id: len(run.scans) for run in runs}
+    assert [run_id for run_id, _ in backend.scans] == ["a1", "a2", "b1"]
     assert list((tmp_path / "cache" / "me" / "lrscan").glob("a1-*.pkl"))  # pyarrow absent here: pickle
     second = load_runs("me/lrscan", api=api, cache_dir=tmp_path / "cache")
     assert_frame_equal(second.steps, first.steps)
     assert_frame_equal(second.runs, first.runs)
-    assert len(runs[0].scans) == scans["a1"] and len(runs[1].scans) == scans["a2"]  # finished or crashed: cached
-    assert len(runs[2].scans) == 2 * scans["b1"]  # still running: read again
+    assert [run_id for run_id, _ in backend.scans] == ["a1", "a2", "b1", "b1"]  # ended: cached; running: read again
 
 
-def test_cloud_cache_is_keyed_by_heartbeat(tmp_path: Path) -> None:
-    runs = fake_runs()
-    load_runs("me/lrscan", group="B", api=FakeApi(runs), cache_dir=tmp_path)
-    runs[2].heartbeat_at = "2026-11-26T00:00:00"  # the run was resumed and changed
-    runs[2].rows = runs[2].rows[:1]
-    loaded = load_runs("me/lrscan", group="B", api=FakeApi(runs), cache_dir=tmp_path)
+def test_a_reused_api_sees_runs_that_changed(tmp_path: Path) -> None:
+    # wandb.Api keeps each listing it made (its `runs` memo) and would hand out the old runs again
+    run = synced_from_rows("grow", rows_of([-3.0, -2.0]), state="running")
+    api = OfflineApi(FakeBackend([run]))
+    first = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert first.runs["state"].tolist() == ["running"] and first.runs["n_steps"].tolist() == [2]
+    run.rows.update(synced_from_rows("grow", rows_of([-1.0, 0.0], start=2)).rows)
+    run.state, run.heartbeat_at = "finished", "2026-11-25T02:00:00Z"
+    later = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert later.runs["state"].tolist() == ["finished"] and later.runs["n_steps"].tolist() == [4]
+
+
+def test_cloud_cache_is_keyed_by_heartbeat(runs_dir: Path, tmp_path: Path) -> None:
+    runs = synced_specs(runs_dir)
+    load_runs("me/lrscan", group="B", api=OfflineApi(FakeBackend(runs)), cache_dir=tmp_path)
+    runs[2].heartbeat_at = "2026-11-26T00:00:00Z"  # the run was resumed and changed
+    runs[2].rows = {0: runs[2].rows[0]}
+    loaded = load_runs("me/lrscan", group="B", api=OfflineApi(FakeBackend(runs)), cache_dir=tmp_path)
     assert loaded.steps["step"].tolist() == [0]
 
 
-def test_cloud_sweep_path_and_errors(tmp_path: Path) -> None:
-    api = FakeApi(fake_runs())
+def test_cloud_sweep_path_and_errors(runs_dir: Path, tmp_path: Path) -> None:
+    api = OfflineApi(FakeBackend(synced_specs(runs_dir)))
     assert load_runs("me/lrscan/swp1", api=api, cache_dir=tmp_path).runs["run_id"].tolist() == ["b1"]
     assert api.calls[0][1] == {"$and": [{"$or": [{"sweep": "swp1"}, {"group": "swp1"}]}, {"jobType": "train"}]}
     with pytest.raises(LrscanError, match="no runs in me/lrscan match group='Z'"):
         load_runs("me/lrscan", group="Z", api=api, cache_dir=tmp_path)
-
-    class BrokenApi:
-        def runs(self, *args: Any, **kwargs: Any) -> Any:
-            raise ValueError("Could not find project lrscan")
-
-    with pytest.raises(LrscanError, match="cannot list the runs of me/lrscan: Could not find project"):
-        load_runs("me/lrscan", api=BrokenApi(), cache_dir=tmp_path)
+    with pytest.raises(LrscanError, match="cannot list the runs of me/other: Could not find project other"):
+        load_runs("me/other", api=api, cache_dir=tmp_path)
 
 
 def test_a_history_with_a_hole_is_reported(tmp_path):

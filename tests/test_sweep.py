@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,10 +18,14 @@ import pandas as pd
 import pytest
 
 from pipeline import sweep as sw
+from pipeline.errors import LrscanError
+from pipeline.sweep_claims import ClaimStore
+from tests.conftest import REPO
 
 # Reads --k=v args and the environment, records every start (and every finish) under $WANDB_DIR/fake,
-# holds while $FAKE_HOLD exists, fails on --fail=True unless $WANDB_DIR/fake/heal exists, and flags
-# two concurrent processes of one run id (an flock per run id).
+# holds while $FAKE_HOLD exists, fails on --fail=True (with an error line) unless $WANDB_DIR/fake/heal
+# exists, dies silently by SIGKILL on --crash=True, and flags two concurrent processes of one run id
+# (an flock per run id).
 FAKE = textwrap.dedent('''
     import fcntl, json, os, signal, sys, time
     args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
@@ -47,7 +52,12 @@ FAKE = textwrap.dedent('''
     hold = os.environ.get("FAKE_HOLD")
     while hold and os.path.exists(hold):
         time.sleep(0.05)
+    if args.get("crash") == "True":
+        os.kill(os.getpid(), signal.SIGKILL)
     if args.get("fail") == "True" and not os.path.exists(os.path.join(out, "heal")):
+        print("working on it ...")
+        print("FakeError: asked to fail (x=" + args.get("x", "-") + ")", file=sys.stderr)
+        print("", file=sys.stderr)
         sys.exit(3)
     note("done")
 ''')
@@ -136,6 +146,32 @@ def test_every_macro_expands_as_wandb_agent_does(monkeypatch):
     assert json.loads(args_json) == point
 
 
+def wandb_run_args(yaml_path: Path, point: dict) -> dict:
+    """The `args` of the run command W&B's server sends the agent for this point, built from the YAML as
+    `wandb sweep` reads it (wandb's own loader): the engine names plain parameters in sorted order and
+    puts the YAML's own value objects into the run's config (grid_search's value_hash_lookup)."""
+    from wandb.sdk.launch.sweeps.utils import load_sweep_config
+
+    params = load_sweep_config(str(yaml_path))["parameters"]
+    assert not any("parameters" in spec for spec in params.values())  # plain names only, as here
+    return {name: {"value": params[name]["value"] if "value" in params[name] else
+                   next(v for v in params[name]["values"] if v == point[name])} for name in sorted(params)}
+
+
+def test_a_mapping_value_is_launched_in_the_yaml_key_order_as_wandb_renders_it():
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    path = REPO / "sweeps" / "lr_range_pairs.yaml"
+    sweep = sw.load_sweep(path)
+    assert len(sweep.points) > 1
+    for point in sweep.points:
+        argv, _ = sw.build_command(sweep.command, sweep.program, point, "unused.json")
+        theirs = create_sweep_command_args({"args": wandb_run_args(path, point)})["args"]
+        assert argv[argv.index(sw.TRAINER_MODULE) + 1:] == theirs
+    first, _ = sw.build_command(sweep.command, sweep.program, sweep.points[0], "unused.json")
+    assert "--lre_range={'lre_min': -3.0, 'lre_max': 0.0}" in first  # as written in the YAML, not sorted
+
+
 def test_dry_run_prints_commands_in_wandb_order_and_writes_nothing(in_tmp, capsys):
     path = write_sweep(in_tmp, """\
         lre_min: {values: [-3.0, -2.0]}
@@ -200,6 +236,40 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(in_tmp, capsys, body
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize("count", ["0", "-1"])
+@pytest.mark.parametrize("mode", [[], ["--dry-run"], ["--print-sbatch"]])
+def test_a_count_below_one_is_refused_not_a_slice(in_tmp, capsys, count, mode):
+    # `points[:-1]` would quietly drop the last point under the same sweep key
+    path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
+    with pytest.raises(SystemExit) as exc:
+        sw.main([str(path), "--count", count, "--out", "runs", *mode])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"pipeline.sweep: error: --count {count}: need at least 1 "
+                                    "(grid: run its first N points; random: draw N points)")
+    assert captured.out == "" and not (in_tmp / "runs").exists()
+    with pytest.raises(LrscanError, match=f"count={count}: need at least 1"):
+        sw.load_sweep(path, count=int(count))
+    assert len(sw.load_sweep(path, count=2).points) == 2 and len(sw.load_sweep(path, count=9).points) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: yaml"),
+    (["s.yaml", "--workers", "two"], "argument --workers: invalid int value: 'two'"),
+    (["s.yaml", "--count"], "argument --count: expected one argument"),
+    (["s.yaml", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["s.yaml", "--wandb-mode", "cloud"], "argument --wandb-mode: invalid choice: 'cloud'"),
+    (["s.yaml", "--array-tasks", "-2", "--print-sbatch"], "--array-tasks -2: must be >= 0"),
+])
+def test_flag_errors_are_one_line_without_the_usage_block(in_tmp, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        sw.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("pipeline.sweep: error: ") and message in err, err
+    assert "usage:" not in err
+
+
 # -- running ---------------------------------------------------------------------------------------
 
 
@@ -246,6 +316,127 @@ def test_a_failure_during_a_session_is_not_retried_in_that_session(in_tmp):
     sweep = sw.load_sweep(path)
     assert sw.run_sweep(sweep, "runs", workers=1, poll_seconds=0.05, progress=False) == 1
     assert len(records(in_tmp / "runs" / sweep.key, "starts")[sw.run_id_for(sweep.key, 0)]) == 1
+
+
+def test_points_that_did_not_finish_are_named_with_the_first_ones_last_error_line(in_tmp, capsys):
+    path = write_sweep(in_tmp, "fail: {values: [false, true]}\nx: {values: [1, 2]}\n")
+    sweep = sw.load_sweep(path)
+    with pytest.raises(SystemExit) as exc:
+        sw.main([str(path), "--workers", "2", "--no-progress", "--out", "runs"])
+    assert exc.value.code == 1
+    log = os.path.join("runs", sweep.key, "logs", f"{sw.run_id_for(sweep.key, 2)}.g0.log")
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        f"pipeline.sweep: {sweep.key}: 2 of 4 points did not finish (2 failed); "
+        f"point 2 ({sw.run_id_for(sweep.key, 2)}) failed (exit code 3, attempt 1): FakeError: asked to fail (x=1) "
+        f"[log: {log}]; run the same command again to retry them",
+        f"pipeline.sweep: {sweep.key}: manifest {os.path.join('runs', sweep.key, 'manifest.jsonl')}",
+    ]
+    (in_tmp / "runs" / sweep.key / "fake" / "heal").touch()
+    assert sw.run_sweep(sweep, "runs", workers=2, poll_seconds=0.05, progress=False) == 0
+    assert sw.unfinished_message("runs", sweep) == ""
+
+
+def test_a_point_that_died_silently_is_named_with_how_it_ended(in_tmp):
+    path = write_sweep(in_tmp, "crash: {values: [true]}\n")
+    sweep = sw.load_sweep(path)
+    assert sw.run_sweep(sweep, "runs", workers=1, poll_seconds=0.05, progress=False) == 1
+    # a crash is retried in the same session (up to 3 attempts): the message names the last one
+    log = os.path.join("runs", sweep.key, "logs", f"{sw.run_id_for(sweep.key, 0)}.g2.log")
+    assert sw.unfinished_message("runs", sweep) == (
+        f"1 of 1 points did not finish (1 crashed); "
+        f"point 0 ({sw.run_id_for(sweep.key, 0)}) crashed (killed by SIGKILL, attempt 3) "
+        f"[log: {log}]; run the same command again to retry them")
+
+
+def test_the_last_log_line_skips_blank_lines_colours_and_progress_redraws(tmp_path):
+    log = tmp_path / "a.log"
+    log.write_bytes(b"step 1\n\x1b[31mwandb: ERROR\x1b[0m api_key not configured (no-tty)\r\n  \n\n")
+    assert sw.last_log_line(log) == "wandb: ERROR api_key not configured (no-tty)"
+    log.write_bytes(b"10%\r50%\r100%")
+    assert sw.last_log_line(log) == "100%"
+    log.write_bytes(b"")
+    assert sw.last_log_line(log) == "" and sw.last_log_line(tmp_path / "missing.log") == ""
+    log.write_bytes(b"x" * 1000 + b"\n")
+    assert len(sw.last_log_line(log)) == 300
+
+
+@pytest.mark.slow
+def test_a_killed_runners_points_are_taken_over_at_once_on_the_same_host(in_tmp):
+    hold = in_tmp / "hold"
+    hold.touch()
+    path = write_sweep(in_tmp, "x: {values: [1, 2]}\n")
+    sweep = sw.load_sweep(path)
+    folder = in_tmp / "runs" / sweep.key
+    # a lease far longer than this test's bound: a runner that waited it out would fail the test
+    args = (str(path), "--workers", "2", "--lease-seconds", "3600", "--no-progress")
+    victim = cli(*args, cwd=in_tmp, env={"FAKE_HOLD": str(hold)})
+    wait_for(lambda: (folder / "fake").exists() and len(records(folder, "starts")) == 2)
+    programs = [recs[0]["pid"] for recs in records(folder, "starts").values()]
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+    wait_for(lambda: not any(alive(pid) for pid in programs), 10)  # they died with it
+    hold.unlink()
+    rerun = cli(*args, cwd=in_tmp)
+    try:
+        _, err = rerun.communicate(timeout=120)
+    finally:
+        rerun.kill()
+    assert rerun.returncode == 0, err
+    pd.testing.assert_frame_equal(manifest(folder), expected(sweep.key, ["finished"] * 2, [2, 2], [0, 0]))
+    host = socket.gethostname()
+    for i in range(2):
+        first, retry = sw.ClaimStore(str(folder), 3600).attempts(i)
+        assert first["state"] == "crashed"
+        assert first["reason"] == f"its worker {host}:{victim.pid} died (seen dead on this host)"
+        assert f"pipeline.sweep: point {i} ({sw.run_id_for(sweep.key, i)}): its worker {host}:{victim.pid} died " \
+               "(seen dead on this host); taking it over now (attempt 2)" in err.splitlines()
+        starts = records(folder, "starts")[sw.run_id_for(sweep.key, i)]
+        assert [r["env"]["WANDB_RESUME"] for r in starts] == [None, "allow"]
+    assert "waiting for" not in err
+
+
+@pytest.mark.slow
+def test_a_runner_that_must_wait_says_for_what_and_how_long(in_tmp):
+    hold = in_tmp / "hold"
+    hold.touch()
+    path = write_sweep(in_tmp, "x: {values: [1, 2]}\n")
+    sweep = sw.load_sweep(path)
+    folder = in_tmp / "runs" / sweep.key
+    lease = ("--lease-seconds", "3600", "--no-progress")
+    # point 0: claimed by a worker on another host (a claim as that worker writes it; it cannot be checked from here)
+    foreign = ClaimStore(str(folder), 3600)
+    foreign._owner = {"host": "node-elsewhere", "boot_id": "0" * 32, "pid_ns": "pid:[1]", "pid": 4242, "start_ticks": 7}
+    assert foreign.claim(0, 0, {"run_id": sw.run_id_for(sweep.key, 0)}) is not None
+    # point 1: held by a live runner on this host
+    owner = cli(str(path), "--index", "1", *lease, cwd=in_tmp, env={"FAKE_HOLD": str(hold)})
+    wait_for(lambda: (folder / "fake").exists() and len(records(folder, "starts")) == 1)
+    err_path = in_tmp / "waiter.err"
+    with open(err_path, "w") as err_file:
+        waiter = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", str(path), *lease], cwd=in_tmp,
+                                  stdout=subprocess.DEVNULL, stderr=err_file, text=True)
+    try:
+        wait_for(lambda: err_path.read_text().count("waiting for point") == 2)
+        # the other host's worker finishes its point; ours is released
+        assert foreign.end(0, 0, {"state": "finished", "exit_code": 0})
+        hold.unlink()
+        assert waiter.wait(timeout=60) == 0, err_path.read_text()
+        _, owner_err = owner.communicate(timeout=60)
+        assert owner.returncode == 0, owner_err
+    finally:
+        waiter.kill()
+        owner.kill()
+    lines = [line for line in err_path.read_text().splitlines() if "waiting for point" in line]
+    host = socket.gethostname()
+    assert len(lines) == 2, lines
+    assert re.fullmatch(
+        rf"pipeline\.sweep: waiting for point 0 \({sweep.key}-0000\): held by node-elsewhere:4242 on another host "
+        r"\(not checkable from here\); until it ends, or its lease lapses unrenewed "
+        r"\(in \d+ s at the earliest; lease 3600 s\)", lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"pipeline\.sweep: waiting for point 1 \({sweep.key}-0001\): held by {re.escape(host)}:{owner.pid}, "
+        r"alive on this host; until it ends, or its lease lapses unrenewed "
+        r"\(in \d+ s at the earliest; lease 3600 s\)", lines[1]), lines[1]
+    assert manifest(folder)["state"].tolist() == ["finished", "finished"]
 
 
 @pytest.mark.slow
@@ -305,7 +496,26 @@ def test_runners_sharing_a_folder_finish_every_point_once_and_take_over_a_killed
     assert m["state"].tolist() == ["finished"] * 5
     assert m.set_index("index")["attempts"].to_dict() == {i: 2 if i == victim_index else 1 for i in range(5)}
     attempts = sw.ClaimStore(str(folder), 2).attempts(victim_index)
-    assert [a["state"] for a in attempts] == ["crashed", "finished"] and "lease expired" in attempts[0]["reason"]
+    assert [a["state"] for a in attempts] == ["crashed", "finished"]
+    # on one host the killed runner is seen dead; across hosts its lease would lapse first (the next test)
+    assert attempts[0]["reason"] == f"its worker {socket.gethostname()}:{victim.pid} died (seen dead on this host)"
+
+
+def test_a_claim_from_another_host_is_taken_over_once_its_lease_lapses(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1]}\n")
+    sweep = sw.load_sweep(path)
+    folder = in_tmp / "runs" / sweep.key
+    foreign = ClaimStore(str(folder), 5.0)
+    foreign._owner = {"host": "node-elsewhere", "boot_id": "0" * 32, "pid_ns": "pid:[1]", "pid": 4242, "start_ticks": 7}
+    claim = foreign.claim(0, 0, {})
+    old = time.time() - 60  # its worker stopped renewing a minute ago: the lease lapsed
+    os.utime(claim.path, (old, old))
+    assert sw.run_sweep(sweep, "runs", workers=1, lease_seconds=5.0, poll_seconds=0.05, progress=False) == 0
+    first, retry = ClaimStore(str(folder), 5.0).attempts(0)
+    assert first["state"] == "crashed" and re.fullmatch(r"lease expired after \d+ s", first["reason"])
+    assert retry["state"] == "finished"
+    assert re.fullmatch(rf"pipeline\.sweep: point 0 \({sweep.key}-0000\): no lease renewal from node-elsewhere:4242 "
+                        r"for \d+ s; taking it over now \(attempt 2\)", capsys.readouterr().err.strip())
 
 
 # -- Slurm -----------------------------------------------------------------------------------------

@@ -101,6 +101,18 @@ def test_random_is_seeded_in_bounds_and_a_prefix_of_longer_runs():
         random_points(params, 0, seed=0)
 
 
+def test_mapping_values_keep_the_yaml_key_order_and_nested_blocks_come_last():
+    # `${args}` renders a dict with str(): its key order is the command line `wandb agent` runs
+    params = {"pair": {"values": [{"lre_min": -3.0, "lre_max": 0.0}]}, "z": {"value": 1},
+              "opt": {"parameters": {"name": {"value": "sgd"}, "lr": {"values": [0.1]}}}, "a-b": {"value": 2}}
+    [point] = grid_points(params)
+    assert list(point) == ["a-b", "pair", "z", "opt"]  # the engine's to_config: plain names sorted, nested last
+    assert list(point["pair"]) == ["lre_min", "lre_max"]
+    assert list(point["opt"]) == ["lr", "name"]
+    [drawn] = random_points(params, 1, seed=0)
+    assert list(drawn) == list(point) and list(drawn["pair"]) == ["lre_min", "lre_max"]
+
+
 def test_same_grid_as_wandbs_engine_when_installed():
     try:  # the repo's sweeps/ folder of YAMLs is a namespace package here: ask for the engine's names
         from sweeps import RunState, next_runs
@@ -112,7 +124,11 @@ def test_same_grid_as_wandbs_engine_when_installed():
                                           "c": {"values": [[1, 2], [3]]}}},
         {"method": "grid", "parameters": {"z": {"values": [1, 2]},
                                           "opt": {"parameters": {"name": {"values": ["sgd", "adam"]}, "lr": {"values": [0.1, 0.01]}}}}},
-        {"method": "grid", "parameters": {"x": {"values": [1, 2, 1.0]}, "pair": {"values": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}}},
+        {"method": "grid", "parameters": {"x": {"values": [1, 2, 1.0]},
+                                          "pair": {"values": [{"b": 1, "a": 2}, {"a": 3, "b": 4}]}}},
+        {"method": "grid", "parameters": {"z": {"value": 1}, "a-b": {"value": 2}, "y": {"values": [{"m": 1, "c": 2}]},
+                                          "a": {"parameters": {"y": {"value": "s"}, "x": {"parameters": {
+                                              "q": {"value": 1}, "p": {"value": 2}}}}}}},
     ]
     for config in configs:
         runs = []
@@ -124,3 +140,5 @@ def test_same_grid_as_wandbs_engine_when_installed():
             runs.append(run)
         theirs = [{k: v["value"] for k, v in run.config.items()} for run in runs]
         assert grid_points(config["parameters"]) == theirs
+        # and in the same key order, nested dicts and mapping values included: str() is what ${args} renders
+        assert [str(p) for p in grid_points(config["parameters"])] == [str(p) for p in theirs]

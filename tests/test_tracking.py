@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,9 @@ import wandb
 
 from analysis.wandb_file import read_run_file
 from pipeline import keys
-from pipeline.tracking import InitArgs, RunLogger, _json_number, history_writer
+from pipeline.config import parse_args
+from pipeline.errors import LrscanError
+from pipeline.tracking import InitArgs, RunLogger, _json_number, finish_after_error, history_writer
 
 ROWS = [{keys.LR: 0.001 * (i + 1), keys.LRE: -3.0 + i, keys.LOSS: l, keys.LOG10_LOSS: math.log10(l) if l > 0 and math.isfinite(l) else float("nan")}
         for i, l in enumerate([3.3, 2.0, 1.0, float("inf"), float("nan"), 7.0])]
@@ -78,3 +83,91 @@ def test_logger_process_logs_every_chunk_in_order_and_the_summary(tmp_path):
     assert rf.history["step"].tolist() == list(range(1000))
     np.testing.assert_array_equal(rf.history[keys.LOSS], np.arange(1000) * 0.5)
     assert rf.summary["dev_loss"] == 1.25 and rf.exit_code == 0 and rf.group == "grp"
+
+
+def _started_logger(tmp_path: Path, run_id: str, **bounds) -> RunLogger:
+    init = InitArgs(run_id=run_id, mode="offline", project="p", entity="", group="", name="", tags=(), job_type="train",
+                    config={}, resume=False, define_lre_axis=False, lock_path=str(tmp_path / f"{run_id}.lock"))
+    logger = RunLogger(init, queue_chunks=1, **bounds)
+    logger.start()
+    return logger
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+def _wait_until_dead(pid: int, timeout_s: float = 60) -> None:
+    # a killed child stays a zombie until its parent (the RunLogger) reaps it: that state is "dead"
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} did not die"
+        time.sleep(0.05)
+
+
+def _kill_if_running(logger: RunLogger) -> None:
+    # a failed assertion must not leave a stopped logger process behind
+    if logger._proc.poll() is None:
+        logger._proc.kill()
+        logger._proc.wait(timeout=60)
+
+
+def _chunk(start: int) -> tuple:
+    steps = np.arange(start, start + 10)
+    return steps, {keys.LOSS: steps * 0.5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk_steps", [
+    10,         # the queue fills up: the trainer waits for an acknowledgement
+    2_000_000,  # one chunk larger than the socket's buffer: the trainer waits inside the send
+])
+def test_a_logger_that_stops_taking_steps_is_killed_not_waited_for(tmp_path, chunk_steps):
+    # a run id per case: a wandb service shared through WANDB_SERVICE (this process started one) keeps a
+    # killed logger's run registered
+    logger = _started_logger(tmp_path, f"hang{chunk_steps}", ack_timeout_s=2)
+    try:
+        os.kill(logger.pid, signal.SIGSTOP)  # alive, and silent
+        t0 = time.monotonic()
+        with pytest.raises(LrscanError, match="took no steps for 2 s and was killed"):
+            for start in range(0, 3 * chunk_steps, chunk_steps):
+                steps = np.arange(start, start + chunk_steps)
+                logger.log_steps(steps, {keys.LOSS: steps * 0.5})
+        assert time.monotonic() - t0 < 60 and _gone(logger.pid)
+        logger.finish(1)  # the failure was raised already: finishing neither hangs nor raises it again
+    finally:
+        _kill_if_running(logger)
+
+
+@pytest.mark.slow
+def test_a_logger_that_cannot_finish_is_killed_within_the_bound(tmp_path):
+    logger = _started_logger(tmp_path, "hang2", ack_timeout_s=2, finish_timeout_s=2)
+    try:
+        logger.log_steps(*_chunk(0))
+        logger.flush()  # taken: what hangs now is the finish itself
+        os.kill(logger.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(LrscanError, match="did not finish the run within 2 s and was killed"):
+            logger.finish(0)
+        assert time.monotonic() - t0 < 60 and _gone(logger.pid)
+    finally:
+        _kill_if_running(logger)
+
+
+@pytest.mark.slow
+def test_a_training_error_is_not_hidden_by_a_run_that_cannot_finish(tmp_path):
+    logger = _started_logger(tmp_path, "dead1")
+    os.kill(logger.pid, signal.SIGKILL)
+    _wait_until_dead(logger.pid)
+    try:
+        parse_args(["--steps=abc"])  # a real training error, raised while the run is open
+    except LrscanError as error:
+        finish_after_error(logger, 1, error)
+        caught = error
+    assert str(caught) == "--steps='abc': expected int"  # still the error reported
+    assert len(caught.__notes__) == 1 and "W&B run could not be finished" in caught.__notes__[0]
+    assert "SIGKILL" in caught.__notes__[0]

@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 data: $(DATA)
 $(DATA): | venv
-	$(BIN)/python -m pipeline.data fetch $(DATA) --shared $(SHARED)/data
+	$(BIN)/python -m pipeline.train.data fetch $(DATA) --shared $(SHARED)/data
 
 test: venv data
 	$(BIN)/python -m pytest -q

@@ -19,9 +19,10 @@ from __future__ import annotations
 import ast
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,9 +39,7 @@ DEFAULT_N_BINS = 50
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
-TRAIN_PROGRAM = "pipeline/train.py"
-# as lrscan's own sweep YAMLs: W&B's ${interpreter} is the literal `python`, which many machines lack
-TRAIN_COMMAND = ["${env}", "python3", "-m", "pipeline.train", "${args}"]
+TRAIN_PROGRAM, TRAIN_COMMAND = keys.TRAINER_PROGRAM, list(keys.TRAINER_COMMAND)
 
 
 @dataclass

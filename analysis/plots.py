@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,7 +36,7 @@ SUGGESTER_STYLE = {  # colour, marker, line style per suggester; the minimum is 
 STOP_LABELS = {keys.STOP_CLIMB: "stopped: loss climbed", keys.STOP_NON_FINITE: "stopped: non-finite loss"}
 
 
-def _new_ax(ax: "Axes | None", figsize: tuple[float, float] = (10, 5)) -> "Axes":
+def _new_ax(ax: Axes | None, figsize: tuple[float, float] = (10, 5)) -> Axes:
     if ax is None:
         _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
@@ -52,8 +53,8 @@ def plot_range_curve(
     ci_level: float = 0.95,
     stops: pd.DataFrame | None = None,
     log_x: bool = False,
-    ax: "Axes | None" = None,
-) -> "Axes":
+    ax: Axes | None = None,
+) -> Axes:
     """Mean range-test loss against `x`, with the seeds' band, suggesters, CI and run stops.
 
     Parameters
@@ -110,7 +111,7 @@ def plot_range_curve(
     return ax
 
 
-def plot_loss_vs_lre(data: "ExponentPick", *, ax: "Axes | None" = None) -> "Axes":
+def plot_loss_vs_lre(data: ExponentPick, *, ax: Axes | None = None) -> Axes:
     """The seed's figure, from a pick: loss against the lr exponent, every suggester marked."""
     ax = plot_range_curve(
         data.curve, x=keys.LRE, y=data.column, run_curves=data.run_curves, suggestions=data.suggestions,
@@ -121,7 +122,7 @@ def plot_loss_vs_lre(data: "ExponentPick", *, ax: "Axes | None" = None) -> "Axes
     return ax
 
 
-def plot_loss_vs_lr(data: "ExponentPick", *, ax: "Axes | None" = None) -> "Axes":
+def plot_loss_vs_lr(data: ExponentPick, *, ax: Axes | None = None) -> Axes:
     """Loss against the learning rate on a log axis (how fastai and Lightning draw it)."""
     ax = plot_range_curve(
         data.curve, x=keys.LR, y=data.column, run_curves=data.run_curves,
@@ -142,8 +143,8 @@ def plot_block_means(
     style: str | None = None,
     units: str = "config",
     block_steps: int | None = None,
-    ax: "Axes | None" = None,
-) -> "Axes":
+    ax: Axes | None = None,
+) -> Axes:
     """Block-mean loss against the training step, one line per config, hued by decay boundary.
 
     Parameters
@@ -197,8 +198,8 @@ def plot_decay_heatmap(
     *,
     value_label: str = "final dev loss (nats)",
     fmt: str = ".4f",
-    ax: "Axes | None" = None,
-) -> "Axes":
+    ax: Axes | None = None,
+) -> Axes:
     """Heatmap of a final loss over the decay grid (`blocks.decay_grid`: rows x columns -> value)."""
     ax = _new_ax(ax, figsize=(1.6 * max(3, data.shape[1]) + 2.5, 0.8 * max(3, data.shape[0]) + 1.5))
     data = data.rename(index=readable, columns=readable)  # 3000, not [3000]

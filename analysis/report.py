@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -117,7 +118,7 @@ def write_report(
     notes += list(dict.fromkeys(str(w.message) for w in caught))
 
     summary: dict[str, Any] = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": source,
         "filters": dict(filters or {}),
         "counts": {
@@ -506,7 +507,7 @@ def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def default_out_dir(root: str | os.PathLike = "reports", name: str | None = None, now: _dt.datetime | None = None) -> Path:
     """``reports/<name>-<UTC timestamp>``, or ``reports/<timestamp>``: a new folder per analysis."""
-    stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%d-%H%M%S")
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) if name else ""
     return Path(root) / (f"{safe}-{stamp}" if safe else stamp)
 

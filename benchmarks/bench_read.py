@@ -108,7 +108,7 @@ def memory(path: Path, n_runs: int) -> None:
     import dataclasses
 
     from analysis import sources
-    from analysis.wandb_file import read_run_file
+    from pipeline.runlog import read_run_file
 
     one = read_run_file(path, list(sources.DEFAULT_KEYS))
     runs = [dataclasses.replace(one, run_id=f"run{i:03d}", name=f"run-{i}", config={**one.config, "lre_min": -3.0 - i % 5})

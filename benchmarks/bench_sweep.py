@@ -31,10 +31,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
-
-from pipeline.data import load_splits  # noqa: E402
-from pipeline.sweep import default_workers, load_sweep  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
+
+from pipeline.sweep.runner import default_workers, load_sweep  # noqa: E402
+from pipeline.train.data import load_splits  # noqa: E402
 
 
 def lrs_for(points: int) -> list[float]:
@@ -59,7 +59,7 @@ def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir
     yaml_path = Path(workdir) / "bench_sweep.yaml"
     yaml_path.write_text(textwrap.dedent(f"""\
         # benchmark: {len(lrs)} constant-lr runs of {steps} steps
-        program: pipeline/train.py
+        program: pipeline/train/__main__.py
         command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
         method: grid
         parameters:

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from seed_loop import seed_loop  # noqa: E402
 
 from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.data import load_splits  # noqa: E402
-from pipeline.train import train  # noqa: E402
-from seed_loop import seed_loop  # noqa: E402
+from pipeline.train.data import load_splits  # noqa: E402
+from pipeline.train.loop import train  # noqa: E402
 
 
 def lrscan_seconds(data: str, steps: int, workdir: str) -> float:

@@ -20,10 +20,10 @@ import ast
 import dataclasses
 import math
 import os
-
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pipeline.errors import LrscanError
 
@@ -151,7 +151,7 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+    def from_mapping(cls, values: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
         """A config from typed values (wandb.config, a checkpoint), over `base` or the defaults.
 
         Keys starting with '_' (wandb's own, e.g. `_wandb`) are ignored; a coupled sweep parameter
@@ -173,7 +173,7 @@ class TrainConfig:
         current.update(coupled)
         return cls(**current)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 @contextmanager

@@ -35,3 +35,11 @@ JOB_ANALYSIS = "analysis"
 # columns of the analysis' tidy frame, one row per (run, step); config fields come in between
 ID_COLUMNS = ("run_id", "run_name", "group", "sweep")
 STEP_COLUMN = "step"
+
+
+# how a sweep launches the trainer: the sweep YAMLs' `program` and `command`, the zoom sweep the
+# analysis writes, and the runner's check that a sweep runs the trainer all read these
+TRAINER_MODULE = "pipeline.train"
+TRAINER_PROGRAM = "pipeline/train/__main__.py"  # `${program}`; W&B keeps it as the sweep's program
+# python3: W&B's ${interpreter} is the literal `python`, which many machines lack
+TRAINER_COMMAND = ("${env}", "python3", "-m", TRAINER_MODULE, "${args}")

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pipeline import keys
-from pipeline import sweep as sw
 from pipeline.config import field_names
-from pipeline.sweep_grid import flatten, grid_size
+from pipeline.sweep import runner as sw
+from pipeline.sweep.grid import flatten, grid_size
 from tests.conftest import REPO
 
 YAMLS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -81,7 +81,7 @@ def test_the_command_runs_where_only_python3_is_on_path(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "--lre_min" in done.stdout
     # W&B's default command would not start on that machine: its ${interpreter} is `python`
-    default, _ = sw.build_command(["${env}", "${interpreter}", "${program}", "${args}"], "pipeline/train.py", {}, "x")
+    default, _ = sw.build_command(["${env}", "${interpreter}", "${program}", "${args}"], keys.TRAINER_PROGRAM, {}, "x")
     if not shutil.which("python", path=env["PATH"]):  # (some machines do have /usr/bin/python)
         failed = subprocess.run(default, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert failed.returncode == 127 and "python" in failed.stderr

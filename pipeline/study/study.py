@@ -1,0 +1,583 @@
+"""The whole study in one command: range test -> picked exponent -> decay grid -> report.
+
+    python -m pipeline.study                      # the demo: minutes on 2 CPU cores, offline
+    python -m pipeline.study --size=full          # the seed's sizes: 1000-step range tests, 200k-step runs
+    python -m pipeline.study --wandb_mode=online --project=P [--entity=E]   # the same, on the W&B cloud
+
+Stages, each resumable (kill the study anywhere, run the same command again):
+
+1. the range-test sweep (sweeps/lr_range.yaml, several seeds) through the local runner;
+2. the analysis picks the exponent, with its bootstrap CI and the other suggesters;
+3. the decay-grid sweep (sweeps/decay_grid.yaml) with the picked lr, exactly, as the base lr, and
+   decayed lrs that follow it: the picked lr times each of --decay_factors (default 0.1 and 0.01,
+   the seed's 0.1 -> 0.01 is a factor of 0.1), so a decay always lowers the lr;
+4. the analysis of that grid.
+
+Online, credentials (WANDB_API_KEY or the netrc entry `wandb login` writes), the server (a few
+seconds' check of its URL) and the entity are checked before stage 1: a missing one is one line.
+
+Everything lands in one folder (default runs/study-<size>): the derived sweep YAMLs (stages/), the
+sweeps' runs and manifests (sweeps/), and report/ with the range and decay reports, summary.json,
+report.md and the exact commands that redo each stage by hand. Finished sweep points are never run
+again; the pick is kept in state.json so a resumed study runs the same decay grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import shlex
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from pipeline.errors import LrscanError, exit_with
+from pipeline.fsutil import atomic_write_text
+
+PROG = "pipeline.study"
+REPO = Path(__file__).resolve().parents[2]
+STATE_FILE = "state.json"
+# the decayed lrs, as factors of the picked lr: one option per tuple, one factor per decay boundary
+DEFAULT_DECAY_FACTORS = ((0.1,), (0.01,))
+DEFAULT_BASE_URL = "https://api.wandb.ai"  # wandb's own default server
+ONLINE_CHECK_SECONDS = 10.0  # how long the online checks wait on the server, each
+
+
+@dataclass(frozen=True)
+class Size:
+    """Parameter overrides of the two sweeps for one study size."""
+
+    range_overrides: Mapping[str, Any]
+    decay_overrides: Mapping[str, Any]
+    block_steps: int
+
+
+SIZES = {
+    # the seed's range test with five seeds (fewer give a bootstrap CI of a handful of distinct
+    # resamples); a short decay grid of the lecture's final model
+    "demo": Size(
+        range_overrides={"steps": {"value": 1000}, "lre_min": {"value": -3.0}, "lre_max": {"value": 0.0},
+                         "seed": {"values": [1, 2, 3, 4, 5]}},
+        decay_overrides={"steps": {"value": 12000}, "decay_steps": {"values": [[3000], [6000], [9000]]},
+                         "eval_every_steps": {"value": 3000}},
+        block_steps=500,
+    ),
+    # the YAMLs as written: 1000-step range tests over several ranges and seeds, 200k-step decay runs
+    "full": Size(range_overrides={}, decay_overrides={}, block_steps=1000),
+}
+
+
+def read_base(base_yaml: Path) -> dict[str, Any]:
+    """A sweep YAML the study derives its stages from, checked."""
+    try:
+        config = yaml.safe_load(base_yaml.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise LrscanError(f"cannot read sweep file {str(base_yaml)!r}: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict):
+        raise LrscanError(f"{base_yaml}: not a sweep file with parameters")
+    return config
+
+
+def derive_sweep(base_yaml: Path, dest: Path, overrides: Mapping[str, Any], note: str) -> Path:
+    """Write `base_yaml` with some parameters replaced to `dest` (the same text on every resume)."""
+    config = read_base(base_yaml)
+    config["parameters"] = {**config["parameters"], **overrides}
+    header = f"# derived by {PROG} from {base_yaml.name}: {note}\n"
+    text = header + yaml.safe_dump(config, sort_keys=False)
+    if not dest.exists() or dest.read_text() != text:
+        atomic_write_text(dest, text)
+    return dest
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
+    path = folder / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}  # a state file is only a cache of the pick; recomputing it is always possible
+
+
+def _write_state(folder: Path, state: Mapping[str, Any]) -> None:
+    atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
+
+
+def _fmt(value: Any) -> str:
+    """An exponent or a [low, high] interval for people; 'n/a' where there is none (one seed: no CI)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]" if value else "n/a"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{float(value):.3f}"
+
+
+def _stage(n: int, text: str) -> None:
+    print(f"\n[{n}/4] {text}", flush=True)
+
+
+# -- the decay grid follows the pick -----------------------------------------------------------------
+
+
+def check_decay_factors(factors: Any, flag: str = "--decay_factors") -> tuple[tuple[float, ...], ...]:
+    """Decay options as factors of the picked lr: each in (0, 1), falling at each boundary of an option.
+
+    `factors`: numbers (one-boundary options, e.g. 0.1, 0.01) or lists (one factor per boundary,
+    e.g. [[0.1, 0.01]]). Given as text (the flag), `0.1,0.01` or a YAML list.
+    """
+    given = factors
+    if isinstance(factors, str):
+        text = factors.strip()
+        try:
+            factors = yaml.safe_load(text) if text.startswith("[") else [yaml.safe_load(t) for t in text.split(",")]
+        except yaml.YAMLError:
+            raise LrscanError(f"{flag}={given}: expected numbers such as 0.1,0.01 or lists such as [[0.1, 0.01]]"
+                              ) from None
+    def number(f: Any) -> Any:
+        try:
+            return float(f) if isinstance(f, str) else f  # YAML reads 1e-3 as text
+        except ValueError:
+            return f
+
+    options = []
+    for option in factors if isinstance(factors, (list, tuple)) else [factors]:
+        option = tuple(map(number, option)) if isinstance(option, (list, tuple)) else (number(option),)
+        ok = bool(option) and all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in option)
+        if not ok or any(b >= a for a, b in zip(option, option[1:])):
+            raise LrscanError(f"{flag}={given}: each decayed lr is the picked lr times a factor in (0, 1), smaller at "
+                              f"each later boundary (e.g. 0.1,0.01 or [[0.1, 0.01]]); got {list(option)}")
+        options.append(tuple(float(f) for f in option))
+    if not options:
+        raise LrscanError(f"{flag}={given}: give at least one factor, e.g. 0.1,0.01")
+    return tuple(options)
+
+
+def decay_lr_values(best_lr: float, factors: Sequence[Sequence[float]]) -> list[list[float]]:
+    """The decay grid's `decay_lrs` values: the picked lr times each option's factors, not rounded."""
+    return [[best_lr * f for f in option] for option in factors]
+
+
+def check_decay_points(sweep) -> None:
+    """Every point of a decay grid lowers its lr at each boundary, with one lr per boundary; else one line."""
+    from pipeline.config import expand_coupled
+
+    for index, point in enumerate(sweep.points):
+        fields: dict[str, Any] = {}
+        for key, value in point.items():
+            fields.update(expand_coupled(key, value))
+        lr, steps, lrs = fields.get("lr"), list(fields.get("decay_steps") or []), list(fields.get("decay_lrs") or [])
+        if len(steps) != len(lrs):
+            raise LrscanError(f"decay grid point {index}: decay_steps {steps} has {len(steps)} boundaries but "
+                              f"decay_lrs {lrs} has {len(lrs)} lrs; give one factor per boundary in --decay_factors")
+        before = [lr, *lrs]
+        if lr is not None and any(b >= a for a, b in zip(before, before[1:])):
+            raise LrscanError(f"decay grid point {index}: lr {lr} then decay_lrs {lrs} is not a decay (each lr must be "
+                              f"below the one before)")
+
+
+# -- the online checks, before anything runs -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WandbAccess:
+    """How the online study reaches W&B; `from_env` reads the environment, at the CLI's edge."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = None
+    identity_token_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WandbAccess:
+        return cls(base_url=(env.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+                   api_key=env.get("WANDB_API_KEY") or None,
+                   identity_token_file=env.get("WANDB_IDENTITY_TOKEN_FILE") or None)
+
+
+def check_credentials(access: WandbAccess) -> None:
+    """A key for `access.base_url` where wandb looks for one (WANDB_API_KEY, then the netrc file), well formed."""
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+    from wandb.sdk.lib.wbauth.validation import check_api_key
+
+    if access.api_key:
+        if problem := check_api_key(access.api_key):
+            raise LrscanError(f"WANDB_API_KEY is not a W&B API key: {problem}")
+        return
+    if access.identity_token_file:
+        if not Path(access.identity_token_file).is_file():
+            raise LrscanError(f"WANDB_IDENTITY_TOKEN_FILE={access.identity_token_file!r} is not a file")
+        return
+    try:
+        key = read_netrc_auth(host=access.base_url)
+    except AuthenticationError as e:
+        raise LrscanError(f"the netrc entry for {access.base_url} is not a W&B API key: {e}") from None
+    except ValueError as e:
+        raise LrscanError(f"WANDB_BASE_URL={access.base_url!r}: {e}") from None
+    if not key:
+        raise LrscanError(f"no W&B API key for {access.base_url}: run `wandb login` or set WANDB_API_KEY "
+                          f"(or run offline: drop --wandb_mode=online)")
+
+
+def check_reachable(base_url: str, timeout_seconds: float) -> None:
+    """The W&B server answers at `base_url` within `timeout_seconds`: any HTTP status counts (via a proxy if set)."""
+    outcome: dict[str, BaseException] = {}
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(base_url, method="HEAD"), timeout=timeout_seconds).close()
+        except urllib.error.HTTPError:
+            pass  # an HTTP error status is an answer: the server is there
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            outcome["error"] = e
+
+    # a thread with a bounded join: name resolution is not covered by the socket timeout
+    thread = threading.Thread(target=probe, name="lrscan-wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_seconds + 1.0)
+    if thread.is_alive():
+        raise LrscanError(f"the W&B server {base_url} did not answer within {timeout_seconds:g} s: check the network, "
+                          f"WANDB_BASE_URL or a proxy (or run offline: drop --wandb_mode=online)")
+    if "error" in outcome:
+        e = outcome["error"]
+        reason = getattr(e, "reason", None) or e
+        reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
+        raise LrscanError(f"cannot reach the W&B server {base_url} ({reason}): check the network, WANDB_BASE_URL or "
+                          f"a proxy (or run offline: drop --wandb_mode=online)")
+
+
+def public_api(access: WandbAccess, timeout_seconds: float) -> Any:
+    """`wandb.Api` for `access`; its credential or network failure as one line."""
+    import wandb
+
+    try:
+        return wandb.Api(overrides={"base_url": access.base_url}, api_key=access.api_key,
+                         timeout=max(1, int(timeout_seconds)))
+    except Exception as e:  # wandb raises AuthenticationError, CommError, UsageError, ValueError here
+        raise LrscanError(f"the W&B Public API at {access.base_url} failed: {_first_line(e)}") from None
+
+
+def default_entity(api: Any) -> str:
+    """The entity W&B files the user's runs under, or one line saying how to give one."""
+    try:
+        entity = api.default_entity
+    except Exception as e:
+        raise LrscanError(f"cannot ask W&B for your default entity ({_first_line(e)}); pass --entity=NAME") from None
+    if not entity:
+        raise LrscanError("W&B has no default entity for this API key: pass --entity=NAME (your user or team name, "
+                          "the ENTITY of ENTITY/PROJECT)")
+    return str(entity)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class Study:
+    def __init__(self, *, size: str | Size, out: Path, workers: int | None, wandb_mode: str, project: str, entity: str,
+                 range_yaml: Path, decay_yaml: Path, n_boot: int, api: Any = None,
+                 decay_factors: Any = DEFAULT_DECAY_FACTORS, access: WandbAccess | None = None,
+                 check_seconds: float = ONLINE_CHECK_SECONDS):
+        if isinstance(size, str) and size not in SIZES:
+            raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
+        if wandb_mode == "online" and not project:
+            raise LrscanError("--wandb_mode=online needs --project=NAME (the W&B project the runs go to)")
+        if n_boot < 0:
+            raise LrscanError(f"--n_boot={n_boot}: must be >= 0")
+        if workers is not None and workers < 1:
+            raise LrscanError(f"--workers={workers}: need at least 1")
+        self.decay_factors = check_decay_factors(decay_factors)
+        # both base sweeps are read before anything is written, so a bad one leaves no folder behind
+        read_base(range_yaml)
+        read_base(decay_yaml)
+        # a Size object: a custom study size (the tests' tiny one)
+        self.size, self.spec = (size, SIZES[size]) if isinstance(size, str) else ("custom", size)
+        self.out, self.workers, self.wandb_mode = out, workers, wandb_mode
+        self.project, self.entity = project, entity
+        self.range_yaml, self.decay_yaml = range_yaml, decay_yaml
+        self.n_boot, self.api = n_boot, api
+        # an `api` given (the tests' fakes) stands for checked credentials and a reachable server
+        self.access, self.check_seconds = access or WandbAccess(), check_seconds
+        self.commands: list[str] = []
+
+    # -- the stages ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        from analysis.pick import ci_description
+        from pipeline.sweep.runner import load_sweep
+
+        if self.wandb_mode == "online":
+            self._check_online()  # in seconds, before anything is written or run
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LrscanError(f"--out={str(self.out)!r}: cannot create it ({e.strerror})") from None
+        state = _read_state(self.out)
+        t0 = time.monotonic()
+
+        range_path = derive_sweep(self.range_yaml, self.out / "stages" / "lr_range.yaml", self.spec.range_overrides,
+                                  f"study size {self.size}")
+        range_sweep = load_sweep(range_path)
+        _stage(1, f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
+        self._sweep(range_sweep)
+
+        _stage(2, "picking the exponent")
+        range_report = self._analyse(range_sweep, "range")
+        pick = range_report.summary
+        if pick.get("best_lre") is None:
+            raise LrscanError(f"the range test gave no pick; see {self.out / 'report' / 'range' / 'report.md'}")
+        if state.get("range_key") == range_sweep.key and "best_lre" in state:
+            best_lre = state["best_lre"]  # a resumed study keeps the lr its decay grid was started with
+        else:
+            best_lre = float(pick["best_lre"])
+            state = {"range_key": range_sweep.key, "best_lre": best_lre}
+            _write_state(self.out, state)
+        best_lr = 10.0 ** best_lre
+        print(f"picked lre = {best_lre:.3f} (95% CI {_fmt(pick.get('best_lre_ci'))}) -> lr = {best_lr:.4g}; "
+              f"steepest {_fmt(pick.get('steepest_lre'))}, valley {_fmt(pick.get('valley_lre'))}", flush=True)
+        print(f"CI: {ci_description(pick.get('ci_method'))}", flush=True)
+
+        decay_sweep = self.decay_sweep(best_lre)
+        _stage(3, f"decay grid at lr {best_lr:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})")
+        self._sweep(decay_sweep)
+
+        _stage(4, "analysing the decay grid")
+        decay_report = self._analyse(decay_sweep, "decay")
+        summary = self._write_top(range_report, decay_report, best_lre, time.monotonic() - t0)
+        print(f"\n{best_decay_sentence(summary['decay'], best_lr)}", flush=True)
+        print(f"report: {self.out / 'report' / 'report.md'}", flush=True)
+        return summary
+
+    def decay_sweep(self, best_lre: float):
+        """Stage 3's sweep, written to stages/decay_grid.yaml: the decay grid at the picked lr.
+
+        The lr is the pick exactly (rounding it would train at an lr nobody picked: round(lr, 6)
+        is 0 below lre -6.3), and the decayed lrs follow it as factors, so a decay always lowers it.
+        """
+        from analysis.report import value_label
+        from pipeline.sweep.runner import load_sweep
+
+        best_lr = 10.0 ** best_lre
+        overrides = {**self.spec.decay_overrides, "lr": {"value": best_lr},
+                     "decay_lrs": {"values": decay_lr_values(best_lr, self.decay_factors)}}
+        factors = ", ".join(value_label(list(f)) for f in self.decay_factors)
+        path = derive_sweep(self.decay_yaml, self.out / "stages" / "decay_grid.yaml", overrides,
+                            f"study size {self.size}, base lr 10**{best_lre:.3f} from the range test, "
+                            f"decay_lrs = that lr x {factors}")
+        sweep = load_sweep(path)
+        check_decay_points(sweep)
+        return sweep
+
+    def _check_online(self) -> None:
+        if self.api is None:
+            check_credentials(self.access)
+            check_reachable(self.access.base_url, self.check_seconds)
+            self.api = public_api(self.access, self.check_seconds)
+        if not self.entity:
+            self.entity = default_entity(self.api)  # the user's own, as `wandb sweep` would use
+
+    def _sweep(self, sweep) -> None:
+        from pipeline.sweep.runner import run_sweep, unfinished_message
+
+        out = self.out / "sweeps"
+        env_note = f"WANDB_MODE={self.wandb_mode} " + (f"WANDB_PROJECT={self.project} " if self.project else "")
+        self.commands.append(f"{env_note}python -m pipeline.sweep {shlex.quote(sweep.path)} --out {shlex.quote(str(out))}")
+        code = run_sweep(sweep, str(out), workers=self.workers, wandb_mode=self.wandb_mode)
+        if code != 0:
+            why = unfinished_message(str(out), sweep) or f"{sweep.key}: points that did not finish; run the same command again to retry them"
+            raise LrscanError(f"sweep {why} (manifest: {out / sweep.key / 'manifest.jsonl'})")
+
+    def _analyse(self, sweep, name: str):
+        from analysis.report import adopt_unmarked_report, write_report
+        from analysis.sources import load_runs
+
+        if self.wandb_mode == "online":
+            if self.api is None or not self.entity:
+                self._check_online()
+            source = f"{self.entity}/{self.project}"
+        else:
+            source = str(self.out / "sweeps" / sweep.key / "wandb")
+        dest = self.out / "report" / name
+        adopt_unmarked_report(dest)  # the study's own report from before reports carried a marker
+        loaded = load_runs(source, group=sweep.key, api=self.api)
+        self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} --out {shlex.quote(str(dest))}"
+                             f" --block-steps {self.spec.block_steps}")
+        return write_report(dest, loaded, block_steps=self.spec.block_steps, n_boot=self.n_boot, source=source,
+                            filters={"group": sweep.key})
+
+    def _write_top(self, range_report, decay_report, best_lre: float, seconds: float) -> dict[str, Any]:
+        from analysis.pick import ci_description
+
+        folder = self.out / "report"
+        rs, ds = range_report.summary, decay_report.summary
+        best_lr = 10.0 ** best_lre
+        summary = {
+            "size": self.size,
+            "wandb_mode": self.wandb_mode,
+            "seconds": round(seconds, 1),
+            "best_lre": best_lre,
+            "best_lr": best_lr,
+            "best_lre_ci": rs.get("best_lre_ci"),
+            "ci_method": rs.get("ci_method"),
+            "n_seeds": rs.get("n_seeds"),
+            "suggesters": {"minimum": rs.get("best_lre"), "steepest": rs.get("steepest_lre"),
+                           "valley": rs.get("valley_lre")},
+            "range": {"report": "range/report.md", "counts": rs.get("counts"), "per_run": rs.get("per_run")},
+            "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": best_lr,
+                      "decay_factors": [list(f) for f in self.decay_factors], **(ds.get("decay") or {})},
+            "notes": list(dict.fromkeys([*rs.get("notes", []), *ds.get("notes", [])])),
+            "commands": list(self.commands),
+        }
+        atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
+        figures = [f for f in range_report.files if f.endswith(".png")]
+        decay_figs = [f for f in decay_report.files if f.endswith(".png")]
+        lines = [
+            f"# lrscan study ({self.size})",
+            "",
+            f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "
+            f"Other suggesters: steepest {_fmt(rs.get('steepest_lre'))}, valley {_fmt(rs.get('valley_lre'))}.",
+            "",
+            f"How the CI was made: {ci_description(summary['ci_method'])}.",
+            "",
+            *[f"![{f}](range/{f})" for f in figures],
+            "",
+            best_decay_sentence(summary["decay"], best_lr),
+            "",
+            decay_table_markdown(summary["decay"], best_lr),
+            "",
+            *[f"![{f}](decay/{f})" for f in decay_figs],
+            "",
+            "Full reports: [range test](range/report.md), [decay grid](decay/report.md).",
+            "",
+        ]
+        if summary["notes"]:
+            lines += ["## Notes", "", *[f"- {n}" for n in summary["notes"]], ""]
+        lines += ["## Redo each stage by hand", "", "```", *self.commands, "```", ""]
+        atomic_write_text(folder / "report.md", "\n".join(lines))
+        return summary
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A decay field as the runs' config gives it (a list, or its text "[0.01]") as a list."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _factor_text(decay_lrs: Any, best_lr: float) -> str:
+    """The decayed lrs as factors of the picked lr: 0.01, or [0.1, 0.01] for two boundaries."""
+    from analysis.report import value_label
+
+    lrs = _as_list(decay_lrs)
+    return value_label([float(f"{lr / best_lr:.4g}") for lr in lrs]) if lrs and best_lr > 0 else ""
+
+
+def _with_fixed_decay(decay: Mapping[str, Any], best_lr: float) -> tuple[dict[str, Any], list[str]]:
+    """The best config and the swept fields, with `decay_lrs` added when the grid held one decayed lr
+    (the analysis leaves out a field that did not vary; a person still wants to read it)."""
+    best, by = dict(decay.get("best") or {}), list(decay.get("by") or [])
+    factors = decay.get("decay_factors") or []
+    if "decay_lrs" not in by and len(factors) == 1:
+        best["decay_lrs"] = [best_lr * f for f in factors[0]]
+        by.append("decay_lrs")
+    return best, by
+
+
+def best_decay_sentence(decay: Mapping[str, Any], best_lr: float) -> str:
+    """The decay grid's winner in words, 4 significant digits: not a dict."""
+    from analysis.report import config_text
+
+    if not decay.get("best"):
+        return "The decay grid gave no best config."
+    best, by = _with_fixed_decay(decay, best_lr)
+    factor = _factor_text(best.get("decay_lrs"), best_lr) if "decay_lrs" in best else ""
+    of = f" (the picked lr x {factor})" if factor else ""
+    metric = str(best.get("metric", decay.get("metric", ""))).replace("_", " ")
+    n = len(decay.get("table") or [])
+    return (f"Best decay config at lr {best_lr:.4g}: {config_text(best, by)}{of}, "
+            f"{metric} {float(best['value']):.4g}" + (f", the lowest of {n} configs." if n > 1 else "."))
+
+
+def decay_table_markdown(decay: Mapping[str, Any], best_lr: float) -> str:
+    """The decay grid as a markdown table: swept fields as people write them, factors, losses to 4 digits."""
+    import pandas as pd
+
+    from analysis.report import markdown_table, readable_table
+
+    table = pd.DataFrame(decay.get("table") or [])
+    if table.empty:
+        return ""
+    best, by = _with_fixed_decay(decay, best_lr)
+    if "decay_lrs" not in table.columns and "decay_lrs" in best:
+        table["decay_lrs"] = [best["decay_lrs"]] * len(table)
+    by = [c for c in by if c in table.columns]
+    shown = readable_table(table, by)
+    if "decay_lrs" in table.columns:
+        shown.insert(list(shown.columns).index("decay_lrs") + 1, "x picked lr",
+                     table["decay_lrs"].map(lambda v: _factor_text(v, best_lr)))
+    wanted = [*by, "x picked lr", "final_dev_loss", "final_test_loss", "final_block_loss", "n_runs"]
+    return markdown_table(shown[[c for c in wanted if c in shown.columns]])
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, as every lrscan entrypoint does
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="range test -> pick -> decay grid -> report, resumable")
+    p.add_argument("--size", default="demo", choices=sorted(SIZES), help="demo (minutes on 2 cores) or full (the seed's sizes)")
+    p.add_argument("--out", default=None, help="study folder (default runs/study-<size>)")
+    p.add_argument("--workers", type=int, default=None, help="runs at once (default: usable cores)")
+    p.add_argument("--wandb_mode", "--wandb-mode", default="offline", choices=("offline", "online"), help="offline (default) or online")
+    p.add_argument("--project", default="", help="W&B project (online)")
+    p.add_argument("--entity", default="", help="W&B entity (online; default: $WANDB_ENTITY, else your default entity)")
+    p.add_argument("--range_yaml", default=str(REPO / "sweeps" / "lr_range.yaml"))
+    p.add_argument("--decay_yaml", default=str(REPO / "sweeps" / "decay_grid.yaml"))
+    p.add_argument("--decay_factors", default="0.1,0.01",
+                   help="decayed lrs as factors of the picked lr, each in (0, 1): 0.1,0.01 (default; one option each) "
+                        "or [[0.1, 0.01]] (one option, a factor per decay boundary)")
+    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the pick's CI")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    out = Path(args.out or f"runs/study-{args.size}")
+    # the CLI's edge: the environment is read here and nowhere below
+    entity = args.entity or (os.environ.get("WANDB_ENTITY", "") if args.wandb_mode == "online" else "")
+    access = WandbAccess.from_env(os.environ)
+    if args.wandb_mode == "online":
+        os.environ["WANDB_MODE"] = "online"
+        if args.project:
+            os.environ["WANDB_PROJECT"] = args.project
+        if args.entity:
+            os.environ["WANDB_ENTITY"] = args.entity
+    try:
+        Study(size=args.size, out=out, workers=args.workers, wandb_mode=args.wandb_mode, project=args.project,
+              entity=entity, range_yaml=Path(args.range_yaml), decay_yaml=Path(args.decay_yaml),
+              n_boot=args.n_boot, decay_factors=args.decay_factors, access=access).run()
+    except LrscanError as e:
+        exit_with(e, PROG)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""`python -m pipeline.train`: the command line's edge of one training run (flags, environment, exit codes)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pipeline.config import help_text, parse_args
+from pipeline.errors import LrscanError, exit_with
+from pipeline.train.loop import StopRequested, train
+from pipeline.train.tracking import Launch, this_process_launch
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(help_text())
+        return
+    # the command line's edge: the one place that reads the environment (wandb agent and
+    # pipeline.sweep name the run and ask for a resume there) and this process's own launch
+    launch = Launch(program=os.environ.get("WANDB_PROGRAM") or this_process_launch().program, args=tuple(argv))
+    try:
+        train(parse_args(argv), env_run_id=os.environ.get("WANDB_RUN_ID", ""),
+              env_resume=os.environ.get("WANDB_RESUME", ""), launch=launch)
+    except LrscanError as e:
+        exit_with(LrscanError(_one_line(e)), "pipeline.train")
+    except StopRequested as e:
+        print(f"pipeline.train: stopped ({_one_line(e)}); checkpoint saved, resume with --resume --run_id={e.run_id}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _one_line(error: BaseException) -> str:
+    # an error and what was added to it (a run that could not be finished either), one line
+    return "; ".join([str(error), *getattr(error, "__notes__", ())])
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The exponent pick: binning across ranges and seeds, suggesters, bootstrap CI, zoom sweep."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from analysis.pick import MIN_SEEDS_FOR_CI, ci_description, pick_exponent, valley_index, write_sweep_yaml, zoom_sweep
+from pipeline.config import TrainConfig, parse_args
+from pipeline.errors import LrscanError
+from tests.conftest import REPO
+from tests.support.frames import make_loaded, range_history, range_loaded
+
+
+def fastai_valley(lrs, losses):
+    """fastai's `valley` (fastai/callback/schedule.py), verbatim but for the return value: the oracle."""
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(lrs[idx])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_valley_index_is_fastais_valley(seed):
+    rng = np.random.default_rng(seed)
+    losses = np.cumsum(rng.normal(0, 1, 40)) + np.linspace(5, 0, 40) ** 2
+    lrs = np.logspace(-3, 0, 40)
+    assert lrs[valley_index(losses)] == fastai_valley(lrs, list(losses))
+
+
+def test_valley_lands_about_the_middle_of_a_clean_valley():
+    # flat, then a strict descent from index 9 (the last 5.0) to 29, then up. "2/3 through" would be
+    # 22; fastai's formula gives max_start = 29 - 21 = 8, idx = 8 + 7 + 3 = 18: about the middle (19)
+    losses = np.r_[np.full(10, 5.0), np.linspace(5, 1, 21)[1:], np.linspace(1, 5, 10)]
+    assert valley_index(losses) == 18 == list(losses).index(fastai_valley(losses, list(losses)))
+
+
+def test_pick_finds_the_known_minimum_with_a_ci_around_it():
+    loaded = range_loaded(seeds=(1, 2, 3, 4, 5), best_lre=-1.2)
+    pick = pick_exponent(loaded.steps, loaded.runs, bin_width=0.1, n_boot=500)
+
+    assert pick.best_lre == pytest.approx(-1.25)  # the bin [-1.3, -1.2) or [-1.2, -1.1): centres -1.25/-1.15
+    assert pick.best_lr == pytest.approx(10 ** pick.best_lre)
+    low, high = pick.best_lre_ci
+    assert low <= pick.best_lre <= high and low <= -1.2 <= high + 0.05
+    assert high - low <= 0.3
+    # a parabola falls fastest at its low end: steepest sits left of the valley, which sits left of the minimum
+    assert pick.steepest_lre < pick.valley_lre < pick.best_lre
+    assert (pick.n_runs, pick.n_seeds) == (5, 5)
+    assert list(pick.curve.columns) == ["lre", "lr", "loss", "sd", "sem", "n", "n_runs"]
+    assert pick.curve["n"].max() == 5
+    # bins on multiples of the width: centres at k * 0.1 + 0.05
+    assert np.allclose((pick.curve["lre"] - 0.05) / 0.1, np.round((pick.curve["lre"] - 0.05) / 0.1))
+
+
+def test_curve_is_the_mean_over_seeds_of_each_seeds_bin_mean():
+    loaded = range_loaded(seeds=(1, 2, 3), noise=0.1)
+    pick = pick_exponent(loaded.steps, bin_width=0.25, skip_start_frac=0, skip_end_frac=0, n_boot=0)
+    steps = loaded.steps.assign(bin=np.floor(loaded.steps["lre"] / 0.25 + 1e-9))
+    per_run = steps.groupby(["run_id", "bin"], observed=True)["loss"].mean().astype("float64")
+    expected = per_run.groupby("bin").agg(["mean", "std", "count"])
+    np.testing.assert_allclose(pick.curve["loss"], expected["mean"], rtol=1e-9)
+    np.testing.assert_allclose(pick.curve["sd"], expected["std"], rtol=1e-9)
+    np.testing.assert_allclose(pick.curve["sem"], expected["std"] / np.sqrt(expected["count"]), rtol=1e-9)
+
+
+def test_runs_of_different_ranges_and_seeds_combine():
+    runs = [({"seed": s, "schedule": "range", "lre_min": -3.0, "lre_max": 0.0}, range_history(s)) for s in (1, 2, 3)]
+    runs += [({"seed": s, "schedule": "range", "lre_min": -1.6, "lre_max": -0.8}, range_history(s + 10, -1.6, -0.8))
+             for s in (1, 2, 3)]
+    loaded = make_loaded(runs)
+    pick = pick_exponent(loaded.steps, bin_width=0.1, n_boot=200)
+    assert (pick.n_runs, pick.n_seeds) == (6, 3)  # a seed's two runs are one bootstrap unit
+    inside = pick.curve.set_index("lre")["n_runs"]
+    assert inside.loc[-1.25] == 6 and inside.loc[-2.55] == 3
+    assert pick.best_lre == pytest.approx(-1.25) or pick.best_lre == pytest.approx(-1.15)
+
+
+def test_diverged_and_non_finite_steps_do_not_count():
+    hist = range_history(1)
+    poisoned = hist.copy()
+    poisoned.loc[poisoned["lre"] > -0.6, "loss"] = 0.0  # "lowest loss" after divergence: must be ignored
+    poisoned.loc[poisoned["lre"].between(-0.61, -0.6), "loss"] = np.nan
+    runs = [({"seed": 1, "schedule": "range"}, poisoned), ({"seed": 2, "schedule": "range"}, range_history(2))]
+    loaded = make_loaded(runs)
+    pick = pick_exponent(loaded.steps, n_boot=0)
+    assert -1.5 < pick.best_lre < -0.9
+    assert pick.per_run.set_index("run_id").loc["run000", "last_lre"] < -0.6
+
+    # the summary's diverged_at_step cuts a run as well, even where its losses look finite
+    loaded = make_loaded([({"seed": 1, "schedule": "range"}, poisoned.fillna(0.0))],
+                         summaries={0: {"diverged_at_step": int(poisoned.loc[poisoned["lre"] > -0.61, "step"].min())}})
+    pick = pick_exponent(loaded.steps, loaded.runs, n_boot=0)
+    assert -1.5 < pick.best_lre < -0.9
+
+
+def test_a_run_that_stopped_early_is_not_measured_past_its_stop():
+    runs = [({"seed": s, "schedule": "range"}, range_history(s, stop_lre=-0.5 if s == 2 else None)) for s in (1, 2, 3)]
+    loaded = make_loaded(runs, summaries={1: {"stop_reason": "climb", "stop_step": 833}})
+    pick = pick_exponent(loaded.steps, loaded.runs, bin_width=0.1, n_boot=0)
+    tail = pick.curve.loc[pick.curve["lre"] > -0.4]
+    assert (tail["n"] == 2).all()  # two seeds measured there, not three with a zero
+    stopped = pick.per_run.set_index("run_id").loc["run001"]
+    assert stopped["stop_reason"] == "climb" and stopped["stop_step"] == 833
+    assert stopped["last_lre"] <= -0.5 and stopped["last_step"] < 999
+
+
+def test_bootstrap_is_seeded_and_optional():
+    loaded = range_loaded(seeds=(1, 2, 3, 4))
+    a = pick_exponent(loaded.steps, n_boot=300, seed=7)
+    b = pick_exponent(loaded.steps, n_boot=300, seed=7)
+    assert a.best_lre_ci == b.best_lre_ci and a.steepest_lre_ci == b.steepest_lre_ci
+    none = pick_exponent(loaded.steps, n_boot=0)
+    assert all(math.isnan(v) for v in none.best_lre_ci)
+    assert none.best_lre == a.best_lre
+
+
+def test_one_seed_has_no_ci_and_says_why():
+    pick = pick_exponent(range_loaded(seeds=(1,)).steps)
+    assert all(math.isnan(v) for v in pick.best_lre_ci)
+    assert any("one seed" in note for note in pick.notes)
+    assert pick.to_dict()["best_lre_ci"] == [None, None]
+
+
+@pytest.mark.parametrize("n_seeds, distinct, enough", [(2, 3, False), (3, 10, False), (5, 126, True), (8, 6435, True)])
+def test_the_ci_says_how_it_was_made_and_warns_below_five_seeds(n_seeds, distinct, enough):
+    """n seeds give C(2n-1, n) distinct bootstrap resamples: with 3, the "95% CI" is the min-max of three picks."""
+    pick = pick_exponent(range_loaded(seeds=tuple(range(1, n_seeds + 1))).steps, n_boot=400)
+    assert pick.ci_method == {"method": "percentile bootstrap over seeds", "level": 0.95, "unit": "seed",
+                              "n_units": n_seeds, "n_boot": 400, "distinct_resamples": distinct, "enough_units": enough}
+    assert pick.to_dict()["ci_method"] == pick.ci_method
+    warned = [n for n in pick.notes if "distinct resamples" in n]
+    assert bool(warned) == (n_seeds < MIN_SEEDS_FOR_CI)
+    if warned:
+        assert f"only {n_seeds} seeds" in warned[0] and f"at most {distinct} distinct" in warned[0]
+    text = ci_description(pick.ci_method)
+    assert f"({n_seeds} seeds, 400 resamples, {distinct} distinct)" in text and ("too few seeds" in text) != enough
+
+
+def test_no_ci_says_why():
+    assert pick_exponent(range_loaded(seeds=(1, 2, 3)).steps, n_boot=0).ci_method["reason"] == "no bootstrap (n_boot=0)"
+    one = pick_exponent(range_loaded(seeds=(1,)).steps)
+    assert one.ci_method["method"] == "none" and ci_description(one.ci_method) == "no CI (only one seed)"
+
+
+def test_per_run_picks():
+    loaded = range_loaded(seeds=(1, 2), best_lre=-1.0)
+    per_run = pick_exponent(loaded.steps, n_boot=0, bin_width=0.1).per_run
+    assert per_run["run_id"].tolist() == ["run000", "run001"]
+    assert per_run["best_lre"].between(-1.2, -0.8).all()
+    assert {"seed", "lre_min", "lre_max", "n_steps", "last_lre", "last_loss", "steepest_lre", "valley_lre"} <= set(per_run.columns)
+
+
+def test_too_few_points_for_the_skip_window():
+    loaded = make_loaded([({"seed": 1, "schedule": "range", "steps": 10}, range_history(1, steps=10))])
+    with pytest.raises(LrscanError, match="skip"):
+        pick_exponent(loaded.steps, n_bins=2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bin_width": 0.1, "n_bins": 10}, "not both"),
+    ({"bin_width": -1.0}, "bin_width"),
+    ({"n_bins": 0}, "n_bins"),
+    ({"skip_start_frac": 1.0}, "skip_start_frac"),
+    ({"n_boot": -1}, "n_boot"),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(LrscanError, match=match):
+        pick_exponent(range_loaded(seeds=(1,)).steps, **kwargs)
+
+
+def test_no_range_runs():
+    loaded = make_loaded([({"seed": 1, "schedule": "constant"}, range_history(1))])
+    with pytest.raises(LrscanError, match="no range-test runs"):
+        pick_exponent(loaded.steps)
+
+
+# -- zoom ----------------------------------------------------------------------------------------
+
+
+def test_zoom_sweep_narrows_around_the_pick(tmp_path):
+    loaded = make_loaded([({"seed": s, "schedule": "range", "n_hidden": 200, "n_embd": 10}, range_history(s)) for s in (1, 2, 3)])
+    pick = pick_exponent(loaded.steps, bin_width=0.1)
+    sweep = zoom_sweep(pick, steps=loaded.steps, width=0.6, points=500, seeds=[11, 12])
+
+    params = sweep["parameters"]
+    assert params["lre_min"] == {"value": round(pick.best_lre - 0.3, 4)}
+    assert params["lre_max"] == {"value": round(pick.best_lre + 0.3, 4)}
+    assert params["seed"] == {"values": [11, 12]}
+    assert params["steps"] == {"value": 500} and params["schedule"] == {"value": "range"}
+    assert params["n_hidden"] == {"value": 200} and params["n_embd"] == {"value": 10}  # the model measured
+    assert sweep["method"] == "grid" and sweep["program"] == "pipeline/train/__main__.py"
+    # every point is a valid TrainConfig
+    for s in params["seed"]["values"]:
+        TrainConfig.from_mapping({**{k: v["value"] for k, v in params.items() if "value" in v}, "seed": s})
+
+    path = write_sweep_yaml(sweep, tmp_path / "zoom.yaml")
+    text = path.read_text()
+    assert text.startswith("# Question:")
+    assert yaml.safe_load(text) == sweep
+
+
+def test_zoom_default_width_covers_the_ci_and_keeps_the_base(tmp_path):
+    pick = pick_exponent(range_loaded(seeds=(1, 2, 3)).steps, n_boot=200)
+    base = {"program": "pipeline/train/__main__.py", "command": ["${env}", "python3", "-m", "pipeline.train", "${args}"],
+            "metric": {"name": "best_smooth_loss", "goal": "minimize"},
+            "parameters": {"lre_min": {"values": [-3.0]}, "lre_max": {"values": [0.0]}, "batch_size": {"value": 64}}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = zoom_sweep(pick, base_yaml=tmp_path / "base.yaml", seeds=2)
+    low, high = pick.best_lre_ci
+    assert sweep["parameters"]["lre_min"]["value"] <= low and sweep["parameters"]["lre_max"]["value"] >= high
+    assert sweep["parameters"]["lre_max"]["value"] - sweep["parameters"]["lre_min"]["value"] >= 0.5
+    assert sweep["parameters"]["batch_size"] == {"value": 64}
+    assert sweep["parameters"]["seed"] == {"values": [1, 2]}
+    assert sweep["command"] == base["command"] and sweep["metric"] == base["metric"]
+
+
+def test_zoom_bad_input(tmp_path):
+    pick = pick_exponent(range_loaded(seeds=(1,)).steps, n_boot=0)
+    with pytest.raises(LrscanError, match="points"):
+        zoom_sweep(pick, points=1)
+    with pytest.raises(LrscanError, match="cannot read"):
+        zoom_sweep(pick, base_yaml=tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("parameters: [unclosed")
+    with pytest.raises(LrscanError, match="not valid YAML"):
+        zoom_sweep(pick, base_yaml=tmp_path / "bad.yaml")
+
+
+def test_zoom_yaml_expands_under_the_local_runner(tmp_path):
+    pick = pick_exponent(range_loaded(seeds=(1, 2)).steps)
+    sweep = zoom_sweep(pick, seeds=3, points=200)
+    path = write_sweep_yaml(sweep, tmp_path / "zoom.yaml")
+    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    commands = [line for line in done.stdout.splitlines() if "pipeline.train" in line]
+    assert len(commands) == 3
+    lre_min, lre_max = sweep["parameters"]["lre_min"]["value"], sweep["parameters"]["lre_max"]["value"]
+    for seed, command in zip((1, 2, 3), commands):
+        for flag in (f"--lre_min={lre_min}", f"--lre_max={lre_max}", f"--seed={seed}", "--steps=200", "--schedule=range"):
+            assert flag in command
+
+
+def _dry_run_args(path: Path, tmp_path: Path) -> list[list[str]]:
+    """The trainer arguments of each point, as the local runner would launch them."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out",
+                           str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    commands = [line.split() for line in done.stdout.splitlines() if "pipeline.train" in line]
+    return [c[c.index("pipeline.train") + 1:] for c in commands]
+
+
+def test_zoom_of_a_coupled_pairs_sweep_drops_the_pair_it_replaces(tmp_path):
+    """From lr_range_pairs.yaml the zoom once kept `lre_range` beside lre_min/lre_max: "given twice" at every point."""
+    pick = pick_exponent(range_loaded(seeds=(1, 2)).steps)
+    sweep = zoom_sweep(pick, seeds=2, points=200, base_yaml=REPO / "sweeps" / "lr_range_pairs.yaml")
+    assert "lre_range" not in sweep["parameters"]
+    path = write_sweep_yaml(sweep, tmp_path / "zoom.yaml")
+    argvs = _dry_run_args(path, tmp_path)
+    assert len(argvs) == 2
+    for seed, argv in zip((1, 2), argvs):
+        config = parse_args(argv)  # what the trainer does with them: once "--lre_min given twice"
+        assert (config.lre_min, config.lre_max) == (sweep["parameters"]["lre_min"]["value"],
+                                                    sweep["parameters"]["lre_max"]["value"])
+        assert (config.seed, config.steps, config.schedule) == (seed, 200, "range")
+
+
+def test_zoom_keeps_what_a_coupled_parameter_holds_beside_the_range():
+    pick = pick_exponent(range_loaded(seeds=(1, 2)).steps, n_boot=0)
+    base = {"parameters": {
+        "arch": {"values": [{"lre_min": -3.0, "lre_max": 0.0, "n_hidden": 50},
+                            {"lre_min": -2.0, "lre_max": -1.0, "n_hidden": 50},
+                            {"lre_min": -3.0, "lre_max": 0.0, "n_hidden": 200}]},
+        "nested": {"parameters": {"lre_min": {"value": -3.0}, "batch_size": {"values": [16, 32]}}},
+        "only_range": {"value": {"lre_min": -3.0, "lre_max": 0.0}},
+        "n_embd": {"value": 10},
+    }}
+    params = zoom_sweep(pick, base_yaml=base)["parameters"]
+    assert params["arch"] == {"values": [{"n_hidden": 50}, {"n_hidden": 200}]}  # merged, the range gone
+    assert params["nested"] == {"parameters": {"batch_size": {"values": [16, 32]}}}
+    assert "only_range" not in params and params["n_embd"] == {"value": 10}

@@ -1,0 +1,119 @@
+import dataclasses
+
+import pytest
+
+from pipeline.config import TrainConfig, field_names, help_text, parse_args, parse_value
+from pipeline.errors import LrscanError
+
+
+def test_defaults_follow_the_seed():
+    c = TrainConfig()
+    assert (c.block_size, c.n_embd, c.n_hidden, c.batch_size) == (3, 2, 100, 32)
+    assert (c.schedule, c.lre_min, c.lre_max, c.steps) == ("range", -3.0, 0.0, 1000)
+    assert c.wandb_mode == "offline"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.steps = 5  # type: ignore[misc]
+
+
+def test_agent_style_arguments_parse_to_typed_values():
+    # exactly what `wandb agent` writes with ${args}: str() of each value
+    c = parse_args(["--lre_min=-3.0", "--lre_max=0", "--steps=200000", "--decay_steps=[100000, 150000]",
+                    "--decay_lrs=[0.01, 0.001]", "--stop_on_climb=False", "--wandb_tags=['a', 'b']", "--schedule=step"])
+    assert c.lre_min == -3.0 and isinstance(c.lre_max, float) and c.lre_max == 0.0
+    assert c.steps == 200000 and c.decay_steps == (100000, 150000) and c.decay_lrs == (0.01, 0.001)
+    assert c.stop_on_climb is False and c.wandb_tags == ("a", "b")
+
+
+def test_other_spellings():
+    c = parse_args(["--resume", "--steps", "50", "--decay_steps=100,200", "--decay_lrs=0.01,0.001", "--wandb_tags=x,y"])
+    assert parse_value("wandb_tags", "[a, b]") == ["a", "b"]  # a list typed unquoted by hand
+    assert c.resume is True and c.steps == 50 and c.decay_steps == (100, 200) and c.wandb_tags == ("x", "y")
+    assert parse_args(["--decay_steps=100000", "--decay_lrs=0.01"]).decay_steps == (100000,)
+    assert parse_value("lre_min", "-2") == -2
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--lre_mni=-3"], "unknown config key 'lre_mni'. Valid keys: data,"),
+    (["--steps=1.5"], "steps=1.5: expected int"),
+    (["--steps=abc"], "--steps='abc': expected int"),
+    (["--resume=maybe"], "expected a bool"),
+    (["--schedule=cosine"], "schedule='cosine': expected one of range, step, constant"),
+    (["--lre_min=1", "--lre_max=0"], "lre_min=1.0 > lre_max=0.0"),
+    (["--decay_steps=[3, 2]", "--decay_lrs=[0.1, 0.1]"], "strictly increasing"),
+    (["--decay_steps=[3]", "--decay_lrs=[0.1, 0.1]"], "give one lr per decay step"),
+    (["--steps=0"], "steps=0: must be >= 1"),
+    (["steps=3"], "unexpected argument 'steps=3'"),
+    (["--steps=3", "--steps=4"], "given twice"),
+    (["--lr=nan"], "must be a finite number"),
+])
+def test_bad_flags_name_the_problem(argv, fragment):
+    with pytest.raises(LrscanError) as e:
+        parse_args(argv)
+    assert fragment in str(e.value)
+
+
+def test_from_mapping_takes_wandb_config_values():
+    # wandb.config hands back lists and may turn 1e5 into a float
+    c = TrainConfig.from_mapping({"steps": 1e5, "decay_steps": [50000], "decay_lrs": [0.01], "lre_min": -2})
+    assert c.steps == 100000 and c.decay_steps == (50000,) and c.lre_min == -2.0
+    with pytest.raises(LrscanError, match="unknown config key 'bogus'"):
+        TrainConfig.from_mapping({"bogus": 1})
+    with pytest.raises(LrscanError, match="expected bool"):
+        TrainConfig.from_mapping({"resume": 3})
+
+
+def test_round_trip_through_to_dict():
+    c = parse_args(["--decay_steps=[1, 2]", "--decay_lrs=[0.1, 0.01]", "--wandb_tags=[]"])
+    assert TrainConfig.from_mapping(c.to_dict()) == c
+
+
+def test_help_lists_every_key():
+    text = help_text()
+    assert all(f"--{k}=" in text for k in field_names())
+
+
+def test_data_default_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LRSCAN_DATA", "/somewhere/words.txt")
+    assert TrainConfig().data == "/somewhere/words.txt"
+
+
+def test_coupled_parameter_sweeps_hand_picked_pairs():
+    # W&B renders a dict value with ${args} as Python repr, and puts the dict itself in wandb.config
+    c = parse_args(["--lre_range={'lre_min': -2.0, 'lre_max': -0.5}", "--seed=3"])
+    assert (c.lre_min, c.lre_max, c.seed) == (-2.0, -0.5, 3)
+    locked = {**TrainConfig().to_dict(), "lre_range": {"lre_min": -1, "lre_max": 0}, "_wandb": {"cli_version": "0.31.0"}}
+    c = TrainConfig.from_mapping(locked)
+    assert (c.lre_min, c.lre_max) == (-1.0, 0.0)
+    with pytest.raises(LrscanError, match="coupled parameter 'lre_range' has unknown key\\(s\\) 'lre_mn'"):
+        parse_args(["--lre_range={'lre_mn': 1}"])
+    with pytest.raises(LrscanError, match="--lre_min given twice"):
+        parse_args(["--lre_range={'lre_min': -2.0}", "--lre_min=-1"])
+    with pytest.raises(LrscanError, match="coupled parameter 'bogus' has unknown key\\(s\\) 'x'"):
+        parse_args(["--bogus={'x': 1}"])
+    with pytest.raises(LrscanError, match="unknown config key 'bogus'"):
+        parse_args(["--bogus=3"])
+
+
+def test_every_field_declares_its_kind_and_both_readers_use_it():
+    from analysis.blocks import NOT_HYPERPARAMETERS
+    from pipeline.config import (
+        FIELD_KINDS,
+        HYPER,
+        LOCATION,
+        OPERATIONAL,
+        field_kind,
+        fields_of_kind,
+        hyperparameter_names,
+    )
+
+    assert all(field_kind(name) in FIELD_KINDS for name in field_names())
+    assert set(fields_of_kind(*FIELD_KINDS)) == set(field_names())
+    # a run may be renamed, retagged or evaluated more often when resumed; its numbers and its home stay
+    assert {"wandb_name", "wandb_tags", "wandb_group", "eval_every_steps", "resume", "run_id", "data"} <= set(fields_of_kind(OPERATIONAL))
+    assert set(fields_of_kind(LOCATION)) == {"wandb_project", "wandb_entity"}
+    assert {"lr", "lre_min", "steps", "seed", "n_hidden", "stop_on_climb"} <= set(hyperparameter_names())
+    assert hyperparameter_names() == fields_of_kind(HYPER)
+    # the analysis' "not swept" fields are exactly the fields that are not hyperparameters
+    assert NOT_HYPERPARAMETERS == set(field_names()) - set(hyperparameter_names())
+    with pytest.raises(ValueError, match="unknown field kind"):
+        fields_of_kind("hyperparameter")

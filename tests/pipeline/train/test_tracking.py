@@ -1,0 +1,174 @@
+"""The logger process and its fast history path, against wandb's own `run.log`."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wandb
+
+from pipeline import keys
+from pipeline.config import parse_args
+from pipeline.errors import LrscanError
+from pipeline.runlog import read_run_file
+from pipeline.train.tracking import InitArgs, RunLogger, _json_number, finish_after_error, history_writer
+
+ROWS = [{keys.LR: 0.001 * (i + 1), keys.LRE: -3.0 + i, keys.LOSS: loss,
+         keys.LOG10_LOSS: math.log10(loss) if loss > 0 and math.isfinite(loss) else float("nan")}
+        for i, loss in enumerate([3.3, 2.0, 1.0, float("inf"), float("nan"), 7.0])]
+
+
+def _offline_run(tmp_path: Path, run_id: str):
+    return wandb.init(mode="offline", dir=tmp_path, id=run_id, settings=wandb.Settings(console="off", x_disable_stats=True))
+
+
+def _finish(run) -> None:
+    run.finish()
+    wandb.teardown()  # finish() may return before wandb-core has written the file
+
+
+def test_fast_path_writes_what_run_log_writes(tmp_path):
+    runs = {}
+    for run_id, use_fast in (("viaLog", False), ("viaFast", True)):
+        run = _offline_run(tmp_path, run_id)
+        rows = [(step * 10, row) for step, row in enumerate(ROWS)]
+        if use_fast:
+            history_writer(run)(rows[:2])
+            history_writer(run)(rows[2:])
+        else:
+            for step, row in rows:
+                run.log(row, step=step)
+        _finish(run)
+        [path] = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+        runs[run_id] = read_run_file(path).history
+    a, b = runs["viaLog"], runs["viaFast"]
+    assert a["step"].tolist() == b["step"].tolist() == [0, 10, 20, 30, 40, 50]
+    for k in (keys.LR, keys.LRE, keys.LOSS, keys.LOG10_LOSS):
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_fast_path_is_in_use_with_this_wandb(tmp_path):
+    run = _offline_run(tmp_path, "probe1")
+    try:
+        # the fallback around run.log is write_slow
+        assert history_writer(run).__name__ == "write"
+    finally:
+        run.finish()
+
+
+@pytest.mark.parametrize("v, text", [(0.1, "0.1"), (-1.0, "-1.0"), (float("nan"), "NaN"), (float("inf"), "Infinity"),
+                                     (float("-inf"), "-Infinity"), (3, "3")])
+def test_json_numbers_in_wandbs_dialect(v, text):
+    assert _json_number(v) == text
+
+
+@pytest.mark.slow
+def test_logger_process_logs_every_chunk_in_order_and_the_summary(tmp_path):
+    init = InitArgs(run_id="chunks1", mode="offline", project="p", entity="", group="grp", name="n1", tags=("a",),
+                    job_type="train", config={"steps": 1000}, resume=False, define_lre_axis=True,
+                    lock_path=str(tmp_path / "chunks1.lock"))
+    logger = RunLogger(init, queue_chunks=2)  # a small queue: the trainer must wait, never drop
+    info = logger.start()
+    assert info.run_id == "chunks1" and info.config["steps"] == 1000 and info.logged_through_step == -1
+    for start in range(0, 1000, 100):
+        steps = np.arange(start, start + 100)
+        logger.log_steps(steps, {keys.LOSS: steps * 0.5, keys.LR: np.full(100, 0.1)}, extra={start + 99: {keys.DEV_LOSS: 1.5}})
+    logger.summary({"dev_loss": 1.25})
+    logger.finish(0)
+    rf = read_run_file(next((tmp_path / "wandb").glob("offline-run-*-chunks1/run-chunks1.wandb")))
+    assert rf.history["step"].tolist() == list(range(1000))
+    np.testing.assert_array_equal(rf.history[keys.LOSS], np.arange(1000) * 0.5)
+    assert rf.summary["dev_loss"] == 1.25 and rf.exit_code == 0 and rf.group == "grp"
+
+
+def _started_logger(tmp_path: Path, run_id: str, **bounds) -> RunLogger:
+    init = InitArgs(run_id=run_id, mode="offline", project="p", entity="", group="", name="", tags=(), job_type="train",
+                    config={}, resume=False, define_lre_axis=False, lock_path=str(tmp_path / f"{run_id}.lock"))
+    logger = RunLogger(init, queue_chunks=1, **bounds)
+    logger.start()
+    return logger
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+def _wait_until_dead(pid: int, timeout_s: float = 60) -> None:
+    # a killed child stays a zombie until its parent (the RunLogger) reaps it: that state is "dead"
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} did not die"
+        time.sleep(0.05)
+
+
+def _kill_if_running(logger: RunLogger) -> None:
+    # a failed assertion must not leave a stopped logger process behind
+    if logger._proc.poll() is None:
+        logger._proc.kill()
+        logger._proc.wait(timeout=60)
+
+
+def _chunk(start: int) -> tuple:
+    steps = np.arange(start, start + 10)
+    return steps, {keys.LOSS: steps * 0.5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk_steps", [
+    10,         # the queue fills up: the trainer waits for an acknowledgement
+    2_000_000,  # one chunk larger than the socket's buffer: the trainer waits inside the send
+])
+def test_a_logger_that_stops_taking_steps_is_killed_not_waited_for(tmp_path, chunk_steps):
+    # a run id per case: a wandb service shared through WANDB_SERVICE (this process started one) keeps a
+    # killed logger's run registered
+    logger = _started_logger(tmp_path, f"hang{chunk_steps}", ack_timeout_s=2)
+    try:
+        os.kill(logger.pid, signal.SIGSTOP)  # alive, and silent
+        t0 = time.monotonic()
+        with pytest.raises(LrscanError, match="took no steps for 2 s and was killed"):
+            for start in range(0, 3 * chunk_steps, chunk_steps):
+                steps = np.arange(start, start + chunk_steps)
+                logger.log_steps(steps, {keys.LOSS: steps * 0.5})
+        assert time.monotonic() - t0 < 60 and _gone(logger.pid)
+        logger.finish(1)  # the failure was raised already: finishing neither hangs nor raises it again
+    finally:
+        _kill_if_running(logger)
+
+
+@pytest.mark.slow
+def test_a_logger_that_cannot_finish_is_killed_within_the_bound(tmp_path):
+    logger = _started_logger(tmp_path, "hang2", ack_timeout_s=2, finish_timeout_s=2)
+    try:
+        logger.log_steps(*_chunk(0))
+        logger.flush()  # taken: what hangs now is the finish itself
+        os.kill(logger.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(LrscanError, match="did not finish the run within 2 s and was killed"):
+            logger.finish(0)
+        assert time.monotonic() - t0 < 60 and _gone(logger.pid)
+    finally:
+        _kill_if_running(logger)
+
+
+@pytest.mark.slow
+def test_a_training_error_is_not_hidden_by_a_run_that_cannot_finish(tmp_path):
+    logger = _started_logger(tmp_path, "dead1")
+    os.kill(logger.pid, signal.SIGKILL)
+    _wait_until_dead(logger.pid)
+    try:
+        parse_args(["--steps=abc"])  # a real training error, raised while the run is open
+    except LrscanError as error:
+        finish_after_error(logger, 1, error)
+        caught = error
+    assert str(caught) == "--steps='abc': expected int"  # still the error reported
+    assert len(caught.__notes__) == 1 and "W&B run could not be finished" in caught.__notes__[0]
+    assert "SIGKILL" in caught.__notes__[0]

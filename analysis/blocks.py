@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.plain import plain_value
 from pipeline import keys
 from pipeline.config import field_names, hyperparameter_names
 from pipeline.errors import LrscanError
@@ -285,7 +286,7 @@ def decay_summary(
     table = table.sort_values(metric, kind="stable").reset_index(drop=True)
     best_row = table.iloc[0]
     best = {"config": str(best_row["config"]), "metric": metric, "value": float(best_row[metric])}
-    best.update({c: _plain(best_row[c]) for c in by})
+    best.update({c: plain_value(best_row[c]) for c in by})
     return DecaySummary(by=by, column=column, metric=metric, blocks=blocks, curves=curves, table=table, best=best)
 
 
@@ -314,12 +315,3 @@ def sort_key(label: Any) -> tuple:
     if isinstance(value, (int, float)):
         return (0, (value,))
     return (1, str(label))
-
-
-def _plain(value: Any) -> Any:
-    """A numpy/pandas scalar as a plain JSON-able Python value."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is pd.NA:
-        return None
-    return value

@@ -1,4 +1,4 @@
-"""Pick the learning-rate exponent from range-test runs, with a seed bootstrap CI, and zoom in.
+"""Pick the learning-rate exponent from range-test runs: binned curve, suggesters, seed bootstrap CI.
 
 The range runs' steps are binned by lr exponent (``lre``), so runs over different ranges and seeds
 share one curve: each run is averaged per bin, runs of one seed are averaged, and the seeds give
@@ -16,30 +16,24 @@ not measured by it. Non-finite losses, and everything a run logged after its fir
 
 from __future__ import annotations
 
-import ast
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from analysis.blocks import NOT_HYPERPARAMETERS, SCHEDULE, SCHEDULE_RANGE, SEED, require_columns, run_columns
+from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, SEED, require_columns
+from analysis.plain import frame_records, json_safe
 from pipeline import keys
-from pipeline.config import TrainConfig, field_names
 from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
 
 DEFAULT_N_BINS = 50
 # below this many seeds a bootstrap over seeds has too few distinct resamples (3 seeds: 10) for its
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
-TRAIN_PROGRAM, TRAIN_COMMAND = keys.TRAINER_PROGRAM, list(keys.TRAINER_COMMAND)
 
 
 @dataclass
@@ -171,7 +165,7 @@ def pick_exponent(
     if n_boot < 0:
         raise LrscanError(f"n_boot={n_boot}: must be >= 0")
 
-    rows = _measured_rows(_range_runs(steps), runs, column)
+    rows = _measured_rows(range_runs(steps), runs, column)
     edges = _bin_edges(rows.lre, bin_width, n_bins)
     centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
     n_total_bins = len(centres)
@@ -285,109 +279,10 @@ def valley_index(losses: np.ndarray) -> int:
     return int(max(0, max_start + int(sections) + int(sections / 2)))
 
 
-# -- coarse-to-fine zoom ---------------------------------------------------------------------------
-
-
-def zoom_sweep(
-    pick: ExponentPick,
-    *,
-    steps: pd.DataFrame | None = None,
-    width: float | None = None,
-    points: int = 1000,
-    seeds: int | Sequence[int] = 3,
-    base_yaml: str | os.PathLike | Mapping[str, Any] | None = None,
-    name: str = "lr_zoom",
-) -> dict[str, Any]:
-    """A W&B grid sweep (as a dict) that repeats the range test on a narrower range around the pick.
-
-    Parameters
-    ----------
-    pick : ExponentPick
-        The coarse pick to zoom around.
-    steps : DataFrame, optional
-        The coarse runs' steps: config fields that all their range runs share and that differ from
-        `TrainConfig`'s defaults (model size, batch size, init...) become fixed parameters, so the
-        zoom measures the same model.
-    width : float, optional
-        Width of the new range in decades, centred on ``best_lre``. Default: the bootstrap CI
-        widened by two bins on each side, and at least 0.5 decades.
-    points : int
-        Lrs tried per run: the range runs' ``steps``.
-    seeds : int or sequence of int
-        A count (seeds 1..N) or the seeds themselves; they become a ``values:`` list.
-    base_yaml : path or mapping, optional
-        A sweep YAML (e.g. ``sweeps/lr_range.yaml``) whose program, command, metric and other
-        parameters are kept; its range, steps and seed parameters are replaced. Without it:
-        ``python3 -m pipeline.train ${args}`` minimising ``best_smooth_loss``, as lrscan's YAMLs.
-
-    Returns
-    -------
-    dict
-        The sweep config. The range is one coupled pair, so ``lre_min`` and ``lre_max`` are
-        ``value:`` entries; ``seed`` is ``values:``. A coupled parameter of the base (``lre_range``
-        in ``sweeps/lr_range_pairs.yaml``: values that are mappings of fields) loses the fields the
-        zoom sets, and goes when nothing else is left in it; kept, each point would give
-        ``lre_min`` twice. Write it with `write_sweep_yaml`.
-    """
-    if int(points) != points or points < 2:
-        raise LrscanError(f"points={points}: a range test needs at least 2 steps")
-    seed_list = list(range(1, int(seeds) + 1)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
-    if not seed_list:
-        raise LrscanError("seeds: give at least one seed")
-    if width is None:
-        low, high = pick.best_lre_ci
-        span = (high - low) if math.isfinite(low) and math.isfinite(high) else 0.0
-        width = max(0.5, span + 4 * pick.bin_width)
-    if not (math.isfinite(width) and width > 0):
-        raise LrscanError(f"width={width}: must be a positive number of decades")
-
-    base = _read_base(base_yaml)
-    lre_min = round(pick.best_lre - width / 2, 4)
-    lre_max = round(pick.best_lre + width / 2, 4)
-    zoomed = {
-        "schedule": {"value": SCHEDULE_RANGE},
-        "lre_min": {"value": lre_min},
-        "lre_max": {"value": lre_max},
-        "steps": {"value": int(points)},
-        SEED: {"values": seed_list},
-    }
-    parameters = _without_fields(base.get("parameters") or {}, set(zoomed))
-    if steps is not None:
-        parameters.update({k: {"value": v} for k, v in _shared_config(steps).items() if k not in parameters})
-    parameters.update(zoomed)
-    low, high = pick.best_lre_ci
-    ci_text = f"CI [{low:.3f}, {high:.3f}]" if math.isfinite(low) else "no CI"
-    sweep = {
-        "name": name,
-        "description": (
-            f"Range test zoomed to lre {lre_min}..{lre_max} around the pick {pick.best_lre:.3f} "
-            f"({ci_text}) of {pick.n_runs} run(s), {len(seed_list)} seed(s)"
-        ),
-        "program": base.get("program", TRAIN_PROGRAM),
-        "method": "grid",
-        "command": base.get("command", TRAIN_COMMAND),
-        "metric": base.get("metric", {"name": keys.BEST_SMOOTH_LOSS, "goal": "minimize"}),
-    }
-    sweep["parameters"] = dict(sorted(parameters.items()))
-    return sweep
-
-
-def write_sweep_yaml(sweep: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a sweep config as YAML, with a one-line comment saying what it answers; atomically."""
-    path = Path(path)
-    text = (
-        "# Question: which lr exponent is best, measured at a finer resolution around the coarse pick?\n"
-        f"# {sweep.get('description') or 'lrscan sweep'}\n"
-        + yaml.safe_dump(json_safe(dict(sweep)), sort_keys=False, default_flow_style=False)
-    )
-    write_text_atomic(path, text)
-    return path
-
-
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _range_runs(steps: pd.DataFrame) -> pd.DataFrame:
+def range_runs(steps: pd.DataFrame) -> pd.DataFrame:
     if SCHEDULE in steps.columns:
         steps = steps.loc[steps[SCHEDULE] == SCHEDULE_RANGE]
     if steps.empty:
@@ -546,90 +441,6 @@ def _per_run_picks(rows: _Rows, run_matrix, all_matrix, bin_, last_row, centres,
     return out
 
 
-def _shared_config(steps: pd.DataFrame) -> dict[str, Any]:
-    """Config fields every range run shares that differ from TrainConfig's defaults (the model measured)."""
-    per_run = _range_runs(steps).drop_duplicates("run_id")[run_columns(steps)]
-    defaults = TrainConfig().to_dict()
-    skip = set(NOT_HYPERPARAMETERS) | {SEED, "lre_min", "lre_max", "steps", SCHEDULE}
-    shared: dict[str, Any] = {}
-    for name in field_names():
-        if name in skip or name not in per_run.columns:
-            continue
-        values = per_run[name].dropna().unique()
-        if len(values) != 1:
-            continue
-        value = _plain_value(values[0])
-        if isinstance(value, str) and isinstance(defaults[name], list):
-            value = _parse_list(value)
-        if value != defaults[name]:
-            shared[name] = value
-    return shared
-
-
-def _without_fields(parameters: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
-    """Sweep parameters with `fields` taken out: the plain ones, and the same keys inside coupled ones.
-
-    A coupled parameter (a name that is not a config field, with mapping values) stands for its
-    fields; its values lose the replaced keys and repeat values are merged. One left with nothing
-    is dropped, as is a nested ``parameters:`` block left empty.
-    """
-    names = set(field_names())
-    out: dict[str, Any] = {}
-    for name, spec in parameters.items():
-        if name in fields:
-            continue
-        if name in names or not isinstance(spec, Mapping):
-            out[name] = spec
-            continue
-        spec = dict(spec)
-        if isinstance(spec.get("parameters"), Mapping):
-            spec["parameters"] = {k: v for k, v in spec["parameters"].items() if k not in fields}
-            if spec["parameters"]:
-                out[name] = spec
-            continue
-        if isinstance(spec.get("value"), Mapping):
-            spec["value"] = {k: v for k, v in spec["value"].items() if k not in fields}
-            if spec["value"]:
-                out[name] = spec
-            continue
-        if isinstance(spec.get("values"), list) and any(isinstance(v, Mapping) for v in spec["values"]):
-            kept: list[Any] = []
-            for value in spec["values"]:
-                value = {k: v for k, v in value.items() if k not in fields} if isinstance(value, Mapping) else value
-                if value not in kept and value != {}:
-                    kept.append(value)
-            if kept:
-                # the zoom is a grid: a random search's probabilities no longer match merged values
-                out[name] = {**{k: v for k, v in spec.items() if k != "probabilities"}, "values": kept}
-            continue
-        out[name] = spec
-    return out
-
-
-def _parse_list(text: str) -> Any:
-    try:
-        return list(ast.literal_eval(text))
-    except (ValueError, SyntaxError, TypeError):
-        return text
-
-
-def _read_base(base_yaml) -> dict[str, Any]:
-    if base_yaml is None:
-        return {}
-    if isinstance(base_yaml, Mapping):
-        return dict(base_yaml)
-    path = Path(base_yaml)
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise LrscanError(f"cannot read the base sweep YAML {str(path)!r}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise LrscanError(f"the base sweep YAML {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(loaded, dict):
-        raise LrscanError(f"the base sweep YAML {str(path)!r} is not a mapping")
-    return loaded
-
-
 def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
     """nanmean without the all-NaN RuntimeWarning (an unmeasured bin is expected, not an error)."""
     finite = np.isfinite(a)
@@ -646,31 +457,3 @@ def _nansd(a: np.ndarray) -> np.ndarray:
     sq = np.where(finite, (a - mean) ** 2, 0.0).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
-
-
-def _plain_value(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame as JSON-able records: numpy scalars to Python, NaN/NA to None."""
-    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    return [json_safe(r) for r in records]
-
-
-def json_safe(value: Any) -> Any:
-    """Replace NaN/inf with None and numpy scalars/tuples with plain Python, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
-
-
-write_text_atomic = atomic_write_text  # the name the analysis modules use

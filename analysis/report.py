@@ -26,15 +26,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
-from analysis.pick import (
-    ExponentPick,
-    ci_description,
-    frame_records,
-    json_safe,
-    pick_exponent,
-    write_sweep_yaml,
-    zoom_sweep,
-)
+from analysis.pick import ExponentPick, ci_description, pick_exponent
+from analysis.plain import frame_records, json_safe, object_frame
+from analysis.zoom import write_sweep_yaml, zoom_sweep
 from pipeline import keys
 from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
@@ -190,9 +184,9 @@ def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "off
         table = wandb.Table(columns=["key", "value"], data=[[k, json.dumps(json_safe(v))] for k, v in scalars.items()])
         logged: dict[str, Any] = {"summary": table, **images}
         if report.pick is not None:
-            logged["per_run"] = wandb.Table(dataframe=_wandb_frame(report.pick.per_run))
+            logged["per_run"] = wandb.Table(dataframe=object_frame(report.pick.per_run))
         if report.decay is not None:
-            logged["decay_table"] = wandb.Table(dataframe=_wandb_frame(report.decay.table))
+            logged["decay_table"] = wandb.Table(dataframe=object_frame(report.decay.table))
         run.log(logged)
         run.summary.update({k: v for k, v in json_safe(scalars).items() if v is not None})
         return {"id": run.id, "dir": str(Path(run.dir).parent), "mode": mode}
@@ -498,11 +492,6 @@ def _shared_value(frame: pd.DataFrame, column: str) -> str | None:
         return None
     values = frame[column].dropna().astype(str).unique()
     return str(values[0]) if len(values) == 1 and values[0] else None
-
-
-def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Plain object columns: wandb.Table does not take pandas' string and categorical dtypes."""
-    return frame.astype(object).where(frame.notna(), None)
 
 
 def default_out_dir(root: str | os.PathLike = "reports", name: str | None = None, now: _dt.datetime | None = None) -> Path:

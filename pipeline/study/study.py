@@ -44,6 +44,7 @@ import yaml
 
 from pipeline.errors import LrscanError, exit_with
 from pipeline.fsutil import atomic_write_text
+from pipeline.yamlfile import read_yaml_mapping
 
 PROG = "pipeline.study"
 REPO = Path(__file__).resolve().parents[2]
@@ -80,11 +81,8 @@ SIZES = {
 
 def read_base(base_yaml: Path) -> dict[str, Any]:
     """A sweep YAML the study derives its stages from, checked."""
-    try:
-        config = yaml.safe_load(base_yaml.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise LrscanError(f"cannot read sweep file {str(base_yaml)!r}: {str(e).splitlines()[0]}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict):
+    config = read_yaml_mapping(base_yaml, "sweep file")
+    if not isinstance(config.get("parameters"), dict):
         raise LrscanError(f"{base_yaml}: not a sweep file with parameters")
     return config
 

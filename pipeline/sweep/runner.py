@@ -63,8 +63,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from pipeline import keys
 from pipeline.errors import LrscanError, exit_with
 from pipeline.fsutil import atomic_write_text
@@ -81,6 +79,7 @@ from pipeline.sweep.claims import (
     PointState,
     here,
 )
+from pipeline.yamlfile import read_yaml_text_and_mapping
 
 PROG = "pipeline.sweep"
 TRAINER_PROGRAM, TRAINER_MODULE = keys.TRAINER_PROGRAM, keys.TRAINER_MODULE
@@ -119,21 +118,7 @@ def load_sweep(path: str | os.PathLike, count: int | None = None, seed: int = 0)
     if count is not None and count < 1:
         # a grid's `points[:count]` would quietly drop points from the end for count < 1
         raise LrscanError(f"count={count}: need at least 1 (grid: run its first N points; random: draw N points)")
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise LrscanError(f"cannot read sweep file {path!r}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise LrscanError(f"sweep file {path!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise LrscanError(f"{path}: not valid YAML{at}: {problem}") from None
-    if not isinstance(config, dict) or not config:
-        raise LrscanError(f"{path}: expected a mapping with method, program and parameters, got {type(config).__name__}")
+    text, config = read_yaml_text_and_mapping(path, "sweep file")
     unknown = sorted(set(config) - SWEEP_KEYS)
     if unknown:
         raise LrscanError(f"{path}: unknown top-level key(s) {unknown}; W&B sweep keys are {sorted(SWEEP_KEYS)}")

@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make demo` (the study, small) and `make test` (the suite).
+# Two commands on a fresh machine: `make demo` (the study, small) and `make test` (the suite); `make lint` is ruff.
 # Both create .venv, install lrscan with pip and put names.txt in place first.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export LRSCAN_DATA := $(abspath $(DATA))
 export WANDB_SILENT := true
 
-.PHONY: demo test data venv bench clean
+.PHONY: demo test lint data venv bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,9 @@ $(DATA): | venv
 test: venv data
 	$(BIN)/python -m pytest -q
 
+lint: venv
+	$(BIN)/ruff check .
+
 demo: venv data
 	$(BIN)/python -m pipeline.study --out=$(OUT)
 
@@ -33,6 +36,7 @@ bench: venv data
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_generic.py
 
 clean:
 	rm -rf wandb checkpoints runs reports

@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import torch  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
 
-from pipeline.sweep.runner import default_workers, load_sweep  # noqa: E402
+from pipeline.sweep.runner import default_workers  # noqa: E402
+from pipeline.sweep.spec import load_sweep  # noqa: E402
 from pipeline.train.data import load_splits  # noqa: E402
 
 

@@ -13,8 +13,9 @@ import yaml
 
 from pipeline import keys
 from pipeline.config import field_names
-from pipeline.sweep import runner as sw
+from pipeline.sweep.command import build_command
 from pipeline.sweep.grid import flatten, grid_size
+from pipeline.sweep.spec import check_trainer_points, is_trainer, load_sweep
 from tests.conftest import REPO
 
 YAMLS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -35,11 +36,11 @@ def test_yaml_is_a_valid_sweep_of_the_trainer(path: Path):
     first = text.splitlines()[0]
     assert first.startswith("# ") and len(first) > 20, "the first line says what question the sweep answers"
     config = yaml.safe_load(text)
-    sweep = sw.load_sweep(path)  # parses, checks the W&B keys, expands
+    sweep = load_sweep(path)  # parses, checks the W&B keys, expands
 
     # the real entrypoint, run as a module (works from the repo root whether or not lrscan is installed)
-    assert config["program"] == sw.TRAINER_PROGRAM and (REPO / config["program"]).is_file()
-    assert sw.is_trainer(sweep) and "-m" in config["command"] and sw.TRAINER_MODULE in config["command"]
+    assert config["program"] == keys.TRAINER_PROGRAM and (REPO / config["program"]).is_file()
+    assert is_trainer(sweep) and "-m" in config["command"] and keys.TRAINER_MODULE in config["command"]
     assert "${interpreter}" not in config["command"]  # W&B's ${interpreter} is the literal `python`
 
     # every parameter is a TrainConfig field, and every point parses as the trainer will parse it
@@ -49,7 +50,7 @@ def test_yaml_is_a_valid_sweep_of_the_trainer(path: Path):
         if p.name not in field_names():
             values = config["parameters"][p.name]["values"]
             assert all(isinstance(v, dict) and set(v) <= set(field_names()) for v in values), p.name
-    sw.check_trainer_points(sweep)
+    check_trainer_points(sweep)
 
     assert config["metric"]["name"] in LOGGED
 
@@ -74,14 +75,14 @@ def test_the_command_runs_where_only_python3_is_on_path(tmp_path):
     # a wrapper, not a symlink: a symlink outside the venv would lose the venv's site-packages
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     (bin_dir / "python3").chmod(0o755)
-    sweep = sw.load_sweep(REPO / "sweeps" / "demo.yaml")
-    argv, _ = sw.build_command(sweep.command, sweep.program, {}, "unused.json")
+    sweep = load_sweep(REPO / "sweeps" / "demo.yaml")
+    argv, _ = build_command(sweep.command, sweep.program, {}, "unused.json")
     env = {"PATH": f"{bin_dir}:/bin:/usr/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
     done = subprocess.run([*argv, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--lre_min" in done.stdout
     # W&B's default command would not start on that machine: its ${interpreter} is `python`
-    default, _ = sw.build_command(["${env}", "${interpreter}", "${program}", "${args}"], keys.TRAINER_PROGRAM, {}, "x")
+    default, _ = build_command(["${env}", "${interpreter}", "${program}", "${args}"], keys.TRAINER_PROGRAM, {}, "x")
     if not shutil.which("python", path=env["PATH"]):  # (some machines do have /usr/bin/python)
         failed = subprocess.run(default, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert failed.returncode == 127 and "python" in failed.stderr

@@ -2,8 +2,20 @@
 
     python -m pipeline.sweep sweeps/lr_range.yaml
     from pipeline.sweep import load_sweep, run_sweep
+
+One responsibility per module, imports pointing down this list:
+
+    spec.py      the YAML read and checked, expanded into points (grid.py: W&B's expansion)
+    command.py   a point's command line (W&B's macros), environment and run id; the pre-flight check
+    manifest.py  the sweep folder's record: sweep.yaml, sweep.json, manifest.jsonl
+    claims.py    who runs which point: leases, NFS-safe
+    runner.py    the process pool: signals, leases, progress; run_sweep, unfinished_message
+    slurm.py     Slurm job arrays: the sbatch script, array task -> point
+    __main__.py  the command line
 """
 
-from pipeline.sweep.runner import load_sweep, run_sweep
+from pipeline.sweep.manifest import read_manifest
+from pipeline.sweep.runner import run_sweep, unfinished_message
+from pipeline.sweep.spec import Sweep, load_sweep
 
-__all__ = ["load_sweep", "run_sweep"]
+__all__ = ["Sweep", "load_sweep", "read_manifest", "run_sweep", "unfinished_message"]

@@ -1,6 +1,122 @@
-"""`python -m pipeline.sweep`: the command line of the local sweep runner."""
+"""`python -m pipeline.sweep`: the command line of the local sweep runner.
 
-from pipeline.sweep.runner import main
+    python -m pipeline.sweep sweeps/lr_range.yaml                 # all points, as many at once as the machine takes
+    python -m pipeline.sweep sweeps/lr_range.yaml --dry-run       # print the expanded commands, run nothing
+    python -m pipeline.sweep sweeps/lr_range.yaml --workers 2     # two at a time
+    python -m pipeline.sweep sweeps/lr_range.yaml --index 3       # only point 3 (a Slurm array task)
+    python -m pipeline.sweep sweeps/lr_range.yaml --print-sbatch  # a Slurm job array script for this sweep
+
+The same YAML runs unchanged under `wandb sweep` + `wandb agent`. Bad flags or a bad YAML are one
+line, `pipeline.sweep: error: ...`, exit 2, before anything is written. Exit 0 when every point
+finished, 1 when some did not (the last lines say which, why, and where the manifest is), 128 + the
+signal when stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from pipeline.errors import LrscanError, exit_with
+from pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
+from pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
+from pipeline.sweep.runner import PROG, run_sweep, unfinished_message
+from pipeline.sweep.slurm import sbatch_script
+from pipeline.sweep.spec import Sweep, load_sweep
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with lrscan's one-line errors: `pipeline.sweep: error: ...`, exit 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Run a W&B sweep YAML locally (offline), on one or many machines.")
+    p.add_argument("yaml", help="sweep file, e.g. sweeps/lr_range.yaml")
+    p.add_argument("--workers", type=int, default=None, help="points run at once (default: usable cores)")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded commands and exit")
+    p.add_argument("--count", type=int, default=None,
+                   help="random: number of runs (default run_cap); grid: first N points (N >= 1)")
+    p.add_argument("--seed", type=int, default=0, help="random: seed of the draws")
+    p.add_argument("--index", type=int, action="append", default=None,
+                   help="run only this point (repeatable); Slurm: --index $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="root of sweep folders; share it between machines (default: runs)")
+    p.add_argument("--lease-seconds", type=float, default=60.0,
+                   help="a point whose worker is silent this long is taken over (at once if it died on this host)")
+    p.add_argument("--term-timeout", type=float, default=30.0,
+                   help="seconds a stopped program gets to save before SIGKILL")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
+                   help="WANDB_MODE of the runs (default: $WANDB_MODE or offline)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-sbatch", action="store_true", help="print a Slurm job array script for this sweep and exit")
+    p.add_argument("--array-tasks", type=int, default=0,
+                   help="with --print-sbatch: K draining workers instead of one task per point")
+    return p
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """What argparse's types cannot say: ranges, finiteness."""
+    if args.workers is not None and args.workers < 1:
+        raise LrscanError(f"--workers {args.workers}: need at least 1")
+    if args.count is not None and args.count < 1:
+        raise LrscanError(f"--count {args.count}: need at least 1 "
+                          "(grid: run its first N points; random: draw N points)")
+    if args.array_tasks < 0:
+        raise LrscanError(f"--array-tasks {args.array_tasks}: must be >= 0 (0: one array task per point)")
+    if not math.isfinite(args.lease_seconds) or args.lease_seconds <= 0:
+        raise LrscanError(f"--lease-seconds {args.lease_seconds}: must be a finite number > 0")
+    if not math.isfinite(args.term_timeout) or args.term_timeout < 0:
+        raise LrscanError(f"--term-timeout {args.term_timeout}: must be a finite number >= 0")
+
+
+def _print_dry_run(sweep: Sweep, out: str) -> None:
+    """Each point's command line, as it would run, in W&B's order; nothing is written."""
+    folder = os.path.abspath(sweep_folder(out, sweep))
+    print(f"# {sweep.key}: {len(sweep.points)} points, method {sweep.method}, folder {folder}")
+    lines = []
+    for index, point in enumerate(sweep.points):
+        run_id = run_id_for(sweep.key, index)
+        argv, _ = build_command(sweep.command, sweep.program, point, args_json_path(folder, sweep.key, run_id))
+        lines.append(f"[{index}] {run_id}: {shlex.join(argv)}")
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        _check_flags(args)
+        sweep = load_sweep(args.yaml, count=args.count, seed=args.seed)
+        if args.print_sbatch:
+            check_sweep(sweep, os.environ)
+            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds), end="")
+            return
+        if args.dry_run:
+            check_sweep(sweep, os.environ)
+            _print_dry_run(sweep, args.out)
+            return
+        code = run_sweep(sweep, args.out, workers=args.workers, lease_seconds=args.lease_seconds,
+                         wandb_mode=args.wandb_mode, indices=args.index, term_timeout_seconds=args.term_timeout,
+                         progress=not args.no_progress)
+    except LrscanError as e:
+        exit_with(e, PROG)
+    folder = sweep_folder(args.out, sweep)
+    if code == 1:
+        print(f"{PROG}: {sweep.key}: {unfinished_message(args.out, sweep, args.index)}", file=sys.stderr)
+    print(f"{PROG}: {sweep.key}: manifest {os.path.join(folder, MANIFEST)}", file=sys.stderr)
+    raise SystemExit(code)
+
 
 if __name__ == "__main__":
     main()

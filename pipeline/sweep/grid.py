@@ -3,7 +3,7 @@
 Hand-written rather than calling `sweeps` (wandb/sweeps): that package pins numpy<2 and pulls
 scipy + scikit-learn for what is, for a grid, an ordered Cartesian product. The rules below are
 copied from `sweeps` 0.3.0 (`params.py`, `grid_search.py`, `config/schema.json`), and
-tests/test_sweep_grid.py checks them against the real package when it is installed:
+tests/pipeline/sweep/test_grid.py checks them against the real package when it is installed:
 
 - parameter kinds are inferred like `sweeps.config.fill_parameter`: `values` -> categorical
   (with `probabilities` -> categorical_w_probabilities), `value` -> constant, `min`/`max` both ints
@@ -92,7 +92,8 @@ def _is_int(x: Any) -> bool:
 def classify(name: str, spec: Any) -> str:
     """The W&B kind of one parameter spec, or 'nested'; LrscanError naming the parameter if malformed."""
     if not isinstance(spec, Mapping):
-        raise LrscanError(f"parameter {name!r}: expected a mapping such as {{values: [...]}} or {{value: x}}, got {spec!r}")
+        raise LrscanError(f"parameter {name!r}: expected a mapping such as {{values: [...]}} or {{value: x}}, "
+                          f"got {spec!r}")
     keys = set(spec)
     if keys == {"parameters"}:
         if not isinstance(spec["parameters"], Mapping) or not spec["parameters"]:
@@ -107,7 +108,8 @@ def classify(name: str, spec: Any) -> str:
         elif {"min", "max"} <= keys:
             dist = "int_uniform" if _is_int(spec["min"]) and _is_int(spec["max"]) else "uniform"
         else:
-            raise LrscanError(f"parameter {name!r}: give values, value, min/max or a distribution (got keys {sorted(keys)})")
+            raise LrscanError(f"parameter {name!r}: give values, value, min/max or a distribution "
+                              f"(got keys {sorted(keys)})")
     if dist not in _DISTRIBUTIONS:
         raise LrscanError(f"parameter {name!r}: unknown distribution {dist!r}; W&B knows {', '.join(_DISTRIBUTIONS)}")
     required, optional = _DISTRIBUTIONS[dist]
@@ -120,7 +122,8 @@ def classify(name: str, spec: Any) -> str:
         raise LrscanError(f"parameter {name!r}: values must be a non-empty list (an empty grid runs nothing)")
     if dist == "categorical_w_probabilities":
         probs = spec["probabilities"]
-        if not isinstance(probs, list) or len(probs) != len(spec["values"]) or not all(_is_number(p) and p >= 0 for p in probs):
+        one_per_value = isinstance(probs, list) and len(probs) == len(spec["values"])
+        if not one_per_value or not all(_is_number(p) and p >= 0 for p in probs):
             raise LrscanError(f"parameter {name!r}: probabilities must be one non-negative number per value")
         if not math.isclose(sum(probs), 1.0, abs_tol=1e-8):
             raise LrscanError(f"parameter {name!r}: probabilities {probs} do not sum to 1")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -243,7 +242,7 @@ def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch)
     """The cloud is unreachable here: the study's online analysis reads fakes with the Public API's
     shape, built from the offline study's own runs, and must pick what the offline analysis picked."""
     from pipeline.runlog import read_run_file
-    from pipeline.sweep.runner import load_sweep
+    from pipeline.sweep import load_sweep
     from tests.support.public_api_fakes import FakeApi, FakeRun
 
     monkeypatch.setenv("LRSCAN_CACHE", str(tmp_path / "cache"))
@@ -276,7 +275,7 @@ def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch)
 def test_the_decay_grid_trains_at_the_picked_lr_exactly_and_decays_below_it(tmp_path, best_lre):
     """round(lr, 6) made lre -6.5 an lr of 0 and left one digit near -5; absolute decay_lrs then went up."""
     from pipeline.config import parse_args
-    from pipeline.sweep.runner import build_command
+    from pipeline.sweep.command import build_command
 
     study = tiny_study(tmp_path / "s", decay_factors=(0.1, 0.01))
     study.out.mkdir()
@@ -426,28 +425,3 @@ def test_online_without_a_default_entity_says_how_to_pass_one(tmp_path):
     with pytest.raises(LrscanError, match=r"\(viewer query failed\); pass --entity=NAME$"):
         tiny_study(tmp_path / "s", wandb_mode="online", project="lrscan", api=_BrokenEntityApi()).run()
     assert not (tmp_path / "s").exists()
-
-
-# -- what a new user sees ---------------------------------------------------------------------------
-
-
-def test_the_package_metadata_builds_without_a_deprecation(tmp_path):
-    """`pip install -e .` printed setuptools' "project.license as a TOML table is deprecated" three times."""
-    pytest.importorskip("setuptools", minversion="77")  # pip builds with the build-system's setuptools>=77
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert project["project"]["license"] == "MIT"
-    assert "setuptools>=77" in project["build-system"]["requires"]  # the first to take an SPDX expression
-    src = tmp_path / "src"
-    for name in ("pipeline", "analysis"):
-        (src / name).mkdir(parents=True)
-        (src / name / "__init__.py").write_text("")
-    shutil.copy(REPO / "pyproject.toml", src)
-    shutil.copy(REPO / "README.md", src)
-    code = ("import sys; from setuptools import build_meta; "
-            "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
-    done = subprocess.run([sys.executable, "-W", "always", "-c", code, str(tmp_path)], cwd=src, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "deprecat" not in done.stderr.lower(), done.stderr
-    metadata = (tmp_path / done.stdout.strip().splitlines()[-1] / "METADATA").read_text()
-    assert "License-Expression: MIT" in metadata

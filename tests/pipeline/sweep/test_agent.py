@@ -21,8 +21,11 @@ import wandb.apis.public.sweeps as wandb_sweeps
 from wandb import wandb_agent
 
 from pipeline.runlog import read_run_file
-from pipeline.sweep import runner as sw
+from pipeline.sweep.command import run_id_for
+from pipeline.sweep.runner import run_sweep
+from pipeline.sweep.spec import load_sweep
 from tests.conftest import REPO
+from tests.pipeline.sweep.fakes import wandb_run_args
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +46,7 @@ class Heartbeat:
 
 def test_wandb_agent_runs_the_sweep_yaml_and_each_run_gets_exactly_its_parameters(tmp_path, words_file, monkeypatch):
     yaml_path = REPO / "sweeps" / "demo.yaml"
-    sweep = sw.load_sweep(yaml_path, count=2)
+    sweep = load_sweep(yaml_path, count=2)
     points = list(sweep.points)
 
     # a machine without `python`: only a python3 (W&B's ${interpreter} would fail here; our YAMLs do not use it)
@@ -59,7 +62,8 @@ def test_wandb_agent_runs_the_sweep_yaml_and_each_run_gets_exactly_its_parameter
     monkeypatch.chdir(tmp_path)
 
     heartbeat = Heartbeat(points, sweep.program)
-    monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": yaml_path.read_text()})
+    config = yaml_path.read_text()
+    monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": config})
     monkeypatch.setattr(wandb_sweeps, "_register_agent", lambda api, host, **kw: {"id": "agent1"})
     monkeypatch.setattr(wandb_sweeps, "_agent_heartbeat", heartbeat)
     monkeypatch.setattr(wandb, "Api", lambda *a, **k: object())  # the real one logs in to the server
@@ -90,8 +94,6 @@ RECORDER = ("import json, os, sys\n"
 def test_wandb_agent_and_the_local_runner_launch_the_same_command_lines(tmp_path, monkeypatch):
     """lr_range_pairs.yaml (a mapping-valued parameter) with its command pointed at a recorder: the argv
     each point's program gets from the real agent equals the one it gets from `pipeline.sweep`."""
-    from tests.pipeline.sweep.test_runner import wandb_run_args
-
     text = (REPO / "sweeps" / "lr_range_pairs.yaml").read_text()
     assert "  - -m\n  - pipeline.train\n" in text
     yaml_path = tmp_path / "pairs.yaml"
@@ -104,7 +106,7 @@ def test_wandb_agent_and_the_local_runner_launch_the_same_command_lines(tmp_path
     for var in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):
         monkeypatch.setenv(var, "unset")
     monkeypatch.chdir(tmp_path)
-    sweep = sw.load_sweep(yaml_path)
+    sweep = load_sweep(yaml_path)
     assert len(sweep.points) > 1
 
     # the agent, handed each point as W&B's server would (built from the YAML as wandb reads it)
@@ -122,10 +124,10 @@ def test_wandb_agent_and_the_local_runner_launch_the_same_command_lines(tmp_path
     assert agent._finished == len(sweep.points) and agent._failed == 0
 
     # the local runner
-    assert sw.run_sweep(sweep, "runs", workers=2, poll_seconds=0.05, progress=False) == 0
+    assert run_sweep(sweep, "runs", workers=2, poll_seconds=0.05, progress=False) == 0
 
     for i in range(len(sweep.points)):
         by_agent = json.loads((rec_dir / f"agentrun{i}").read_text())
-        by_runner = json.loads((rec_dir / sw.run_id_for(sweep.key, i)).read_text())
+        by_runner = json.loads((rec_dir / run_id_for(sweep.key, i)).read_text())
         assert by_runner == by_agent
     assert json.loads((rec_dir / "agentrun0").read_text())[0] == "--lre_range={'lre_min': -3.0, 'lre_max': 0.0}"

@@ -119,11 +119,14 @@ def test_same_grid_as_wandbs_engine_when_installed():
     except ImportError:
         pytest.skip("wandb's `sweeps` engine (pins numpy<2) is not installed here")
     configs = [
-        {"method": "grid", "parameters": {"lre_max": {"values": [0, 1]}, "lre_min": {"values": [-4, -3]}, "s": {"value": 1}}},
-        {"method": "grid", "parameters": {"b": {"min": 1, "max": 3}, "a": {"distribution": "q_uniform", "min": -1.0, "max": 0.0, "q": 0.25},
+        {"method": "grid", "parameters": {"lre_max": {"values": [0, 1]}, "lre_min": {"values": [-4, -3]},
+                                          "s": {"value": 1}}},
+        {"method": "grid", "parameters": {"b": {"min": 1, "max": 3},
+                                          "a": {"distribution": "q_uniform", "min": -1.0, "max": 0.0, "q": 0.25},
                                           "c": {"values": [[1, 2], [3]]}}},
         {"method": "grid", "parameters": {"z": {"values": [1, 2]},
-                                          "opt": {"parameters": {"name": {"values": ["sgd", "adam"]}, "lr": {"values": [0.1, 0.01]}}}}},
+                                          "opt": {"parameters": {"name": {"values": ["sgd", "adam"]},
+                                                                 "lr": {"values": [0.1, 0.01]}}}}},
         {"method": "grid", "parameters": {"x": {"values": [1, 2, 1.0]},
                                           "pair": {"values": [{"b": 1, "a": 2}, {"a": 3, "b": 4}]}}},
         {"method": "grid", "parameters": {"z": {"value": 1}, "a-b": {"value": 2}, "y": {"values": [{"m": 1, "c": 2}]},

@@ -16,7 +16,9 @@ import pytest
 
 from pipeline import keys
 from pipeline.runlog import read_run_file
-from pipeline.sweep import runner as sw
+from pipeline.sweep.command import run_id_for
+from pipeline.sweep.manifest import read_manifest
+from pipeline.sweep.spec import load_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +55,12 @@ def test_a_sweep_of_real_training_runs_lands_offline_with_the_sweeps_identity(tm
         lre_min: {value: -3.0}
         seed: {values: [1, 2]}
         """)
-    sweep = sw.load_sweep(path)
+    sweep = load_sweep(path)
     proc = run_cli(str(path), "--workers", "2", cwd=tmp_path, env={"LRSCAN_DATA": str(words_file)})
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     folder = tmp_path / "runs" / sweep.key
-    m = sw.read_manifest(folder)
+    m = read_manifest(folder)
     assert m["state"].tolist() == ["finished", "finished"] and m["exit_code"].tolist() == [0, 0]
     for row in m.itertuples():
         [path_] = run_files(folder, row.run_id)
@@ -84,9 +86,9 @@ def test_a_stopped_sweep_resumes_its_runs_from_their_checkpoints(tmp_path, words
         log_chunk_steps: {value: 100}
         seed: {values: [1]}
         """, name="resumable")
-    sweep = sw.load_sweep(path)
+    sweep = load_sweep(path)
     folder = tmp_path / "runs" / sweep.key
-    run_id = sw.run_id_for(sweep.key, 0)
+    run_id = run_id_for(sweep.key, 0)
     ckpt = folder / "checkpoints" / f"{run_id}.pt"
     proc = run_cli(str(path), cwd=tmp_path, env={"LRSCAN_DATA": str(words_file)})
     deadline = time.monotonic() + 120
@@ -96,12 +98,12 @@ def test_a_stopped_sweep_resumes_its_runs_from_their_checkpoints(tmp_path, words
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    first = sw.read_manifest(folder).iloc[0]
+    first = read_manifest(folder).iloc[0]
     assert first["state"] == "killed"
     proc = run_cli(str(path), cwd=tmp_path, env={"LRSCAN_DATA": str(words_file)})
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    m = sw.read_manifest(folder).iloc[0]
+    m = read_manifest(folder).iloc[0]
     assert (m["state"], m["attempts"]) == ("finished", 2)
     log = (folder / m["log"]).read_text()
     assert f"resuming run {run_id} at step" in log

@@ -1,0 +1,71 @@
+"""Slurm job arrays: the script, run as Slurm runs each array task, and through a real Slurm where one is up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from pipeline.sweep.__main__ import main
+from pipeline.sweep.spec import load_sweep
+from tests.pipeline.sweep.fakes import expected, manifest, records, write_sweep
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_one_point_per_array_task(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
+    sweep = load_sweep(path)
+    main([str(path), "--print-sbatch", "--out", "shared"])
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-2" in script and '--index "$SLURM_ARRAY_TASK_ID"' in script
+    (in_tmp / "array.sh").write_text(script)
+    # what Slurm does for each task: the same script, with the array variables set (run concurrently)
+    tasks = [subprocess.Popen(["bash", str(in_tmp / "array.sh")], cwd="/", stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_JOB_ID": "77",
+                                   "SLURM_JOB_ID": str(78 + i), "SLURM_ARRAY_TASK_COUNT": "3"})
+             for i in range(3)]
+    for t in tasks:
+        _, err = t.communicate(timeout=120)
+        assert t.returncode == 0, err
+    folder = in_tmp / "shared" / sweep.key
+    pd.testing.assert_frame_equal(manifest(folder), expected(sweep.key, ["finished"] * 3, [1] * 3, [0] * 3))
+    assert {r[0]["env"]["LRSCAN_SWEEP_INDEX"] for r in records(folder, "starts").values()} == {"0", "1", "2"}
+    with pytest.raises(SystemExit) as exc:  # an array larger than the grid
+        main([str(path), "--out", "shared", "--index", "3", "--no-progress"])
+    assert exc.value.code == 2 and "has 3 points (0..2)" in capsys.readouterr().err
+
+
+def test_draining_workers_variant_of_the_script(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
+    main([str(path), "--print-sbatch", "--array-tasks", "2"])
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-1" in script and "--workers 1" in script and "--index" not in script
+
+
+def _slurm_up() -> bool:
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "idle" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _slurm_up(),
+                    reason="no Slurm controller with an idle node here (see .ci/run: slurmctld + slurmd)")
+def test_real_sbatch_array(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
+    sweep = load_sweep(path)
+    main([str(path), "--print-sbatch", "--out", str(in_tmp / "shared")])
+    (in_tmp / "array.sh").write_text(capsys.readouterr().out)
+    done = subprocess.run(["sbatch", "--parsable", "--wait", "array.sh"], cwd=in_tmp, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr + "".join(p.read_text() for p in in_tmp.glob("slurm-*.out"))
+    folder = in_tmp / "shared" / sweep.key
+    pd.testing.assert_frame_equal(manifest(folder), expected(sweep.key, ["finished"] * 3, [1] * 3, [0] * 3))

@@ -1,0 +1,44 @@
+"""Reading a sweep YAML: its key, its points, its checks, and whether it runs lrscan's trainer."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline import keys
+from pipeline.errors import LrscanError
+from pipeline.sweep.spec import is_trainer, load_sweep
+from tests.pipeline.sweep.fakes import write_sweep
+
+
+def test_sweep_key_follows_what_runs_not_comments_or_order(tmp_path):
+    a = write_sweep(tmp_path, "x: {values: [1, 2]}\ny: {value: 3}\n", name="s")
+    key = load_sweep(a).key
+    reordered = a.read_text().replace("x: {values: [1, 2]}\ny: {value: 3}", "y: {value: 3}\nx: {values: [1, 2]}")
+    a.write_text("# another comment\n" + reordered)
+    assert load_sweep(a).key == key and key.startswith("s-")
+    a.write_text(a.read_text().replace("[1, 2]", "[1, 2, 3]"))
+    assert load_sweep(a).key != key
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_a_count_below_one_is_refused_not_a_slice(tmp_path, count):
+    # `points[:-1]` would quietly drop the last point under the same sweep key (the CLI's side: test_main.py)
+    path = write_sweep(tmp_path, "x: {values: [1, 2, 3]}\n")
+    with pytest.raises(LrscanError, match=f"count={count}: need at least 1"):
+        load_sweep(path, count=count)
+    assert len(load_sweep(path, count=2).points) == 2 and len(load_sweep(path, count=9).points) == 3
+
+
+@pytest.mark.parametrize("command, program, trainer", [
+    (["${env}", "python3", "-m", keys.TRAINER_MODULE, "${args}"], "", True),
+    (["${env}", "${interpreter}", "${program}", "${args}"], keys.TRAINER_PROGRAM, True),
+    (["${env}", "${interpreter}", "${program}", "${args}"], f"./{keys.TRAINER_PROGRAM}", True),
+    (["${env}", "python3", "${program}", "${args}"], "fake.py", False),
+    (["python3", "-m", "pipeline.trainer_of_someone_else"], "", False),
+])
+def test_a_sweep_of_the_trainer_is_known_by_its_module_or_its_program(tmp_path, command, program, trainer):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"method": "grid", "program": program, "command": command,
+                                    "parameters": {"x": {"values": [1]}}}))
+    assert is_trainer(load_sweep(path)) is trainer

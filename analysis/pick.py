@@ -232,7 +232,8 @@ def pick_exponent(
         best_lre=best_lre, best_lr=10.0 ** best_lre, best_lre_ci=best_ci,
         steepest_lre=steepest_lre, steepest_lr=10.0 ** steepest_lre, steepest_lre_ci=steep_ci,
         valley_lre=valley_lre, valley_lr=10.0 ** valley_lre,
-        n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column, bin_width=round(float(edges[1] - edges[0]), 10),
+        n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column,
+        bin_width=round(float(edges[1] - edges[0]), 10),
         skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
         curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit,
     )
@@ -435,7 +436,8 @@ def _per_run_picks(rows: _Rows, run_matrix, all_matrix, bin_, last_row, centres,
     if runs is not None:
         extra = [c for c in (keys.STOP_REASON, keys.STOP_STEP, keys.DIVERGED_AT_STEP) if c in runs.columns]
         if extra:
-            out = out.join(runs.assign(run_id=runs["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")[extra])
+            by_run = runs.assign(run_id=runs["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
+            out = out.join(by_run[extra])
     out = out.reset_index()
     out["run_id"] = out["run_id"].astype("string")
     return out

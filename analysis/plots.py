@@ -205,7 +205,8 @@ def plot_decay_heatmap(
     data = data.rename(index=readable, columns=readable)  # 3000, not [3000]
     sns.heatmap(data, annot=True, fmt=fmt, cmap="viridis_r", linewidths=0.5, ax=ax,
                 cbar_kws={"label": value_label})
-    ax.set_ylabel(f"{data.index.name} (steps at which the lr drops)" if data.index.name == "decay_steps" else str(data.index.name))
-    ax.set_xlabel(f"{data.columns.name} (lr after the drop)" if data.columns.name == "decay_lrs" else str(data.columns.name))
+    row_name, column_name = str(data.index.name), str(data.columns.name)
+    ax.set_ylabel(f"{row_name} (steps at which the lr drops)" if row_name == "decay_steps" else row_name)
+    ax.set_xlabel(f"{column_name} (lr after the drop)" if column_name == "decay_lrs" else column_name)
     ax.set_title(f"Decay grid: {value_label} (lower is better)")
     return ax

@@ -104,7 +104,8 @@ def write_report(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if is_range.any():
-            pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot, seed=seed)
+            pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
+                                 seed=seed)
             notes += pick.notes
         if (~is_range).any():
             decay = decay_summary(steps.loc[~is_range], runs, block_steps)
@@ -132,7 +133,8 @@ def write_report(
                                           "steepest_lre_ci", "valley_lre", "valley_lr", "ci_method")})
         summary.update({"n_runs": 0, "n_seeds": 0, "per_run": []})
     summary["blocks"] = {"file": BLOCKS_FILE, "block_steps": block_steps,
-                         "partial_blocks_dropped": int(blocks.attrs.get("partial_blocks_dropped", 0)), "rows": int(len(blocks))}
+                         "partial_blocks_dropped": int(blocks.attrs.get("partial_blocks_dropped", 0)),
+                         "rows": int(len(blocks))}
     summary["decay"] = None if decay is None else {
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
 
@@ -235,7 +237,8 @@ def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps,
         late.set_title("second half of training")
         save(full, FIGURES["blocks"])
         if len(decay.by) >= 2:
-            index, columns = ("decay_steps", "decay_lrs") if {"decay_steps", "decay_lrs"} <= set(decay.by) else decay.by[:2]
+            both = {"decay_steps", "decay_lrs"} <= set(decay.by)
+            index, columns = ("decay_steps", "decay_lrs") if both else decay.by[:2]
             grid = decay_grid(decay.table, index, columns, decay.metric)
             label = "final dev loss (nats)" if decay.metric == "final_dev_loss" else f"final block {decay.column}"
             save(plots.plot_decay_heatmap(grid, value_label=label), FIGURES["heatmap"])
@@ -494,7 +497,8 @@ def _shared_value(frame: pd.DataFrame, column: str) -> str | None:
     return str(values[0]) if len(values) == 1 and values[0] else None
 
 
-def default_out_dir(root: str | os.PathLike = "reports", name: str | None = None, now: _dt.datetime | None = None) -> Path:
+def default_out_dir(root: str | os.PathLike = "reports", name: str | None = None,
+                    now: _dt.datetime | None = None) -> Path:
     """``reports/<name>-<UTC timestamp>``, or ``reports/<timestamp>``: a new folder per analysis."""
     stamp = (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%d-%H%M%S")
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) if name else ""
@@ -508,11 +512,13 @@ def summary_lines(report: Report) -> Sequence[str]:
     lines = [f"read {c['runs_read']} runs, {c['steps_read']} steps ({c['records_skipped']} records skipped)"]
     if s.get("best_lre") is not None:
         ci = s["best_lre_ci"]
-        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else _no_ci_reason(s["n_boot"], s["n_seeds"])
+        has_ci = ci and ci[0] is not None
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if has_ci else _no_ci_reason(s["n_boot"], s["n_seeds"])
         lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
                      f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
         lines.append(f"CI: {ci_description(s.get('ci_method'))}")
-        lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, valley {s['valley_lre']:.3f}")
+        lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
+                     f"valley {s['valley_lre']:.3f}")
     else:
         lines.append("no range-test runs: no exponent picked")
     if s.get("decay"):

@@ -111,7 +111,8 @@ def memory(path: Path, n_runs: int) -> None:
     from pipeline.runlog import read_run_file
 
     one = read_run_file(path, list(sources.DEFAULT_KEYS))
-    runs = [dataclasses.replace(one, run_id=f"run{i:03d}", name=f"run-{i}", config={**one.config, "lre_min": -3.0 - i % 5})
+    runs = [dataclasses.replace(one, run_id=f"run{i:03d}", name=f"run-{i}",
+                                config={**one.config, "lre_min": -3.0 - i % 5})
             for i in range(n_runs)]
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]

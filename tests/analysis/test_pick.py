@@ -157,7 +157,8 @@ def test_per_run_picks():
     per_run = pick_exponent(loaded.steps, n_boot=0, bin_width=0.1).per_run
     assert per_run["run_id"].tolist() == ["run000", "run001"]
     assert per_run["best_lre"].between(-1.2, -0.8).all()
-    assert {"seed", "lre_min", "lre_max", "n_steps", "last_lre", "last_loss", "steepest_lre", "valley_lre"} <= set(per_run.columns)
+    wanted = {"seed", "lre_min", "lre_max", "n_steps", "last_lre", "last_loss", "steepest_lre", "valley_lre"}
+    assert wanted <= set(per_run.columns)
 
 
 def test_too_few_points_for_the_skip_window():

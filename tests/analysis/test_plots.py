@@ -24,7 +24,8 @@ def close_figures():
 
 @pytest.fixture(scope="module")
 def pick():
-    runs = [({"seed": s, "schedule": "range"}, range_history(s, stop_lre=-0.4 if s == 3 else None)) for s in (1, 2, 3, 4)]
+    runs = [({"seed": s, "schedule": "range"}, range_history(s, stop_lre=-0.4 if s == 3 else None))
+            for s in (1, 2, 3, 4)]
     loaded = make_loaded(runs, summaries={2: {"stop_reason": "climb", "stop_step": 866}})
     return pick_exponent(loaded.steps, loaded.runs, bin_width=0.05, n_boot=200)
 

@@ -18,7 +18,8 @@ from tests.support.frames import make_loaded, range_history, range_loaded
 
 
 def test_zoom_sweep_narrows_around_the_pick(tmp_path):
-    loaded = make_loaded([({"seed": s, "schedule": "range", "n_hidden": 200, "n_embd": 10}, range_history(s)) for s in (1, 2, 3)])
+    config = {"schedule": "range", "n_hidden": 200, "n_embd": 10}
+    loaded = make_loaded([({"seed": s, **config}, range_history(s)) for s in (1, 2, 3)])
     pick = pick_exponent(loaded.steps, bin_width=0.1)
     sweep = zoom_sweep(pick, steps=loaded.steps, width=0.6, points=500, seeds=[11, 12])
 
@@ -41,7 +42,8 @@ def test_zoom_sweep_narrows_around_the_pick(tmp_path):
 
 def test_zoom_default_width_covers_the_ci_and_keeps_the_base(tmp_path):
     pick = pick_exponent(range_loaded(seeds=(1, 2, 3)).steps, n_boot=200)
-    base = {"program": "pipeline/train/__main__.py", "command": ["${env}", "python3", "-m", "pipeline.train", "${args}"],
+    base = {"program": "pipeline/train/__main__.py",
+            "command": ["${env}", "python3", "-m", "pipeline.train", "${args}"],
             "metric": {"name": "best_smooth_loss", "goal": "minimize"},
             "parameters": {"lre_min": {"values": [-3.0]}, "lre_max": {"values": [0.0]}, "batch_size": {"value": 64}}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
@@ -69,14 +71,15 @@ def test_zoom_yaml_expands_under_the_local_runner(tmp_path):
     pick = pick_exponent(range_loaded(seeds=(1, 2)).steps)
     sweep = zoom_sweep(pick, seeds=3, points=200)
     path = write_sweep_yaml(sweep, tmp_path / "zoom.yaml")
-    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     commands = [line for line in done.stdout.splitlines() if "pipeline.train" in line]
     assert len(commands) == 3
     lre_min, lre_max = sweep["parameters"]["lre_min"]["value"], sweep["parameters"]["lre_max"]["value"]
     for seed, command in zip((1, 2, 3), commands):
-        for flag in (f"--lre_min={lre_min}", f"--lre_max={lre_max}", f"--seed={seed}", "--steps=200", "--schedule=range"):
+        flags = (f"--lre_min={lre_min}", f"--lre_max={lre_max}", f"--seed={seed}", "--steps=200", "--schedule=range")
+        for flag in flags:
             assert flag in command
 
 

@@ -50,7 +50,8 @@ def test_every_step_read_back_exactly(long_run: tuple[Path, list]) -> None:
     run = read_run_file(path, KEYS)
     assert_history_equal(run.history, rows, KEYS)
     assert (run.skipped_records, run.truncated, run.state, run.exit_code) == (0, False, "finished", 0)
-    assert any(kind == 2 for _, _, kind in chunks(path.read_bytes())), "the file should hold a record split over two blocks"
+    split = any(kind == 2 for _, _, kind in chunks(path.read_bytes()))
+    assert split, "the file should hold a record split over two blocks"
 
 
 def test_special_values_whole_floats_nested_keys(special_run: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.columns import cadence
 from analysis.plain import plain_value
 from pipeline import keys
 from pipeline.config import field_names, hyperparameter_names
@@ -31,7 +32,7 @@ SCHEDULE_RANGE = "range"
 
 
 class PartialBlockWarning(UserWarning):
-    """Some blocks held fewer than `block_steps` measured steps and were dropped."""
+    """Some blocks were not wholly covered by their run's logging (its end, lost records) and were dropped."""
 
 
 def run_columns(steps: pd.DataFrame) -> list[str]:
@@ -44,7 +45,8 @@ def run_columns(steps: pd.DataFrame) -> list[str]:
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise LrscanError(f"{what} lacks column(s) {', '.join(map(repr, missing))}; it has {', '.join(map(str, frame.columns))}")
+        raise LrscanError(f"{what} lacks column(s) {', '.join(map(repr, missing))}; "
+                          f"it has {', '.join(map(str, frame.columns))}")
 
 
 def block_means(
@@ -56,7 +58,8 @@ def block_means(
     """Mean of `column` over consecutive blocks of `block_steps` training steps, per run.
 
     The seed's ``torch.tensor(lossi).view(-1, block_steps).mean(1)``, done on the tidy frame so that
-    runs of any length, stopped runs and runs with missing records all work.
+    runs of any length, stopped runs, runs with missing records and runs that log every k steps
+    all work: a block's mean is over the steps logged in it.
 
     Parameters
     ----------
@@ -66,21 +69,27 @@ def block_means(
     column : str
         The per-step value to average (default ``log10_loss``, the seed's ``lossi``).
     block_steps : int
-        Steps per block. Block ``b`` holds the steps ``b * block_steps`` up to
+        Steps per block. Block ``b`` spans the steps ``b * block_steps`` up to
         ``(b + 1) * block_steps - 1``: blocks are by step position, so a run whose tail is
-        missing is never padded, and a missing step is "not measured", never low or high loss.
+        missing is never padded, and a step not logged is "not measured", never low or high
+        loss; a block without a logged step is not there at all.
     keep_partial : bool
-        A block with fewer than `block_steps` measured steps (the tail of a run whose length is
-        not a multiple of `block_steps`, or a block with lost records) is dropped by default, with
-        a `PartialBlockWarning`; `keep_partial=True` keeps it as a shorter block.
+        A block the run's logging does not cover whole is partial: the run started or ended
+        inside it (the tail of a run whose length is not a multiple of `block_steps`), or a step
+        of the run's own cadence is missing in it (lost records). The cadence is the run's most
+        common gap between logged steps (`analysis.columns.cadence`), so a run logged every 10
+        steps has 100 of 1000 steps in a whole block. Partial blocks are dropped by default, with
+        a `PartialBlockWarning`; `keep_partial=True` keeps them as shorter blocks.
 
     Returns
     -------
     DataFrame
         ``run_id, block, step_start, step_end, n_steps, <column>`` then the run's id and config
-        columns. ``[step_start, step_end)`` is the block's span: ``step_end`` is one past its last
-        measured step. A non-finite value inside a block makes that block's mean non-finite, as
-        in torch. ``attrs["partial_blocks_dropped"]`` counts the blocks dropped.
+        columns. ``[step_start, step_end)`` is the block's span: ``step_end`` is one cadence past
+        its last measured step (one past it for a run logged every step), at most the block's end.
+        ``n_steps`` counts the logged steps averaged. A non-finite value inside a block makes that
+        block's mean non-finite, as in torch. ``attrs["partial_blocks_dropped"]`` counts the
+        blocks dropped.
     """
     require_columns(steps, ["run_id", keys.STEP_COLUMN, column], "the steps frame")
     if int(block_steps) != block_steps or block_steps < 1:
@@ -100,18 +109,25 @@ def block_means(
         # skipna=False: a NaN inside a block makes its mean NaN, as torch's mean does
         "value": grouped[column].mean(skipna=False),
     }).reset_index()
-    per_block = per_block.assign(
-        step_start=per_block["block"] * block_steps,
-        step_end=per_block["last_step"] + 1,
-    )
+    logging = _run_logging(steps["run_id"], step).reindex(per_block["run_id"].astype(str))
+    first, last, every = (logging[c].to_numpy() for c in ("first", "last", "every"))
+    start = per_block["block"].to_numpy() * block_steps
+    end = start + block_steps
+    per_block = per_block.assign(step_start=start, step_end=np.minimum(per_block["last_step"].to_numpy() + every, end))
 
-    partial = per_block["n_steps"] < block_steps
+    # whole: the run's logging began within one cadence of the block's start and went on to within one
+    # cadence of its end, and every step of its cadence in between is there
+    low, high = np.maximum(start, first), np.minimum(end - 1, last)
+    on_grid = first + -((first - low) // every) * every  # the run's first cadence step at or after `low`
+    expected = np.where(on_grid > high, 0, (high - on_grid) // every + 1)
+    whole = (first <= start + every) & (last >= end - every) & (per_block["n_steps"].to_numpy() >= expected)
+    partial = ~whole
     n_partial = int(partial.sum())
     if n_partial and not keep_partial:
         n_runs = per_block.loc[partial, "run_id"].nunique()
         warnings.warn(
-            f"dropped {n_partial} block(s) of fewer than {block_steps} measured steps in {n_runs} run(s) "
-            f"(a run length that is not a multiple of block_steps, or lost records); keep_partial=True keeps them",
+            f"dropped {n_partial} block(s) of {block_steps} steps that the logging of {n_runs} run(s) does not cover "
+            f"whole (a run that starts or ends inside a block, or lost records); keep_partial=True keeps them",
             PartialBlockWarning,
             stacklevel=2,
         )
@@ -124,10 +140,21 @@ def block_means(
     if carried:
         config = steps.drop_duplicates("run_id")[["run_id", *carried]]
         out = out.merge(config, on="run_id", how="left", validate="many_to_one")
-    out = out.reset_index(drop=True).astype({"block": "int64", "step_start": "int64", "step_end": "int64", "n_steps": "int64"})
+    out = out.reset_index(drop=True).astype({c: "int64" for c in ("block", "step_start", "step_end", "n_steps")})
     out.attrs["partial_blocks_dropped"] = 0 if keep_partial else n_partial
     out.attrs["block_steps"] = block_steps
     return out
+
+
+def _run_logging(run_id: pd.Series, step: np.ndarray) -> pd.DataFrame:
+    """Per run (index: run id as str): its first and last logged step and its cadence."""
+    frame = pd.DataFrame({"run_id": np.asarray(run_id).astype(str), "step": step})
+    grouped = frame.groupby("run_id", sort=False)["step"]
+    return pd.DataFrame({
+        "first": grouped.min(),
+        "last": grouped.max(),
+        "every": grouped.agg(lambda s: cadence(s.to_numpy())),
+    }).astype("int64")
 
 
 # -- the step-decay grid -------------------------------------------------------------------------
@@ -163,7 +190,8 @@ def run_config(steps: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.Data
 
 def swept_columns(runs_config: pd.DataFrame) -> list[str]:
     """The config fields that take more than one value across runs, seed and bookkeeping excluded."""
-    candidates = [c for c in runs_config.columns if c in set(field_names()) and c not in NOT_HYPERPARAMETERS and c != SEED]
+    fields = set(field_names())
+    candidates = [c for c in runs_config.columns if c in fields and c not in NOT_HYPERPARAMETERS and c != SEED]
     return [c for c in candidates if runs_config[c].astype("string").nunique(dropna=False) > 1]
 
 
@@ -220,7 +248,8 @@ def decay_summary(
     if SCHEDULE in steps.columns:
         steps = steps.loc[steps[SCHEDULE] != SCHEDULE_RANGE]
     if steps.empty:
-        raise LrscanError("no step-decay or constant-lr runs to summarise (every run is a range test, or none were loaded)")
+        raise LrscanError("no step-decay or constant-lr runs to summarise "
+                          "(every run is a range test, or none were loaded)")
 
     per_run = run_config(steps, runs)
     by = list(swept_columns(per_run) if by is None else by)
@@ -282,7 +311,8 @@ def decay_summary(
         )
         table = table.merge(dev, left_on="config", right_index=True, how="left")
 
-    metric = "final_dev_loss" if "final_dev_loss" in table.columns and table["final_dev_loss"].notna().all() else "final_block_loss"
+    has_dev = "final_dev_loss" in table.columns and table["final_dev_loss"].notna().all()
+    metric = "final_dev_loss" if has_dev else "final_block_loss"
     table = table.sort_values(metric, kind="stable").reset_index(drop=True)
     best_row = table.iloc[0]
     best = {"config": str(best_row["config"]), "metric": metric, "value": float(best_row[metric])}

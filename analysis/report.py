@@ -97,18 +97,24 @@ def write_report(
     if steps is None or steps.empty:
         raise LrscanError("no steps were loaded: nothing to analyse (check the source and the filters)")
     problems = list(getattr(loaded, "problems", []) or [])
-    notes: list[str] = []
+    notes: list[str] = list(getattr(loaded, "notes", []) or [])  # the loader's: runs left out, keys, schedules
 
     is_range = steps[SCHEDULE] == SCHEDULE_RANGE if SCHEDULE in steps.columns else pd.Series(True, index=steps.index)
     pick = decay = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if is_range.any():
-            pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
-                                 seed=seed)
+            try:
+                pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
+                                     seed=seed)
+            except LrscanError as err:
+                raise with_first_problem(err, problems, steps.loc[is_range, "run_id"]) from None
             notes += pick.notes
         if (~is_range).any():
-            decay = decay_summary(steps.loc[~is_range], runs, block_steps)
+            try:
+                decay = decay_summary(steps.loc[~is_range], runs, block_steps)
+            except LrscanError as err:
+                raise with_first_problem(err, problems, steps.loc[~is_range, "run_id"]) from None
         blocks = block_means(steps, keys.LOG10_LOSS, block_steps)
     notes += list(dict.fromkeys(str(w.message) for w in caught))
 
@@ -137,6 +143,7 @@ def write_report(
                          "rows": int(len(blocks))}
     summary["decay"] = None if decay is None else {
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
+    summary["runs"] = run_keys(runs)
 
     parent = _parent(out_dir)
     try:
@@ -299,6 +306,8 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
         ]
         if FIGURES["heatmap"] in files:
             lines += [f"![decay heatmap]({FIGURES['heatmap']})", ""]
+    if summary.get("runs"):
+        lines += ["## Runs read", "", *[f"- {line}" for line in keys_lines(summary["runs"])], ""]
     lines += [
         "## Files",
         "",
@@ -311,6 +320,50 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
     if summary["problems"] or summary["notes"]:
         lines += ["## Problems and notes", "", *[f"- {p}" for p in [*summary["problems"], *summary["notes"]]], ""]
     return "\n".join(lines)
+
+
+def with_first_problem(err: LrscanError, problems: Sequence[str], run_ids: pd.Series) -> LrscanError:
+    """`err`, followed by the first problem of the runs it is about: often the real cause (a key not logged)."""
+    ids = {str(r) for r in run_ids.unique()}
+    first = next((p for p in problems if p.startswith("run ") and p[len("run "):].split(":", 1)[0] in ids), None)
+    return LrscanError(f"{err} ({first})") if first else err
+
+
+RUN_KEY_COLUMNS = ("run_id", "loss_key", "lr_key", "step_key", SCHEDULE, "schedule_from", "schedule_note")
+
+
+def run_keys(runs: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Per run: the logged keys its loss, lr and step came from, and its schedule and where that came from."""
+    if runs is None or "loss_key" not in runs.columns:
+        return []
+    return frame_records(runs[[c for c in RUN_KEY_COLUMNS if c in runs.columns]])
+
+
+def keys_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Runs that used the same keys, one line each: "loss from train/loss, lr from ..., step from ...: runs a, b"."""
+    by_keys: dict[tuple, list[Mapping[str, Any]]] = {}
+    by_guess: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_keys.setdefault((r.get("loss_key"), r.get("lr_key"), r.get("step_key")), []).append(r)
+        if r.get("schedule_from") == "lr trace":
+            by_guess.setdefault(str(r.get(SCHEDULE)), []).append(r)
+    lines = []
+    for (loss, lr, step), group in by_keys.items():
+        lines.append(f"loss from {loss or '(none)'}, lr from {lr or '(none)'}, step from {step or '_step'}: "
+                     f"{_runs_text(group)}")
+    for kind, group in by_guess.items():
+        lines.append(f"schedule {kind}, read from the lr trace (no schedule in the config): "
+                     f"{_runs_text(group, with_note=True)}")
+    return lines
+
+
+def _runs_text(records: Sequence[Mapping[str, Any]], with_note: bool = False) -> str:
+    """ "2 runs (a, b)"; one run with its schedule note: "1 run (a: lr piecewise constant: ...)"."""
+    ids = [str(r["run_id"]) for r in records]
+    if len(ids) == 1 and with_note:
+        return f"1 run ({ids[0]}: {records[0].get('schedule_note')})"
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    return f"{len(ids)} run{'s' if len(ids) != 1 else ''} ({shown})"
 
 
 def value_label(value: Any) -> str:
@@ -524,8 +577,10 @@ def summary_lines(report: Report) -> Sequence[str]:
     if s.get("decay"):
         d = s["decay"]
         lines.append(f"decay grid: best {config_text(d['best'], d['by'])} ({d['metric']} {d['best']['value']:.4g})")
+    lines += [f"runs: {line}" for line in keys_lines(s.get("runs") or [])]
     for p in s["problems"]:
         lines.append(f"problem: {p}")
+    lines += [f"note: {n}" for n in s.get("notes") or []]
     lines.append(f"report: {report.out_dir}")
     return lines
 

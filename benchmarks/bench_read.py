@@ -108,6 +108,7 @@ def memory(path: Path, n_runs: int) -> None:
     import dataclasses
 
     from analysis import sources
+    from analysis.sources.frame import build_frames
     from pipeline.runlog import read_run_file
 
     one = read_run_file(path, list(sources.DEFAULT_KEYS))
@@ -116,10 +117,9 @@ def memory(path: Path, n_runs: int) -> None:
             for i in range(n_runs)]
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    loaded = sources._build(runs, list(sources.DEFAULT_KEYS), explicit_keys=False, skipped=0, problems=[])
+    steps, _ = build_frames(runs, list(sources.DEFAULT_KEYS))
     held, peak = (m - base for m in tracemalloc.get_traced_memory())
     tracemalloc.stop()
-    steps = loaded.steps
     frame_bytes = steps.memory_usage(deep=True).sum()
     print(f"{n_runs} runs x {len(one.history['step'])} steps = {len(steps)} rows, {steps.shape[1]} columns: "
           f"frame {frame_bytes / 2**30:.3f} GiB (memory_usage deep), "

@@ -71,6 +71,56 @@ def test_missing_steps_are_not_measured_never_padded():
         assert block_means(one_run(values, steps), block_steps=1000)["block"].tolist() == [0]
 
 
+def blocks_frame(blocks: list[int], step_end: list[int], n_steps: list[int], means: list[float]) -> pd.DataFrame:
+    """block_means' frame for one run "a" of blocks of 1000 steps."""
+    return pd.DataFrame({
+        "run_id": pd.Categorical(["a"] * len(blocks)), "block": blocks, "step_start": [b * 1000 for b in blocks],
+        "step_end": step_end, "n_steps": n_steps, "log10_loss": means,
+    }).astype({c: "int64" for c in ("block", "step_start", "step_end", "n_steps")})
+
+
+def block_mean(steps: np.ndarray, values: np.ndarray, block: int) -> float:
+    inside = steps // 1000 == block
+    return float(values.astype("float32")[inside].astype("float64").mean())
+
+
+def test_a_run_logged_every_10_steps_averages_the_steps_logged_in_each_block():
+    # the HF Trainer's cadence: a loss after every 10th step, from step 10 on
+    steps = np.arange(10, 3001, 10)
+    values = 2.0 + np.sin(steps / 300.0)
+    with pytest.warns(PartialBlockWarning, match="dropped 1 block"):  # step 3000 alone opens block 3
+        got = block_means(one_run(values, steps), block_steps=1000)
+    means = [block_mean(steps, values, b) for b in range(3)]
+    expected = blocks_frame([0, 1, 2], [1000, 2000, 3000], [99, 100, 100], means)
+    assert_frame_equal(got, expected, check_exact=False, rtol=1e-6)
+
+
+def test_a_hole_in_the_runs_own_cadence_makes_its_block_partial():
+    steps = np.setdiff1d(np.arange(0, 3000, 10), [1500])  # logged every 10 steps; the record of step 1500 lost
+    values = np.ones(len(steps))
+    kept = block_means(one_run(values, steps), block_steps=1000, keep_partial=True)
+    assert kept["n_steps"].tolist() == [100, 99, 100]
+    with pytest.warns(PartialBlockWarning, match="dropped 1 block"):
+        assert block_means(one_run(values, steps), block_steps=1000)["block"].tolist() == [0, 2]
+
+
+def test_a_block_without_a_logged_step_is_missing_never_zero():
+    steps = np.r_[0:1000, 2000:3000]
+    values = np.full(len(steps), 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # blocks 0 and 2 are whole; block 1 is simply not there
+        got = block_means(one_run(values, steps), block_steps=1000)
+    assert_frame_equal(got, blocks_frame([0, 2], [1000, 3000], [1000, 1000], [0.5, 0.5]))
+
+
+def test_a_loss_logged_on_odd_steps_fills_whole_blocks():
+    steps = np.arange(1, 2000, 2)  # lr on even steps, the loss on odd ones
+    values = np.linspace(1.0, 2.0, len(steps))
+    got = block_means(one_run(values, steps), block_steps=1000)
+    expected = blocks_frame([0, 1], [1000, 2000], [500, 500], [block_mean(steps, values, b) for b in range(2)])
+    assert_frame_equal(got, expected, check_exact=False, rtol=1e-6)
+
+
 def test_nan_inside_a_block_makes_its_mean_nan_as_torch():
     values = np.ones(2000)
     values[1500] = np.nan
@@ -90,8 +140,10 @@ def test_runs_keep_their_config_columns_and_are_independent():
     got = block_means(steps, block_steps=1000)
 
     assert got.groupby("run_id", observed=True).size().to_dict() == {"run000": 3, "zzz": 2}
-    assert got.loc[got["run_id"] == "zzz", ["seed", "decay_steps", "decay_lrs"]].drop_duplicates().values.tolist() == [[2, "[1000]", "[0.001]"]]
-    expected = steps.loc[steps["run_id"] == "zzz"].groupby(steps["step"] // 1000)["log10_loss"].mean().to_numpy(dtype="float64")
+    zzz = got.loc[got["run_id"] == "zzz", ["seed", "decay_steps", "decay_lrs"]].drop_duplicates()
+    assert zzz.values.tolist() == [[2, "[1000]", "[0.001]"]]
+    by_block = steps.loc[steps["run_id"] == "zzz"].groupby(steps["step"] // 1000)["log10_loss"]
+    expected = by_block.mean().to_numpy(dtype="float64")
     np.testing.assert_allclose(got.loc[got["run_id"] == "zzz", "log10_loss"], expected, rtol=1e-6)
     assert list(got.columns[:6]) == ["run_id", "block", "step_start", "step_end", "n_steps", "log10_loss"]
     assert "lr" not in got.columns  # the logged lr is per step, not a config column
@@ -125,13 +177,16 @@ def test_decay_summary_averages_seeds_per_config_and_finds_the_best():
     # curves: the plain mean over the two seeds' blocks
     blocks = loaded.steps.assign(block=loaded.steps["step"] // 1000)
     one = blocks.loc[(blocks["decay_steps"] == "[4000]") & (blocks["decay_lrs"] == "[0.01]")]
-    expected = one.groupby(["run_id", "block"], observed=True)["log10_loss"].mean().astype("float64").groupby("block").mean()
-    got = summary.curves.loc[summary.curves["config"] == "decay_steps=[4000] decay_lrs=[0.01]"].set_index("block")["log10_loss"]
+    per_run = one.groupby(["run_id", "block"], observed=True)["log10_loss"].mean().astype("float64")
+    expected = per_run.groupby("block").mean()
+    curve = summary.curves.loc[summary.curves["config"] == "decay_steps=[4000] decay_lrs=[0.01]"]
+    got = curve.set_index("block")["log10_loss"]
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9)
     assert set(summary.curves["n_runs"]) == {2}
 
     table = summary.table.set_index("config")
-    runs = loaded.runs.assign(config="decay_steps=" + loaded.runs["decay_steps"] + " decay_lrs=" + loaded.runs["decay_lrs"])
+    label = "decay_steps=" + loaded.runs["decay_steps"] + " decay_lrs=" + loaded.runs["decay_lrs"]
+    runs = loaded.runs.assign(config=label)
     expected_dev = runs.groupby("config")["dev_loss"].mean()
     np.testing.assert_allclose(table["final_dev_loss"].sort_index(), expected_dev.sort_index(), rtol=1e-12)
     assert table["n_seeds"].tolist() == [2, 2, 2, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from analysis.__main__ import main
 from pipeline.config import TrainConfig
 from tests.conftest import REPO
 from tests.support.frames import make_loaded
+from tests.support.user_runs import BEST_LRE as USER_BEST_LRE
+from tests.support.user_runs import logged
 
 BEST_LRE = -1.2
 RANGE_GROUP, DECAY_GROUP = "lr_range-test", "decay-test"
@@ -34,7 +37,8 @@ def decay_curve(decay_step: int) -> pd.DataFrame:
     step = np.arange(DECAY_STEPS)
     lr = np.where(step < decay_step, 0.1, 0.01)
     settling = 0.05 * np.exp(-np.maximum(step - decay_step, 0) / 200)  # an earlier drop has settled further
-    loss = 2.1 + 0.5 * lr + settling + np.exp(-step / 200) + np.random.default_rng(decay_step).normal(0, 0.02, DECAY_STEPS)
+    noise = np.random.default_rng(decay_step).normal(0, 0.02, DECAY_STEPS)
+    loss = 2.1 + 0.5 * lr + settling + np.exp(-step / 200) + noise
     return pd.DataFrame({"step": step, "lr": lr, "lre": np.log10(lr), "loss": loss})
 
 
@@ -46,7 +50,8 @@ def log_run(folder: Path, run_id: str, group: str, config: dict, history: pd.Dat
     run = wandb.init(mode="offline", dir=folder, id=run_id, project="lrscan", group=group, job_type="train",
                      config=config, settings=wandb.Settings(console="off", x_disable_stats=True), reinit="create_new")
     for row in history.itertuples(index=False):
-        run.log({"lr": row.lr, "lre": row.lre, "loss": row.loss, "log10_loss": float(np.log10(row.loss))}, step=int(row.step))
+        run.log({"lr": row.lr, "lre": row.lre, "loss": row.loss, "log10_loss": float(np.log10(row.loss))},
+                step=int(row.step))
     run.summary.update(summary)
     run.finish()
 
@@ -70,10 +75,12 @@ def runs_folder(tmp_path_factory) -> tuple[Path, list[tuple[dict, pd.DataFrame]]
             made.append((config, hist))
         for decay_step in (300, 600):
             hist = decay_curve(decay_step)
-            config = {"seed": 1, "schedule": "step", "steps": DECAY_STEPS, "decay_steps": [decay_step], "decay_lrs": [0.01]}
+            config = {"seed": 1, "schedule": "step", "steps": DECAY_STEPS, "decay_steps": [decay_step],
+                      "decay_lrs": [0.01]}
             tail = float(hist["loss"].iloc[-100:].mean())
             log_run(folder, f"decay{decay_step}", DECAY_GROUP, config, hist,
-                    {"train_loss": tail, "dev_loss": tail + 0.05, "test_loss": tail + 0.06, "final_step": DECAY_STEPS - 1})
+                    {"train_loss": tail, "dev_loss": tail + 0.05, "test_loss": tail + 0.06,
+                     "final_step": DECAY_STEPS - 1})
             made.append((config, hist))
         import wandb
 
@@ -90,7 +97,8 @@ def test_synthetic_frames_have_the_loaders_shape(runs_folder):
     assert set(real.steps.columns) == set(fake.steps.columns)
     for column in fake.steps.columns:
         assert real.steps[column].dtype.kind == fake.steps[column].dtype.kind or (
-            isinstance(real.steps[column].dtype, pd.CategoricalDtype) and isinstance(fake.steps[column].dtype, pd.CategoricalDtype)
+            isinstance(real.steps[column].dtype, pd.CategoricalDtype)
+            and isinstance(fake.steps[column].dtype, pd.CategoricalDtype)
         ), column
     assert real.steps["run_id"].astype(str).unique().tolist() == ["decay300", "decay600", "range1", "range2", "range3"]
     assert {"run_id", "lr", "seed", "decay_steps", "dev_loss", "stop_reason"} <= set(real.runs.columns)
@@ -114,7 +122,8 @@ def test_cli_end_to_end(runs_folder, tmp_path):
     assert low <= summary["best_lre"] <= high
     assert summary["counts"]["runs_read"] == 5 and summary["counts"]["range_runs"] == 3
     assert summary["counts"]["steps_read"] == 2 * RANGE_STEPS + len(range_curve(3, -0.3)) + 2 * DECAY_STEPS
-    assert {r["run_id"]: r["stop_reason"] for r in summary["per_run"]} == {"range1": None, "range2": None, "range3": "climb"}
+    stops = {r["run_id"]: r["stop_reason"] for r in summary["per_run"]}
+    assert stops == {"range1": None, "range2": None, "range3": "climb"}
     assert summary["decay"]["best"]["decay_steps"] == "[300]"
     assert summary["wandb_run"]["mode"] == "offline"
     assert list((tmp_path / "analysis_runs").rglob(f"run-{summary['wandb_run']['id']}.wandb"))
@@ -206,3 +215,82 @@ def test_python_api_is_importable_from_analysis_and_lazy():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# -- runs you logged yourself: plain wandb scripts in other code's styles (tests/support/user_runs.py) --
+
+
+def run_cli(*argv: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "analysis", *map(str, argv)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, keys, whole_blocks", [
+    ("seed_loop", ("loss", "lr", "_step"), 1),                                   # steps 0-999
+    ("lightning", ("loss_step", "lr-SGD", "trainer/global_step"), 0),            # 0-799: no whole block
+    ("hf_trainer", ("train/loss", "train/learning_rate", "train/global_step"), 2),  # every 10th of 10-2000
+    ("alternating", ("loss", "lr", "_step"), 2),                                 # the odd steps of 0-1999
+])
+def test_cli_picks_from_a_range_test_of_your_own_code(user_runs, tmp_path, name, keys, whole_blocks):
+    done = run_cli(user_runs[name], "--out", tmp_path / "report", "--n-boot", "0")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert abs(summary["best_lre"] - USER_BEST_LRE) <= 0.15
+    [run] = summary["runs"]
+    assert (run["loss_key"], run["lr_key"], run["step_key"], run["schedule"], run["schedule_from"]) == (
+        *keys, "range", "lr trace")
+    assert f"runs: loss from {keys[0]}, lr from {keys[1]}, step from {keys[2]}: 1 run" in done.stdout
+    assert summary["problems"] == [] and summary["blocks"]["rows"] == whole_blocks
+    assert f"loss from {keys[0]}, lr from {keys[1]}" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_cli_summarises_step_decays_without_a_config(user_runs, tmp_path):
+    for name in ("step_decay_600", "step_decay_1200"):
+        shutil.copytree(user_runs[name], tmp_path / "runs" / name)
+    done = run_cli(tmp_path / "runs", "--out", tmp_path / "report")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    # the decay with the lowest mean log10 loss over its last block (steps 1000-1999), as the scripts logged it
+    final = {steps: np.mean(np.log10([r["loss"] for r in logged(tmp_path / "runs" / name)[1000:]]))
+             for steps, name in (("[600]", "step_decay_600"), ("[1200]", "step_decay_1200"))}
+    assert summary["best_lre"] is None and summary["decay"]["by"] == ["decay_steps"]
+    assert summary["decay"]["best"]["decay_steps"] == min(final, key=final.get)
+    assert {r["run_id"]: r["schedule"] for r in summary["runs"]} == {"decay600": "step", "decay1200": "step"}
+    blocks = pd.read_csv(tmp_path / "report" / "blocks.csv")
+    assert blocks.groupby("run_id")["block"].apply(list).to_dict() == {"decay1200": [0, 1], "decay600": [0, 1]}
+    assert "schedule step, read from the lr trace (no schedule in the config): 2 runs" in done.stdout
+
+
+@pytest.mark.slow
+def test_cli_names_the_real_cause_in_one_line(user_runs, tmp_path):
+    import wandb
+
+    lres = np.linspace(-3, 0, 300)
+    run = wandb.init(mode="offline", dir=tmp_path, id="mine1", settings=wandb.Settings(console="off"))
+    for lre in lres:
+        run.log({"my/lr": 10.0**lre, "my/loss": 2.0 + (lre - BEST_LRE) ** 2})  # no step, no job type
+    run.finish()
+    wandb.teardown()
+    source = tmp_path / "wandb"
+    done = run_cli(source, "--out", tmp_path / "report")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and not (tmp_path / "report").exists()
+    assert done.stderr.startswith("analysis: error: none of the 1 matching run(s) logged a loss to analyse: run mine1: "
+                                  "no loss and no lr logged (looked for loss: loss, log10_loss, train/loss")
+    assert "it logged my/loss, my/lr); --loss-key and --lr-key name other keys" in done.stderr
+    done = run_cli(source, "--out", tmp_path / "report", "--job-type", "train")
+    assert done.returncode == 2 and done.stderr == (
+        f"analysis: error: no runs in {source} match job_type='train': left out 1 of 1 runs: 1 by job_type='train' "
+        f"(their job types: '' x1)\n")
+    done = run_cli(source, "--out", tmp_path / "report", "--loss-key", "my/loss", "--lr-key", "my/lr", "--n-boot", "0")
+    assert done.returncode == 0, done.stderr
+    assert abs(json.loads((tmp_path / "report" / "summary.json").read_text())["best_lre"] - BEST_LRE) <= 0.1
+    # a loss but no lr it can find: no schedule, so no pick; the block means then fail on a short run, and the
+    # error says why the run is not a range test
+    done = run_cli(source, "--out", tmp_path / "report2", "--loss-key", "my/loss")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and not (tmp_path / "report2").exists()
+    assert done.stderr.startswith("analysis: error: no run has a full block of 1000 steps")
+    assert done.stderr.endswith("(run mine1: no lr logged (looked for lr: lr, lre, learning_rate, train/learning_rate, "
+                                "lr-<Optimizer>; it logged my/loss, my/lr); --lr-key names another key)\n")

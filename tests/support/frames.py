@@ -5,7 +5,9 @@ Ids as categoricals, config fields, step/lr/lre/loss/log10_loss: what the analys
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +41,7 @@ def decay_history(seed: int, decay_step: int, decay_lr: float, steps: int = 6000
 def make_loaded(runs: list[tuple[dict, pd.DataFrame]], summaries: dict[int, dict] | None = None) -> SimpleNamespace:
     """Frames like `load_runs` returns for (config, history) pairs: run i gets id ``run{i:03d}``.
 
-    Checked against the real loader in tests/test_analysis_cli.py (same columns, same dtypes kinds).
+    Checked against the real loader in tests/analysis/test_main.py (same columns, same dtypes kinds).
 
     The config's ``lr`` stays out of `steps` (the logged lr takes that name there) and lives in `runs`.
     """
@@ -52,7 +54,8 @@ def make_loaded(runs: list[tuple[dict, pd.DataFrame]], summaries: dict[int, dict
         frame = pd.DataFrame({**ids, **{k: v for k, v in cfg.items() if k != "lr"}}, index=hist.index)
         with np.errstate(divide="ignore", invalid="ignore"):  # a test may log a zero or NaN loss on purpose
             log10_loss = np.log10(hist["loss"].to_numpy()).astype("float32")
-        step_frames.append(pd.concat([frame, hist.assign(loss=hist["loss"].astype("float32"), log10_loss=log10_loss)], axis=1))
+        logged = hist.assign(loss=hist["loss"].astype("float32"), log10_loss=log10_loss)
+        step_frames.append(pd.concat([frame, logged], axis=1))
         tail = hist["loss"].iloc[-200:].mean()
         run_rows.append({**ids, "state": "finished", "n_steps": len(hist), **cfg,
                          "train_loss": tail, "dev_loss": tail + 0.05, "test_loss": tail + 0.06,
@@ -69,8 +72,8 @@ def range_loaded(seeds=(1, 2, 3, 4, 5), **kwargs) -> SimpleNamespace:
 
 
 def decay_loaded(seeds=(1, 2), decay_steps=(2000, 4000), decay_lrs=(0.01, 0.001), steps=6000) -> SimpleNamespace:
-    runs = [({"seed": s, "schedule": "step", "steps": steps, "decay_steps": [d], "decay_lrs": [lr]}, decay_history(s, d, lr, steps))
-            for s in seeds for d in decay_steps for lr in decay_lrs]
+    runs = [({"seed": s, "schedule": "step", "steps": steps, "decay_steps": [d], "decay_lrs": [lr]},
+             decay_history(s, d, lr, steps)) for s in seeds for d in decay_steps for lr in decay_lrs]
     return make_loaded(runs)
 
 
@@ -80,4 +83,34 @@ def one_run(values: np.ndarray, steps: np.ndarray | None = None, **config) -> pd
                          "log10_loss": np.asarray(values, dtype="float32"), **config})
 
 
-# -- block_means ---------------------------------------------------------------------------------
+# -- load_runs(SPECS runs, group="A").steps, by hand -------------------------------------------------
+
+
+def cat(values: Sequence[Any], categories: Sequence[Any], dtype: Any = None) -> pd.Categorical:
+    return pd.Categorical(values, dtype=pd.CategoricalDtype(pd.Index(categories, dtype=dtype)))
+
+
+def expected_group_a_steps() -> pd.DataFrame:
+    """load_runs(group="A").steps, written out by hand."""
+    a1, a2 = 5 * ["a1"], 3 * ["a2"]
+    lre = [-3.0, -2.25, -1.5, -0.75, 0.0, -2.0, -1.0, 0.5]
+    loss = [2.0, 2.25, 2.5, 2.75, 3.0, 2.0, 2.25, 2.5]
+    return pd.DataFrame({
+        "run_id": cat(a1 + a2, ["a1", "a2"]),
+        "run_name": cat(5 * ["alpha-1"] + 3 * ["alpha-2"], ["alpha-1", "alpha-2"]),
+        "group": cat(8 * ["A"], ["A"]),
+        "sweep": cat(8 * [""], [""]),
+        "steps": cat(5 * [5] + 3 * [3], [3, 5], np.int64),
+        "schedule": cat(8 * ["range"], ["range"]),
+        "lre_min": cat(5 * [-3.0] + 3 * [-2.0], [-3.0, -2.0], np.float64),
+        "lre_max": cat(5 * [0.0] + 3 * [0.5], [0.0, 0.5], np.float64),
+        "decay_steps": cat(5 * ["[100000]"] + 3 * ["[100000, 150000]"], ["[100000, 150000]", "[100000]"]),
+        "stop_on_climb": cat(5 * [True] + 3 * [False], [False, True], bool),
+        "step": np.array([0, 1, 2, 3, 4, 0, 1, 2], np.int64),
+        "lr": 10.0 ** np.array(lre),
+        "lre": np.array(lre),
+        "loss": np.array(loss, np.float32),
+        "log10_loss": np.log10(np.array(loss)).astype(np.float32),
+        "smooth_loss": np.array([2.0, 2.1, 2.2, 2.3, 2.4, np.nan, np.nan, np.nan], np.float32),
+        "dev_loss": np.array([np.nan] * 7 + [1.5], np.float32),
+    })

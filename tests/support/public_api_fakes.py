@@ -28,7 +28,7 @@ the backend, and each page is sorted by step.
   backend's GraphQL JSON cannot hold the tokens).
 
 `sync_offline_run` builds what the server would hold after `wandb sync` of an offline run, from the
-run's own `.wandb` file, read here with protobuf (independent of analysis.wandb_file): its history
+run's own `.wandb` file, read here with protobuf (independent of pipeline.runlog): its history
 rows, config, and the summary that the run's own summary records give. lrscan's logger sets
 `x_server_side_derived_summary=True`, so that summary holds only what lrscan put in it (train_loss,
 dev_loss, ...), not the last lr, lre or loss; a sync sends no request to derive more.
@@ -416,7 +416,7 @@ class OfflineApi(Api):
         return self.backend.listings
 
 
-# -- the older, spec-based interface (tests/test_study.py builds runs this way) ---------------------
+# -- the older, spec-based interface (tests/pipeline/study/test_study.py builds runs so) ------------
 
 
 class FakeRun:

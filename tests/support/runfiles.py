@@ -1,9 +1,13 @@
-"""Real offline wandb runs made for the tests, and a look at their framing (blocks, records)."""
+"""Real offline wandb runs made for the tests, and a look at their framing (blocks, records).
+
+SPECS: one spec per run; the same data feeds the offline runs (`make_spec_run`) and the cloud fakes.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,7 +30,8 @@ def quiet_env() -> Iterator[None]:
         mp.setenv("WANDB_SILENT", "true")
         mp.setenv("WANDB_MODE", "offline")
         mp.delenv("WANDB_API_KEY", raising=False)
-        for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_RUN_GROUP", "WANDB_TAGS"):
+        for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_RUN_GROUP",
+                    "WANDB_TAGS"):
             mp.delenv(var, raising=False)
         yield
 
@@ -39,7 +44,7 @@ def make_run(
     config: Mapping[str, Any] | None = None,
     group: str | None = None,
     tags: Sequence[str] = (),
-    job_type: str = "train",
+    job_type: str | None = "train",
     name: str | None = None,
     summary: Mapping[str, Any] | None = None,
     exit_code: int | None = None,
@@ -120,7 +125,8 @@ def history_records(data: bytes) -> list[tuple[int, int, int]]:
     return found
 
 
-def assert_history_equal(actual: Mapping[str, np.ndarray], rows: Sequence[tuple[int, Mapping[str, Any]]], keys: Sequence[str]) -> None:
+def assert_history_equal(actual: Mapping[str, np.ndarray], rows: Sequence[tuple[int, Mapping[str, Any]]],
+                         keys: Sequence[str]) -> None:
     np.testing.assert_array_equal(actual["step"], np.array([s for s, _ in rows], np.int64))
     assert actual["step"].dtype == np.int64
     for key in keys:
@@ -129,4 +135,49 @@ def assert_history_equal(actual: Mapping[str, np.ndarray], rows: Sequence[tuple[
         np.testing.assert_array_equal(actual[key], expected, err_msg=key)
 
 
-# -- fixtures -------------------------------------------------------------------------------------
+# -- the SPECS runs: one spec per run feeds the offline runs and the cloud fakes ---------------------
+
+
+def rows_of(lres: Sequence[float], start: int = 0, **extra: Mapping[int, float]) -> list[tuple[int, dict[str, float]]]:
+    """Trainer-like rows; `extra={"dev_loss": {2: 1.5}}` adds a key on some steps only."""
+    rows = []
+    for i, lre in enumerate(lres):
+        step = start + i
+        loss = 2.0 + 0.25 * i
+        row = {"lr": 10.0**lre, "lre": lre, "loss": loss, "log10_loss": math.log10(loss)}
+        for key, by_step in extra.items():
+            if step in by_step:
+                row[key] = by_step[step]
+        rows.append((step, row))
+    return rows
+
+
+# one spec per run: the same data feeds the offline runs and the cloud fakes
+SPECS: dict[str, dict[str, Any]] = {
+    "a1": dict(name="alpha-1", group="A", tags=("x", "y"),
+               config={"steps": 5, "schedule": "range", "lre_min": -3.0, "lre_max": 0.0, "decay_steps": [100000],
+                       "stop_on_climb": True},
+               rows=rows_of([-3.0, -2.25, -1.5, -0.75, 0.0], smooth_loss={0: 2.0, 1: 2.1, 2: 2.2, 3: 2.3, 4: 2.4}),
+               summary={"train_loss": 2.5, "final_step": 4}),
+    "a2": dict(name="alpha-2", group="A", tags=("x",),
+               config={"steps": 3, "schedule": "range", "lre_min": -2.0, "lre_max": 0.5,
+                       "decay_steps": [100000, 150000], "stop_on_climb": False},
+               rows=rows_of([-2.0, -1.0, 0.5], dev_loss={2: 1.5}),
+               summary={"train_loss": 2.0, "final_step": 2, "stop_reason": "climb"}, exit_code=1),
+    "b1": dict(name="beta", group="B", tags=("y",), sweep_id="swp1",
+               config={"steps": 2, "schedule": "constant", "lr": 0.1},
+               rows=rows_of([-1.0, -1.0]), summary={"train_loss": 3.0}),
+    "n1": dict(name="notes", group="A", job_type="analysis", config={}, rows=[(0, {"report_seconds": 1.0})]),
+}
+
+
+def make_spec_run(root: Path, run_id: str, spec: Mapping[str, Any]) -> Path:
+    return make_run(root / run_id, spec["rows"], run_id=run_id, name=spec["name"], group=spec["group"],
+                    tags=spec.get("tags", ()), job_type=spec.get("job_type", "train"), config=spec["config"],
+                    summary=spec.get("summary"), exit_code=spec.get("exit_code"), sweep_id=spec.get("sweep_id"))
+
+
+def copy_runs(runs_dir: Path, dest: Path, *run_ids: str) -> Path:
+    for run_id in run_ids:
+        shutil.copytree(runs_dir / run_id, dest / run_id, symlinks=True)
+    return dest

@@ -1,0 +1,290 @@
+"""The W&B cloud through the Public API: list the runs, scan every step of their history, cache ended runs.
+
+Calls: `api.flush()`, `api.runs(path, filters=..., per_page=..., lazy=False)` and, per run, `.id .name
+.group .tags .config .summary_metrics .state .sweep_name .job_type .heartbeat_at .history_keys
+.scan_history(keys=..., page_size=...)`; never `run.history()`, which samples 500 rows. Which keys to
+scan comes from the run's `history_keys` (the loss, lr and step keys `analysis.columns` chooses from
+them, as offline); a run that does not list its keys is scanned whole. When the server's filters
+leave nothing, one small listing (`len(api.runs(path, per_page=1))`) counts the project's runs for
+the error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.columns import choose_keys, keys_to_read
+from analysis.sources.filters import Filters, LeftOut
+from analysis.sources.frame import OPTIONAL_KEYS
+from pipeline.errors import LrscanError
+from pipeline.fsutil import atomic_file
+from pipeline.runlog import STEP_ITEM, RunFile
+
+CACHE_ENV = "LRSCAN_CACHE"
+SCAN_PAGE_STEPS = 10_000  # scan_history's page_size counts steps
+WIDE_RUN_EXTRA_KEYS = 32  # more logged keys than this beyond the wanted ones: keyed scans, not keys=None
+UNSETTLED_STATES = ("running", "pending", "preempting", "")
+RUNS_PAGE_SIZE = 200
+CLOUD_PATH = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lrscan")
+
+
+def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, cache_dir: Any, problems: list[str],
+               *, loss_key: str | None = None, lr_key: str | None = None) -> tuple[list[RunFile], LeftOut]:
+    """The runs of `entity/project[/sweep_id]` that pass `filters`, with every step of their history.
+
+    keys: the history keys to read, as they are; None: the loss, lr and step keys each run logged
+    (chosen from its `history_keys` as `analysis.columns` says) and the optional lrscan keys.
+    """
+    if not CLOUD_PATH.match(source):
+        raise LrscanError(f"no such file or folder, and not a W&B path entity/project[/sweep_id]: {source}")
+    entity, project, *rest = source.split("/")
+    if rest:
+        filters = Filters(group=filters.group, sweep=rest[0], tags=filters.tags, states=filters.states,
+                           job_type=filters.job_type)
+    if api is None:
+        import wandb  # only the cloud path needs it; constructing Api checks the credentials
+
+        try:
+            api = wandb.Api(timeout=30)
+        except Exception as err:  # wandb raises several types for a missing key or no network
+            raise LrscanError(f"{source}: no such file or folder, and the W&B cloud cannot be reached: {err}") from None
+    cache = Path(os.fspath(cache_dir)) if cache_dir is not None else default_cache_dir()
+    try:
+        # a wandb.Api keeps every listing it made and hands it out again: forget them, or a run
+        # that finished (or was resumed) since an earlier call would come back as it was then
+        flush = getattr(api, "flush", None)
+        if callable(flush):
+            flush()
+        # lazy=False: config, summary and history keys come with the listing, not a request per run
+        listed = api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE, lazy=False)
+        cloud_runs = list(listed)
+    except Exception as err:  # the Public API raises its own CommError/ValueError types
+        raise LrscanError(f"cannot list the runs of {entity}/{project}: {err}") from None
+    out = []
+    left_out = LeftOut(filters)
+    for run in cloud_runs:
+        meta = _cloud_meta(run, entity, project)
+        if not left_out.keep(meta):
+            continue
+        try:
+            logged = _logged_counts(run)
+            wanted = keys if keys is not None else _keys_for(logged, loss_key, lr_key)
+            meta.history = _cloud_history(run, meta, wanted, logged, cache, problems)
+        except Exception as err:  # one bad run must not sink the others
+            problems.append(f"run {meta.run_id}: history not read: {err}")
+            continue
+        # as offline (read_run_file): a logged key's summary is its last logged value, unless the run
+        # set it; a run synced from offline holds only what lrscan set, so the frames match either way
+        meta.summary = {**_last_values(meta.history), **meta.summary}
+        out.append(meta)
+    if not out and not left_out.seen:
+        left_out.seen = _count_runs(api, f"{entity}/{project}")  # the server's filters hid them all
+    return out, left_out
+
+
+def _keys_for(logged: dict[str, int] | None, loss_key: str | None, lr_key: str | None) -> list[str] | None:
+    """The keys to scan for a run that lists what it logged; None (every key) for one that does not say."""
+    if logged is None:
+        return None
+    choice = choose_keys([k for k, n in logged.items() if n], loss_key=loss_key, lr_key=lr_key)
+    return keys_to_read(choice, [k for k in OPTIONAL_KEYS if logged.get(k)])
+
+
+def _count_runs(api: Any, path: str) -> int:
+    """How many runs the project holds (one small listing; 0 when it cannot say)."""
+    try:
+        return len(api.runs(path, per_page=1))
+    except Exception:  # only a better error message depends on it
+        return 0
+
+
+def _last_values(history: dict[str, np.ndarray]) -> dict[str, float]:
+    out = {}
+    for key, values in history.items():
+        present = np.flatnonzero(~np.isnan(values)) if key != "step" else ()
+        if len(present):
+            out[key] = float(values[present[-1]])
+    return out
+
+
+def _cloud_meta(run: Any, entity: str, project: str) -> RunFile:
+    sweep_id = getattr(run, "sweep_name", None) or getattr(getattr(run, "sweep", None), "id", None) or ""
+    config = {k: (v.get("value") if isinstance(v, dict) and set(v) == {"value"} else v)
+              for k, v in dict(run.config or {}).items() if not k.startswith("_")}
+    summary = {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
+    state = str(getattr(run, "state", "") or "")
+    exit_code = None
+    if state == "finished":
+        exit_code = 0
+    return RunFile(
+        path=f"{entity}/{project}/{run.id}", run_id=str(run.id), name=str(getattr(run, "name", "") or run.id),
+        project=project, entity=entity, group=str(getattr(run, "group", "") or ""),
+        tags=tuple(getattr(run, "tags", ()) or ()), job_type=str(getattr(run, "job_type", "") or ""),
+        sweep_id=str(sweep_id), config=config, summary=summary, exit_code=exit_code, state=state,
+    )
+
+
+def _cloud_stamp(run: Any) -> str:
+    for attr in ("heartbeat_at", "updated_at", "created_at"):
+        value = getattr(run, attr, None)
+        if value:
+            return re.sub(r"[^0-9A-Za-z]", "", str(value))
+    return ""
+
+
+def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: dict[str, int] | None, cache: Path,
+                   problems: list[str]) -> dict[str, np.ndarray]:
+    """Every step of the wanted keys (None: of every key), via scan_history; from the cache for a run that ended.
+
+    What to read comes from what the run says it logged (`run.history_keys`, fetched with the
+    `lazy=False` listing), never from its summary: lrscan's runs derive their summary on the server
+    (`x_server_side_derived_summary`), so a run synced from offline holds only train_loss,
+    dev_loss, ... there. A history that comes back short of what the run lists is not cached.
+    """
+    to_read = None if wanted is None else [k for k in wanted if logged is None or k in logged]
+    stamp = _cloud_stamp(run)
+    keys_hash = hashlib.sha1(json.dumps(wanted).encode()).hexdigest()[:10]
+    # a run that ended (finished, crashed, failed, killed) no longer changes unless resumed, which
+    # moves its heartbeat, so the stamp keys the cache
+    cacheable = bool(stamp) and meta.state not in UNSETTLED_STATES
+    base = cache / meta.entity / meta.project / f"{meta.run_id}-{stamp}-{keys_hash}"
+    if cacheable:
+        cached = _cache_read(base)
+        if cached is not None:
+            return cached
+    if to_read is not None and not to_read:  # the run says it logged none of them (an analysis run, no history)
+        return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in wanted or ()}}
+    columns: dict[str, dict[int, float]] = {k: {} for k in wanted or ()}
+    all_steps: set[int] = set()
+    for keys in [None] if to_read is None else _scan_passes(run, to_read, logged):
+        read = keys if keys is not None else to_read
+        for row in run.scan_history(keys=keys if keys is None else [STEP_ITEM, *keys], page_size=SCAN_PAGE_STEPS):
+            step = row.get(STEP_ITEM)
+            if step is None:
+                continue
+            step = int(step)
+            all_steps.add(step)
+            for key in read if read is not None else [k for k in row if not k.startswith("_")]:
+                value = row.get(key)
+                if value is not None:  # None: not logged at this step (a null parquet cell)
+                    columns.setdefault(key, {})[step] = _cloud_number(value)
+    steps = np.array(sorted(all_steps), np.int64)
+    history = {"step": steps}
+    for key in wanted if wanted is not None else sorted(columns):
+        values = columns[key]
+        history[key] = np.array([values.get(int(s), np.nan) for s in steps], np.float64)
+    if not cacheable:
+        return history
+    if logged is None:
+        short = "no rows at all" if not len(steps) else ""
+    else:
+        short = ", ".join(f"{len(columns[k])} of the {logged[k]} values of {k} it lists" for k in to_read or ()
+                          if len(columns[k]) < logged[k])
+    if short:
+        # never cached: a history read while W&B was still exporting it would come back on every call
+        problems.append(f"run {meta.run_id}: scan_history returned {short}; not cached, read again next time")
+    else:
+        _cache_write(base, history)
+    return history
+
+
+def _logged_counts(run: Any) -> dict[str, int] | None:
+    """{key: number of steps that logged it} from `run.history_keys`, or None if the run does not say.
+
+    The server's `historyKeys` is {"keys": {name: {"typeCounts": [{"type": "number", "count": n}, ...],
+    ...}}, "lastStep": n}; wandb 0.31 hands it over as parsed JSON (text in some replies, so both).
+    """
+    raw = getattr(run, "history_keys", None)  # absent from a lazy listing: then read the wanted keys
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    keys = raw.get("keys") if isinstance(raw, dict) else None
+    if not isinstance(keys, dict):
+        return None
+    counts = {}
+    for name, info in keys.items():
+        type_counts = info.get("typeCounts") if isinstance(info, dict) else None
+        counts[str(name)] = sum(int(t.get("count") or 0) for t in type_counts or () if isinstance(t, dict))
+    return counts
+
+
+def _scan_passes(run: Any, to_read: list[str], logged: dict[str, int] | None) -> list[list[str] | None]:
+    """The scan_history calls that read `to_read` without losing a row: None means keys=None.
+
+    `scan_history(keys=[...])` may drop every row that lacks one of the keys: wandb-core serves a
+    run's live (not yet exported) steps with the backend's `sampledHistory`, which returns only the
+    rows holding all requested keys, and 0.31 documents that rule for the whole scan. dev_loss is
+    logged on eval steps only, so asking for it with the per-step keys would keep just the eval
+    steps. keys=None returns every row with every column (wandb-core then downloads the run's whole
+    parquet export once, into its own cache): one pass, no row lost. lrscan runs log a handful of
+    keys, so that is the pass. For a wide run (many more logged keys than needed) that download
+    would be mostly waste: then one keyed pass for the keys logged at every step, and one per key
+    logged on some steps only.
+    """
+    if logged is None or sum(not k.startswith("_") and k not in to_read for k in logged) <= WIDE_RUN_EXTRA_KEYS:
+        return [None]
+    rows = logged.get(STEP_ITEM) or getattr(run, "history_line_count", None)
+    dense = [k for k in to_read if rows and logged.get(k) == rows]
+    return ([dense] if dense else []) + [[k] for k in to_read if k not in dense]
+
+
+def _cloud_number(value: Any) -> float:
+    if value is None:
+        return np.nan
+    try:
+        return float(value)  # also "NaN" / "Infinity" strings
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _have_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cache_read(base: Path) -> dict[str, np.ndarray] | None:
+    for suffix in (".parquet", ".pkl"):
+        path = base.with_name(base.name + suffix)
+        if not path.is_file():
+            continue
+        try:
+            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_pickle(path)
+        except Exception:  # a torn or foreign cache file: read the run again
+            return None
+        return {column: frame[column].to_numpy() for column in frame.columns}
+    return None
+
+
+def _cache_write(base: Path, history: dict[str, np.ndarray]) -> None:
+    """Parquet when pyarrow is installed, else pickle; written to a temp name, then renamed."""
+    frame = pd.DataFrame(history)
+    suffix = ".parquet" if _have_pyarrow() else ".pkl"
+    path = base.with_name(base.name + suffix)
+    try:
+        with atomic_file(path, "wb") as f:
+            if suffix == ".parquet":
+                frame.to_parquet(f)
+            else:
+                frame.to_pickle(f, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError:
+        pass  # a cache that cannot be written only costs speed next time
+
+

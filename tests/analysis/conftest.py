@@ -1,0 +1,15 @@
+"""Fixtures of the analysis tests: runs logged by other people's code (tests/support/user_runs.py), made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.user_runs import write_user_runs
+
+
+@pytest.fixture(scope="session")
+def user_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{name: folder} of the user-script runs; each folder holds one offline run and its logged.json."""
+    return write_user_runs(tmp_path_factory.mktemp("user_runs"))

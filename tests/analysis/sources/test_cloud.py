@@ -1,0 +1,220 @@
+"""analysis.sources.cloud: the cloud path through wandb 0.31's Public API.
+
+The W&B cloud cannot be reached from the test machines and `wandb.Api()` must never be built in
+tests, so the cloud path runs through wandb 0.31's own `Api.runs`, `Runs`, `Run`, `scan_history`
+and `HistoryScan` over a fake of wandb-core and the W&B server (tests/support/public_api_fakes.py),
+fed with real offline runs as `wandb sync` would hand them over. The cloud frames are checked
+against the offline frames of the same runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pandas.testing import assert_frame_equal
+
+from analysis.sources import cloud, load_runs
+from analysis.sources.frame import RUN_INFO_COLUMNS
+from pipeline.errors import LrscanError
+from tests.conftest import make_words, train_argv
+from tests.support.frames import expected_group_a_steps
+from tests.support.public_api_fakes import (
+    FakeApi,
+    FakeBackend,
+    FakeRun,
+    OfflineApi,
+    SyncedRun,
+    sync_offline_run,
+    synced_from_rows,
+)
+from tests.support.runfiles import SPECS, quiet_env, rows_of
+from tests.support.user_runs import USER_RUNS, run_file
+
+
+@pytest.fixture(scope="module")
+def lrscan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real range test as lrscan logs it (its logger process, its one-record summary): it diverges,
+    so its last step logs Infinity and NaN, and it logs dev_loss every 50 steps."""
+    from pipeline.config import parse_args
+    from pipeline.train.loop import train
+
+    root = tmp_path_factory.mktemp("lrscan_run")
+    words = root / "words.txt"
+    words.write_text("\n".join(make_words()) + "\n")
+    with quiet_env(), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_DIR", str(root))
+        mp.chdir(root)
+        train(parse_args(train_argv(words, "--steps=300", "--lre_min=1", "--lre_max=40", "--stop_on_climb=False",
+                                    "--eval_every_steps=50", "--run_id=cloud1", f"--ckpt_dir={root / 'ckpt'}")))
+    [path] = root.glob("wandb/offline-run-*-cloud1/run-cloud1.wandb")
+    return path
+
+
+def synced_specs(runs_dir: Path, **fields_by_id: Mapping[str, Any]) -> list[SyncedRun]:
+    """The SPECS runs, synced from their real .wandb files."""
+    return [sync_offline_run(next((runs_dir / run_id).glob("wandb/offline-run-*/run-*.wandb")),
+                             **fields_by_id.get(run_id, {})) for run_id in SPECS]
+
+
+@pytest.mark.parametrize("exported_through", [None, 100, 0], ids=["exported", "live-tail", "all-live"])
+def test_an_offline_lrscan_run_synced_to_the_cloud_loads_every_step(lrscan_run: Path, tmp_path: Path,
+                                                                    exported_through: int | None) -> None:
+    synced = sync_offline_run(lrscan_run, exported_through=exported_through)
+    # what a sync sends as the run's summary: what lrscan set, none of the per-step keys
+    assert {"train_loss", "dev_loss", "final_step", "stop_reason"} <= set(synced.summary)
+    assert not {"lr", "lre", "loss", "log10_loss", "smooth_loss"} & set(synced.summary)
+    backend = FakeBackend([synced])
+    cloud = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
+    offline = load_runs(lrscan_run)
+    assert_frame_equal(cloud.steps, offline.steps)
+    assert_frame_equal(cloud.runs.drop(columns="path"), offline.runs.drop(columns="path"))
+    assert cloud.problems == []
+    steps = cloud.steps
+    assert steps["step"].tolist() == sorted(synced.rows) and len(steps) > 250
+    assert steps["dev_loss"].notna().sum() == sum("dev_loss" in row for row in synced.rows.values()) == 5
+    assert np.isinf(steps["loss"].iloc[-1]) and np.isnan(steps["smooth_loss"].iloc[-1])  # diverged
+    # one scan_history pass for every key (keys=None), one page: page_size counts steps
+    assert backend.scans == [("cloud1", None)]
+    assert backend.pages == [("cloud1", 0, len(synced.rows))]
+
+
+def test_a_history_short_of_what_the_run_lists_is_not_cached(lrscan_run: Path, tmp_path: Path) -> None:
+    backend = FakeBackend([sync_offline_run(lrscan_run)])
+    api = OfflineApi(backend)
+    serve = backend.scan_page
+    n_steps = len(backend.runs["cloud1"].rows)
+    backend.scan_page = lambda request: []  # W&B has not exported the history yet: every page empty
+    with pytest.raises(LrscanError, match=rf"none of the 1 matching run\(s\) logged a loss.*scan_history returned 0 of "
+                                          rf"the {n_steps} values of lr it lists.*; not cached"):
+        load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    backend.scan_page = lambda request: serve(request)[:100]  # part of it
+    loaded = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert len(loaded.steps) == 100 and f"scan_history returned 100 of the {n_steps} values of lr" in loaded.problems[0]
+    backend.scan_page = serve
+    loaded = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert len(loaded.steps) == n_steps and loaded.problems == []
+    assert len(backend.scans) == 3  # each short history was read again
+    assert_frame_equal(load_runs("me/lrscan", api=api, cache_dir=tmp_path).steps, loaded.steps)
+    assert len(backend.scans) == 3  # the whole one came from the cache
+
+
+def test_cloud_frame_equals_the_offline_frame(runs_dir: Path, tmp_path: Path) -> None:
+    api = OfflineApi(FakeBackend(synced_specs(runs_dir), page_limit=2))
+    cloud = load_runs("me/lrscan", group="A", api=api, cache_dir=tmp_path)
+    assert_frame_equal(cloud.steps, expected_group_a_steps())
+    offline = load_runs(runs_dir, group="A")
+    drop = ["path", "state", "exit_code"]  # a2 exited 1: "failed" on W&B, with no exit code in the listing
+    assert_frame_equal(cloud.runs.drop(columns=drop), offline.runs.drop(columns=drop))
+    assert cloud.runs["state"].tolist() == ["finished", "failed"]
+    # the default job type filter (all but analysis runs) is checked here, not by the server: a1, a2
+    # and the analysis run n1 come back, in two pages of 2
+    assert api.calls == 2 * [("me/lrscan", {"$and": [{"group": "A"}]}, 200)]
+    assert cloud.notes == ["left out 1 of 3 runs: 1 by job_type!='analysis' (their job types: 'analysis' x1)"]
+    everything = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert everything.runs["run_id"].tolist() == ["a1", "a2", "b1"]
+    assert len(api.calls) == 2 + 2  # 4 runs, the server's pages hold 2
+
+
+def test_cloud_scans_every_step_not_a_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = rows_of(np.linspace(-3, 0, 2500).tolist(), dev_loss={100: 1.0, 2499: 0.5})
+    backend = FakeBackend([synced_from_rows("long", rows, exported_through=1200)])
+    monkeypatch.setattr(cloud, "SCAN_PAGE_STEPS", 1000)
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
+    assert loaded.steps["step"].tolist() == list(range(2500))
+    assert loaded.steps["dev_loss"].notna().sum() == 2
+    assert backend.scans == [("long", None)]  # one pass; asking for dev_loss with the others keeps 2 rows
+    assert backend.pages == [("long", 0, 1000), ("long", 1000, 2000), ("long", 2000, 2500)]
+
+
+def test_a_wide_run_is_read_in_keyed_passes_without_losing_rows(tmp_path: Path) -> None:
+    # 40 more logged keys: the whole-run download would be mostly waste, so keyed scans; the
+    # per-step keys together, dev_loss alone (the live steps come from sampledHistory, which keeps
+    # only the rows holding every key asked for)
+    rows = [(step, {**row, **{f"grad_norm/{i}": 0.5 for i in range(40)}})
+            for step, row in rows_of(np.linspace(-3, 0, 300).tolist(), dev_loss={100: 1.0, 299: 0.5})]
+    backend = FakeBackend([synced_from_rows("wide", rows, exported_through=150)])
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
+    assert loaded.steps["step"].tolist() == list(range(300)) and loaded.steps["lre"].notna().all()
+    assert loaded.steps["dev_loss"].notna().sum() == 2 and loaded.problems == []
+    assert backend.scans == [("wide", ["_step", "lr", "lre", "loss", "log10_loss"]), ("wide", ["_step", "dev_loss"])]
+
+
+def test_cloud_run_with_missing_keys_derives_them(tmp_path: Path) -> None:
+    runs = [FakeRun("a1", SPECS["a1"]), FakeRun("a2", SPECS["a2"], drop_keys=("lre", "dev_loss"))]
+    loaded = load_runs("me/lrscan", group="A", api=FakeApi(runs), cache_dir=tmp_path)
+    expected = expected_group_a_steps().drop(columns="dev_loss")  # now no run logged it
+    expected.loc[5:, "lre"] = np.log10(expected.loc[5:, "lr"])  # lre = log10(lr), derived
+    assert_frame_equal(loaded.steps, expected)
+    assert loaded.problems == []
+    assert loaded.runs[["lr_key", "loss_key", "step_key"]].values.tolist() == 2 * [["lr", "loss", "_step"]]
+
+
+def test_cloud_cache_hit_skips_scan_history(runs_dir: Path, tmp_path: Path) -> None:
+    backend = FakeBackend(synced_specs(runs_dir, b1={"state": "running"}))
+    api = OfflineApi(backend)
+    first = load_runs("me/lrscan", api=api, cache_dir=tmp_path / "cache")
+    assert [run_id for run_id, _ in backend.scans] == ["a1", "a2", "b1"]
+    assert list((tmp_path / "cache" / "me" / "lrscan").glob("a1-*.pkl"))  # pyarrow absent here: pickle
+    second = load_runs("me/lrscan", api=api, cache_dir=tmp_path / "cache")
+    assert_frame_equal(second.steps, first.steps)
+    assert_frame_equal(second.runs, first.runs)
+    assert [run_id for run_id, _ in backend.scans] == ["a1", "a2", "b1", "b1"]  # ended: cached; running: read again
+
+
+def test_a_reused_api_sees_runs_that_changed(tmp_path: Path) -> None:
+    # wandb.Api keeps each listing it made (its `runs` memo) and would hand out the old runs again
+    run = synced_from_rows("grow", rows_of([-3.0, -2.0]), state="running")
+    api = OfflineApi(FakeBackend([run]))
+    first = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert first.runs["state"].tolist() == ["running"] and first.runs["n_steps"].tolist() == [2]
+    run.rows.update(synced_from_rows("grow", rows_of([-1.0, 0.0], start=2)).rows)
+    run.state, run.heartbeat_at = "finished", "2026-11-25T02:00:00Z"
+    later = load_runs("me/lrscan", api=api, cache_dir=tmp_path)
+    assert later.runs["state"].tolist() == ["finished"] and later.runs["n_steps"].tolist() == [4]
+
+
+def test_cloud_cache_is_keyed_by_heartbeat(runs_dir: Path, tmp_path: Path) -> None:
+    runs = synced_specs(runs_dir)
+    load_runs("me/lrscan", group="B", api=OfflineApi(FakeBackend(runs)), cache_dir=tmp_path)
+    runs[2].heartbeat_at = "2026-11-26T00:00:00Z"  # the run was resumed and changed
+    runs[2].rows = {0: runs[2].rows[0]}
+    loaded = load_runs("me/lrscan", group="B", api=OfflineApi(FakeBackend(runs)), cache_dir=tmp_path)
+    assert loaded.steps["step"].tolist() == [0]
+
+
+def test_cloud_sweep_path_and_errors(runs_dir: Path, tmp_path: Path) -> None:
+    api = OfflineApi(FakeBackend(synced_specs(runs_dir)))
+    assert load_runs("me/lrscan/swp1", api=api, cache_dir=tmp_path).runs["run_id"].tolist() == ["b1"]
+    assert api.calls[0][1] == {"$and": [{"$or": [{"sweep": "swp1"}, {"group": "swp1"}]}]}
+    # the server filtered them all out: one small listing counts what the project holds
+    with pytest.raises(LrscanError, match=r"no runs in me/lrscan match group='Z', job_type!='analysis' "
+                                          r"\(of its 4 runs, none passes these filters\)$"):
+        load_runs("me/lrscan", group="Z", api=api, cache_dir=tmp_path)
+    # a negated job type is checked here, so the runs it left out are counted
+    with pytest.raises(LrscanError, match=r"no runs in me/lrscan match group='B', job_type!='train': left out 1 of 1 "
+                                          r"runs: 1 by job_type!='train' \(their job types: 'train' x1\)$"):
+        load_runs("me/lrscan", group="B", job_type="!train", api=api, cache_dir=tmp_path)
+    with pytest.raises(LrscanError, match="cannot list the runs of me/other: Could not find project other"):
+        load_runs("me/other", api=api, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", list(USER_RUNS))
+def test_runs_of_your_own_code_load_from_the_cloud_as_offline(user_runs: dict[str, Path], name: str,
+                                                              tmp_path: Path) -> None:
+    # each script's offline run, "synced": its keys come from the run's history_keys, not from guessing
+    backend = FakeBackend([sync_offline_run(run_file(user_runs[name]))])
+    cloud = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path)
+    offline = load_runs(user_runs[name])
+    assert_frame_equal(cloud.steps, offline.steps)
+    # the schedule's fields, where it implies them (a range run's `lr` column is its summary's last lr)
+    implied = ["lr", "decay_steps", "decay_lrs"] if name.startswith("step_decay") else ["lre_min", "lre_max"]
+    shared = ["run_id", "n_steps", "first_step", "last_step", *RUN_INFO_COLUMNS, "schedule", *implied]
+    shared = [c for c in shared if c in offline.runs.columns]
+    assert_frame_equal(cloud.runs[shared], offline.runs[shared])
+    assert cloud.problems == offline.problems and cloud.notes == offline.notes
+    [(_, keys)] = backend.scans  # one keyed pass for these narrow runs: the keys chosen, nothing more
+    assert keys is None

@@ -1,0 +1,139 @@
+"""analysis.columns: which logged keys are the loss, lr and step; what is derived; the lr in force; the cadence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from analysis.columns import (
+    KeyChoice,
+    canonical_frame,
+    choose_keys,
+    keys_to_read,
+    logged_keys,
+    lr_in_force,
+    missing_steps,
+    on_step_key,
+)
+
+NAN = np.nan
+
+
+@pytest.mark.parametrize("logged, expected", [
+    # lrscan's own keys win
+    (["lr", "lre", "loss", "log10_loss", "train/loss", "learning_rate"], KeyChoice("loss", "lr")),
+    (["lre", "log10_loss"], KeyChoice("log10_loss", "lre")),
+    # the HF Trainer's callback, with its step counter
+    (["train/loss", "train/learning_rate", "train/epoch", "train/global_step"],
+     KeyChoice("train/loss", "train/learning_rate", "train/global_step")),
+    (["train_loss", "learning_rate"], KeyChoice("train_loss", "learning_rate")),
+    (["training_loss", "lr-SGD"], KeyChoice("training_loss", "lr-SGD")),
+    # Lightning: lr-<Optimizer>, param groups in name order (pg2 before pg10), momentum is not an lr
+    (["loss_step", "lr-AdamW/pg10", "lr-AdamW/pg2-momentum", "lr-AdamW/pg2", "trainer/global_step"],
+     KeyChoice("loss_step", "lr-AdamW/pg2", "trainer/global_step", other_lrs=("lr-AdamW/pg10",))),
+    (["loss", "lr-SGD-momentum", "lr-SGD-weight_decay"], KeyChoice("loss", None)),
+    (["acc", "val_loss"], KeyChoice(None, None)),
+])
+def test_keys_are_chosen_in_the_documented_order(logged: list[str], expected: KeyChoice) -> None:
+    assert choose_keys(logged) == expected
+
+
+def test_named_keys_win_and_an_absent_named_key_is_none() -> None:
+    logged = ["loss", "lr", "my/loss", "lr-Adam/pg1", "lr-Adam/pg2"]
+    assert choose_keys(logged, loss_key="my/loss", lr_key="lr-Adam/pg2") == KeyChoice(
+        "my/loss", "lr-Adam/pg2", other_lrs=("lr-Adam/pg1",))
+    assert choose_keys(logged, loss_key="no/such/key") == KeyChoice(None, "lr",
+                                                                    other_lrs=("lr-Adam/pg1", "lr-Adam/pg2"))
+
+
+def test_keys_to_read() -> None:
+    assert keys_to_read(KeyChoice("loss", "lr"), ["dev_loss"]) == ["lr", "lre", "loss", "log10_loss", "dev_loss"]
+    assert keys_to_read(KeyChoice("train/loss", "lr-SGD", "trainer/global_step")) == [
+        "lr-SGD", "train/loss", "trainer/global_step"]
+
+
+def test_logged_keys_skips_keys_never_logged() -> None:
+    history = {"step": np.arange(3), "lr": np.array([0.1, NAN, 0.1]), "lre": np.full(3, NAN), "x": np.zeros(0)}
+    assert logged_keys(history) == ["lr"]
+
+
+def test_missing_keys_are_derived_row_by_row() -> None:
+    # lrscan's own pairs are kept as logged; a row missing one of a pair gets it from the other
+    history = pd.DataFrame({
+        "step": [0, 1, 2],
+        "lr": [0.001, NAN, 0.1],
+        "lre": [-3.0, -2.0, NAN],
+        "loss": [100.0, NAN, 1.0],
+        "log10_loss": [NAN, 1.0, 0.0],
+    })
+    got = canonical_frame(history, choose_keys(["lr", "lre", "loss", "log10_loss"]))
+    expected = pd.DataFrame({
+        "step": np.array([0, 1, 2], np.int64),
+        "lr": [0.001, 0.01, 0.1],
+        "lre": [-3.0, -2.0, -1.0],
+        "loss": [100.0, 10.0, 1.0],
+        "log10_loss": [2.0, 1.0, 0.0],
+    })
+    assert_frame_equal(got, expected)
+
+
+def test_other_names_become_the_analysis_columns() -> None:
+    history = pd.DataFrame({"step": [0, 1], "train/loss": [10.0, 1.0], "learning_rate": [0.01, 0.1],
+                            "grad_norm": [1.0, 2.0]})
+    got = canonical_frame(history, choose_keys(history.columns), carried=["dev_loss"])
+    expected = pd.DataFrame({"step": np.array([0, 1], np.int64), "lr": [0.01, 0.1], "lre": [-2.0, -1.0],
+                             "loss": [10.0, 1.0], "log10_loss": [1.0, 0.0], "dev_loss": [NAN, NAN]})
+    assert_frame_equal(got, expected)
+
+
+def test_lr_and_loss_on_alternating_steps_pair_the_loss_with_the_lr_in_force() -> None:
+    # lr logged at step k (before the update), the loss at step k + 1: one row per loss, lr of the step before
+    history = pd.DataFrame({"step": [0, 1, 2, 3, 4, 5],
+                            "lr": [0.001, NAN, 0.01, NAN, 0.1, NAN],
+                            "loss": [NAN, 3.0, NAN, 2.0, NAN, 1.0]})
+    got = canonical_frame(history, choose_keys(["lr", "loss"]))
+    expected = pd.DataFrame({"step": np.array([1, 3, 5], np.int64), "lr": [0.001, 0.01, 0.1],
+                             "lre": [-3.0, -2.0, -1.0], "loss": [3.0, 2.0, 1.0],
+                             "log10_loss": np.log10([3.0, 2.0, 1.0])})
+    assert_frame_equal(got, expected)
+
+
+def test_an_infinite_loss_is_a_measured_step_a_nan_one_is_not() -> None:
+    history = pd.DataFrame({"step": [0, 1, 2], "lr": [0.1, 1.0, 10.0], "loss": [2.0, np.inf, NAN]})
+    got = canonical_frame(history, choose_keys(["lr", "loss"]))
+    assert got["step"].tolist() == [0, 1] and np.isinf(got["loss"].iloc[1]) and np.isinf(got["log10_loss"].iloc[1])
+
+
+def test_a_global_step_counter_merges_the_rows_of_one_step() -> None:
+    # Lightning: the lr monitor's row and the metrics' row are two W&B steps of one global step
+    history = pd.DataFrame({
+        "step": [0, 1, 2, 3, 4],
+        "lr-SGD": [0.01, NAN, 0.1, NAN, NAN],
+        "loss_step": [NAN, 2.0, NAN, 1.5, 1.4],
+        "trainer/global_step": [0.0, 0.0, 50.0, 50.0, NAN],  # the last row logged no counter: left out
+    })
+    expected_merged = pd.DataFrame({"step": np.array([0, 50], np.int64), "lr-SGD": [0.01, 0.1],
+                                    "loss_step": [2.0, 1.5]})
+    assert_frame_equal(on_step_key(history, "trainer/global_step"), expected_merged)
+    got = canonical_frame(history, choose_keys(history.columns))
+    assert got["step"].tolist() == [0, 50] and got["lr"].tolist() == [0.01, 0.1] and got["loss"].tolist() == [2.0, 1.5]
+
+
+def test_lr_in_force() -> None:
+    got = lr_in_force(np.arange(6), np.array([NAN, 0.1, NAN, NAN, 0.01, NAN]))
+    np.testing.assert_array_equal(got, [NAN, 0.1, 0.1, 0.1, 0.01, 0.01])
+
+
+@pytest.mark.parametrize("steps, expected", [
+    (np.arange(100), (0, None, 1)),
+    (np.r_[0:10, 15:20], (5, 9, 1)),                      # 10..14 lost
+    (np.arange(10, 1001, 10), (0, None, 10)),             # logged every 10 steps: nothing missing
+    (np.r_[10:500:10, 510:1001:10], (1, 490, 10)),        # one logged point (500) lost
+    (np.arange(1, 200, 2), (0, None, 2)),                 # the loss on odd steps only
+    (np.array([1, 2, 4, 8, 16, 32, 64]), (0, None, 1)),   # no regular cadence: nothing is "missing"
+    (np.array([5]), (0, None, 1)),
+])
+def test_missing_steps_are_holes_in_the_runs_own_cadence(steps: np.ndarray, expected: tuple) -> None:
+    assert missing_steps(steps) == expected

@@ -1,6 +1,6 @@
 """A sweep through the local runner against the same runs done the seed's way, one after another.
 
-    python benchmarks/bench_sweep.py [--points 8] [--steps 20000] [--workers N] [--data data/names.txt]
+    python benchmarks/bench_sweep.py [--points 8] [--steps 20000] [--workers N] [--pack 8] [--data data/names.txt]
 
 Both sides train the lecture's final model (n_embd 10, n_hidden 200, batch 32) for `--steps` steps at
 `--points` different lrs, every step logged to wandb offline, and both are timed wall-clock from
@@ -8,11 +8,13 @@ the first run's start to the last run's finish (start-up, wandb init/finish incl
 
   1. serial: the seed's loop (`benchmarks/seed_loop.py`) with one `wandb.log` per step, one wandb run
      per lr, one after another in one process: what a new user writes;
-  2. `python -m pipeline.sweep` on a grid YAML of the same lrs, `--workers` at a time (default: the
-     usable cores), each run the lean logged loop of `pipeline.train`.
+  2. `python -m pipeline.sweep --pack=1` on a grid YAML of the same lrs, `--workers` at a time
+     (default: the usable cores), each run its own process running the lean logged loop of `pipeline.train`;
+  3. `python -m pipeline.sweep --pack=N` on the same YAML: the points trained stacked in packs of up
+     to N (`pipeline.pack`), each still its own W&B run.
 
-Prints both times and the ratio. Measured side by side in one invocation; the machine is shared
-and noisy, so compare ratios, not absolute times.
+Prints the three times and the ratios of 2 and 3 over 1. Measured side by side in one invocation; the
+machine is shared and noisy, so compare ratios, not absolute times.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def serial_seconds(data: str, lrs: list[float], steps: int, workdir: str) -> flo
     return time.perf_counter() - t0
 
 
-def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir: str) -> float:
-    yaml_path = Path(workdir) / "bench_sweep.yaml"
+def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir: str, pack: int) -> float:
+    yaml_path = Path(workdir) / f"bench_sweep_pack{pack}.yaml"
     yaml_path.write_text(textwrap.dedent(f"""\
         # benchmark: {len(lrs)} constant-lr runs of {steps} steps
         program: pipeline/train/__main__.py
@@ -76,7 +78,8 @@ def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir
     env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers),
-                    "--out", os.path.join(workdir, "runs"), "--no-progress"], cwd=REPO, env=env, check=True)
+                    "--pack", str(pack), "--out", os.path.join(workdir, f"runs-pack{pack}"), "--no-progress"],
+                   cwd=REPO, env=env, check=True)
     return time.perf_counter() - t0
 
 
@@ -85,6 +88,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=default_workers())
+    ap.add_argument("--pack", type=int, default=None, help="points per pack on the packed side (default: --points)")
     ap.add_argument("--data", default=os.environ.get("LRSCAN_DATA", "data/names.txt"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -93,13 +97,17 @@ def main() -> None:
     os.environ["WANDB_DIR"] = workdir
     lrs = lrs_for(args.points)
 
+    pack = args.pack or args.points
     serial = serial_seconds(args.data, lrs, args.steps, workdir)
-    print(f"serial seed loop + wandb.log per step: {serial:7.1f} s", flush=True)
-    runner = sweep_seconds(args.data, lrs, args.steps, args.workers, workdir)
-    print(f"pipeline.sweep, {args.workers} workers:       {runner:7.1f} s", flush=True)
+    print(f"serial seed loop + wandb.log per step:        {serial:7.1f} s", flush=True)
+    runner = sweep_seconds(args.data, lrs, args.steps, args.workers, workdir, pack=1)
+    print(f"pipeline.sweep --pack=1, {args.workers} workers:         {runner:7.1f} s", flush=True)
+    packed = sweep_seconds(args.data, lrs, args.steps, args.workers, workdir, pack=pack)
+    print(f"pipeline.sweep --pack={pack}, {args.workers} workers:         {packed:7.1f} s", flush=True)
     print(f"\n{args.points} points x {args.steps} steps, n_embd=10 n_hidden=200, {os.cpu_count()} cores, "
           f"torch {torch.__version__}")
-    print(f"speed-up of the runner over the serial seed loop: {serial / runner:.2f}x  (target >= 4x)")
+    print(f"speed-up over the serial seed loop: --pack=1 {serial / runner:.2f}x (target >= 4x), "
+          f"--pack={pack} {serial / packed:.2f}x (target >= 8x)")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def main() -> None:
         full = lrscan_seconds(args.data, args.steps, workdir)
         base = lrscan_seconds(args.data, args.base_steps, workdir)
         results["lrscan logged"].append((full - base) / (args.steps - args.base_steps))
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1] * 1e6:.0f} us/step" for k, v in results.items()), flush=True)
+        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1] * 1e6:.0f} us/step"
+                                                            for k, v in results.items()), flush=True)
 
     base = statistics.median(results["seed bare"])
     print(f"\n{args.steps} steps, n_embd=10 n_hidden=200 batch 32, torch {torch.__version__}, {os.cpu_count()} cores, "

@@ -85,13 +85,20 @@ class TrainConfig:
                             help=f"word list, one word per line (default ${DATA_ENV} or data/names.txt)")
     split_seed: int = hyper(42, "seed of the word shuffle before the 80/10/10 train/dev/test split")
     block_size: int = hyper(3, "context length: how many characters predict the next one")
+    # task: the model, optimizer, batches and loss (default: the makemore MLP below)
+    task: str = hyper("", "your own PyTorch model: path/to/file.py:make or package.module:make, where "
+                          "make(seed, **task_args) returns a pipeline.Task (model, optimizer, batches, loss_fn); "
+                          "empty: the makemore MLP, the one task that data, split_seed, block_size, n_embd, "
+                          "n_hidden, init and batch_size apply to")
+    task_args: dict[str, Any] = hyper(factory=dict, help="keyword arguments of the task's make, e.g. "
+                                                         "{'width': 64} (numbers, strings, bools, lists, mappings)")
     # model
     n_embd: int = hyper(2, "embedding dimension of each character (the lecture's final model: 10)")
     n_hidden: int = hyper(100, "hidden tanh units (the lecture's final model: 200)")
     init: str = hyper("lecture", "weight init: 'lecture' = plain randn as in the video, "
                                  "'scaled' = tanh-gain/sqrt(fan_in), small logits")
     seed: int = hyper(2147483647, "seed of the weight init and of the minibatch sampling "
-                                  "(the lecture's generator seed)")
+                                  "(the lecture's generator seed); a task's make(seed, ...) gets it")
     # optimization
     batch_size: int = hyper(32, "minibatch size")
     steps: int = hyper(1000, "training steps; for schedule=range also the number of lrs tried")
@@ -116,7 +123,8 @@ class TrainConfig:
     progress_every_steps: int = operational(100, "refresh the progress bar every this many steps")
     log_chunk_steps: int = operational(256, "steps handed to the logging process at a time (all are logged)")
     # system
-    device: str = operational("cpu", "cpu, cuda, cuda:N or auto (cuda when available)")
+    device: str = operational("cpu", "cpu, cuda, cuda:N or auto (cuda when available); a task's model and "
+                                     "batches stay where its make put them")
     num_threads: int = operational(1, "torch CPU threads; 1 is fastest for this small model, above all beside "
                                       "other workers")
     # wandb
@@ -193,7 +201,8 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or arg == "--":
-            raise LrscanError(f"unexpected argument {arg!r}: flags look like --key=value. Valid keys: {', '.join(field_names())}")
+            raise LrscanError(f"unexpected argument {arg!r}: flags look like --key=value. "
+                              f"Valid keys: {', '.join(field_names())}")
         key, eq, raw = arg[2:].partition("=")
         if key not in types_ and eq:
             # a coupled sweep parameter: --lre_range={'lre_min': -3.0, 'lre_max': 0.0}
@@ -306,6 +315,8 @@ def field_types() -> dict[str, Any]:
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
         return f"list of {typing.get_args(tp)[0].__name__}"
+    if typing.get_origin(tp) is dict:
+        return "mapping, e.g. {'width': 64}"
     return tp.__name__
 
 
@@ -318,6 +329,13 @@ def _parse_string(key: str, raw: str, tp: Any) -> Any:
     raw = raw.strip()
     if tp is str:
         return raw
+    if typing.get_origin(tp) is dict:
+        if raw in ("", "{}"):
+            return {}
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            raise LrscanError(f"--{key}={raw!r}: expected {_type_name(tp)}") from None
     if tp is bool:
         word = _BOOL_WORDS.get(raw.lower())
         if word is None:
@@ -354,6 +372,12 @@ def _literal(key: str, raw: str, tp: Any) -> Any:
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check a typed value against the field type; the few safe conversions only (3.0 -> 3, 3 -> 3.0)."""
     bad = LrscanError(f"{key}={value!r}: expected {_type_name(tp)}, got {type(value).__name__}")
+    if typing.get_origin(tp) is dict:
+        if isinstance(value, str):
+            value = _parse_string(key, value, tp)
+        if not isinstance(value, Mapping):
+            raise bad
+        return _plain_mapping(key, value)
     if typing.get_origin(tp) is tuple:
         if isinstance(value, str):
             value = _parse_string(key, value, tp)
@@ -387,6 +411,24 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported field type {tp!r}")  # a bug in TrainConfig, not user input
 
 
+def _plain_mapping(key: str, value: Mapping) -> dict[str, Any]:
+    """A mapping as plain JSON-like values (tuples become lists), as wandb.config and a checkpoint give it back,
+    so a run, its W&B config and its resumption see the same values."""
+    def plain(path: str, v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [plain(f"{path}[{i}]", x) for i, x in enumerate(v)]
+        if isinstance(v, Mapping):
+            bad_keys = [k for k in v if not isinstance(k, str)]
+            if bad_keys:
+                raise LrscanError(f"{path}: key {bad_keys[0]!r} is not a string")
+            return {k: plain(f"{path}[{k!r}]", x) for k, x in v.items()}
+        raise LrscanError(f"{path}={v!r}: a {type(v).__name__}; use numbers, strings, bools, None, lists or mappings")
+
+    return plain(key, value)
+
+
 def _validate(c: TrainConfig) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -395,8 +437,10 @@ def _validate(c: TrainConfig) -> None:
     need(c.schedule in SCHEDULES, f"schedule={c.schedule!r}: expected one of {', '.join(SCHEDULES)}")
     need(c.init in INITS, f"init={c.init!r}: expected one of {', '.join(INITS)}")
     need(c.wandb_mode in WANDB_MODES, f"wandb_mode={c.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
-    need(c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:"), f"device={c.device!r}: expected cpu, cuda, cuda:N or auto")
-    for name in ("block_size", "n_embd", "n_hidden", "batch_size", "steps", "log_chunk_steps", "progress_every_steps", "num_threads"):
+    need(c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:"),
+         f"device={c.device!r}: expected cpu, cuda, cuda:N or auto")
+    for name in ("block_size", "n_embd", "n_hidden", "batch_size", "steps", "log_chunk_steps", "progress_every_steps",
+                 "num_threads"):
         need(getattr(c, name) >= 1, f"{name}={getattr(c, name)}: must be >= 1")
     for name in ("eval_every_steps", "ckpt_every_steps", "climb_burn_in_steps", "samples"):
         need(getattr(c, name) >= 0, f"{name}={getattr(c, name)}: must be >= 0")
@@ -407,10 +451,17 @@ def _validate(c: TrainConfig) -> None:
     need(c.climb_factor > 1, f"climb_factor={c.climb_factor}: must be > 1")
     need(0 <= c.smooth_beta < 1, f"smooth_beta={c.smooth_beta}: must be in [0, 1)")
     need(len(c.decay_steps) == len(c.decay_lrs),
-         f"decay_steps has {len(c.decay_steps)} values but decay_lrs has {len(c.decay_lrs)}: give one lr per decay step")
+         f"decay_steps has {len(c.decay_steps)} values but decay_lrs has {len(c.decay_lrs)}: "
+         f"give one lr per decay step")
     need(all(s > 0 for s in c.decay_steps), f"decay_steps={list(c.decay_steps)}: steps must be > 0")
-    need(all(a < b for a, b in zip(c.decay_steps, c.decay_steps[1:])), f"decay_steps={list(c.decay_steps)}: must be strictly increasing")
-    need(all(lr > 0 and math.isfinite(lr) for lr in c.decay_lrs), f"decay_lrs={list(c.decay_lrs)}: lrs must be finite and > 0")
+    need(all(a < b for a, b in zip(c.decay_steps, c.decay_steps[1:])),
+         f"decay_steps={list(c.decay_steps)}: must be strictly increasing")
+    need(all(lr > 0 and math.isfinite(lr) for lr in c.decay_lrs),
+         f"decay_lrs={list(c.decay_lrs)}: lrs must be finite and > 0")
+    need(c.task == "" or ":" in c.task,
+         f"task={c.task!r}: expected path/to/file.py:FUNCTION or package.module:FUNCTION")
+    need(c.task != "" or not c.task_args, f"task_args={c.task_args!r} given without --task: the makemore MLP takes "
+                                          f"its own flags (n_embd, n_hidden, ...)")
     need(c.run_id == "" or c.run_id.replace("-", "").replace("_", "").isalnum(),
          f"run_id={c.run_id!r}: use letters, digits, - and _ only")
 

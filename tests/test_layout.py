@@ -1,15 +1,22 @@
 """The layout is the architecture: imports point one way, one room per stage, each file says its job.
 
-    pipeline/{config,keys,errors,fsutil,runlog,yamlfile}.py   the contract both halves share
+    pipeline/{config,keys,errors,fsutil,runlog,yamlfile,packing}.py   the contract both halves share
     pipeline/train/   one run           (imports the contract only)
     pipeline/sweep/   many runs         (imports the contract only; launches the trainer as a process)
+    pipeline/pack/    many runs stacked in one process (imports the trainer and the contract)
     analysis/         reads runs        (imports the contract only)
     pipeline/study/   the whole study   (the only room that imports both halves)
+
+The package facade (pipeline/__init__.py, part of the contract) re-exports the Python API on your own
+model, `pipeline.Task` and `pipeline.range_test`, loaded on first use (PEP 562): it may import those
+two modules inside functions only, so `import pipeline` (which the analysis does) stays light.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +24,18 @@ import pytest
 from tests.conftest import REPO
 
 CONTRACT = {"pipeline", "pipeline.config", "pipeline.keys", "pipeline.errors", "pipeline.fsutil", "pipeline.runlog",
-            "pipeline.yamlfile"}
+            "pipeline.yamlfile", "pipeline.packing"}
 # room -> the first-party modules it may import besides its own room and the contract
 ALLOWED = {
     "contract": set(),
     "pipeline.train": set(),
     "pipeline.sweep": set(),
+    "pipeline.pack": {"pipeline.train"},
     "analysis": set(),
     "pipeline.study": {"pipeline.train", "pipeline.sweep", "analysis"},
 }
+# what the facade may import lazily (inside a function), and nothing else from above the contract
+FACADE, FACADE_LAZY = "pipeline", {"pipeline.train.task", "pipeline.study.range_test"}
 
 
 def module_name(path: Path) -> str:
@@ -38,15 +48,21 @@ def module_name(path: Path) -> str:
 def room_of(module: str) -> str:
     if module in CONTRACT:
         return "contract"
-    for room in ("pipeline.train", "pipeline.sweep", "pipeline.study", "analysis"):
+    for room in ("pipeline.train", "pipeline.sweep", "pipeline.pack", "pipeline.study", "analysis"):
         if module == room or module.startswith(room + "."):
             return room
     raise AssertionError(f"{module} is in no room: add it to one (tests/test_layout.py)")
 
 
-def first_party_imports(path: Path) -> set[str]:
+def first_party_imports(path: Path, *, in_functions: bool | None = None) -> set[str]:
+    """The first-party names `path` imports; in_functions=True/False: only those inside/outside function bodies."""
+    tree = ast.parse(path.read_text())
+    in_a_function = {id(inner) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     for inner in ast.walk(fn) if inner is not fn}
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if in_functions is not None and (id(node) in in_a_function) != in_functions:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -57,6 +73,12 @@ def first_party_imports(path: Path) -> set[str]:
     return out
 
 
+def import_target(name: str) -> str:
+    # `from pipeline.train import checkpoint` names the module pipeline.train.checkpoint: judge the longest real one
+    return name if (REPO / (name.replace(".", "/") + ".py")).is_file() or (REPO / name.replace(".", "/")).is_dir() \
+        else name.rsplit(".", 1)[0]
+
+
 SOURCES = sorted(p for top in ("pipeline", "analysis") for p in (REPO / top).rglob("*.py"))
 
 
@@ -64,14 +86,29 @@ SOURCES = sorted(p for top in ("pipeline", "analysis") for p in (REPO / top).rgl
 def test_imports_point_one_way(path: Path) -> None:
     room = room_of(module_name(path))
     allowed = ALLOWED[room] | {"contract"} | ({room} if room != "contract" else set())
+    lazy = {import_target(n) for n in first_party_imports(path, in_functions=True)} if module_name(path) == FACADE \
+        else set()
     wrong = set()
     for name in first_party_imports(path):
-        # `from pipeline.train import checkpoint` names the module pipeline.train.checkpoint: judge the longest real one
-        target = name if (REPO / (name.replace(".", "/") + ".py")).is_file() or (REPO / name.replace(".", "/")).is_dir() \
-            else name.rsplit(".", 1)[0]
-        if room_of(target) not in allowed:
+        target = import_target(name)
+        if room_of(target) not in allowed and not (target in FACADE_LAZY and target in lazy):
             wrong.add(target)
     assert not wrong, f"{module_name(path)} ({room}) imports {sorted(wrong)}"
+
+
+def test_the_facade_imports_the_api_lazily_and_stays_light() -> None:
+    """`import pipeline` and the analysis never load torch; `pipeline.Task`, `pipeline.range_test` load on use."""
+    facade = REPO / "pipeline" / "__init__.py"
+    eager = {import_target(n) for n in first_party_imports(facade, in_functions=False)}
+    assert not eager & FACADE_LAZY, f"pipeline/__init__.py imports {sorted(eager & FACADE_LAZY)} at import time"
+    code = ("import sys, pipeline, analysis, analysis.pick, analysis.plots, analysis.report, analysis.sources\n"
+            "assert 'torch' not in sys.modules, 'torch loaded by import pipeline/analysis'\n"
+            "from pipeline import Task, range_test\n"
+            "import pipeline.study.range_test, pipeline.train.task\n"
+            "assert Task is pipeline.train.task.Task and range_test is pipeline.study.range_test.range_test\n"
+            "assert not hasattr(pipeline, 'no_such_name')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
@@ -88,7 +125,7 @@ def test_tests_mirror_the_modules() -> None:
     lonely = []
     for path in sorted((REPO / "tests").rglob("test_*.py")):
         rel = path.relative_to(REPO / "tests")
-        if rel.parts[0] not in ("pipeline", "analysis") or rel.as_posix() in INTEGRATION_TESTS:
+        if rel.parts[0] not in ("pipeline", "analysis", "examples") or rel.as_posix() in INTEGRATION_TESTS:
             continue
         module = REPO / rel.parent / rel.stem.removeprefix("test_")
         main = REPO / rel.parent / "__main__.py"

@@ -3,6 +3,8 @@
     python -m pipeline.study                      # the demo: minutes on 2 CPU cores, offline
     python -m pipeline.study --size=full          # the seed's sizes: 1000-step range tests, 200k-step runs
     python -m pipeline.study --wandb_mode=online --project=P [--entity=E]   # the same, on the W&B cloud
+    python -m pipeline.study --task=examples/wavenet.py:make [--task_args="{'n_embd': 24}"]   # on your own model
+    python -m pipeline.study --task=... --lre_min=-5 --lre_max=-1   # another range for the range test (AdamW's)
 
 Stages, each resumable (kill the study anywhere, run the same command again):
 
@@ -161,6 +163,27 @@ def check_decay_factors(factors: Any, flag: str = "--decay_factors") -> tuple[tu
     return tuple(options)
 
 
+def check_task_flags(task: str, task_args: Any) -> tuple[str, dict[str, Any]]:
+    """--task and --task_args checked as the trainer checks them; task_args as text (the flag) or a mapping."""
+    from pipeline.config import TrainConfig, parse_value
+
+    if isinstance(task_args, str):
+        task_args = parse_value("task_args", task_args) if task_args.strip() else {}
+    config = TrainConfig(task=task or "", task_args=dict(task_args or {}))  # one line when either is wrong
+    return config.task, dict(config.task_args)
+
+
+def check_lre_range(lre_min: float | None, lre_max: float | None) -> tuple[float, float] | None:
+    """--lre_min and --lre_max, together or not at all, low before high; None: the size's ranges."""
+    if lre_min is None and lre_max is None:
+        return None
+    if lre_min is None or lre_max is None:
+        raise LrscanError("--lre_min and --lre_max go together (the range test's first and last lr exponent)")
+    if not (math.isfinite(lre_min) and math.isfinite(lre_max) and lre_min < lre_max):
+        raise LrscanError(f"--lre_min={lre_min} --lre_max={lre_max}: need finite exponents, lre_min < lre_max")
+    return float(lre_min), float(lre_max)
+
+
 def decay_lr_values(best_lr: float, factors: Sequence[Sequence[float]]) -> list[list[float]]:
     """The decay grid's `decay_lrs` values: the picked lr times each option's factors, not rounded."""
     return [[best_lr * f for f in option] for option in factors]
@@ -286,7 +309,8 @@ class Study:
     def __init__(self, *, size: str | Size, out: Path, workers: int | None, wandb_mode: str, project: str, entity: str,
                  range_yaml: Path, decay_yaml: Path, n_boot: int, api: Any = None,
                  decay_factors: Any = DEFAULT_DECAY_FACTORS, access: WandbAccess | None = None,
-                 check_seconds: float = ONLINE_CHECK_SECONDS):
+                 check_seconds: float = ONLINE_CHECK_SECONDS, task: str = "", task_args: Any = None,
+                 lre_min: float | None = None, lre_max: float | None = None, pack: int | None = None):
         if isinstance(size, str) and size not in SIZES:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
@@ -295,6 +319,9 @@ class Study:
             raise LrscanError(f"--n_boot={n_boot}: must be >= 0")
         if workers is not None and workers < 1:
             raise LrscanError(f"--workers={workers}: need at least 1")
+        if pack is not None and pack < 1:
+            raise LrscanError(f"--pack={pack}: need at least 1 (1: one process per run)")
+        self.pack = pack  # runs stacked per process in the sweeps (None: the sweep runner's default for the device)
         self.decay_factors = check_decay_factors(decay_factors)
         # both base sweeps are read before anything is written, so a bad one leaves no folder behind
         read_base(range_yaml)
@@ -307,16 +334,20 @@ class Study:
         self.n_boot, self.api = n_boot, api
         # an `api` given (the tests' fakes) stands for checked credentials and a reachable server
         self.access, self.check_seconds = access or WandbAccess(), check_seconds
+        self.task, self.task_args = check_task_flags(task, task_args)
+        self.lre_range = check_lre_range(lre_min, lre_max)
         self.commands: list[str] = []
 
     # -- the stages ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         from analysis.pick import ci_description
-        from pipeline.sweep.runner import load_sweep
+        from pipeline.sweep import load_sweep
 
         if self.wandb_mode == "online":
             self._check_online()  # in seconds, before anything is written or run
+        if self.task:
+            self._check_task()  # a task that does not load is one line, before anything is written or run
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -324,8 +355,9 @@ class Study:
         state = _read_state(self.out)
         t0 = time.monotonic()
 
-        range_path = derive_sweep(self.range_yaml, self.out / "stages" / "lr_range.yaml", self.spec.range_overrides,
-                                  f"study size {self.size}")
+        range_path = derive_sweep(self.range_yaml, self.out / "stages" / "lr_range.yaml",
+                                  {**self.spec.range_overrides, **self.task_parameters(), **self.range_parameters()},
+                                  self._note())
         range_sweep = load_sweep(range_path)
         _stage(1, f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
         self._sweep(range_sweep)
@@ -364,18 +396,41 @@ class Study:
         is 0 below lre -6.3), and the decayed lrs follow it as factors, so a decay always lowers it.
         """
         from analysis.report import value_label
-        from pipeline.sweep.runner import load_sweep
+        from pipeline.sweep import load_sweep
 
         best_lr = 10.0 ** best_lre
-        overrides = {**self.spec.decay_overrides, "lr": {"value": best_lr},
+        overrides = {**self.spec.decay_overrides, **self.task_parameters(), "lr": {"value": best_lr},
                      "decay_lrs": {"values": decay_lr_values(best_lr, self.decay_factors)}}
         factors = ", ".join(value_label(list(f)) for f in self.decay_factors)
         path = derive_sweep(self.decay_yaml, self.out / "stages" / "decay_grid.yaml", overrides,
-                            f"study size {self.size}, base lr 10**{best_lre:.3f} from the range test, "
+                            f"{self._note()}, base lr 10**{best_lre:.3f} from the range test, "
                             f"decay_lrs = that lr x {factors}")
         sweep = load_sweep(path)
         check_decay_points(sweep)
         return sweep
+
+    def task_parameters(self) -> dict[str, Any]:
+        """The user's task as fixed parameters of both sweeps; none for the MLP (its sweeps stay as they were)."""
+        if not self.task:
+            return {}
+        return {"task": {"value": self.task}, **({"task_args": {"value": self.task_args}} if self.task_args else {})}
+
+    def range_parameters(self) -> dict[str, Any]:
+        """--lre_min/--lre_max as fixed parameters of the range sweep; none when not given (the size's ranges)."""
+        if self.lre_range is None:
+            return {}
+        return {"lre_min": {"value": self.lre_range[0]}, "lre_max": {"value": self.lre_range[1]}}
+
+    def _note(self) -> str:
+        return (f"study size {self.size}" + (f", task {self.task}" if self.task else "")
+                + (f", lre {self.lre_range[0]:g}..{self.lre_range[1]:g}" if self.lre_range else ""))
+
+    def _check_task(self) -> None:
+        """Build the task once here: a file, function or argument that is wrong fails before any run exists."""
+        from pipeline.config import TrainConfig
+        from pipeline.train.task import load_task
+
+        load_task(self.task, TrainConfig().seed, self.task_args)
 
     def _check_online(self) -> None:
         if self.api is None:
@@ -386,14 +441,17 @@ class Study:
             self.entity = default_entity(self.api)  # the user's own, as `wandb sweep` would use
 
     def _sweep(self, sweep) -> None:
-        from pipeline.sweep.runner import run_sweep, unfinished_message
+        from pipeline.sweep import run_sweep, unfinished_message
 
         out = self.out / "sweeps"
         env_note = f"WANDB_MODE={self.wandb_mode} " + (f"WANDB_PROJECT={self.project} " if self.project else "")
-        self.commands.append(f"{env_note}python -m pipeline.sweep {shlex.quote(sweep.path)} --out {shlex.quote(str(out))}")
-        code = run_sweep(sweep, str(out), workers=self.workers, wandb_mode=self.wandb_mode)
+        quoted = f"{shlex.quote(sweep.path)} --out {shlex.quote(str(out))}" + (
+            f" --pack {self.pack}" if self.pack is not None else "")
+        self.commands.append(f"{env_note}python -m pipeline.sweep {quoted}")
+        code = run_sweep(sweep, str(out), workers=self.workers, wandb_mode=self.wandb_mode, pack=self.pack)
         if code != 0:
-            why = unfinished_message(str(out), sweep) or f"{sweep.key}: points that did not finish; run the same command again to retry them"
+            why = (unfinished_message(str(out), sweep)
+                   or f"{sweep.key}: points that did not finish; run the same command again to retry them")
             raise LrscanError(f"sweep {why} (manifest: {out / sweep.key / 'manifest.jsonl'})")
 
     def _analyse(self, sweep, name: str):
@@ -409,8 +467,8 @@ class Study:
         dest = self.out / "report" / name
         adopt_unmarked_report(dest)  # the study's own report from before reports carried a marker
         loaded = load_runs(source, group=sweep.key, api=self.api)
-        self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} --out {shlex.quote(str(dest))}"
-                             f" --block-steps {self.spec.block_steps}")
+        self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} "
+                             f"--out {shlex.quote(str(dest))} --block-steps {self.spec.block_steps}")
         return write_report(dest, loaded, block_steps=self.spec.block_steps, n_boot=self.n_boot, source=source,
                             filters={"group": sweep.key})
 
@@ -422,6 +480,8 @@ class Study:
         best_lr = 10.0 ** best_lre
         summary = {
             "size": self.size,
+            "task": self.task or "makemore MLP",
+            "task_args": self.task_args,
             "wandb_mode": self.wandb_mode,
             "seconds": round(seconds, 1),
             "best_lre": best_lre,
@@ -441,7 +501,7 @@ class Study:
         figures = [f for f in range_report.files if f.endswith(".png")]
         decay_figs = [f for f in decay_report.files if f.endswith(".png")]
         lines = [
-            f"# lrscan study ({self.size})",
+            f"# lrscan study ({self.size}" + (f", task {self.task}" if self.task else "") + ")",
             "",
             f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "
             f"Other suggesters: steepest {_fmt(rs.get('steepest_lre'))}, valley {_fmt(rs.get('valley_lre'))}.",
@@ -539,18 +599,31 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="range test -> pick -> decay grid -> report, resumable")
-    p.add_argument("--size", default="demo", choices=sorted(SIZES), help="demo (minutes on 2 cores) or full (the seed's sizes)")
+    p.add_argument("--size", default="demo", choices=sorted(SIZES),
+                   help="demo (minutes on 2 cores) or full (the seed's sizes)")
     p.add_argument("--out", default=None, help="study folder (default runs/study-<size>)")
     p.add_argument("--workers", type=int, default=None, help="runs at once (default: usable cores)")
-    p.add_argument("--wandb_mode", "--wandb-mode", default="offline", choices=("offline", "online"), help="offline (default) or online")
+    p.add_argument("--pack", type=int, default=None, help="runs trained stacked in one process by the sweeps "
+                   "(default: 16 on a CPU, 64 on a GPU; 1: one process per run)")
+    p.add_argument("--wandb_mode", "--wandb-mode", default="offline", choices=("offline", "online"),
+                   help="offline (default) or online")
     p.add_argument("--project", default="", help="W&B project (online)")
     p.add_argument("--entity", default="", help="W&B entity (online; default: $WANDB_ENTITY, else your default entity)")
-    p.add_argument("--range_yaml", default=str(REPO / "sweeps" / "lr_range.yaml"))
-    p.add_argument("--decay_yaml", default=str(REPO / "sweeps" / "decay_grid.yaml"))
-    p.add_argument("--decay_factors", default="0.1,0.01",
+    p.add_argument("--range-yaml", "--range_yaml", default=str(REPO / "sweeps" / "lr_range.yaml"),
+                   help="the range-test sweep the study derives stage 1 from (default sweeps/lr_range.yaml)")
+    p.add_argument("--decay-yaml", "--decay_yaml", default=str(REPO / "sweeps" / "decay_grid.yaml"),
+                   help="the decay-grid sweep the study derives stage 3 from (default sweeps/decay_grid.yaml)")
+    p.add_argument("--decay-factors", "--decay_factors", default="0.1,0.01",
                    help="decayed lrs as factors of the picked lr, each in (0, 1): 0.1,0.01 (default; one option each) "
                         "or [[0.1, 0.01]] (one option, a factor per decay boundary)")
-    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the pick's CI")
+    p.add_argument("--n-boot", "--n_boot", type=int, default=1000, help="bootstrap resamples of the pick's CI")
+    p.add_argument("--task", default="", help="your own model: path/to/file.py:make or package.module:make, "
+                                              "make(seed, **task_args) -> pipeline.Task (default: the makemore MLP)")
+    p.add_argument("--task_args", "--task-args", default="", help="keyword arguments of make, e.g. \"{'n_embd': 24}\"")
+    p.add_argument("--lre_min", "--lre-min", type=float, default=None,
+                   help="range test: first lr exponent, with --lre_max (default: the size's ranges, -3..0 in the demo)")
+    p.add_argument("--lre_max", "--lre-max", type=float, default=None,
+                   help="range test: last lr exponent, with --lre_min")
     return p
 
 
@@ -569,7 +642,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         Study(size=args.size, out=out, workers=args.workers, wandb_mode=args.wandb_mode, project=args.project,
               entity=entity, range_yaml=Path(args.range_yaml), decay_yaml=Path(args.decay_yaml),
-              n_boot=args.n_boot, decay_factors=args.decay_factors, access=access).run()
+              n_boot=args.n_boot, decay_factors=args.decay_factors, access=access, task=args.task,
+              task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack).run()
     except LrscanError as e:
         exit_with(e, PROG)
     except KeyboardInterrupt:

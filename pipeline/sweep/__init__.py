@@ -9,8 +9,9 @@ One responsibility per module, imports pointing down this list:
     command.py   a point's command line (W&B's macros), environment and run id; the pre-flight check
     manifest.py  the sweep folder's record: sweep.yaml, sweep.json, manifest.jsonl
     claims.py    who runs which point: leases, NFS-safe
-    runner.py    the process pool: signals, leases, progress; run_sweep, unfinished_message
-    slurm.py     Slurm job arrays: the sbatch script, array task -> point
+    packs.py     which points train stacked in one process (`python -m pipeline.pack`), how many, in which order
+    runner.py    the process pool: signals, leases, progress, packs; run_sweep, unfinished_message
+    slurm.py     Slurm job arrays: the sbatch script, array task -> point or pack
     __main__.py  the command line
 """
 

@@ -4,7 +4,12 @@
     python -m pipeline.sweep sweeps/lr_range.yaml --dry-run       # print the expanded commands, run nothing
     python -m pipeline.sweep sweeps/lr_range.yaml --workers 2     # two at a time
     python -m pipeline.sweep sweeps/lr_range.yaml --index 3       # only point 3 (a Slurm array task)
+    python -m pipeline.sweep sweeps/lr_range.yaml --pack 1        # one process per point (no packs)
     python -m pipeline.sweep sweeps/lr_range.yaml --print-sbatch  # a Slurm job array script for this sweep
+
+Points of lrscan's trainer that can share a process train stacked in packs of up to `--pack` (default:
+16 on a CPU, 64 when the points train on a GPU), each still its own W&B run and manifest row
+(`pipeline.sweep.packs`). With `--index`, the given points are packed among themselves.
 
 The same YAML runs unchanged under `wandb sweep` + `wandb agent`. Bad flags or a bad YAML are one
 line, `pipeline.sweep: error: ...`, exit 2, before anything is written. Exit 0 when every point
@@ -25,7 +30,8 @@ from typing import NoReturn
 from pipeline.errors import LrscanError, exit_with
 from pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
 from pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
-from pipeline.sweep.runner import PROG, run_sweep, unfinished_message
+from pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_plan, point_keys
+from pipeline.sweep.runner import PROG, default_workers, run_sweep, unfinished_message
 from pipeline.sweep.slurm import sbatch_script
 from pipeline.sweep.spec import Sweep, load_sweep
 
@@ -47,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="random: number of runs (default run_cap); grid: first N points (N >= 1)")
     p.add_argument("--seed", type=int, default=0, help="random: seed of the draws")
     p.add_argument("--index", type=int, action="append", default=None,
-                   help="run only this point (repeatable); Slurm: --index $SLURM_ARRAY_TASK_ID")
+                   help="run only this point (repeatable; several are packed together); Slurm: see --print-sbatch")
+    p.add_argument("--pack", type=int, default=None,
+                   help="train up to N compatible points stacked in one process (default: 16 on a CPU, 64 on a GPU; "
+                        "1: one process per point)")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help="root of sweep folders; share it between machines (default: runs)")
     p.add_argument("--lease-seconds", type=float, default=60.0,
@@ -67,6 +76,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     """What argparse's types cannot say: ranges, finiteness."""
     if args.workers is not None and args.workers < 1:
         raise LrscanError(f"--workers {args.workers}: need at least 1")
+    check_pack(args.pack)
     if args.count is not None and args.count < 1:
         raise LrscanError(f"--count {args.count}: need at least 1 "
                           "(grid: run its first N points; random: draw N points)")
@@ -78,8 +88,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise LrscanError(f"--term-timeout {args.term_timeout}: must be a finite number >= 0")
 
 
-def _print_dry_run(sweep: Sweep, out: str) -> None:
-    """Each point's command line, as it would run, in W&B's order; nothing is written."""
+def _print_dry_run(sweep: Sweep, out: str, pack: int, workers: int, indices: Sequence[int] | None) -> None:
+    """Each point's command line, as it would run alone, in W&B's order, and the packs a fresh run would form;
+    nothing is written."""
     folder = os.path.abspath(sweep_folder(out, sweep))
     print(f"# {sweep.key}: {len(sweep.points)} points, method {sweep.method}, folder {folder}")
     lines = []
@@ -87,6 +98,15 @@ def _print_dry_run(sweep: Sweep, out: str) -> None:
         run_id = run_id_for(sweep.key, index)
         argv, _ = build_command(sweep.command, sweep.program, point, args_json_path(folder, sweep.key, run_id))
         lines.append(f"[{index}] {run_id}: {shlex.join(argv)}")
+    if pack > 1:
+        keys, alone = point_keys(sweep)
+        plan = pack_plan(keys, pack, indices, workers)
+        packs, single = [p for p in plan if len(p) > 1], [p[0] for p in plan if len(p) == 1]
+        lines.append(f"# packs of up to {pack} ({workers} workers), each one `python -m {PACK_MODULE}` process: "
+                     + (" ".join("[" + ",".join(map(str, p)) + "]" for p in packs) or "none")
+                     + (f"; one process each: {', '.join(map(str, single))}" if single else ""))
+        for why in dict.fromkeys(alone.values()):
+            lines.append(f"# one process per point for {sum(w == why for w in alone.values())} point(s): {why}")
     try:
         print("\n".join(lines), flush=True)
     except BrokenPipeError:  # `| head`
@@ -98,17 +118,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _check_flags(args)
         sweep = load_sweep(args.yaml, count=args.count, seed=args.seed)
+        # the CLI's edge: the machine is looked at here (a GPU for the points' device decides the pack size)
+        pack = args.pack if args.pack is not None else default_pack(sweep, gpu_visible())
         if args.print_sbatch:
             check_sweep(sweep, os.environ)
-            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds), end="")
+            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds, pack), end="")
             return
         if args.dry_run:
             check_sweep(sweep, os.environ)
-            _print_dry_run(sweep, args.out)
+            _print_dry_run(sweep, args.out, pack, args.workers or default_workers(), args.index)
             return
         code = run_sweep(sweep, args.out, workers=args.workers, lease_seconds=args.lease_seconds,
                          wandb_mode=args.wandb_mode, indices=args.index, term_timeout_seconds=args.term_timeout,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, pack=pack)
     except LrscanError as e:
         exit_with(e, PROG)
     folder = sweep_folder(args.out, sweep)

@@ -9,7 +9,7 @@ Each point gets the identity `wandb agent` would give it, through the environmen
 sweep folder), WANDB_RUN_ID (`<sweep key>-<index>`, stable: a retry resumes the same run),
 WANDB_RUN_GROUP (the sweep key), WANDB_TAGS (the sweep name), WANDB_MODE (offline unless told
 otherwise), WANDB_RESUME=allow on retries, LRSCAN_SWEEP_INDEX. WANDB_SWEEP_ID is never set: offline,
-no server-side sweep exists.
+no server-side sweep exists. A pack's process (`pack_env`) gets the same without the per-point ones.
 
 `${interpreter}` is W&B's literal `python`, which some machines lack, so lrscan's YAMLs say `python3`.
 The children's PATH has the directory of the runner's own interpreter first, so `python3` (and
@@ -95,6 +95,15 @@ def point_env(environ: Mapping[str, str], *, folder: str, sweep: Sweep, index: i
     })
     if retry:
         env["WANDB_RESUME"] = "allow"
+    return env
+
+
+def pack_env(environ: Mapping[str, str], *, folder: str, sweep: Sweep, wandb_mode: str) -> dict[str, str]:
+    """The environment of a pack's process: a point's, without what names one point (the pack's points file
+    gives each member its run id; a pack continues every member that has a checkpoint)."""
+    env = point_env(environ, folder=folder, sweep=sweep, index=0, run_id="", retry=False, wandb_mode=wandb_mode)
+    for name in ("WANDB_RUN_ID", "LRSCAN_SWEEP_INDEX", "WANDB_RESUME"):
+        env.pop(name, None)
     return env
 
 

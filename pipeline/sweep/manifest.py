@@ -3,9 +3,10 @@
 The sweep folder, `<out>/<sweep key>/` (the key is `pipeline.sweep.spec`'s: an edited YAML is a new sweep):
 
     sweep.yaml         the YAML as given          sweep.json     key, name, method, points
-    manifest.jsonl     one line per point: index, run_id, state, attempts, exit_code, timings, config
+    manifest.jsonl     one line per point: index, run_id, state, attempts, exit_code, timings, pack, config
     claims/            who runs which point (`pipeline.sweep.claims`: exclusive, leased, NFS-safe)
-    logs/              each attempt's stdout+stderr
+    logs/              each attempt's stdout+stderr (a pack's attempt: one log for its members)
+    packs/             each pack's points file and its members' end files (`pipeline.sweep.packs`)
     wandb/             the offline runs (`wandb sync <out>/<key>/wandb/offline-run-*`)
     checkpoints/       the trainer's checkpoints, `<run_id>.pt`
 
@@ -63,6 +64,7 @@ def manifest_rows(sweep: Sweep, states: Sequence[PointState]) -> list[dict[str, 
             "seconds": end.get("seconds"),
             "worker": claim.get("worker"),
             "log": claim.get("log"),
+            "pack": claim.get("pack"),  # the run ids trained in the same process as this point's attempt, if packed
             "config": sweep.points[st.index],
         })
     return rows

@@ -15,10 +15,12 @@ Ctrl-C, SIGTERM or SIGHUP asks every program to stop (they save a checkpoint), w
 `term_timeout_seconds`, then kills; a second signal kills at once. The runner's own death takes its
 programs with it (Linux), so a taker never resumes a run that is still being written.
 
-Today a job is one process for one point (`Runner._start` builds it with `pipeline.sweep.command`).
-Packed sweeps (issue 15) plug in at `Runner._start`/`_finish`: a job becomes one process for a pack of
-points, holding each point's claim, renewing them together and ending each with its own state, so
-the manifest, the claims and resumption stay per point.
+A job is one process: one point's (`Runner._start`, the YAML's command), or a pack's (`_start_pack`:
+`python -m pipeline.pack POINTS.json` training several points of lrscan's trainer stacked, see
+`pipeline.sweep.packs`). A pack's job holds one claim per member, all taken before it starts,
+renews them together, and ends each with its own state: the pack writes one end file per member
+when that member's run ends, and a member whose end file says finished is recorded finished at
+once, while its packmates go on. The manifest, the claims, retries and resumption stay per point.
 """
 
 from __future__ import annotations
@@ -49,8 +51,20 @@ from pipeline.sweep.claims import (
     PointState,
     here,
 )
-from pipeline.sweep.command import args_json_path, build_command, check_sweep, point_env, run_id_for
+from pipeline.sweep.command import args_json_path, build_command, check_sweep, pack_env, point_env, run_id_for
 from pipeline.sweep.manifest import DEFAULT_OUT, manifest_rows, prepare_folder, sweep_folder, write_manifest
+from pipeline.sweep.packs import (
+    PACK_MODULE,
+    PACK_SLOTS,
+    check_pack,
+    default_pack,
+    gpu_visible,
+    pack_sizes,
+    point_keys,
+    read_end_file,
+    trainer_args,
+    write_points_file,
+)
 from pipeline.sweep.spec import Sweep
 
 PROG = "pipeline.sweep"
@@ -62,13 +76,15 @@ def _iso(ts: float) -> str:
 
 @dataclasses.dataclass
 class _Job:
-    claim: Claim
+    claims: dict[int, Claim]   # point index -> the claim held for it: one point, or a pack's members still running
     proc: subprocess.Popen
     log: Any
     started: float             # time.monotonic()
     started_at: float          # time.time()
     last_renew: float
     stop_sent: float | None = None  # monotonic time we sent SIGTERM, if we did
+    end_files: dict[int, str] = dataclasses.field(default_factory=dict)  # a pack's: where each member's end is said
+    slots: int = 1             # workers' slots it takes (a pack: PACK_SLOTS)
 
 
 def _die_with_parent() -> Any:
@@ -97,7 +113,8 @@ class Runner:
 
     def __init__(self, sweep: Sweep, folder: str, *, workers: int, lease_seconds: float, wandb_mode: str,
                  term_timeout_seconds: float = 30.0, poll_seconds: float = 0.5, indices: Sequence[int] | None = None,
-                 max_attempts_per_point: int = 3, progress: bool = True, environ: Mapping[str, str] | None = None):
+                 max_attempts_per_point: int = 3, progress: bool = True, environ: Mapping[str, str] | None = None,
+                 pack: int = 1):
         self.sweep = sweep
         self.folder = folder
         self.workers = max(1, workers)
@@ -109,7 +126,11 @@ class Runner:
         self.progress = progress
         self.environ = dict(os.environ if environ is None else environ)
         self.store = ClaimStore(folder, lease_seconds)
-        self.jobs: dict[int, _Job] = {}
+        self.jobs: dict[int, _Job] = {}          # point index -> the job holding its claim (a pack: each member's)
+        self._running: list[_Job] = []           # every started process not yet reaped
+        self.pack = max(1, pack)
+        # each point's pack key (None: it runs alone), and why the ones that could be packed are not
+        self.keys, self.alone = point_keys(sweep) if self.pack > 1 else ([None] * len(sweep.points), {})
         self.started_here: dict[int, int] = {}   # attempts this runner started, per point
         self.retry_failed: set[int] = set()      # points that had failed before this runner started
         self.stop_signal: int | None = None
@@ -122,7 +143,7 @@ class Runner:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_signal is not None:
-            for job in self.jobs.values():  # second signal: no more waiting
+            for job in self._live_jobs():  # second signal: no more waiting
                 _killpg(job.proc, signal.SIGKILL)
         self.stop_signal = signum
 
@@ -137,14 +158,7 @@ class Runner:
         json_file = args_json_path(self.folder, self.sweep.key, run_id)
         argv, args_json = build_command(self.sweep.command, self.sweep.program, self.sweep.points[index], json_file)
         info = {"run_id": run_id, "started_at": _iso(time.time()), "log": log_rel, "command": argv}
-        if st.state == RUNNING:  # its worker is gone (lease expired, or seen dead on this host)
-            claim = self.store.take_over(st, info)
-            if claim is not None:
-                why = (f"its worker {st.claim.get('worker')} died (seen dead on this host)" if st.owner_dead else
-                       f"no lease renewal from {st.claim.get('worker')} for {st.lease_age_seconds:.0f} s")
-                self._say(f"{PROG}: point {index} ({run_id}): {why}; taking it over now (attempt {gen + 1})")
-        else:
-            claim = self.store.claim(index, gen, info)
+        claim = self._claim(st, info)
         if claim is None:
             return  # another runner was faster
         if "${args_json_file}" in self.sweep.command:
@@ -152,30 +166,94 @@ class Runner:
             Path(json_file).write_text(args_json)
         env = point_env(self.environ, folder=self.folder, sweep=self.sweep, index=index, run_id=run_id,
                         retry=gen > 0, wandb_mode=self.wandb_mode)
+        self._launch({index: claim}, argv, env, log_rel)
+
+    def _claim(self, st: PointState, info: Mapping[str, Any]) -> Claim | None:
+        """The point's next attempt, claimed, or taken over from a worker that is gone; None if another runner won."""
+        if st.state != RUNNING:
+            return self.store.claim(st.index, st.gen + 1, info)
+        claim = self.store.take_over(st, info)  # its worker is gone (lease expired, or seen dead on this host)
+        if claim is not None:
+            why = (f"its worker {st.claim.get('worker')} died (seen dead on this host)" if st.owner_dead else
+                   f"no lease renewal from {st.claim.get('worker')} for {st.lease_age_seconds:.0f} s")
+            self._say(f"{PROG}: point {st.index} ({info['run_id']}): {why}; taking it over now "
+                      f"(attempt {st.gen + 2})")
+        return claim
+
+    def _start_pack(self, group: Sequence[PointState]) -> None:
+        """Claim every member's next attempt, then start one `python -m pipeline.pack` process for those claimed."""
+        first = run_id_for(self.sweep.key, group[0].index)
+        tag = f"{first}.pack.g{group[0].gen + 1}"
+        log_rel = os.path.join("logs", f"{tag}.log")
+        points_file = os.path.join(self.folder, "packs", f"{tag}.json")
+        argv = [sys.executable, "-m", PACK_MODULE, points_file]
+        run_ids = [run_id_for(self.sweep.key, st.index) for st in group]
+        claims: dict[int, Claim] = {}
+        members = []
+        for st in group:  # every claim is taken before the pack starts
+            run_id = run_id_for(self.sweep.key, st.index)
+            info = {"run_id": run_id, "started_at": _iso(time.time()), "log": log_rel, "command": argv,
+                    "pack": run_ids}
+            claim = self._claim(st, info)
+            if claim is None:
+                continue  # another runner was faster: the pack goes without this point
+            claims[st.index] = claim
+            end_file = os.path.join(self.folder, "packs", f"{run_id}.g{claim.gen}.end.json")
+            members.append((run_id, trainer_args(self.sweep.points[st.index]), end_file))
+        if not claims:
+            return
+        write_points_file(points_file, members)
+        env = pack_env(self.environ, folder=self.folder, sweep=self.sweep, wandb_mode=self.wandb_mode)
+        self._launch(claims, argv, env, log_rel, end_files={i: m[2] for i, m in zip(claims, members)},
+                     slots=self._pack_slots())
+
+    def _pack_slots(self) -> int:
+        return min(PACK_SLOTS, self.workers)
+
+    def _free_slots(self) -> int:
+        return self.workers - sum(job.slots for job in self._running)
+
+    def _launch(self, claims: dict[int, Claim], argv: list[str], env: dict[str, str], log_rel: str,
+                end_files: dict[int, str] | None = None, slots: int = 1) -> None:
         log = open(os.path.join(self.folder, log_rel), "ab")
+        for index in claims:
+            self.started_here[index] = self.started_here.get(index, 0) + 1
         try:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     process_group=0, preexec_fn=self._preexec)
         except OSError as e:
             log.write(f"{PROG}: cannot start {argv!r}: {e}\n".encode())
             log.close()
-            self.store.end(index, gen, {"state": FAILED, "exit_code": None, "ended_at": _iso(time.time()),
-                                        "seconds": 0.0, "reason": f"cannot start: {e}"})
-            self.started_here[index] = self.started_here.get(index, 0) + 1
+            for index, claim in claims.items():
+                self.store.end(index, claim.gen, {"state": FAILED, "exit_code": None, "ended_at": _iso(time.time()),
+                                                  "seconds": 0.0, "reason": f"cannot start: {e}"})
             return
-        self.store.note_program(claim, proc.pid)  # lets a runner on this host see when it is gone
+        for claim in claims.values():
+            self.store.note_program(claim, proc.pid)  # lets a runner on this host see when it is gone
         now = time.monotonic()
-        self.jobs[index] = _Job(claim, proc, log, now, time.time(), now)
-        self.started_here[index] = self.started_here.get(index, 0) + 1
+        job = _Job(dict(claims), proc, log, now, time.time(), now, end_files=dict(end_files or {}), slots=slots)
+        for index in claims:
+            self.jobs[index] = job
+        self._running.append(job)
 
-    def _finish(self, index: int, rc: int, reason: str = "") -> None:
-        job = self.jobs.pop(index)
-        job.log.close()
-        if rc == 0:
-            state = FINISHED
+    def _live_jobs(self) -> list[_Job]:
+        return list(self._running)
+
+    def _end_point(self, job: _Job, index: int, rc: int | None, reason: str = "") -> None:
+        """Record how a point's attempt ended: from its pack's end file when there is one, else from the exit code."""
+        claim = job.claims.pop(index)
+        self.jobs.pop(index, None)
+        said = read_end_file(job.end_files[index]) if index in job.end_files else {}
+        if said.get("state") in (FINISHED, FAILED, KILLED):
+            state, rc = said["state"], said.get("exit_code", rc)
+            reason = reason or said.get("reason", "")
+        elif rc == 0:
+            # a pack that exits 0 said how every member ended; one without its word did not finish
+            state = CRASHED if index in job.end_files else FINISHED
+            reason = reason or ("the pack exited without saying how this run ended" if index in job.end_files else "")
         elif job.stop_sent is not None:
             state = KILLED
-        elif rc > 0:
+        elif rc is not None and rc > 0:
             state = FAILED
         else:
             state = CRASHED
@@ -183,26 +261,41 @@ class Runner:
                   "seconds": round(time.monotonic() - job.started, 3)}
         if reason:
             record["reason"] = reason
-        self.store.end(index, job.claim.gen, record)
+        self.store.end(index, claim.gen, record)
+
+    def _finish(self, job: _Job, rc: int, reason: str = "", reasons: Mapping[int, str] | None = None) -> None:
+        self._running.remove(job)
+        job.log.close()
+        for index in list(job.claims):
+            self._end_point(job, index, rc, (reasons or {}).get(index, reason))
 
     def _reap(self) -> None:
-        for index, job in list(self.jobs.items()):
+        for job in self._live_jobs():
             rc = job.proc.poll()
             if rc is not None:
-                self._finish(index, rc)
+                self._finish(job, rc)
+                continue
+            # a pack member whose run finished is recorded at once; its packmates go on
+            for index in [i for i in job.claims if i in job.end_files]:
+                if read_end_file(job.end_files[index]).get("state") == FINISHED:
+                    self._end_point(job, index, None)
 
     def _renew(self) -> None:
         now = time.monotonic()
-        for index, job in list(self.jobs.items()):
+        for job in self._live_jobs():
             if now - job.last_renew < self.store.lease_seconds / 4:
                 continue
             job.last_renew = now
-            if not self.store.renew(job.claim):
-                # the lease is gone (we were stalled past it): someone may run the point now, so stop ours
+            lost = [index for index, claim in job.claims.items() if not self.store.renew(claim)]
+            if lost:
+                # a lease is gone (we were stalled past it): someone may run that point now, so stop ours
+                # (a pack stops with it: its other members resume from their checkpoints on their next attempt)
                 _killpg(job.proc, signal.SIGKILL)
                 job.proc.wait()
                 job.stop_sent = now
-                self._finish(index, job.proc.returncode, reason="lease lost")
+                lost_ids = ", ".join(run_id_for(self.sweep.key, i) for i in lost)
+                self._finish(job, job.proc.returncode, reason=f"stopped with its pack: lease lost for {lost_ids}",
+                             reasons=dict.fromkeys(lost, "lease lost"))
 
     # -- policy
 
@@ -265,6 +358,7 @@ class Runner:
         try:
             states = self.store.states(len(self.sweep.points))
             self.retry_failed = {st.index for st in states if st.state == FAILED}
+            self._tell_alone()
             if self.progress:
                 from tqdm import tqdm
 
@@ -283,19 +377,14 @@ class Runner:
                     break
                 self._renew()
                 states = self.store.states(len(self.sweep.points))
-                mine = [states[i] for i in self.indices]
-                for st in mine:
-                    if len(self.jobs) >= self.workers:
-                        break
-                    if self._claimable(st):
-                        self._start(st)
+                self._start_some([states[i] for i in self.indices])
                 states = self.store.states(len(self.sweep.points))
-                if len(self.jobs) < self.workers:  # idle slots: say what keeps them idle
+                if self._free_slots() > 0:  # idle slots: say what keeps them idle
                     self._tell_waits(states)
                 self._write_manifest(states)
                 if bar is not None:
                     self._show(bar, [states[i] for i in self.indices])
-                if not self.jobs and all(self._settled(states[i]) for i in self.indices):
+                if not self._running and all(self._settled(states[i]) for i in self.indices):
                     break
                 time.sleep(self.poll_seconds)
             states = self.store.states(len(self.sweep.points))
@@ -313,29 +402,65 @@ class Runner:
             return 128 + self.stop_signal
         return 0 if all(states[i].state == FINISHED for i in self.indices) else 1
 
+    def _start_some(self, mine: Sequence[PointState]) -> None:
+        """Fill the free worker slots in W&B's order: a point alone, or a pack of it and its compatible points."""
+        claimable = [st for st in mine if self._claimable(st)]
+        free = self._free_slots()
+        # pack sizes are set once per round from what is claimable now, so every free slot gets work
+        sizes: dict[str, int] = {}
+        for st in claimable:
+            key = self.keys[st.index]
+            if key is not None:
+                sizes[key] = sizes.get(key, 0) + 1
+        sizes = {key: pack_sizes(n, self.pack, free) for key, n in sizes.items()}
+        while free > 0 and claimable:
+            st = claimable.pop(0)
+            key = self.keys[st.index]
+            mates = [] if key is None else \
+                [other for other in claimable if self.keys[other.index] == key][:sizes[key] - 1]
+            if not mates:
+                self._start(st)
+                free -= 1
+            elif free >= self._pack_slots():
+                claimable = [other for other in claimable if other not in mates]
+                self._start_pack([st, *mates])
+                free -= self._pack_slots()
+
+    def _tell_alone(self) -> None:
+        """Once per session, when packing: which points run one per process, and why."""
+        mine = [i for i in self.indices if i in self.alone]
+        whys: dict[str, list[int]] = {}
+        for i in mine:
+            whys.setdefault(self.alone[i], []).append(i)
+        for why, points in whys.items():
+            which = "every point" if len(points) == len(self.sweep.points) else \
+                f"point(s) {', '.join(map(str, points[:10]))}{' ...' if len(points) > 10 else ''}"
+            self._say(f"{PROG}: {which} of {self.sweep.key} run(s) one process per point: {why}")
+
     def _shutdown(self) -> None:
         """Ctrl-C / SIGTERM: ask every program to stop, wait a while, then kill; record them as killed."""
         now = time.monotonic()
-        for job in self.jobs.values():
+        for job in self._live_jobs():
             job.stop_sent = now
             _killpg(job.proc, signal.SIGTERM)
         deadline = now + self.term_timeout_seconds
-        while self.jobs and time.monotonic() < deadline:
+        while self._running and time.monotonic() < deadline:
             self._reap()
             self._renew_all_quietly()
             time.sleep(min(self.poll_seconds, 0.2))
-        for index, job in list(self.jobs.items()):
+        for job in self._live_jobs():
             _killpg(job.proc, signal.SIGKILL)
             job.proc.wait()
-            self._finish(index, job.proc.returncode)
+            self._finish(job, job.proc.returncode)
 
     def _renew_all_quietly(self) -> None:
         # keep leases alive while programs save their checkpoints, so nobody takes them over meanwhile
         now = time.monotonic()
-        for job in self.jobs.values():
+        for job in self._live_jobs():
             if now - job.last_renew >= self.store.lease_seconds / 4:
                 job.last_renew = now
-                self.store.renew(job.claim)
+                for claim in job.claims.values():
+                    self.store.renew(claim)
 
     def _write_manifest(self, states: Sequence[PointState], force: bool = False) -> None:
         snapshot = [(st.gen, st.state) for st in states]
@@ -394,8 +519,13 @@ def default_workers() -> int:
 
 def run_sweep(sweep: Sweep, out: str = DEFAULT_OUT, *, workers: int | None = None, lease_seconds: float = 60.0,
               wandb_mode: str | None = None, indices: Sequence[int] | None = None, term_timeout_seconds: float = 30.0,
-              poll_seconds: float = 0.5, progress: bool = True) -> int:
-    """Run a checked sweep in `<out>/<key>/`; returns the exit code (0: every point finished)."""
+              poll_seconds: float = 0.5, progress: bool = True, pack: int | None = None) -> int:
+    """Run a checked sweep in `<out>/<key>/`; returns the exit code (0: every point finished).
+
+    pack: up to this many compatible points of lrscan's trainer train stacked in one process
+    (`pipeline.sweep.packs`); 1: one process per point; None: chosen for the points' device.
+    """
+    check_pack(pack)
     check_sweep(sweep, os.environ)
     for i in indices or ():
         if not 0 <= i < len(sweep.points):
@@ -404,7 +534,8 @@ def run_sweep(sweep: Sweep, out: str = DEFAULT_OUT, *, workers: int | None = Non
     prepare_folder(folder, sweep)
     runner = Runner(sweep, folder, workers=workers or default_workers(), lease_seconds=lease_seconds,
                     wandb_mode=wandb_mode or os.environ.get("WANDB_MODE") or "offline", indices=indices,
-                    term_timeout_seconds=term_timeout_seconds, poll_seconds=poll_seconds, progress=progress)
+                    term_timeout_seconds=term_timeout_seconds, poll_seconds=poll_seconds, progress=progress,
+                    pack=pack if pack is not None else default_pack(sweep, gpu_visible()))
     return runner.run()
 
 

@@ -78,7 +78,8 @@ def read_words(path: str | os.PathLike) -> list[str]:
         if not w:
             raise LrscanError(f"data file {str(p)!r}, line {lineno}: empty word (words must be at least 1 character)")
         if SEPARATOR in w:
-            raise LrscanError(f"data file {str(p)!r}, line {lineno}: {w!r} contains {SEPARATOR!r}, which marks word ends")
+            raise LrscanError(f"data file {str(p)!r}, line {lineno}: {w!r} contains {SEPARATOR!r}, "
+                              f"which marks word ends")
         words.append(w)
     return words
 
@@ -134,6 +135,31 @@ def load_splits(path: str | os.PathLike, block_size: int, split_seed: int) -> Sp
     )
 
 
+# -- minibatches ------------------------------------------------------------------------------------
+
+SAMPLING_BLOCK_STEPS = 1024  # minibatch indices are drawn per block of steps from a generator seeded by (seed, block)
+
+
+def batch_indices(seed: int, start_step: int, n_steps: int, n_train: int, batch_size: int,
+                  block_steps: int = SAMPLING_BLOCK_STEPS) -> torch.Tensor:
+    """Minibatch row indices for steps [start_step, start_step + n_steps): (n_steps, batch_size) int64.
+
+    Each block of `block_steps` steps has its own generator seeded from (seed, block), so the batches of
+    a step do not depend on where the run started: a resumed run sees exactly the batches it would have.
+    """
+    out = []
+    step, end = start_step, start_step + n_steps
+    while step < end:
+        block = step // block_steps
+        g = torch.Generator().manual_seed((seed * 1_000_003 + block) % (2**63 - 1))
+        ix = torch.randint(0, n_train, (block_steps, batch_size), generator=g)  # (block_steps, B)
+        lo = step - block * block_steps
+        hi = min(end - block * block_steps, block_steps)
+        out.append(ix[lo:hi])
+        step += hi - lo
+    return torch.cat(out)
+
+
 # -- fetching the data file -----------------------------------------------------------------------
 
 
@@ -186,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
         origin = fetch_names(dest, shared)
     except LrscanError as e:
         exit_with(e, "pipeline.train.data")
-    print(f"{dest}: ok ({'already in place' if origin == 'present' else 'from ' + origin}, sha256 {NAMES_SHA256[:12]}...)")
+    where = "already in place" if origin == "present" else "from " + origin
+    print(f"{dest}: ok ({where}, sha256 {NAMES_SHA256[:12]}...)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
-"""Train the seed's character-level MLP with one lr schedule, logging every step to wandb.
+"""One training run, read top to bottom: config, what is trained, resume, logger, the loop with its stops, summary.
 
     python -m pipeline.train --schedule=range --lre_min=-3 --lre_max=0 --steps=1000
     python -m pipeline.train --schedule=step --n_embd=10 --n_hidden=200 --steps=200000 --lr=0.1 \\
         --decay_steps=[100000] --decay_lrs=[0.01]
+    python -m pipeline.train --task=path/to/file.py:make --task_args="{'width': 64}"
     python -m pipeline.train --help
+
+What is trained: the makemore MLP with its hand-written fast step (pipeline/train/makemore.py, the
+default), or any PyTorch model and optimizer given as a Task (pipeline/train/task.py), trained with
+autograd (pipeline/train/generic.py). Both go through the same loop: the same schedules, stops,
+logging, checkpoints and resume.
 
 Every step logs lr, lre (log10 of the lr used), loss and log10_loss at step = the training step.
 Offline by default: the run lands in ./wandb (or $WANDB_DIR/wandb) and `wandb sync` uploads it later.
@@ -17,24 +23,27 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import keys
 from pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind
 from pipeline.errors import LrscanError
 from pipeline.train import checkpoint
-from pipeline.train.data import Splits, load_splits, sha256_of
-from pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
+from pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits, sha256_of  # noqa: F401 (re-export)
+from pipeline.train.generic import TaskRun
+from pipeline.train.makemore import MakemoreRun, check_model_fits
 from pipeline.train.schedule import ClimbStop, schedule_lrs
+from pipeline.train.task import Task, check_task, load_task
 from pipeline.train.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
 
 # fields that change the data the model sees: a sweep-locked change of one of these reloads the data
 DATA_FIELDS = ("data", "block_size", "split_seed")
-SAMPLING_BLOCK_STEPS = 1024  # minibatch indices are drawn per block of steps from a generator seeded by (seed, block)
+# fields that change what a task's make builds: a sweep-locked change of one of these builds the task again
+TASK_FIELDS = ("task", "task_args", "seed")
 RESUME_VALUES = ("allow", "must", "auto")  # the values of WANDB_RESUME that ask for a resume
 LISTED_CHECKPOINTS = 8  # an error about the checkpoints in a folder names this many, then counts the rest
 
@@ -59,36 +68,6 @@ def new_run_id() -> str:
     # the shape of wandb's own ids: 8 characters of [a-z0-9]
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def batch_indices(seed: int, start_step: int, n_steps: int, n_train: int, batch_size: int,
-                  block_steps: int = SAMPLING_BLOCK_STEPS) -> torch.Tensor:
-    """Minibatch row indices for steps [start_step, start_step + n_steps): (n_steps, batch_size) int64.
-
-    Each block of `block_steps` steps has its own generator seeded from (seed, block), so the batches of
-    a step do not depend on where the run started: a resumed run sees exactly the batches it would have.
-    """
-    out = []
-    step, end = start_step, start_step + n_steps
-    while step < end:
-        block = step // block_steps
-        g = torch.Generator().manual_seed((seed * 1_000_003 + block) % (2**63 - 1))
-        ix = torch.randint(0, n_train, (block_steps, batch_size), generator=g)  # (block_steps, B)
-        lo = step - block * block_steps
-        hi = min(end - block * block_steps, block_steps)
-        out.append(ix[lo:hi])
-        step += hi - lo
-    return torch.cat(out)
-
-
-def _check_model_fits(cfg: TrainConfig, vocab_size: int) -> None:
-    # parameters and gradients, float32: a size that cannot fit fails here, before any run exists
-    n_params = sum(math.prod(s) for s in param_shapes(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden).values())
-    need = 2 * 4 * n_params
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise LrscanError(f"n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}: {n_params:.3g} parameters need "
-                          f"{need / 2**30:.3g} GiB, more than this machine's memory ({have / 2**30:.3g} GiB)")
 
 
 def compatible(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -138,25 +117,40 @@ def only_resumable_checkpoint(cfg: TrainConfig, data_sha256: str, vocab: tuple[s
                       f"--run_id=ID, or start a new run without {asked_by}. {where}")
 
 
-def train(cfg: TrainConfig, *, env_run_id: str = "", env_resume: str = "", launch: Launch | None = None) -> dict:
+def train(cfg: TrainConfig, *, task: Task | None = None,
+          on_steps: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
+          env_run_id: str = "", env_resume: str = "", launch: Launch | None = None) -> dict:
     """Run one training run end to end; returns the run summary.
 
+    task: a Task to train (in-process); else cfg.task's make builds one; else the makemore MLP.
+    on_steps(steps, columns): called with exactly the rows handed to the logger, in order (also with
+    wandb_mode="disabled"): int64 training steps and their lr, lre, loss, log10_loss (+ smooth_loss).
     env_run_id, env_resume: WANDB_RUN_ID and WANDB_RESUME as the command line found them (wandb agent
     and pipeline.sweep name a run, and ask for its resumption, that way); --run_id and --resume win.
     launch: the program and arguments W&B records for the run (default: this process's).
     """
     # system inits
     torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
-    splits = load_splits(cfg.data, cfg.block_size, cfg.split_seed)  # bad data fails before any run exists
-    _check_model_fits(cfg, len(splits.vocab))
+
+    # what is trained, checked before any run exists: a task (its make, model, optimizer, batches and
+    # loss, one dry batch), or the makemore MLP and its word list
+    given = task is not None  # an in-process Task is trained as it is; cfg.task then only labels it
+    generic = given or bool(cfg.task)
+    splits = device = None
+    if generic:
+        task = check_task(task) if given else load_task(cfg.task, cfg.seed, cfg.task_args)
+        data_sha256, vocab = "", ()  # a task's data is its own: the config (task, task_args, seed) names it
+    else:
+        device = resolve_device(cfg.device)
+        splits = load_splits(cfg.data, cfg.block_size, cfg.split_seed)  # bad data fails before any run exists
+        check_model_fits(cfg, len(splits.vocab))
+        data_sha256, vocab = sha256_of(cfg.data), splits.vocab.itos
     try:
         Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: cannot create it ({e.strerror})") from None
     if not os.access(cfg.ckpt_dir, os.W_OK):
         raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: not writable")
-    data_sha256 = sha256_of(cfg.data)
 
     # resume: which run, from which step (without a run id, only a checkpoint that cannot be another run's)
     run_id = cfg.run_id or env_run_id
@@ -166,14 +160,19 @@ def train(cfg: TrainConfig, *, env_run_id: str = "", env_resume: str = "", launc
         if run_id:
             path = checkpoint.ckpt_path(cfg.ckpt_dir, run_id)
         else:
-            path = only_resumable_checkpoint(cfg, data_sha256, splits.vocab.itos, asked_by)
+            path = only_resumable_checkpoint(cfg, data_sha256, vocab, asked_by)
         if path is not None and path.exists():
             state = checkpoint.load(path)
             run_id = state["run_id"]
             diff = compatible(state["config"], cfg)
             if diff:
-                raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint {str(path)!r}")
-            if not same_data(state, data_sha256, splits.vocab.itos):
+                raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint "
+                                  f"{str(path)!r}")
+            if ("flat" in state) == generic:
+                raise LrscanError(f"cannot resume run {run_id}: its checkpoint {str(path)!r} is of "
+                                  f"{'the makemore MLP' if 'flat' in state else 'a task'}, this run trains "
+                                  f"{'a task' if generic else 'the makemore MLP'}")
+            if not same_data(state, data_sha256, vocab):
                 raise LrscanError(f"cannot resume run {run_id}: {cfg.data!r} is not the word list it was trained on")
             if state["finished"]:
                 print(f"run {run_id} already finished at step {state['step'] - 1} ({path}); nothing to do")
@@ -197,10 +196,16 @@ def train(cfg: TrainConfig, *, env_run_id: str = "", env_resume: str = "", launc
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
         merged = TrainConfig.from_mapping(info.config, base=cfg)
-        if any(getattr(merged, k) != getattr(cfg, k) for k in DATA_FIELDS):
-            splits = load_splits(merged.data, merged.block_size, merged.split_seed)
+        if generic:
+            if not given and any(getattr(merged, k) != getattr(cfg, k) for k in TASK_FIELDS):
+                task = load_task(merged.task, merged.seed, merged.task_args)
+            runner = TaskRun(task)
+        else:
+            if any(getattr(merged, k) != getattr(cfg, k) for k in DATA_FIELDS):
+                splits = load_splits(merged.data, merged.block_size, merged.split_seed)
+            runner = MakemoreRun(merged, splits, device)
         cfg = merged.replace(run_id=run_id)
-        summary = _run(cfg, splits, device, logger, state, info.logged_through_step, data_sha256)
+        summary = _run(cfg, runner, logger, state, info.logged_through_step, data_sha256, vocab, on_steps)
     except BaseException as error:
         # the training error is the one to report; a run that also fails to finish is mentioned with it
         finish_after_error(logger, 130 if isinstance(error, (StopRequested, KeyboardInterrupt)) else 1, error)
@@ -209,37 +214,29 @@ def train(cfg: TrainConfig, *, env_run_id: str = "", env_resume: str = "", launc
     return summary
 
 
-def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: dict | None, logged_through: int,
-         data_sha256: str) -> dict:
-    # init model
-    vocab_size = len(splits.vocab)
-    try:
-        model = MLP.create(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed, init=cfg.init, device=device)
-    except RuntimeError as e:  # typically an allocation that cannot succeed
-        raise LrscanError(f"cannot build the model (n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}): {str(e).splitlines()[0]}") from None
+def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | None, logged_through: int,
+         data_sha256: str, vocab: tuple[str, ...], on_steps) -> dict:
+    # init the stops, and the state of a resumed run
     climb = ClimbStop(beta=cfg.smooth_beta, factor=cfg.climb_factor, burn_in_steps=cfg.climb_burn_in_steps)
     can_stop = cfg.stop_on_nonfinite or (cfg.schedule == "range" and cfg.stop_on_climb)
     start_step, elapsed_s = 0, 0.0
     stop_step = stop_reason = diverged_at = None
     if state is not None:
-        model.flat.copy_(state["flat"].to(device))
         climb.load(state["climb"])
         start_step, elapsed_s = state["step"], state["elapsed_s"]
         diverged_at = state.get("diverged_at")
-    step_fn = SGDStep(model)
-    Xtr, Ytr = (t.to(device) for t in splits.train)
+        runner.load(state, cfg.run_id)  # last: a task's random states are restored here
     lrs, lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
                              decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
     ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, cfg.run_id)
     is_range = cfg.schedule == "range"
-    print(f"run {cfg.run_id}: {cfg.schedule} schedule, {cfg.steps} steps, {model.n_params} parameters, "
-          f"{splits.n_words[0]}/{splits.n_words[1]}/{splits.n_words[2]} words train/dev/test, device {device}")
+    print(f"run {cfg.run_id}: {cfg.schedule} schedule, {cfg.steps} steps, {runner.describe()}")
 
     def save_checkpoint(next_step: int, finished: bool, summary: dict | None = None) -> None:
         checkpoint.save(ckpt_file, {
             "config": cfg.to_dict(), "run_id": cfg.run_id, "step": next_step, "finished": finished,
-            "flat": model.flat.detach().cpu(), "climb": climb.state(), "vocab": list(splits.vocab.itos),
-            "data_sha256": data_sha256, "diverged_at": diverged_at, "elapsed_s": elapsed_s, "summary": summary or {},
+            **runner.state(), "climb": climb.state(), "vocab": list(vocab), "data_sha256": data_sha256,
+            "diverged_at": diverged_at, "elapsed_s": elapsed_s, "summary": summary or {},
         })
 
     # SIGTERM (a sweep runner stopping us, a scheduler's preemption) ends the run like Ctrl-C
@@ -252,21 +249,13 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
     bar = _progress_bar(cfg.steps, start_step, cfg.progress_every_steps)
     step = start_step
     try:
-        # training loop, one chunk of steps at a time: the chunk's batches are drawn at once and its
-        # losses are handed to the logger at once, so the per-step work is tensor ops only
+        # training loop, one chunk of steps at a time: the chunk's losses come back at once and are
+        # handed to the logger at once, so the per-step work is the training step only
         while step < cfg.steps and stop_step is None:
             end = _chunk_end(step, cfg)
             t0 = time.perf_counter()
-            ix = batch_indices(cfg.seed, step, end - step, Xtr.shape[0], cfg.batch_size).to(device)  # (n, B)
-            Xc, Yc = Xtr[ix], Ytr[ix]                                       # (n, B, block_size), (n, B)
-            onehot = F.one_hot(Yc, vocab_size).to(model.flat.dtype)       # (n, B, vocab)
-            # unbind: the per-step views in one call each, cheaper than indexing every step
-            batches = list(zip(Xc.view(end - step, -1).unbind(0), Yc.unbind(0), onehot.unbind(0),
-                               lrs[step:end].tolist()))
-            t_batches = time.perf_counter()
-            chunk_start = model.flat.clone() if can_stop else None  # an early stop inside the chunk rewinds to here
-            loss = torch.stack([step_fn(*batch) for batch in batches]).double().cpu().numpy()  # (n,)
-            train_s = time.perf_counter() - t_batches
+            loss = runner.train_chunk(step, end, lrs, rewindable=can_stop)  # (end - step,) float64
+            train_s = time.perf_counter() - t0
 
             # early stops: look at the chunk's losses in order, cut the chunk at the first stop
             n = end - step
@@ -283,28 +272,33 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
                     if climbed and cfg.stop_on_climb:
                         stop_step, stop_reason, n = s, keys.STOP_CLIMB, k + 1
                         break
-            if n < len(batches):
+            if n < end - step:
                 # the chunk trained past the stop: rewind to its start and train its first n steps again
                 # (the same batches and lrs, in order), so that the weights, the final losses and the
                 # checkpoint are those right after stop_step, bit for bit on the CPU; the time counted
                 # is that of the steps kept
                 t_replay = time.perf_counter()
-                model.flat.copy_(chunk_start)
-                torch.stack([step_fn(*batch) for batch in batches[:n]]).cpu()  # .cpu(): wait for the device
+                runner.rewind(n)
                 train_s = time.perf_counter() - t_replay
-            elapsed_s += (t_batches - t0) + train_s
+            elapsed_s += train_s
 
             # logging
             extra = {}
             if cfg.eval_every_steps and (step + n) % cfg.eval_every_steps == 0 and stop_step is None:
-                extra[step + n - 1] = {keys.DEV_LOSS: model.loss(*(t.to(device) for t in splits.dev))}
-            first = max(0, logged_through + 1 - step)  # a resumed run re-trains, but does not re-log, what its history has
+                evaluated = runner.evaluate()
+                if evaluated:
+                    extra[step + n - 1] = evaluated
+            # a resumed run re-trains, but does not re-log, what its history has
+            first = max(0, logged_through + 1 - step)
             if first < n:
                 columns = {keys.LR: lrs[step:step + n], keys.LRE: lres[step:step + n], keys.LOSS: loss[:n],
                            keys.LOG10_LOSS: np.log10(loss[:n])}
                 if is_range:
                     columns[keys.SMOOTH_LOSS] = smooth[:n]
-                logger.log_steps(np.arange(step, step + n)[first:], {k: v[first:] for k, v in columns.items()}, extra)
+                rows, columns = np.arange(step, step + n)[first:], {k: v[first:] for k, v in columns.items()}
+                logger.log_steps(rows, columns, extra)
+                if on_steps is not None:
+                    on_steps(rows, columns)
             step += n
             bar.update(n)
             bar.set_postfix(loss=f"{loss[n - 1]:.4f}", lr=f"{lrs[step - 1]:.3g}", refresh=False)
@@ -312,7 +306,8 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
             # checkpoint (once the logger has the steps before it: a resumed run must find them there)
             if stop_step is not None:
                 continue  # an early stop ends the run normally, whatever signal came meanwhile
-            if stop["signal"] is not None or (cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and step < cfg.steps):
+            due = cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and step < cfg.steps
+            if stop["signal"] is not None or due:
                 logger.flush()
                 save_checkpoint(step, finished=False)
             if stop["signal"] is not None:
@@ -326,10 +321,9 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
     summary = {
         keys.FINAL_STEP: step - 1,
         keys.STEPS_PER_SECOND: step / elapsed_s if elapsed_s > 0 else 0.0,  # elapsed_s runs across resumes
-        "n_params": model.n_params,
+        "n_params": runner.n_params,
+        **runner.final_summary(),
     }
-    for key, (X, Y) in ((keys.TRAIN_LOSS, splits.train), (keys.DEV_LOSS, splits.dev), (keys.TEST_LOSS, splits.test)):
-        summary[key] = model.loss(X.to(device), Y.to(device))
     if stop_step is not None:
         summary[keys.STOP_STEP], summary[keys.STOP_REASON] = stop_step, stop_reason
     if diverged_at is not None:
@@ -341,15 +335,7 @@ def _run(cfg: TrainConfig, splits: Splits, device: torch.device, logger, state: 
 
     # report
     why = f", stopped at step {stop_step} ({stop_reason})" if stop_step is not None else ""
-    print(f"run {cfg.run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
-          f"test {summary[keys.TEST_LOSS]:.4f}  ({summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why})")
-    if cfg.samples:
-        g = torch.Generator().manual_seed(cfg.seed + 10)
-        try:
-            names = ["".join(splits.vocab.itos[i] for i in w) for w in model.sample(cfg.samples, g)]
-            print("samples: " + ", ".join(names))
-        except NonFiniteModel as e:  # a diverged run is a normal outcome: its summary stands, it has no names
-            print(f"samples: none, the model diverged ({e})")
+    runner.report(cfg.run_id, summary, f"{summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why}")
     return summary
 
 

@@ -71,7 +71,8 @@ class ClimbStop:
         smooth = self.avg / (1.0 - self.beta ** self.count)
         if not math.isfinite(smooth):
             return smooth, False  # the non-finite rule owns this case
-        climbed = step >= self.burn_in_steps and self.best < math.inf and smooth - self.best > (self.factor - 1.0) * abs(self.best)
+        climbed = (step >= self.burn_in_steps and self.best < math.inf
+                   and smooth - self.best > (self.factor - 1.0) * abs(self.best))
         if smooth < self.best:
             self.best = smooth
         return smooth, climbed

@@ -132,7 +132,8 @@ class RunLogger:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         # a session of its own: a kill of the trainer's process group (a sweep runner's or Slurm's
         # SIGKILL) must not take the logger with it, or the steps it was still writing would be lost
-        self._proc = subprocess.Popen([sys.executable, "-c", "from pipeline.train.tracking import logger_main; logger_main()", str(fd)],
+        main = "from pipeline.train.tracking import logger_main; logger_main()"
+        self._proc = subprocess.Popen([sys.executable, "-c", main, str(fd)],
                                       pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         child_sock.close()
         self._queue_chunks = queue_chunks
@@ -166,9 +167,11 @@ class RunLogger:
             raise self._failure(f"wandb.init failed: {payload}")
         return payload
 
-    def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict] | None = None) -> None:
+    def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],
+                  extra: dict[int, dict] | None = None) -> None:
         """Queue one row per step: {key: columns[key][i]} at step steps[i], plus extra[step] where given."""
-        self._put(("steps", np.asarray(steps, dtype=np.int64), {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}, extra or {}))
+        self._put(("steps", np.asarray(steps, dtype=np.int64),
+                   {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}, extra or {}))
 
     def summary(self, values: dict[str, Any]) -> None:
         self._put(("summary", values))
@@ -221,14 +224,14 @@ class RunLogger:
         try:
             return self._conn.recv()
         except (EOFError, OSError):
-            raise self._failure(_DIED) from None
+            raise self._failure(self._died()) from None
 
     def _wait_for_ack(self) -> None:
         # one acknowledgement, noticing a dead or stuck logger instead of waiting forever
         deadline = time.monotonic() + self._ack_timeout_s
         while not self._conn.poll(min(PARENT_POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
             if self._proc.poll() is not None:
-                raise self._failure(_DIED)
+                raise self._failure(self._died())
             if time.monotonic() >= deadline:
                 self._kill()
                 raise self._failure(self._stuck_message())
@@ -248,8 +251,16 @@ class RunLogger:
             self._kill()
             raise self._failure(self._stuck_message()) from None
         except OSError:
-            raise self._failure(_DIED) from None
+            raise self._failure(self._died()) from None
         self._in_flight += 1
+
+    def _died(self) -> str:
+        # how it ended, when it has (a killed logger is a zombie until reaped: its status is there at once)
+        try:
+            code = self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return _DIED
+        return _DIED.replace("died;", f"died ({_describe_exit(code)});")
 
     def _stuck_message(self) -> str:
         return (f"the wandb logging process took no steps for {self._ack_timeout_s:.0f} s and was killed; "

@@ -81,7 +81,8 @@ def test_coupled_parameter_sweeps_hand_picked_pairs():
     # W&B renders a dict value with ${args} as Python repr, and puts the dict itself in wandb.config
     c = parse_args(["--lre_range={'lre_min': -2.0, 'lre_max': -0.5}", "--seed=3"])
     assert (c.lre_min, c.lre_max, c.seed) == (-2.0, -0.5, 3)
-    locked = {**TrainConfig().to_dict(), "lre_range": {"lre_min": -1, "lre_max": 0}, "_wandb": {"cli_version": "0.31.0"}}
+    locked = {**TrainConfig().to_dict(), "lre_range": {"lre_min": -1, "lre_max": 0},
+              "_wandb": {"cli_version": "0.31.0"}}
     c = TrainConfig.from_mapping(locked)
     assert (c.lre_min, c.lre_max) == (-1.0, 0.0)
     with pytest.raises(LrscanError, match="coupled parameter 'lre_range' has unknown key\\(s\\) 'lre_mn'"):
@@ -109,7 +110,8 @@ def test_every_field_declares_its_kind_and_both_readers_use_it():
     assert all(field_kind(name) in FIELD_KINDS for name in field_names())
     assert set(fields_of_kind(*FIELD_KINDS)) == set(field_names())
     # a run may be renamed, retagged or evaluated more often when resumed; its numbers and its home stay
-    assert {"wandb_name", "wandb_tags", "wandb_group", "eval_every_steps", "resume", "run_id", "data"} <= set(fields_of_kind(OPERATIONAL))
+    assert {"wandb_name", "wandb_tags", "wandb_group", "eval_every_steps", "resume", "run_id", "data"} \
+        <= set(fields_of_kind(OPERATIONAL))
     assert set(fields_of_kind(LOCATION)) == {"wandb_project", "wandb_entity"}
     assert {"lr", "lre_min", "steps", "seed", "n_hidden", "stop_on_climb"} <= set(hyperparameter_names())
     assert hyperparameter_names() == fields_of_kind(HYPER)
@@ -117,3 +119,39 @@ def test_every_field_declares_its_kind_and_both_readers_use_it():
     assert NOT_HYPERPARAMETERS == set(field_names()) - set(hyperparameter_names())
     with pytest.raises(ValueError, match="unknown field kind"):
         fields_of_kind("hyperparameter")
+
+
+def test_task_and_task_args_arrive_as_flags_as_wandb_config_and_round_trip():
+    # what `wandb agent` renders with ${args} for a dict value: its Python repr
+    c = parse_args(["--task=examples/my_task.py:make", "--task_args=" + str({"width": 64, "dims": (2, 3)})])
+    assert c.task == "examples/my_task.py:make" and c.task_args == {"width": 64, "dims": [2, 3]}  # as W&B stores it
+    assert TrainConfig.from_mapping(c.to_dict()) == c
+    # a sweep's locked config hands the mapping back as a dict; a field's mapping is never a coupled parameter
+    from pipeline.config import expand_coupled
+
+    assert expand_coupled("task_args", {"width": 32}) == {"task_args": {"width": 32}}
+    locked = TrainConfig.from_mapping({"task": "pkg.mod:make", "task_args": {"width": 32, "act": "gelu"}})
+    assert locked.task_args == {"width": 32, "act": "gelu"}
+    assert parse_args(["--task=pkg.mod:make", "--task_args={}"]).task_args == {}
+    assert TrainConfig().task == "" and TrainConfig().task_args == {}
+
+
+def test_task_and_task_args_are_hyperparameters():
+    from pipeline.config import HYPER, field_kind
+
+    assert field_kind("task") == HYPER and field_kind("task_args") == HYPER
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--task_args={'width': 64}"], "given without --task"),
+    (["--task=pkg.mod:make", "--task_args={width: 64}"],
+     "--task_args='{width: 64}': expected mapping, e.g. {'width': 64}"),
+    (["--task=pkg.mod:make", "--task_args=[1, 2]"], "task_args=[1, 2]: expected mapping"),
+    (["--task=pkg.mod:make", "--task_args={1: 2}"], "task_args: key 1 is not a string"),
+    (["--task=pkg.mod:make", "--task_args={'s': {1, 2}}"], "task_args['s']={1, 2}: a set; use numbers"),
+    (["--task=my_task.py"], "task='my_task.py': expected path/to/file.py:FUNCTION or package.module:FUNCTION"),
+])
+def test_bad_task_flags_name_the_problem(argv, fragment):
+    with pytest.raises(LrscanError) as e:
+        parse_args(argv)
+    assert fragment in str(e.value)

@@ -33,7 +33,8 @@ SMALL = {"n_embd": {"value": 2}, "n_hidden": {"value": 16}, "samples": {"value":
 # the range grid: lre_max 0 (a normal test) and 40 (lr up to 1e40: diverges) x two seeds
 TINY = Size(
     range_overrides={**SMALL, "steps": {"value": 300}, "lre_min": {"value": -3.0}, "lre_max": {"values": [0.0, 40.0]},
-                     "seed": {"values": [1, 2]}, "climb_burn_in_steps": {"value": 30}, "stop_on_climb": {"value": False}},
+                     "seed": {"values": [1, 2]}, "climb_burn_in_steps": {"value": 30},
+                     "stop_on_climb": {"value": False}},
     decay_overrides={**SMALL, "steps": {"value": 400}, "decay_steps": {"values": [[100], [200]]},
                      "eval_every_steps": {"value": 200}},
     block_steps=100,
@@ -44,7 +45,8 @@ def tiny_study(out: Path, **kw) -> Study:
     kw.setdefault("decay_factors", (0.1,))  # two decay points: decay_steps 100 and 200, each to lr x 0.1
     kw.setdefault("wandb_mode", "offline")
     return Study(size=kw.pop("size", TINY), out=out, workers=2, project=kw.pop("project", ""),
-                 entity=kw.pop("entity", ""), range_yaml=REPO / "sweeps" / "lr_range.yaml", decay_yaml=REPO / "sweeps" / "decay_grid.yaml",
+                 entity=kw.pop("entity", ""), range_yaml=REPO / "sweeps" / "lr_range.yaml",
+                 decay_yaml=REPO / "sweeps" / "decay_grid.yaml",
                  n_boot=200, **kw)
 
 
@@ -55,7 +57,8 @@ def data_env(words_file, monkeypatch):
 
 
 SECRET = "lrscansecret" + "0123456789abcdef" * 2
-STUDY_CODE = "import sys; from pathlib import Path; from tests.pipeline.study.test_study import tiny_study; tiny_study(Path(sys.argv[1])).run()"
+STUDY_CODE = ("import sys; from pathlib import Path; from tests.pipeline.study.test_study import tiny_study; "
+              "tiny_study(Path(sys.argv[1])).run()")
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,10 @@ def study(tmp_path_factory):
     words = root / "words.txt"
     words.write_text("\n".join(make_words()) + "\n")
     out = root / "study"
-    env = {**os.environ, "LRSCAN_DATA": str(words), "WANDB_API_KEY": SECRET, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-c", STUDY_CODE, str(out)], cwd=REPO, env=env, capture_output=True, timeout=900)
+    env = {**os.environ, "LRSCAN_DATA": str(words), "WANDB_API_KEY": SECRET, "WANDB_SILENT": "true",
+           "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "-c", STUDY_CODE, str(out)], cwd=REPO, env=env, capture_output=True,
+                       timeout=900)
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     return {"out": out, "words": words, "stdout": p.stdout + p.stderr,
             "summary": json.loads((out / "report" / "summary.json").read_text())}
@@ -424,4 +429,53 @@ def test_online_without_a_default_entity_says_how_to_pass_one(tmp_path):
     assert "None/" not in str(info.value) and not (tmp_path / "s").exists()
     with pytest.raises(LrscanError, match=r"\(viewer query failed\); pass --entity=NAME$"):
         tiny_study(tmp_path / "s", wandb_mode="online", project="lrscan", api=_BrokenEntityApi()).run()
+    assert not (tmp_path / "s").exists()
+
+
+# -- the study on your own model (issue 14) ---------------------------------------------------------
+
+WAVENET = "examples/wavenet.py:make"
+TASK_TINY = Size(
+    range_overrides={"steps": {"value": 200}, "lre_min": {"value": -4.0}, "lre_max": {"value": 0.0},
+                     "seed": {"values": [1, 2]}, "climb_burn_in_steps": {"value": 50}},
+    decay_overrides={"steps": {"value": 200}, "decay_steps": {"values": [[100], [150]]},
+                     "eval_every_steps": {"value": 100}},
+    block_steps=50,
+)
+
+
+def test_a_study_on_your_own_model(words_file, tmp_path, monkeypatch):
+    """--task and --task_args reach both sweeps as fixed parameters: range test over seeds, pick, decay grid, report."""
+    monkeypatch.chdir(REPO)  # the task's path is relative, as a user types it; the sweeps' processes inherit it
+    task_args = {"data": str(words_file), "n_embd": 4, "n_hidden": 16, "block_size": 4}
+    out = tmp_path / "s"
+    summary = tiny_study(out, size=TASK_TINY, task=WAVENET, task_args=str(task_args), lre_min=-4, lre_max=-1).run()
+    assert summary["task"] == WAVENET and summary["task_args"] == task_args
+    assert -4.0 <= summary["best_lre"] <= -1.0 and summary["n_seeds"] == 2
+    range_parameters = yaml.safe_load((out / "stages" / "lr_range.yaml").read_text())["parameters"]
+    assert range_parameters["lre_min"] == {"value": -4.0} and range_parameters["lre_max"] == {"value": -1.0}
+    for stage in ("lr_range.yaml", "decay_grid.yaml"):
+        parameters = yaml.safe_load((out / "stages" / stage).read_text())["parameters"]
+        assert parameters["task"] == {"value": WAVENET} and parameters["task_args"] == {"value": task_args}
+    runs = load_runs(out / "sweeps").runs
+    assert len(runs) == 4 and set(runs["task"].astype(str)) == {WAVENET}
+    decay = runs[runs["schedule"].astype(str) == "step"]
+    assert decay["lr"].tolist() == [10.0 ** summary["best_lre"]] * 2
+    assert np.isfinite(decay["dev_loss"].astype(float)).all() and np.isfinite(decay["test_loss"].astype(float)).all()
+    assert (out / "report" / "report.md").read_text().startswith(f"# lrscan study (custom, task {WAVENET})")
+
+
+def test_a_task_that_does_not_load_is_one_line_before_anything_is_written(tmp_path):
+    with pytest.raises(LrscanError, match=r"^task='examples/nope.py:make': task file 'examples/nope.py' does not"):
+        tiny_study(tmp_path / "s", task="examples/nope.py:make").run()
+    with pytest.raises(LrscanError, match=r"^task_args=\{'n_embd': 4\} given without --task"):
+        tiny_study(tmp_path / "s", task_args="{'n_embd': 4}")
+    with pytest.raises(LrscanError, match=r"^--lre_min and --lre_max go together"):
+        tiny_study(tmp_path / "s", lre_min=-4)
+    with pytest.raises(LrscanError, match=r"^--lre_min=-1 --lre_max=-4: need finite exponents, lre_min < lre_max$"):
+        tiny_study(tmp_path / "s", lre_min=-1, lre_max=-4)
+    p = subprocess.run([sys.executable, "-m", "pipeline.study", f"--out={tmp_path / 's'}", f"--task={WAVENET}",
+                        "--task_args={'n_embdd': 4}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"pipeline.study: error: task='{WAVENET}': make(seed, **task_args)")
     assert not (tmp_path / "s").exists()

@@ -13,7 +13,8 @@ def test_vocab_and_context_windows_follow_the_lecture():
     assert vocab.itos == (".", "a", "e", "m", "v") and vocab.stoi["."] == 0
     X, Y = build_dataset(["emma"], vocab, block_size=3)
     s = vocab.stoi
-    assert X.tolist() == [[0, 0, 0], [0, 0, s["e"]], [0, s["e"], s["m"]], [s["e"], s["m"], s["m"]], [s["m"], s["m"], s["a"]]]
+    assert X.tolist() == [[0, 0, 0], [0, 0, s["e"]], [0, s["e"], s["m"]], [s["e"], s["m"], s["m"]],
+                          [s["m"], s["m"], s["a"]]]
     assert Y.tolist() == [s["e"], s["m"], s["m"], s["a"], 0]
     assert X.dtype == torch.long and X.shape == (5, 3)
 

@@ -63,7 +63,8 @@ def test_offline_run_logs_every_step_with_its_four_keys(words_file, tmp_path):
 
 def test_same_seed_same_losses_other_seed_other_losses(words_file, tmp_path):
     for run_id, seed in (("det1", 5), ("det2", 5), ("det3", 6)):
-        train(parse_args(train_argv(words_file, "--steps=150", "--schedule=constant", f"--seed={seed}", f"--run_id={run_id}")))
+        train(parse_args(train_argv(words_file, "--steps=150", "--schedule=constant", f"--seed={seed}",
+                                    f"--run_id={run_id}")))
     a, b, c = (history(run_files(tmp_path, r)[0])[keys.LOSS] for r in ("det1", "det2", "det3"))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -76,7 +77,8 @@ def test_batches_do_not_depend_on_where_the_run_started():
 
 
 def test_climb_stop_ends_the_range_test_and_says_so(words_file, tmp_path):
-    argv = train_argv(words_file, "--steps=400", "--lre_min=-2", "--lre_max=3", "--climb_burn_in_steps=50", "--stop_on_nonfinite=False")
+    argv = train_argv(words_file, "--steps=400", "--lre_min=-2", "--lre_max=3", "--climb_burn_in_steps=50",
+                      "--stop_on_nonfinite=False")
     summary = train(parse_args(argv + ["--run_id=climb1"]))
     assert summary[keys.STOP_REASON] == keys.STOP_CLIMB
     stop = summary[keys.STOP_STEP]
@@ -92,8 +94,10 @@ def test_climb_stop_ends_the_range_test_and_says_so(words_file, tmp_path):
 
 def test_divergence_stops_the_run_and_exits_zero(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    argv = train_argv(words_file, "--steps=300", "--lre_min=1", "--lre_max=40", "--stop_on_climb=False", "--run_id=div1")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    argv = train_argv(words_file, "--steps=300", "--lre_min=1", "--lre_max=40", "--stop_on_climb=False",
+                      "--run_id=div1")
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rf = read_run_file(run_files(tmp_path, "div1")[0])
     at = rf.summary[keys.DIVERGED_AT_STEP]
@@ -131,7 +135,8 @@ def _freeze_at_first_checkpoint(proc: subprocess.Popen, ckpt: Path) -> int:
 
 def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    argv = train_argv(words_file, "--schedule=step", "--steps=20000", "--lr=0.1", "--decay_steps=[10000]", "--decay_lrs=[0.01]",
+    argv = train_argv(words_file, "--schedule=step", "--steps=20000", "--lr=0.1", "--decay_steps=[10000]",
+                      "--decay_lrs=[0.01]",
                       "--ckpt_every_steps=1000", "--log_chunk_steps=100")
     cmd = [sys.executable, "-m", "pipeline.train", *argv]
     # the uninterrupted reference
@@ -147,7 +152,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tm
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    resumed = subprocess.run(cmd + ["--run_id=cut", "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cmd + ["--run_id=cut", "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming run cut at step" in resumed.stdout
 
@@ -197,7 +203,8 @@ def _stop_with_sigterm(proc: subprocess.Popen, ckpt: Path) -> None:
 
 
 def test_an_lr_past_float32_diverges_instead_of_crashing(words_file):
-    summary = train(parse_args(train_argv(words_file, "--lre_min=39", "--lre_max=41", "--steps=50", "--stop_on_nonfinite=False",
+    summary = train(parse_args(train_argv(words_file, "--lre_min=39", "--lre_max=41", "--steps=50",
+                                          "--stop_on_nonfinite=False",
                                           "--stop_on_climb=False", "--wandb_mode=disabled")))
     assert summary[keys.FINAL_STEP] == 49 and summary[keys.DIVERGED_AT_STEP] <= 1
 
@@ -223,7 +230,8 @@ def test_sweep_locked_config_wins_over_flags(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "abc", "WANDB_RUN_ID": "lock1",
            "WANDB_SWEEP_PARAM_PATH": str(params)}
     argv = train_argv(words_file, "--steps=60", "--lre_min=-3")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rf = read_run_file(run_files(tmp_path, "lock1")[0])
     assert rf.config["steps"] == 40 and rf.config["lre_min"] == -2.5
@@ -241,7 +249,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, words_file, argv, fragme
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     if not any(a.startswith("--data=") for a in argv):
         argv = [f"--data={words_file}", *argv]
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and fragment in p.stderr
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "checkpoints").exists()
@@ -253,7 +262,8 @@ def test_disabled_mode_needs_no_wandb_process(words_file):
 
 
 def test_help_exits_zero():
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--help"], capture_output=True, text=True, cwd=REPO,
+                       timeout=60)
     assert p.returncode == 0 and "--lre_min=" in p.stdout
 
 
@@ -265,7 +275,8 @@ def test_coupled_range_pair_through_the_agent_hand_off(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "pairs", "WANDB_RUN_ID": "pair1",
            "WANDB_SWEEP_PARAM_PATH": str(params)}
     argv = train_argv(words_file, "--steps=50", "--lre_range={'lre_min': -1.5, 'lre_max': -0.5}")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rf = read_run_file(run_files(tmp_path, "pair1")[0])
     assert rf.config["lre_min"] == -1.5 and rf.config["lre_max"] == -0.5
@@ -276,7 +287,8 @@ def test_a_diverged_run_says_it_has_no_samples_and_exits_zero(words_file, tmp_pa
     # the command of the report, samples on (the default): no traceback, one line instead of names
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     argv = [f"--data={words_file}", "--steps=10", "--lre_max=400", "--run_id=div3"]
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""  # neither a traceback nor numpy's overflow warning for the inf lr
     assert [line for line in p.stdout.splitlines() if line.startswith("samples:")] == [
@@ -349,7 +361,8 @@ def test_wandb_records_the_trainers_program_and_arguments(words_file, tmp_path):
     # what the W&B UI shows as the run's command: the trainer's, though wandb runs in the logger process
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     argv = train_argv(words_file, "--steps=30", "--run_id=cmd1", "--lre_min=-2.5")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     [path] = run_files(tmp_path, "cmd1")
     [environment] = [r.environment for r in _wandb_records(path) if r.WhichOneof("record_type") == "environment"
@@ -369,7 +382,8 @@ def test_an_in_process_call_records_its_own_program_and_arguments(words_file, tm
 
 def test_resume_may_rename_and_retag_a_run_but_not_change_its_numbers():
     saved = TrainConfig(wandb_name="first", wandb_tags=("a",), eval_every_steps=0).to_dict()
-    assert compatible(saved, TrainConfig(wandb_name="renamed", wandb_tags=("a", "b"), wandb_group="g2", eval_every_steps=100)) == []
+    assert compatible(saved, TrainConfig(wandb_name="renamed", wandb_tags=("a", "b"), wandb_group="g2",
+                                         eval_every_steps=100)) == []
     assert compatible(saved, TrainConfig(lr=0.2, wandb_project="elsewhere")) == ["lr", "wandb_project"]
 
 
@@ -378,7 +392,8 @@ def test_resume_without_a_run_id_continues_only_the_one_unfinished_run_that_fits
     ckpt_dir = tmp_path / "checkpoints"
 
     def command(*extra: str, steps: int = 20000, lr: float = 0.1) -> list[str]:
-        argv = train_argv(words_file, "--schedule=constant", f"--steps={steps}", f"--lr={lr}", "--ckpt_every_steps=500", *extra)
+        argv = train_argv(words_file, "--schedule=constant", f"--steps={steps}", f"--lr={lr}", "--ckpt_every_steps=500",
+                          *extra)
         return [sys.executable, "-m", "pipeline.train", *argv]
 
     def run(cmd: list[str], **extra_env: str) -> subprocess.CompletedProcess:

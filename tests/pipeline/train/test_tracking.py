@@ -24,7 +24,8 @@ ROWS = [{keys.LR: 0.001 * (i + 1), keys.LRE: -3.0 + i, keys.LOSS: loss,
 
 
 def _offline_run(tmp_path: Path, run_id: str):
-    return wandb.init(mode="offline", dir=tmp_path, id=run_id, settings=wandb.Settings(console="off", x_disable_stats=True))
+    return wandb.init(mode="offline", dir=tmp_path, id=run_id,
+                      settings=wandb.Settings(console="off", x_disable_stats=True))
 
 
 def _finish(run) -> None:
@@ -77,7 +78,8 @@ def test_logger_process_logs_every_chunk_in_order_and_the_summary(tmp_path):
     assert info.run_id == "chunks1" and info.config["steps"] == 1000 and info.logged_through_step == -1
     for start in range(0, 1000, 100):
         steps = np.arange(start, start + 100)
-        logger.log_steps(steps, {keys.LOSS: steps * 0.5, keys.LR: np.full(100, 0.1)}, extra={start + 99: {keys.DEV_LOSS: 1.5}})
+        logger.log_steps(steps, {keys.LOSS: steps * 0.5, keys.LR: np.full(100, 0.1)},
+                         extra={start + 99: {keys.DEV_LOSS: 1.5}})
     logger.summary({"dev_loss": 1.25})
     logger.finish(0)
     rf = read_run_file(next((tmp_path / "wandb").glob("offline-run-*-chunks1/run-chunks1.wandb")))

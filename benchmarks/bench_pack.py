@@ -1,0 +1,212 @@
+"""Packed sweeps against one process per point, through the runner; and the pack's logger design, measured.
+
+    python benchmarks/bench_pack.py [--seeds 16] [--steps 1000] [--workers N] [--data data/names.txt]
+    python benchmarks/bench_pack.py --loggers [--members 8] [--steps 20000]
+
+Default: a range test over `--seeds` seeds (lre -3..0, `--steps` steps each, the study's range model),
+run twice through `python -m pipeline.sweep`, side by side in one invocation: with `--pack=1` (one
+process per point: today's behaviour) and packed (`--pack` = seeds). Both timed wall-clock from
+launch to exit, start-up and W&B included, every step logged offline. Prints both and the ratio
+(target >= 3x).
+
+--loggers: the measurement behind pipeline/pack/logger.py's design. K runs of `--steps` rows each
+logged offline with lrscan's history writer, (a) one logger process per run (pipeline.train's
+RunLogger, K processes each with its wandb-core) and (b) one process holding the K runs
+(`reinit="create_new"`, one wandb-core); prints wall time, CPU seconds and peak memory of each
+process tree (sampled from /proc every 50 ms).
+
+The machine is shared and noisy: compare ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from pipeline.sweep.runner import default_workers  # noqa: E402
+from pipeline.sweep.spec import load_sweep  # noqa: E402
+
+
+def range_sweep(workdir: str, seeds: int, steps: int, pack: int) -> Path:
+    path = Path(workdir) / f"bench_pack{pack}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        # benchmark: a {seeds}-seed range test of {steps} steps
+        program: pipeline/train/__main__.py
+        command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
+        method: grid
+        parameters:
+          schedule: {{value: range}}
+          steps: {{value: {steps}}}
+          lre_min: {{value: -3.0}}
+          lre_max: {{value: 0.0}}
+          samples: {{value: 0}}
+          seed: {{values: {list(range(1, seeds + 1))}}}
+        """))
+    assert len(load_sweep(path).points) == seeds
+    return path
+
+
+def runner_seconds(yaml_path: Path, data: str, workers: int, pack: int, workdir: str) -> float:
+    env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers), "--pack",
+                    str(pack), "--out", os.path.join(workdir, f"runs-pack{pack}"), "--no-progress"], cwd=REPO,
+                   env=env, check=True)
+    return time.perf_counter() - t0
+
+
+# -- the logger measurement -----------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def _tree(root: int, kids: dict[int, list[int]]) -> list[int]:
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class _Sampler(threading.Thread):
+    """Peak memory and CPU seconds of process trees, sampled from /proc (a process's last sample counts)."""
+
+    def __init__(self, roots):
+        super().__init__(daemon=True)
+        self.roots, self.peak_mib, self.cpu, self.done = roots, 0.0, {}, False
+
+    def run(self) -> None:
+        while not self.done:
+            kids = _children()
+            pids = [p for r in self.roots() for p in _tree(r, kids)]
+            self.peak_mib = max(self.peak_mib, sum(_rss_mib(p) for p in pids))
+            for p in pids:
+                self.cpu[p] = max(self.cpu.get(p, 0.0), _cpu_s(p))
+            time.sleep(0.05)
+
+
+def _columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {"lr": np.full(n, 0.1), "lre": np.full(n, -1.0), "loss": rng.random(n) + 2, "log10_loss": rng.random(n)}
+
+
+def one_logger_per_run(members: int, steps: int) -> tuple[float, float, float]:
+    from pipeline.train.tracking import InitArgs, RunLogger
+
+    rng = np.random.default_rng(0)
+    loggers = [RunLogger(InitArgs(run_id=f"sep{k}", mode="offline", project="bench", entity="", group="", name="",
+                                  tags=(), job_type="train", config={"k": k}, resume=False, define_lre_axis=False))
+               for k in range(members)]
+    sampler = _Sampler(lambda: [lg.pid for lg in loggers])
+    sampler.start()
+    t0 = time.perf_counter()
+    for lg in loggers:
+        lg.start()
+    for start in range(0, steps, 256):
+        n = min(256, steps - start)
+        for lg in loggers:
+            lg.log_steps(np.arange(start, start + n), _columns(n, rng))
+    for lg in loggers:
+        lg.finish(0)
+    wall = time.perf_counter() - t0
+    sampler.done = True
+    sampler.join()
+    return wall, sum(sampler.cpu.values()), sampler.peak_mib
+
+
+def one_logger_for_all(members: int, steps: int) -> tuple[float, float, float]:
+    from pipeline.pack.logger import PackLogger
+    from pipeline.train.tracking import InitArgs
+
+    rng = np.random.default_rng(0)
+    pack = PackLogger([InitArgs(run_id=f"one{k}", mode="offline", project="bench", entity="", group="", name="",
+                                tags=(), job_type="train", config={"k": k}, resume=False, define_lre_axis=False)
+                       for k in range(members)])
+    sampler = _Sampler(lambda: [pack.pid])
+    sampler.start()
+    t0 = time.perf_counter()
+    pack.start()
+    handles = [pack.member(k) for k in range(members)]
+    for start in range(0, steps, 256):
+        n = min(256, steps - start)
+        for h in handles:
+            h.log_steps(np.arange(start, start + n), _columns(n, rng))
+    pack.close(0)
+    wall = time.perf_counter() - t0
+    sampler.done = True
+    sampler.join()
+    return wall, sum(sampler.cpu.values()), sampler.peak_mib
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (default 1000; --loggers: 20000)")
+    ap.add_argument("--workers", type=int, default=default_workers())
+    ap.add_argument("--data", default=os.environ.get("LRSCAN_DATA", "data/names.txt"))
+    ap.add_argument("--loggers", action="store_true", help="measure the logger designs instead")
+    ap.add_argument("--members", type=int, default=8, help="--loggers: runs logged at once")
+    args = ap.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+    workdir = tempfile.mkdtemp(prefix="lrscan-bench-pack-")
+    os.environ["WANDB_DIR"] = workdir
+    if args.loggers:
+        steps = args.steps or 20000
+        for name, measure in (("one logger process per run", one_logger_per_run),
+                              ("one process, K runs (create_new)", one_logger_for_all)):
+            wall, cpu, peak = measure(args.members, steps)
+            print(f"{name:34s} K={args.members} x {steps} rows: wall {wall:6.1f} s, CPU {cpu:6.1f} s, "
+                  f"peak memory {peak:6.0f} MiB", flush=True)
+        return
+    steps = args.steps or 1000
+    alone = runner_seconds(range_sweep(workdir, args.seeds, steps, 1), args.data, args.workers, 1, workdir)
+    print(f"pipeline.sweep --pack=1,  {args.workers} workers: {alone:7.1f} s", flush=True)
+    packed = runner_seconds(range_sweep(workdir, args.seeds, steps, args.seeds), args.data, args.workers, args.seeds,
+                            workdir)
+    print(f"pipeline.sweep --pack={args.seeds}, {args.workers} workers: {packed:7.1f} s", flush=True)
+    print(f"\n{args.seeds}-seed range test x {steps} steps, {os.cpu_count()} cores")
+    print(f"speed-up of packs over one process per point: {alone / packed:.2f}x  (target >= 3x)")
+
+
+if __name__ == "__main__":
+    main()

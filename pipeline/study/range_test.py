@@ -1,0 +1,397 @@
+"""`range_test`: the study's lr range test on your own model, from Python, leaving the model as it was.
+
+    from pipeline import Task, range_test
+    result = range_test(make, seeds=[1, 2, 3, 4, 5], lre_min=-4, lre_max=-1)   # make(seed) -> Task
+    result.best_lr, result.ci, result.steepest_lr, result.valley_lr
+    result.steps          # one row per measured step: run_id, seed, step, lr, lre, loss, log10_loss, smooth_loss
+    result.plot()         # analysis.plots' range-test figure, every suggester marked
+
+Each range test is one real training run of `pipeline.train.loop.train`: the same schedule
+(lr = 10**linspace(lre_min, lre_max, steps), both ends), the same climb and non-finite stops, every
+step logged to W&B by the same logger process (offline by default). The pick, its suggesters and
+its CI across seeds come from `analysis.pick.pick_exponent`, run on the frames `analysis.load_runs`
+would read back from those runs, so a result here and a report on the same runs cannot disagree.
+
+Afterwards the model, the optimizer, the GradScaler and the global random states (python, numpy,
+torch CPU and CUDA) are as they were, bit for bit, also when training raises. torch-lr-finder
+needs a manual reset(); fastai restores the weights but not the RNG.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.pick import ExponentPick, ci_description, pick_exponent
+from pipeline import keys
+from pipeline.config import SCHEDULES, TrainConfig, field_names
+from pipeline.errors import LrscanError
+from pipeline.train import rngstate
+from pipeline.train.loop import new_run_id, train
+from pipeline.train.task import Task, check_task
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+# range_test's own keywords; every other keyword is a TrainConfig field
+OWN_KEYWORDS = ("lre_min", "lre_max", "steps", "seeds", "pick_args")
+# fields range_test sets itself: the schedule is the range test's, the seed comes from `seeds`
+NOT_KEYWORDS = {"schedule": "range_test always runs schedule='range'",
+                "task": "pass the task itself (a Task, a function make(seed) -> Task, or 'path/file.py:make')",
+                "resume": "a range test on a live model starts from the model as it is; it is not resumed",
+                "run_id": "each range test run gets its own id (see result.run_ids)"}
+SEED_COLUMN = "seed"
+
+
+@dataclass
+class RangeTestResult:
+    """What `range_test` measured and what the analysis picked from it.
+
+    steps: one row per measured step (run_id, seed, step, lr, lre, loss, log10_loss, smooth_loss);
+    runs: one row per run (run_id, seed and its summary: stop_step, stop_reason, dev_loss, ...);
+    pick: `analysis.pick.ExponentPick`, the minimum (the pick), steepest and valley suggesters, the CI.
+    """
+
+    pick: ExponentPick
+    steps: pd.DataFrame = field(repr=False)
+    runs: pd.DataFrame = field(repr=False)
+    run_ids: list[str]
+    seeds: list[int]
+    group: str
+    wandb_mode: str
+    seconds: float
+    pick_args: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # the pick: the exponent of lowest mean loss, the seed study's "look where the loss is lowest"
+    @property
+    def best_lre(self) -> float:
+        return float(self.pick.best_lre)
+
+    @property
+    def best_lr(self) -> float:
+        return float(self.pick.best_lr)
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """The pick's confidence interval in lre across seeds; None with fewer than 2 seeds (see `notes`)."""
+        low, high = self.pick.best_lre_ci
+        return (float(low), float(high)) if math.isfinite(low) and math.isfinite(high) else None
+
+    @property
+    def ci_lr(self) -> tuple[float, float] | None:
+        """`ci` as learning rates."""
+        return None if self.ci is None else (10.0 ** self.ci[0], 10.0 ** self.ci[1])
+
+    @property
+    def ci_method(self) -> str:
+        """How `ci` was made, in words (or why there is none)."""
+        return ci_description(self.pick.ci_method)
+
+    # the other suggesters, read from the same curve
+    @property
+    def steepest_lre(self) -> float:
+        return float(self.pick.steepest_lre)
+
+    @property
+    def steepest_lr(self) -> float:
+        return float(self.pick.steepest_lr)
+
+    @property
+    def valley_lre(self) -> float:
+        return float(self.pick.valley_lre)
+
+    @property
+    def valley_lr(self) -> float:
+        return float(self.pick.valley_lr)
+
+    @property
+    def suggestions(self) -> dict[str, float]:
+        """Suggester name -> lr: minimum (the pick), steepest, valley."""
+        return {name: 10.0 ** lre for name, lre in self.pick.suggestions.items()}
+
+    @property
+    def notes(self) -> list[str]:
+        """What the analysis said about the pick (too few seeds for a CI, ...)."""
+        return list(self.pick.notes)
+
+    def plot(self, ax: Axes | None = None, *, x: str = keys.LRE) -> Axes:
+        """The range-test figure (analysis.plots): mean loss per lre bin, each run, the suggesters, the CI.
+
+        x: "lre" (the lecture's axis) or "lr" (log axis, as fastai and Lightning draw it).
+        """
+        from analysis.plots import plot_loss_vs_lr, plot_loss_vs_lre
+
+        if x not in (keys.LRE, keys.LR):
+            raise LrscanError(f"plot(x={x!r}): expected 'lre' or 'lr'")
+        return (plot_loss_vs_lre if x == keys.LRE else plot_loss_vs_lr)(self.pick, ax=ax)
+
+    def repick(self, **pick_args: Any) -> RangeTestResult:
+        """The same runs picked again with other `analysis.pick.pick_exponent` settings (n_bins, column, ...)."""
+        args = {**self.pick_args, **pick_args}
+        return dataclasses.replace(self, pick=_pick(self.steps, self.runs, args), pick_args=args)
+
+    def __str__(self) -> str:
+        ci = f"[{self.ci[0]:.3f}, {self.ci[1]:.3f}]" if self.ci is not None else "none"
+        lines = [
+            f"range test: {len(self.run_ids)} run(s), seeds {self.seeds}, {len(self.steps)} measured steps, "
+            f"{self.seconds:.1f} s (W&B {self.wandb_mode}, group {self.group})",
+            f"pick (minimum): lre {self.best_lre:.3f} -> lr {self.best_lr:.4g}; 95% CI {ci} ({self.ci_method})",
+            f"steepest: lre {self.steepest_lre:.3f} -> lr {self.steepest_lr:.4g}; "
+            f"valley: lre {self.valley_lre:.3f} -> lr {self.valley_lr:.4g}",
+        ]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0, lre_max: float = 0.0,
+               steps: int = 1000, seeds: Sequence[int] | None = None, pick_args: Mapping[str, Any] | None = None,
+               **fields: Any) -> RangeTestResult:
+    """Run the lr range test on `task` (once per seed) and pick the exponent.
+
+    Parameters
+    ----------
+    task : Task, function or str
+        A `pipeline.Task`; or a function `make(seed, **task_args) -> Task`, called once per seed; or
+        a spec "path/to/file.py:make" / "package.module:make" (as `--task` takes it).
+    lre_min, lre_max, steps : float, float, int
+        lr = 10**linspace(lre_min, lre_max, steps), one training step per lr.
+    seeds : list of int, optional
+        One range test per seed (needs a function or spec: a Task is one model, it has one seed),
+        and the pick's bootstrap CI across them. Default: one run (`seed=` or TrainConfig's seed).
+    pick_args : mapping, optional
+        Settings of `analysis.pick.pick_exponent` (n_bins, bin_width, column, skip_start_frac,
+        skip_end_frac, n_boot, ci_level, seed); `result.repick(...)` changes them without training.
+    **fields
+        TrainConfig's fields by name: wandb_mode (offline unless $WANDB_MODE says otherwise), wandb_project,
+        wandb_group (default a new "range-test-<id>", `python -m analysis wandb --group ...` reads it),
+        stop_on_climb, climb_factor, smooth_beta, device, num_threads, task_args, ... Checkpoints go
+        to a temporary folder unless ckpt_dir is given.
+
+    Returns
+    -------
+    RangeTestResult
+
+    Raises
+    ------
+    LrscanError
+        An unknown keyword (naming the valid ones), a bad value, a Task with several seeds, a task
+        that is not one: before any run exists.
+    """
+    t0 = time.monotonic()
+    unknown = sorted(set(fields) - set(field_names()))
+    if unknown:
+        valid = [*OWN_KEYWORDS, *(n for n in field_names() if n not in NOT_KEYWORDS and n not in OWN_KEYWORDS)]
+        raise LrscanError(f"range_test: unknown keyword(s) {', '.join(map(repr, unknown))}. Valid keywords: "
+                          f"{', '.join(valid)}")
+    for name, why in NOT_KEYWORDS.items():
+        if name in fields and not (name == "schedule" and fields[name] == SCHEDULES[0]):
+            raise LrscanError(f"range_test: {name}={fields[name]!r} is not a keyword here: {why}")
+    fields.pop("schedule", None)
+    seeds = _seeds(task, seeds, fields)
+    task_args = dict(fields.pop("task_args", None) or {})
+    if task_args and isinstance(task, Task):
+        raise LrscanError("range_test: task_args go to a function make(seed, **task_args); a Task is already made")
+    pick_args = dict(pick_args or {})
+    _check_pick_args(pick_args)
+
+    label = _task_label(task)
+    own_ckpt = "ckpt_dir" not in fields
+    base = TrainConfig(**{"num_threads": torch.get_num_threads(), "ckpt_every_steps": 0, "samples": 0, **fields},
+                       schedule="range", lre_min=lre_min, lre_max=lre_max, steps=steps, task=label, task_args=task_args)
+    group = base.wandb_group or f"range-test-{new_run_id()}"
+    base = base.replace(wandb_group=group)
+    seeds = seeds or [base.seed]
+
+    collected: list[pd.DataFrame] = []
+    runs: list[dict[str, Any]] = []
+    with _restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-range-test-") if own_ckpt
+                               else _nothing()) as tmp:
+        if own_ckpt:
+            base = base.replace(ckpt_dir=tmp)
+        for seed in seeds:
+            one = _make(task, seed, task_args)
+            cfg = base.replace(run_id=new_run_id(), seed=seed)
+            cfg = cfg.replace(device=_device_of(one.model, fields.get("device")))
+            chunks: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+
+            def on_steps(step: np.ndarray, columns: dict[str, np.ndarray], chunks=chunks) -> None:
+                chunks.append((np.array(step, dtype=np.int64), {k: np.array(v) for k, v in columns.items()}))
+
+            with _restored(one):
+                summary = train(cfg, task=one, on_steps=on_steps)
+            collected.append(_steps_frame(cfg, chunks))
+            runs.append({"run_id": cfg.run_id, SEED_COLUMN: cfg.seed, **summary})
+
+    steps_frame = pd.concat(collected, ignore_index=True)
+    runs_frame = pd.DataFrame(runs)
+    try:
+        pick = _pick(steps_frame, runs_frame, pick_args)
+    except LrscanError as e:  # the runs are kept: say where they are
+        where = f"W&B group {group!r}" if base.wandb_mode != "disabled" else "wandb_mode='disabled': not kept"
+        raise LrscanError(f"range_test: no pick from runs {', '.join(r['run_id'] for r in runs)} ({where}): {e}") \
+            from None
+    return RangeTestResult(
+        pick=pick, steps=steps_frame, runs=runs_frame,
+        run_ids=[r["run_id"] for r in runs], seeds=[int(r[SEED_COLUMN]) for r in runs], group=group,
+        wandb_mode=base.wandb_mode, seconds=time.monotonic() - t0, pick_args=pick_args,
+    )
+
+
+# -- the task, its seeds, its label -----------------------------------------------------------------
+
+
+def _seeds(task: Any, seeds: Sequence[int] | None, fields: Mapping[str, Any]) -> list[int] | None:
+    """The seeds to run, checked; None: one run at `seed=` or TrainConfig's seed."""
+    if seeds is not None and "seed" in fields:
+        raise LrscanError(f"range_test: seed={fields['seed']!r} and seeds={seeds!r}: give one of them")
+    if seeds is None:
+        return None
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise LrscanError(f"range_test: seeds={seeds!r}: expected a list of ints, e.g. seeds=[1, 2, 3]")
+    seeds = list(seeds)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, (int, np.integer))]
+    if not seeds or bad:
+        raise LrscanError(f"range_test: seeds={seeds!r}: expected a non-empty list of ints, e.g. seeds=[1, 2, 3]")
+    repeated = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise LrscanError(f"range_test: seeds={seeds!r}: seed(s) {repeated} repeated (a seed's runs are one unit of "
+                          f"the CI; repeating it measures nothing new)")
+    if isinstance(task, Task) and len(seeds) > 1:
+        raise LrscanError(f"range_test: seeds={seeds!r} needs a function make(seed) -> Task, one model per seed; "
+                          f"a Task is one model")
+    return [int(s) for s in seeds]
+
+
+def _make(task: Any, seed: int, task_args: Mapping[str, Any]) -> Task:
+    from pipeline.train.task import load_task
+
+    if isinstance(task, Task):
+        return check_task(task, where="range_test(task)")
+    if isinstance(task, str):
+        return load_task(task, seed, task_args)
+    if callable(task):
+        name = getattr(task, "__name__", type(task).__name__)
+        return check_task(task(seed, **task_args), where=f"range_test: {name}(seed={seed}, ...)")
+    raise LrscanError(f"range_test: task is a {type(task).__name__}; expected a pipeline.Task, a function "
+                      f"make(seed) -> Task or 'path/to/file.py:make'")
+
+
+def _task_label(task: Any) -> str:
+    """What the runs' config records as `task`: a spec that loads it where there is one, else what it was."""
+    if isinstance(task, str):
+        return task
+    if isinstance(task, Task):
+        return f"(Task object):{type(task.model).__name__}"
+    module, name = getattr(task, "__module__", None), getattr(task, "__qualname__", None)
+    if module and name:
+        return f"{module}:{name}"
+    return f"(function):{type(task).__name__}"
+
+
+def _device_of(model: torch.nn.Module, asked: str | None) -> str:
+    """The device the runs record: the model's own (a task trains where its model is; it is never moved)."""
+    device = next(model.parameters()).device
+    if asked not in (None, "auto") and torch.device(asked).type != device.type:
+        raise LrscanError(f"range_test: device={asked!r} but the model is on {device}: a task trains where its model "
+                          f"is (move it in make, e.g. model.to({asked!r}))")
+    if device.type not in ("cpu", "cuda"):
+        return asked or TrainConfig.__dataclass_fields__["device"].default  # TrainConfig names cpu and cuda only
+    return str(device)
+
+
+# -- leaving no trace ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _restored_globals() -> Iterator[None]:
+    """The global random states and torch's thread count as they were, whatever happens inside."""
+    rng, threads = rngstate.capture(), torch.get_num_threads()
+    try:
+        yield
+    finally:
+        rngstate.restore(rng)
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def _restored(task: Task) -> Iterator[None]:
+    """The task's model (parameters, gradients, buffers, train/eval modes), optimizer and scaler as they were.
+
+    Parameters and buffers are copied back in place, so the optimizer keeps pointing at them and
+    anything else holding them (an EMA copy, a hook) sees the old values.
+    """
+    model, optimizer, scaler = task.model, task.optimizer, task.scaler
+    tensors = [t for t in (*model.parameters(), *model.buffers())]
+    saved = [t.detach().clone() for t in tensors]
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    scaler_state = copy.deepcopy(scaler.state_dict()) if scaler is not None else None
+    # a scaler that has not scaled yet has no scale tensor, and one between steps no per-optimizer state
+    scaler_fresh = scaler is not None and getattr(scaler, "_scale", None) is None
+    scaler_idle = scaler is not None and not getattr(scaler, "_per_optimizer_states", None)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, value in zip(tensors, saved):
+                t.copy_(value)
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+        optimizer.load_state_dict(optimizer_state)
+        if scaler is not None:
+            scaler.load_state_dict(scaler_state)
+            if scaler_fresh:
+                scaler._scale = scaler._growth_tracker = None
+            if scaler_idle:
+                scaler._per_optimizer_states.clear()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+# -- frames and the pick ------------------------------------------------------------------------------
+
+
+def _steps_frame(cfg: TrainConfig, chunks: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """One run's rows as `analysis.load_runs` gives them: ids, the config the pick reads, the logged keys."""
+    if not chunks:
+        raise LrscanError(f"run {cfg.run_id}: the range test logged no step")
+    step = np.concatenate([s for s, _ in chunks])
+    names = list(dict.fromkeys(k for _, columns in chunks for k in columns))
+    values = {k: np.concatenate([c.get(k, np.full(len(s), np.nan)) for s, c in chunks]) for k in names}
+    return pd.DataFrame({
+        "run_id": pd.array([cfg.run_id] * len(step), dtype="string"),
+        SEED_COLUMN: np.full(len(step), cfg.seed, dtype=np.int64),
+        "schedule": cfg.schedule, "lre_min": cfg.lre_min, "lre_max": cfg.lre_max,
+        keys.STEP_COLUMN: step, **values,
+    })
+
+
+def _check_pick_args(pick_args: Mapping[str, Any]) -> None:
+    import inspect
+
+    valid = [p for p in inspect.signature(pick_exponent).parameters if p not in ("steps", "runs")]
+    unknown = sorted(set(pick_args) - set(valid))
+    if unknown:
+        raise LrscanError(f"range_test: pick_args has unknown key(s) {', '.join(map(repr, unknown))}. "
+                          f"Valid keys: {', '.join(valid)}")
+
+
+def _pick(steps: pd.DataFrame, runs: pd.DataFrame, pick_args: Mapping[str, Any]) -> ExponentPick:
+    _check_pick_args(pick_args)
+    return pick_exponent(steps, runs, **pick_args)

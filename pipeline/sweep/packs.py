@@ -1,0 +1,151 @@
+"""Which of a sweep's points train together in one process (a pack), how many, and in which order.
+
+    python -m pipeline.sweep sweeps/lr_range.yaml --pack 16   # up to 16 compatible points per process
+    python -m pipeline.sweep sweeps/lr_range.yaml --pack 1    # one process per point
+
+A pack is one `python -m pipeline.pack POINTS.json` process training up to N points of lrscan's
+trainer stacked (the makemore MLP's batched step), each point still its own W&B run, manifest row
+and claim. Points share a pack when `pipeline.packing.pack_key` says they can (same task, data,
+model shapes, steps and schedule kind; seed, lr range, lr, decay steps and lrs may differ). A point
+runs alone, and the runner says why once, when the sweep does not run lrscan's trainer by its
+standard command, or when the point trains a task of its own (`--task`: its own model and optimizer).
+
+The default N follows the device the points train on: a GPU keeps 64 small models busy where one
+leaves it idle; on a CPU the batched step stops gaining past ~16 members (measured: 79 µs per
+member-step at 8, 75 at 32, against ~135 for one run's hand-written step) and the logging process
+becomes the limit.
+
+Order: the runner takes points in W&B's order; a pack is the first claimable point and the next
+claimable points of the same key. A pack takes two workers' slots (`PACK_SLOTS`: its trainer and its
+logging process each keep a core busy), and packs are sized so that the free slots all get work
+(16 points, 4 workers, --pack 16: two packs of 8; on 2 workers: one pack of 16). `pack_plan` fixes
+packs ahead for Slurm job arrays: the points in W&B's order, grouped by key in order of first
+appearance, N at a time; array task t runs pack t.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline import keys
+from pipeline.config import TrainConfig, parse_args
+from pipeline.errors import LrscanError
+from pipeline.fsutil import atomic_write_text
+from pipeline.packing import pack_key
+from pipeline.sweep.spec import Sweep, is_trainer
+
+CPU_PACK = 16
+GPU_PACK = 64
+# a pack keeps two cores busy: its trainer, and its logging process (wandb's own work for K runs is as
+# much CPU as the batched step: ~80 µs per member-step each, measured); it takes two workers' slots
+PACK_SLOTS = 2
+PACK_MODULE = "pipeline.pack"
+
+
+def trainer_args(point: dict[str, Any]) -> list[str]:
+    """The trainer's arguments for a point: W&B's `${args}`, `--key=value` rendered with `str()`."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    return list(create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})["args"])
+
+
+def why_not_packed(sweep: Sweep) -> str:
+    """Why no point of this sweep can be packed ('' when its points can): packs run lrscan's trainer only."""
+    if not is_trainer(sweep):
+        return "packs run lrscan's trainer (pipeline.train); this sweep runs another program"
+    words = [w for w in sweep.command if w != "${env}"]
+    standard = (len(words) == 4 and os.path.basename(words[0]).startswith("python") and words[1:] == [
+        "-m", keys.TRAINER_MODULE, "${args}"]) or (len(words) == 3 and os.path.basename(words[0]).startswith(
+            "python") and words[1:] == ["${program}", "${args}"])
+    if not standard:
+        return (f"its command {list(sweep.command)} is not the trainer's standard one "
+                f"({' '.join(keys.TRAINER_COMMAND)}); a pack could not pass on what it adds")
+    return ""
+
+
+def point_keys(sweep: Sweep) -> tuple[list[str | None], dict[int, str]]:
+    """Each point's pack key (None: it runs alone), and why for the points that run alone."""
+    n = len(sweep.points)
+    why = why_not_packed(sweep)
+    if why:
+        return [None] * n, dict.fromkeys(range(n), why)
+    out: list[str | None] = []
+    alone: dict[int, str] = {}
+    for index, point in enumerate(sweep.points):
+        cfg = parse_args(trainer_args(point))
+        if getattr(cfg, "task", ""):
+            # a task of the user's own: its model and optimizer are unknown here (only the stacked MLP packs)
+            alone[index] = (f"it trains its own task ({cfg.task}); packs stack the makemore MLP, another task "
+                            f"runs one process per point")
+            out.append(None)
+        else:
+            out.append(pack_key(cfg))
+    return out, alone
+
+
+def point_config(point: dict[str, Any]) -> TrainConfig:
+    return parse_args(trainer_args(point))
+
+
+def default_pack(sweep: Sweep, gpu_visible: bool) -> int:
+    """The pack size for this sweep on this machine: GPU_PACK when its points train on a GPU, else CPU_PACK."""
+    if why_not_packed(sweep) or not sweep.points:
+        return 1
+    device = point_config(sweep.points[0]).device
+    on_gpu = device.startswith("cuda") or (device == "auto" and gpu_visible)
+    return GPU_PACK if on_gpu else CPU_PACK
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA GPU on this machine (what `--device=auto` would train on), without importing torch."""
+    return os.path.isdir("/proc/driver/nvidia/gpus") and bool(os.listdir("/proc/driver/nvidia/gpus")) \
+        or shutil.which("nvidia-smi") is not None
+
+
+def check_pack(pack: int | None) -> None:
+    if pack is not None and pack < 1:
+        raise LrscanError(f"--pack {pack}: need at least 1 (1: one process per point)")
+
+
+def pack_sizes(n_points: int, pack: int, free_workers: int) -> int:
+    """How many of `n_points` compatible claimable points go in the next pack, `free_workers` slots being free:
+    as many packs as the slots take (PACK_SLOTS each, at least one), so that each gets work."""
+    packs = max(1, free_workers // PACK_SLOTS)
+    return max(1, min(pack, math.ceil(n_points / packs)))
+
+
+def pack_plan(point_keys_: Sequence[str | None], pack: int, indices: Sequence[int] | None = None,
+              workers: int | None = None) -> list[list[int]]:
+    """Packs fixed ahead: the points in order, grouped by key in order of first appearance, `pack` at a time
+    (Slurm's array tasks), or, with `workers`, in the sizes a fresh local run gives them (every worker a
+    pack); a point without a key is a pack of its own."""
+    wanted = list(range(len(point_keys_))) if indices is None else list(indices)
+    groups: dict[Any, list[int]] = {}
+    for i in wanted:
+        key = point_keys_[i] if pack > 1 and point_keys_[i] is not None else ("alone", i)
+        groups.setdefault(key, []).append(i)
+    plan = []
+    for members in groups.values():
+        size = pack if workers is None else pack_sizes(len(members), pack, workers)
+        plan += [members[j:j + size] for j in range(0, len(members), size)]
+    return plan
+
+
+def write_points_file(path: str, members: Sequence[tuple[str, list[str], str]]) -> None:
+    """POINTS.json for `python -m pipeline.pack`: each member's run id, trainer arguments and end file."""
+    atomic_write_text(path, json.dumps({"points": [{"run_id": r, "args": a, "end_file": e} for r, a, e in members]},
+                                       indent=1) + "\n")
+
+
+def read_end_file(path: str) -> dict[str, Any]:
+    """How a pack says one member's run ended ({} while it has not)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

@@ -1,0 +1,98 @@
+"""The default task's training: the makemore MLP on the word list, with the hand-written fast step.
+
+One chunk of steps at a time: the chunk's batches are drawn at once and its losses come back at once,
+so the per-step work is tensor ops only (the speed that makes logging every step affordable). The
+loop (pipeline/train/loop.py) drives this, or `generic.TaskRun` for any other task, through the same
+methods: train_chunk, rewind, evaluate, final_summary, state/load, report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline import keys
+from pipeline.config import TrainConfig
+from pipeline.errors import LrscanError
+from pipeline.train.data import Splits, batch_indices
+from pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
+
+
+def check_model_fits(cfg: TrainConfig, vocab_size: int) -> None:
+    """Parameters and gradients, float32: a size that cannot fit fails here, before any run exists."""
+    n_params = sum(math.prod(s) for s in param_shapes(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden).values())
+    need = 2 * 4 * n_params
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise LrscanError(f"n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}: {n_params:.3g} parameters need "
+                          f"{need / 2**30:.3g} GiB, more than this machine's memory ({have / 2**30:.3g} GiB)")
+
+
+class MakemoreRun:
+    """The makemore MLP of `cfg`, its data and its hand-written SGD step."""
+
+    def __init__(self, cfg: TrainConfig, splits: Splits, device: torch.device):
+        self.cfg, self.splits, self.device = cfg, splits, device
+        self.vocab_size = len(splits.vocab)
+        try:
+            self.model = MLP.create(self.vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed,
+                                    init=cfg.init, device=device)
+        except RuntimeError as e:  # typically an allocation that cannot succeed
+            raise LrscanError(f"cannot build the model (n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}): "
+                              f"{str(e).splitlines()[0]}") from None
+        self.step_fn = SGDStep(self.model)
+        self.Xtr, self.Ytr = (t.to(device) for t in splits.train)
+        self.n_params = self.model.n_params
+        self._batches: list = []
+        self._chunk_start: torch.Tensor | None = None
+
+    def describe(self) -> str:
+        n = self.splits.n_words
+        return f"{self.n_params} parameters, {n[0]}/{n[1]}/{n[2]} words train/dev/test, device {self.device}"
+
+    def train_chunk(self, step: int, end: int, lrs: np.ndarray, rewindable: bool) -> np.ndarray:
+        """Train steps [step, end) with lrs[step:end]; their losses, float64. rewindable: keep what `rewind` needs."""
+        n = end - step
+        ix = batch_indices(self.cfg.seed, step, n, self.Xtr.shape[0], self.cfg.batch_size).to(self.device)  # (n, B)
+        Xc, Yc = self.Xtr[ix], self.Ytr[ix]                                   # (n, B, block_size), (n, B)
+        onehot = F.one_hot(Yc, self.vocab_size).to(self.model.flat.dtype)   # (n, B, vocab)
+        # unbind: the per-step views in one call each, cheaper than indexing every step
+        self._batches = list(zip(Xc.view(n, -1).unbind(0), Yc.unbind(0), onehot.unbind(0), lrs[step:end].tolist()))
+        self._chunk_start = self.model.flat.clone() if rewindable else None
+        return torch.stack([self.step_fn(*batch) for batch in self._batches]).double().cpu().numpy()
+
+    def rewind(self, n: int) -> None:
+        """Back to the start of the last chunk, then its first n steps again (same batches and lrs, in order):
+        the weights are those right after its step n - 1, bit for bit on the CPU."""
+        self.model.flat.copy_(self._chunk_start)
+        torch.stack([self.step_fn(*batch) for batch in self._batches[:n]]).cpu()  # .cpu(): wait for the device
+
+    def evaluate(self) -> dict[str, float]:
+        """What an eval step logs: the full dev loss."""
+        return {keys.DEV_LOSS: self.model.loss(*(t.to(self.device) for t in self.splits.dev))}
+
+    def final_summary(self) -> dict[str, float]:
+        return {key: self.model.loss(X.to(self.device), Y.to(self.device)) for key, (X, Y) in
+                ((keys.TRAIN_LOSS, self.splits.train), (keys.DEV_LOSS, self.splits.dev),
+                 (keys.TEST_LOSS, self.splits.test))}
+
+    def state(self) -> dict:
+        return {"flat": self.model.flat.detach().cpu()}
+
+    def load(self, state: dict, run_id: str) -> None:
+        self.model.flat.copy_(state["flat"].to(self.device))
+
+    def report(self, run_id: str, summary: dict, tail: str) -> None:
+        print(f"run {run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
+              f"test {summary[keys.TEST_LOSS]:.4f}  ({tail})")
+        if self.cfg.samples:
+            g = torch.Generator().manual_seed(self.cfg.seed + 10)
+            try:
+                names = ["".join(self.splits.vocab.itos[i] for i in w) for w in self.model.sample(self.cfg.samples, g)]
+                print("samples: " + ", ".join(names))
+            except NonFiniteModel as e:  # a diverged run is a normal outcome: its summary stands, it has no names
+                print(f"samples: none, the model diverged ({e})")

@@ -1,0 +1,108 @@
+"""A pack against the same points run alone: real offline runs of both, read back through the analysis."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import load_runs
+from pipeline import keys
+from pipeline.config import parse_args
+from pipeline.pack.loop import train_pack
+from pipeline.pack.members import Point
+from pipeline.train import checkpoint
+from pipeline.train.loop import train
+from pipeline.train.tracking import Launch
+from tests.conftest import train_argv
+
+pytestmark = pytest.mark.slow
+
+# fields that say how fast a run went, not what it computed
+TIMING = ("steps_per_second",)
+
+
+def _alone_then_packed(tmp_path: Path, monkeypatch, points: dict[str, list[str]]) -> tuple[Path, Path]:
+    """Run the points one by one with the single trainer, then as one pack, in the same WANDB_DIR (moved
+    away in between), so that run ids, configs and checkpoint folders are the same on both sides."""
+    work = tmp_path / "w"
+    monkeypatch.setenv("WANDB_DIR", str(work))
+    # what the sweep runner sets for every point of a sweep: the runs' group and tag come from here
+    monkeypatch.setenv("WANDB_RUN_GROUP", "grp-1")
+    monkeypatch.setenv("WANDB_TAGS", "packtest")
+    for run_id, args in points.items():
+        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m pipeline.train", tuple(args)))
+    shutil.move(work, tmp_path / "alone")
+    summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
+    assert sorted(summaries) == sorted(points)
+    return tmp_path / "alone" / "wandb", work / "wandb"
+
+
+def _assert_same_runs(alone_dir: Path, packed_dir: Path, n_runs: int) -> pd.DataFrame:
+    alone, packed = load_runs(alone_dir), load_runs(packed_dir)
+    runs_a = alone.runs.set_index("run_id").sort_index()
+    runs_p = packed.runs.set_index("run_id").sort_index()
+    assert len(runs_p) == n_runs and list(runs_p.index) == list(runs_a.index)
+    # identity, config and summary: as if each had run alone
+    same = [c for c in runs_a.columns if c not in TIMING and c != "path"]
+    pd.testing.assert_frame_equal(runs_p[same], runs_a[same], check_exact=False, rtol=1e-5)
+    assert (runs_p["state"] == "finished").all() and (runs_p["group"] == "grp-1").all()
+    assert all("packtest" in t for t in runs_p["tags"])
+    # history: every step of every run, loss within float tolerance (bit for bit on this CPU)
+    for run_id, a in alone.steps.groupby("run_id"):
+        p = packed.steps[packed.steps["run_id"] == run_id]
+        assert p["step"].tolist() == a["step"].tolist(), f"{run_id}: other steps"
+        for k in (keys.LR, keys.LRE):
+            np.testing.assert_array_equal(p[k].to_numpy(), a[k].to_numpy())
+        for k in (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS):
+            if k in a:
+                np.testing.assert_allclose(p[k].to_numpy(), a[k].to_numpy(), rtol=1e-5, err_msg=f"{run_id} {k}")
+    return runs_p
+
+
+def test_a_packed_range_test_logs_what_each_point_logs_alone(words_file, tmp_path, monkeypatch):
+    base = train_argv(words_file, "--schedule=range", "--steps=400", "--eval_every_steps=100",
+                      "--climb_burn_in_steps=50")
+    points = {
+        "rng-0": [*base, "--seed=1", "--lre_min=-3", "--lre_max=0"],
+        "rng-1": [*base, "--seed=2", "--lre_min=-2", "--lre_max=-0.5", "--wandb_name=narrow"],
+        "rng-2": [*base, "--seed=3", "--lre_min=-3", "--lre_max=3"],       # climbs and stops inside a chunk
+        "rng-3": [*base, "--seed=4", "--lre_min=-1", "--lre_max=1"],
+    }
+    runs = _assert_same_runs(*_alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
+    # chunks end on eval steps (every 100): the climb stop falls inside one, which is replayed up to it
+    assert runs.loc["rng-2", keys.STOP_REASON] == keys.STOP_CLIMB and runs.loc["rng-2", keys.STOP_STEP] % 100 != 99
+    assert runs.loc["rng-1", "run_name"] == "narrow"
+    # the stopped member's model is the one at its stop step: its checkpoint is the lone run's, bit for bit
+    alone_ckpt = checkpoint.load(tmp_path / "alone" / "checkpoints" / "rng-2.pt")
+    packed_ckpt = checkpoint.load(tmp_path / "w" / "checkpoints" / "rng-2.pt")
+    assert packed_ckpt["finished"] and packed_ckpt["step"] == alone_ckpt["step"]
+    np.testing.assert_allclose(packed_ckpt["flat"].numpy(), alone_ckpt["flat"].numpy(), rtol=1e-5, atol=1e-6)
+    # each member's W&B record of its command is its own point's arguments
+    for run_id, args in points.items():
+        [path] = (tmp_path / "w" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+        assert args[-1].encode() in path.read_bytes()
+
+
+def test_a_packed_decay_grid_logs_what_each_point_logs_alone(words_file, tmp_path, monkeypatch):
+    base = train_argv(words_file, "--schedule=step", "--steps=400", "--eval_every_steps=100")
+    points = {
+        "dec-0": [*base, "--seed=1", "--lr=0.1", "--decay_steps=[100]", "--decay_lrs=[0.01]"],
+        "dec-1": [*base, "--seed=1", "--lr=0.3", "--decay_steps=[300]", "--decay_lrs=[0.001]"],
+        "dec-2": [*base, "--seed=2", "--lr=0.3", "--decay_steps=[150, 250]", "--decay_lrs=[0.1, 0.01]"],
+        "dec-3": [*base, "--seed=2", "--lr=1.0", "--decay_steps=[50]", "--decay_lrs=[0.05]"],
+    }
+    runs = _assert_same_runs(*_alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
+    assert (runs[keys.FINAL_STEP] == 399).all()
+    dev = load_runs(tmp_path / "w" / "wandb", keys=[keys.DEV_LOSS]).steps.dropna(subset=[keys.DEV_LOSS])
+    assert sorted(set(dev["step"])) == [99, 199, 299, 399]
+
+
+def test_points_that_differ_in_more_than_a_member_owns_are_refused(words_file):
+    a = Point.parse("a", train_argv(words_file, "--steps=100"))
+    b = Point.parse("b", train_argv(words_file, "--steps=200"))
+    with pytest.raises(Exception, match="steps differ"):
+        train_pack([a, b])

@@ -1,0 +1,221 @@
+"""range_test on a model of the test's own: real offline runs, the state left bit for bit, the analysis' pick."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from analysis.pick import pick_exponent
+from analysis.sources import load_runs
+from pipeline import Task, range_test
+from pipeline.errors import LrscanError
+from pipeline.train.data import load_splits
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"lre_min": -4.0, "lre_max": 0.0, "steps": 80, "climb_burn_in_steps": 40}
+
+
+def tiny_make(seed: int, *, data: str, scaler: bool = False, fail_after_calls: int | None = None) -> Task:
+    """A small model with what a real one has: BatchNorm buffers, dropout, AdamW moments, its own random draws."""
+    splits = load_splits(data, 3, 42)
+    V = len(splits.vocab)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Embedding(V, 4), nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.Tanh(),
+                              nn.Dropout(0.1), nn.Linear(16, V))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    Xtr, Ytr = splits.train
+    calls = [0]
+
+    def batch(i):
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        ix = torch.randint(0, len(Xtr), (16,), generator=g)
+        return Xtr[ix], Ytr[ix]
+
+    def loss_fn(model, batch):
+        calls[0] += 1
+        if fail_after_calls is not None and calls[0] > fail_after_calls:
+            raise RuntimeError("the task's loss failed")
+        random.random(), np.random.random()  # a task's own draws move every global random state
+        X, Y = batch
+        return F.cross_entropy(model(X), Y)
+
+    def evaluate(model):
+        with torch.no_grad():
+            return {"dev_loss": F.cross_entropy(model(splits.dev[0]), splits.dev[1]).item()}
+
+    return Task(model=model, optimizer=optimizer, batches=batch, loss_fn=loss_fn, evaluate=evaluate,
+                scaler=torch.amp.GradScaler("cpu") if scaler else None)
+
+
+def used(task: Task, steps: int = 3) -> Task:
+    """The task after a few steps of the user's own training: moments, gradients and a scaler that has scaled."""
+    for i in range(steps):
+        task.optimizer.zero_grad()
+        loss = task.loss_fn(task.model, task.batches(i))
+        (task.scaler.scale(loss) if task.scaler else loss).backward()
+        if task.scaler:
+            task.scaler.step(task.optimizer)
+            task.scaler.update()
+        else:
+            task.optimizer.step()
+    task.model[3].eval()  # a mix of modes: BatchNorm in eval, the rest in train
+    return task
+
+
+def state_of(task: Task) -> dict:
+    """Everything range_test promises to leave as it was, copied."""
+    model = task.model
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "modes": [m.training for m in model.modules()],
+        "optimizer": copy.deepcopy(task.optimizer.state_dict()),
+        "scaler": task.scaler.state_dict() if task.scaler else None,
+        "rng": global_rng(),
+    }
+
+
+def global_rng() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "threads": torch.get_num_threads()}
+
+
+def assert_same(a, b, where="state"):
+    """Equal bit for bit, tensors included (torch.equal), recursively."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_a_range_test_leaves_the_model_optimizer_scaler_and_random_states_as_they_were(words_file, tmp_path):
+    task = used(tiny_make(1, data=str(words_file), scaler=True))
+    torch.set_num_threads(1)
+    before = state_of(task)
+    result = range_test(task, num_threads=2, **SMALL)
+    assert_same(before, state_of(task))
+    # the range test trained for real: the steps it measured, the lrs of the study's schedule, both ends
+    assert len(result.steps) > 40 and result.steps["lr"].iloc[0] == pytest.approx(1e-4)
+    assert np.isfinite(result.best_lre) and -4.0 <= result.best_lre <= 0.0
+    # offline by default: the run is on disk under $WANDB_DIR
+    assert list((tmp_path / "wandb").glob(f"offline-run-*-{result.run_ids[0]}/run-{result.run_ids[0]}.wandb"))
+
+
+def test_a_range_test_that_raises_leaves_the_model_as_it_was(words_file):
+    task = used(tiny_make(1, data=str(words_file), fail_after_calls=30))  # 3 steps here, the dry run, ~26 steps there
+    before = state_of(task)
+    with pytest.raises(RuntimeError, match="the task's loss failed"):
+        range_test(task, **SMALL)
+    assert_same(before, state_of(task))
+
+
+def test_two_range_tests_of_one_model_measure_the_same_curve(words_file):
+    """Lightning's test_multiple_lr_find_calls_gives_same_results: nothing a range test does leaks into the next."""
+    task = tiny_make(1, data=str(words_file))
+    first = range_test(task, wandb_mode="disabled", **SMALL)
+    second = range_test(task, wandb_mode="disabled", **SMALL)
+    assert first.steps["loss"].tolist() == second.steps["loss"].tolist()
+    assert first.best_lre == second.best_lre
+
+
+def test_the_result_is_the_analysis_pick_of_the_logged_runs(words_file, tmp_path):
+    """Several seeds: every step is in W&B, and the analysis reading those runs back picks what range_test returned."""
+    result = range_test(tiny_make, seeds=[1, 2], task_args={"data": str(words_file)}, **SMALL)
+    assert result.seeds == [1, 2] and len(result.run_ids) == 2 and result.runs["run_id"].tolist() == result.run_ids
+    assert {"step", "lr", "lre", "loss", "log10_loss", "smooth_loss", "run_id", "seed"} <= set(result.steps.columns)
+    loaded = load_runs(tmp_path / "wandb", group=result.group)
+    assert sorted(loaded.runs["run_id"]) == sorted(result.run_ids)
+    for run_id, ours in result.steps.groupby("run_id"):
+        theirs = loaded.steps[loaded.steps["run_id"] == run_id].sort_values("step")
+        assert theirs["step"].tolist() == ours["step"].tolist()
+        np.testing.assert_allclose(theirs["loss"].to_numpy(), ours["loss"].to_numpy(), rtol=1e-6)  # float32 there
+        np.testing.assert_array_equal(theirs["lre"].to_numpy(), ours["lre"].to_numpy())
+    again = pick_exponent(loaded.steps, loaded.runs)
+    assert again.best_lre == result.best_lre and again.best_lre_ci == pytest.approx(result.ci)
+    # two seeds: a CI, and the analysis' word that two are few
+    low, high = result.ci
+    assert low <= result.best_lre <= high and result.ci_lr == pytest.approx((10**low, 10**high))
+    assert any("only 2 seeds" in note for note in result.notes)
+    assert result.steepest_lr == pytest.approx(10**result.steepest_lre) and np.isfinite(result.valley_lre)
+    assert set(result.suggestions) == {"minimum", "steepest", "valley"}
+    assert "pick (minimum): lre" in str(result)
+
+
+def test_one_seed_has_no_ci_and_says_so(words_file):
+    result = range_test(tiny_make, seed=3, task_args={"data": str(words_file)}, wandb_mode="disabled", **SMALL)
+    assert result.seeds == [3] and result.ci is None and result.ci_lr is None
+    assert any("only one seed" in note for note in result.notes) and "95% CI none" in str(result)
+
+
+def test_plot_and_repick_use_the_analysis(words_file):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = range_test(tiny_make(1, data=str(words_file)), wandb_mode="disabled", **SMALL)
+    ax = result.plot()
+    assert ax.get_xlabel().startswith("lr exponent") and "pick lre" in ax.get_title()
+    assert result.plot(x="lr").get_xscale() == "log"
+    coarse = result.repick(n_bins=10, n_boot=0)
+    assert len(coarse.pick.curve) <= 10 and coarse.steps is result.steps and len(result.pick.curve) > 10
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"stepz": 10}, r"^range_test: unknown keyword\(s\) 'stepz'\. Valid keywords: lre_min, lre_max, steps, seeds, "
+                    r"pick_args, data, .*wandb_mode"),
+    ({"schedule": "step"}, r"^range_test: schedule='step' is not a keyword here: range_test always runs"),
+    ({"seeds": [1, 2]}, r"^range_test: seeds=\[1, 2\] needs a function make\(seed\) -> Task, one model per seed; "
+                        r"a Task is one model$"),
+    ({"seeds": [1, 1]}, r"seed\(s\) \[1\] repeated"),
+    ({"seed": 1, "seeds": [1]}, r"give one of them$"),
+    ({"task_args": {"width": 3}}, r"a Task is already made$"),
+    ({"lre_min": 1.0, "lre_max": 0.0}, r"lre_min=1.0 > lre_max=0.0"),
+    ({"pick_args": {"n_binz": 3}}, r"pick_args has unknown key\(s\) 'n_binz'\. Valid keys: column, bin_width, n_bins"),
+    ({"device": "cuda"}, r"^range_test: device='cuda' but the model is on cpu: a task trains where its model is"),
+])
+def test_bad_input_is_one_line_before_any_run(words_file, tmp_path, kwargs, message):
+    task = tiny_make(1, data=str(words_file))
+    before = state_of(task)
+    with pytest.raises(LrscanError, match=message) as raised:
+        range_test(task, **kwargs)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "wandb").exists()
+    assert_same(before, state_of(task))
+
+
+def test_a_range_test_too_short_for_a_pick_says_where_its_runs_are(words_file, tmp_path):
+    with pytest.raises(LrscanError, match=r"^range_test: no pick from runs \w+ \(W&B group 'short'\): only 2 lre bin"):
+        range_test(tiny_make(1, data=str(words_file)), steps=2, wandb_group="short")
+    assert len(load_runs(tmp_path / "wandb", group="short").runs) == 1
+
+
+def test_a_function_that_returns_no_task_is_one_line(tmp_path):
+    with pytest.raises(LrscanError, match=r"^range_test: <lambda>\(seed=1, \.\.\.\) returned int 3, not a pipeline"):
+        range_test(lambda seed: 3, seeds=[1, 2])
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_the_package_exports_the_api():
+    import pipeline
+    from pipeline.study.range_test import RangeTestResult
+
+    assert pipeline.RangeTestResult is RangeTestResult and "range_test" in dir(pipeline)
+    assert Path(pipeline.range_test.__code__.co_filename).name == "range_test.py"

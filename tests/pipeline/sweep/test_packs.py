@@ -1,0 +1,240 @@
+"""Packed sweeps through the runner: points of the real trainer stacked in one process, each its own run,
+claim and manifest row; packs killed and resumed; points that cannot be packed run alone, and the runner says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import load_runs
+from pipeline import keys
+from pipeline.runlog import read_run_file
+from pipeline.sweep.__main__ import main
+from pipeline.sweep.command import run_id_for
+from pipeline.sweep.manifest import read_manifest
+from pipeline.sweep.packs import CPU_PACK, GPU_PACK, default_pack, pack_plan, pack_sizes, point_keys
+from pipeline.sweep.runner import run_sweep
+from pipeline.sweep.spec import load_sweep
+from pipeline.train import checkpoint
+from tests.pipeline.sweep.fakes import cli, records, wait_for, write_sweep
+
+
+def trainer_sweep(folder: Path, words: Path, parameters: str, name: str = "packed", command: str = "") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        # tiny runs of the real trainer
+        name: {name}
+        program: pipeline/train/__main__.py
+        command: {command or '["${env}", python3, -m, pipeline.train, "${args}"]'}
+        method: grid
+        parameters:
+          data: {{value: {words}}}
+          n_embd: {{value: 2}}
+          n_hidden: {{value: 16}}
+          samples: {{value: 0}}
+        """) + textwrap.indent(textwrap.dedent(parameters), "  "))
+    return path
+
+
+@pytest.mark.slow
+def test_a_trainer_sweep_trains_in_packs_each_point_its_own_run_and_manifest_row(in_tmp, words_file):
+    path = trainer_sweep(in_tmp, words_file, """\
+        steps: {value: 300}
+        lre_min: {values: [-3.0, -2.0]}
+        seed: {values: [1, 2]}
+        """)
+    sweep = load_sweep(path)
+    # the same sweep in packs of 2 (4 points, 4 workers: two packs of two workers' slots each), then one
+    # process per point
+    assert run_sweep(sweep, "packed", workers=4, pack=4, poll_seconds=0.05, progress=False) == 0
+    assert run_sweep(sweep, "alone", workers=2, pack=1, poll_seconds=0.05, progress=False) == 0
+    packed, alone = in_tmp / "packed" / sweep.key, in_tmp / "alone" / sweep.key
+    rows = read_manifest(packed)
+    ids = [run_id_for(sweep.key, i) for i in range(4)]
+    assert rows["run_id"].tolist() == ids and (rows["state"] == "finished").all() and (rows["attempts"] == 1).all()
+    assert rows["pack"].tolist() == [ids[:2], ids[:2], ids[2:], ids[2:]]
+    assert read_manifest(alone)["pack"].isna().all()
+    assert sorted(p.name for p in (packed / "logs").iterdir()) == [f"{ids[0]}.pack.g0.log", f"{ids[2]}.pack.g0.log"]
+    got, want = load_runs(packed / "wandb"), load_runs(alone / "wandb")
+    runs = got.runs.set_index("run_id").sort_index()
+    assert list(runs.index) == ids and (runs["group"] == sweep.key).all() and (runs["state"] == "finished").all()
+    assert all("packed" in t for t in runs["tags"])
+    for run_id in ids:
+        g, w = (f.steps[f.steps["run_id"] == run_id] for f in (got, want))
+        assert g["step"].tolist() == w["step"].tolist()
+        np.testing.assert_allclose(g[keys.LOSS].to_numpy(), w[keys.LOSS].to_numpy(), rtol=1e-5)
+    cols = ["seed", "lre_min", keys.DEV_LOSS, keys.BEST_SMOOTH_LOSS, keys.FINAL_STEP]
+    np.testing.assert_allclose(runs[cols].to_numpy(float), want.runs.set_index("run_id").sort_index()[cols].to_numpy(
+        float), rtol=1e-5)
+
+
+def _pack_pid(folder: Path) -> int:
+    return json.loads((folder / "claims" / "00000.g000.proc").read_text())["pid"]
+
+
+def _signal_pending(pid: int, sig: int) -> bool:
+    # /proc/PID/status: SigPnd (thread) and ShdPnd (process) are hex masks of pending signals
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd", "ShdPnd"))]
+    return any(m & (1 << (sig - 1)) for m in masks)
+
+
+@pytest.mark.slow
+def test_a_killed_runner_leaves_its_pack_to_the_next_one_and_every_member_resumes(in_tmp, words_file):
+    steps = 20000
+    path = trainer_sweep(in_tmp, words_file, f"""\
+        schedule: {{value: constant}}
+        steps: {{value: {steps}}}
+        ckpt_every_steps: {{value: 1000}}
+        log_chunk_steps: {{value: 100}}
+        seed: {{values: [1, 2, 3]}}
+        """, name="killed")
+    sweep = load_sweep(path)
+    folder = in_tmp / "runs" / sweep.key
+    ids = [run_id_for(sweep.key, i) for i in range(3)]
+    ckpts = [folder / "checkpoints" / f"{r}.pt" for r in ids]
+    runner = cli(str(path), "--workers", "1", "--pack", "3", "--no-progress", cwd=in_tmp, start_new_session=True)
+
+    def all_checkpointed() -> bool:
+        try:
+            return all(not checkpoint.load(p)["finished"] for p in ckpts)
+        except Exception:
+            return False
+
+    wait_for(all_checkpointed, 300)
+    pack = _pack_pid(folder)
+    os.kill(pack, signal.SIGSTOP)  # frozen mid-run: the kill below cannot land after its end
+    os.killpg(runner.pid, signal.SIGKILL)  # the runner dies; its pack dies with it (PR_SET_PDEATHSIG)
+    runner.communicate(timeout=60)
+    wait_for(lambda: not Path(f"/proc/{pack}").exists() or "Z" in Path(f"/proc/{pack}/stat").read_text().split()[2],
+             60)
+    assert (read_manifest(folder)["state"] == "running").all()
+
+    # the next runner on this host sees the owner dead, takes every member over, and the pack resumes them
+    assert run_sweep(sweep, "runs", workers=1, pack=3, poll_seconds=0.05, progress=False) == 0
+    rows = read_manifest(folder)
+    assert (rows["state"] == "finished").all() and (rows["attempts"] == 2).all()
+    log = (folder / rows["log"][0]).read_text()
+    for run_id in ids:
+        assert f"resuming run {run_id} at step" in log
+        segments = [read_run_file(p) for p in sorted((folder / "wandb").glob(f"offline-run-*-{run_id}/*.wandb"))]
+        steps_seen = np.concatenate([s.history["step"] for s in segments])
+        assert len(segments) == 2 and sorted(steps_seen.tolist()) == list(range(steps)), "a lost or repeated step"
+
+
+def test_points_that_cannot_be_packed_run_one_per_process_and_the_runner_says_why_once(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
+    sweep = load_sweep(path)
+    assert run_sweep(sweep, "runs", workers=1, pack=8, poll_seconds=0.05, progress=False) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"every point of {sweep.key} run(s) one process per point: packs run lrscan's trainer") == 1
+    starts = records(in_tmp / "runs" / sweep.key, "starts")
+    assert sorted(starts) == [run_id_for(sweep.key, i) for i in range(3)]  # one process each, under its own run id
+
+
+def test_which_points_can_share_a_pack(in_tmp, words_file):
+    path = trainer_sweep(in_tmp, words_file, """\
+        steps: {values: [100, 200]}
+        seed: {values: [1, 2]}
+        """)
+    keys_, alone = point_keys(load_sweep(path))
+    # names sorted, the last varies fastest: steps 100, 200, 100, 200
+    assert keys_[0] == keys_[2] != keys_[1] == keys_[3] and alone == {}
+    # a command that adds to the trainer's, or a task of the user's own: one process per point, said why
+    custom = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\n", name="custom",
+                           command='["${env}", python3, -m, pipeline.train, --samples=1, "${args}"]')
+    keys_, alone = point_keys(load_sweep(custom))
+    assert keys_ == [None, None] and "not the trainer's standard one" in alone[0]
+    task = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\ntask: {value: 'mytask.py:make'}\n",
+                         name="task")
+    keys_, alone = point_keys(load_sweep(task))
+    assert keys_ == [None, None] and "trains its own task (mytask.py:make)" in alone[1]
+
+
+def test_pack_sizes_give_every_free_worker_a_pack_and_plans_are_fixed_in_order():
+    # a pack takes two workers' slots: 4 free slots, two packs; 2 or 1 free slots, one pack
+    assert [pack_sizes(n, 16, 4) for n in (1, 2, 3, 16, 40)] == [1, 1, 2, 8, 16]
+    assert pack_sizes(16, 16, 2) == 16 and pack_sizes(16, 16, 1) == 16 and pack_sizes(5, 1, 1) == 1
+    keys_ = ["a", "b", "a", "a", None, "b"]
+    assert pack_plan(keys_, 2) == [[0, 2], [3], [1, 5], [4]]
+    assert pack_plan(keys_, 1) == [[i] for i in range(6)]
+    assert pack_plan(keys_, 8, indices=[2, 3, 5]) == [[2, 3], [5]]
+    assert pack_plan(keys_, 8, workers=4) == [[0, 2], [3], [1], [5], [4]]
+    assert pack_plan(keys_, 8, workers=2) == [[0, 2, 3], [1, 5], [4]]
+
+
+def test_the_default_pack_follows_the_points_device(in_tmp, words_file):
+    cpu = load_sweep(trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\n", name="cpu"))
+    gpu = load_sweep(trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\ndevice: {value: cuda}\n", name="gpu"))
+    auto = load_sweep(trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\ndevice: {value: auto}\n",
+                                    name="auto"))
+    assert default_pack(cpu, gpu_visible=True) == CPU_PACK and default_pack(gpu, gpu_visible=False) == GPU_PACK
+    assert default_pack(auto, gpu_visible=True) == GPU_PACK and default_pack(auto, gpu_visible=False) == CPU_PACK
+    assert default_pack(load_sweep(write_sweep(in_tmp, "x: {values: [1]}\n")), gpu_visible=True) == 1
+
+
+def test_bad_pack_flag_is_one_line_exit_2(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1]}\n")
+    with pytest.raises(SystemExit) as exc:
+        main([str(path), "--pack", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "pipeline.sweep: error: --pack 0: need at least 1 (1: one process per point)\n"
+    assert not (in_tmp / "runs").exists()
+
+
+def test_dry_run_shows_the_packs(in_tmp, words_file, capsys):
+    path = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2, 3, 4, 5]}\nsteps: {values: [10, 20]}\n")
+    main([str(path), "--dry-run", "--pack", "4", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert ("# packs of up to 4 (1 workers), each one `python -m pipeline.pack` process: [0,2,4,6] [1,3,5,7]; "
+            "one process each: 8, 9") in out
+
+
+@pytest.mark.slow
+def test_a_packed_slurm_array_task_runs_its_pack(in_tmp, words_file, capsys):
+    path = trainer_sweep(in_tmp, words_file, "steps: {value: 50}\nseed: {values: [1, 2, 3, 4]}\n", name="arr")
+    main([str(path), "--print-sbatch", "--pack", "2"])
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-1" in script and "PACKS=('0 1' '2 3')" in script and "--pack 2" in script
+    (in_tmp / "array.sh").write_text(script)
+    # what Slurm does for array task 1: the script with its task id set
+    done = subprocess.run(["bash", str(in_tmp / "array.sh")], cwd="/", capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"})
+    assert done.returncode == 0, done.stderr
+    sweep = load_sweep(path)
+    rows = read_manifest(in_tmp / "runs" / sweep.key)
+    assert rows["state"].tolist() == ["pending", "pending", "finished", "finished"]
+    assert list(rows["pack"][2]) == [run_id_for(sweep.key, 2), run_id_for(sweep.key, 3)]
+
+
+@pytest.mark.slow
+def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp, words_file):
+    path = trainer_sweep(in_tmp, words_file, """\
+        schedule: {value: constant}
+        steps: {value: 20000}
+        ckpt_every_steps: {value: 1000}
+        log_chunk_steps: {value: 100}
+        seed: {values: [1, 2]}
+        """, name="stopped")
+    sweep = load_sweep(path)
+    folder = in_tmp / "runs" / sweep.key
+    runner = cli(str(path), "--workers", "1", "--pack", "2", "--no-progress", cwd=in_tmp)
+    ckpts = [folder / "checkpoints" / f"{run_id_for(sweep.key, i)}.pt" for i in range(2)]
+    wait_for(lambda: all(p.exists() for p in ckpts), 300)
+    pack = _pack_pid(folder)
+    os.kill(pack, signal.SIGSTOP)  # frozen, so that the runner's SIGTERM lands mid-run
+    runner.send_signal(signal.SIGTERM)
+    wait_for(lambda: (folder / "claims").is_dir() and _signal_pending(pack, signal.SIGTERM), 60)
+    os.kill(pack, signal.SIGCONT)
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 128 + signal.SIGTERM, err
+    rows = read_manifest(folder)
+    assert rows["state"].tolist() == ["killed", "killed"] and rows["exit_code"].tolist() == [130, 130]

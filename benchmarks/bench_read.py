@@ -124,7 +124,7 @@ def memory(path: Path, n_runs: int) -> None:
     print(f"{n_runs} runs x {len(one.history['step'])} steps = {len(steps)} rows, {steps.shape[1]} columns: "
           f"frame {frame_bytes / 2**30:.3f} GiB (memory_usage deep), "
           f"held {held / 2**30:.3f} GiB, peak while building {peak / 2**30:.3f} GiB (tracemalloc)")
-    del loaded, steps
+    del steps
     import resource
     print(f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (includes the inputs)")
 

@@ -53,7 +53,8 @@ def sbatch_script(sweep: Sweep, out: str, array_tasks: int = 0, lease_seconds: f
         f"#SBATCH --cpus-per-task={2 if packed else 1}",
     ]
     if per_unit and packed:
-        lines += [f"# {n} points in {len(plan)} packs of up to {pack}; array task t runs pack t, these points:",
+        packs = f"{len(plan)} pack{'s' if len(plan) != 1 else ''}"
+        lines += [f"# {n} points in {packs} of up to {pack}; array task t runs pack t, these points:",
                   "PACKS=(" + " ".join("'" + " ".join(map(str, p)) + "'" for p in plan) + ")",
                   "INDEX=()",
                   'for i in ${PACKS[$SLURM_ARRAY_TASK_ID]}; do INDEX+=(--index "$i"); done']

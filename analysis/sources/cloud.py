@@ -60,7 +60,8 @@ def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, 
         try:
             api = wandb.Api(timeout=30)
         except Exception as err:  # wandb raises several types for a missing key or no network
-            raise LrscanError(f"{source}: no such file or folder, and the W&B cloud cannot be reached: {err}") from None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise LrscanError(f"{source}: not a file or folder, and the W&B cloud cannot be reached: {first}") from None
     cache = Path(os.fspath(cache_dir)) if cache_dir is not None else default_cache_dir()
     try:
         # a wandb.Api keeps every listing it made and hands it out again: forget them, or a run

@@ -44,9 +44,9 @@ from pipeline.train.tracking import (
     START_TIMEOUT_SECONDS,
     InitArgs,
     RunInfo,
-    _hold_run_lock,
-    _logged_through,
     history_writer,
+    hold_run_lock,
+    logged_through,
 )
 
 _DIED = "the wandb logging process of the pack died; the runs' histories stop at the last chunk it logged"
@@ -290,7 +290,7 @@ def logger_main() -> None:
     locks: dict[int, Any] = {}
     results: list[RunInfo | str] = []
     for k, init in enumerate(inits):
-        locks[k] = _hold_run_lock(init.lock_path) if init.lock_path else None
+        locks[k] = hold_run_lock(init.lock_path) if init.lock_path else None
         launch = {}
         if init.launch is not None:
             # wandb records `program` from its settings and `args` from sys.argv when the run starts
@@ -311,7 +311,7 @@ def logger_main() -> None:
                     run.define_metric(key, step_metric=keys.LRE)
             results.append(RunInfo(run_id=run.id, name=run.name or "", project=run.project or "", url=run.url or "",
                                    run_dir=run.dir, config=dict(run.config),
-                                   logged_through_step=_logged_through(run, init)))
+                                   logged_through_step=logged_through(run, init)))
             runs[k], writers[k] = run, history_writer(run)
         except Exception as e:
             results.append(f"{type(e).__name__}: {e}")

@@ -341,7 +341,7 @@ def logger_main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(int(sys.argv[1]))
     init: InitArgs = conn.recv()
-    lock = _hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
+    lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
     import wandb
 
     launch = {}
@@ -377,7 +377,7 @@ def logger_main() -> None:
                 run.define_metric(k, step_metric=keys.LRE)
         conn.send(("ok", RunInfo(
             run_id=run.id, name=run.name or "", project=run.project or "", url=run.url or "",
-            run_dir=run.dir, config=dict(run.config), logged_through_step=_logged_through(run, init),
+            run_dir=run.dir, config=dict(run.config), logged_through_step=logged_through(run, init),
         )))
         exit_code = _drain(run, conn, history_writer(run))
     except BaseException:
@@ -416,7 +416,7 @@ def _drain(run, conn: Connection, write) -> int:
             return 1
 
 
-def _hold_run_lock(path: str):
+def hold_run_lock(path: str):
     """An exclusive flock on the run's lock file, waited for: a killed trainer's logger may still be
     flushing the run's last steps, and a resumed run must not start (or read its history) before."""
     import fcntl
@@ -494,7 +494,7 @@ def _json_number(v: float) -> str:
     return repr(float(v)) if not isinstance(v, int) else str(v)
 
 
-def _logged_through(run, init: InitArgs) -> int:
+def logged_through(run, init: InitArgs) -> int:
     """The last step up to which this run's history is complete when it is resumed, else -1.
 
     The resumed trainer re-trains from its checkpoint's step and logs only the steps after this

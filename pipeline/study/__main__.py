@@ -1,6 +1,78 @@
-"""`python -m pipeline.study`: the command line of the whole study."""
+"""`python -m pipeline.study`: the command line of the whole study (flags, environment, exit codes)."""
 
-from pipeline.study.study import main
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pipeline.errors import LrscanError, exit_with
+from pipeline.study.online import WandbAccess
+from pipeline.study.study import PROG, REPO, SIZES, Study
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, as every lrscan entrypoint does
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="range test -> pick -> decay grid -> report, resumable")
+    p.add_argument("--size", default="demo", choices=sorted(SIZES),
+                   help="demo (minutes on 2 cores) or full (the seed's sizes)")
+    p.add_argument("--out", default=None, help="study folder (default runs/study-<size>)")
+    p.add_argument("--workers", type=int, default=None, help="runs at once (default: usable cores)")
+    p.add_argument("--pack", type=int, default=None, help="runs trained stacked in one process by the sweeps "
+                   "(default: 16 on a CPU, 64 on a GPU; 1: one process per run)")
+    p.add_argument("--wandb_mode", "--wandb-mode", default="offline", choices=("offline", "online"),
+                   help="offline (default) or online")
+    p.add_argument("--project", default="", help="W&B project (online)")
+    p.add_argument("--entity", default="", help="W&B entity (online; default: $WANDB_ENTITY, else your default entity)")
+    p.add_argument("--range-yaml", "--range_yaml", default=str(REPO / "sweeps" / "lr_range.yaml"),
+                   help="the range-test sweep the study derives stage 1 from (default sweeps/lr_range.yaml)")
+    p.add_argument("--decay-yaml", "--decay_yaml", default=str(REPO / "sweeps" / "decay_grid.yaml"),
+                   help="the decay-grid sweep the study derives stage 3 from (default sweeps/decay_grid.yaml)")
+    p.add_argument("--decay-factors", "--decay_factors", default="0.1,0.01",
+                   help="decayed lrs as factors of the picked lr, each in (0, 1): 0.1,0.01 (default; one option each) "
+                        "or [[0.1, 0.01]] (one option, a factor per decay boundary)")
+    p.add_argument("--n-boot", "--n_boot", type=int, default=1000, help="bootstrap resamples of the pick's CI")
+    p.add_argument("--task", default="", help="your own model: path/to/file.py:make or package.module:make, "
+                                              "make(seed, **task_args) -> pipeline.Task (default: the makemore MLP)")
+    p.add_argument("--task_args", "--task-args", default="", help="keyword arguments of make, e.g. \"{'n_embd': 24}\"")
+    p.add_argument("--lre_min", "--lre-min", type=float, default=None,
+                   help="range test: first lr exponent, with --lre_max (default: the size's ranges, -3..0 in the demo)")
+    p.add_argument("--lre_max", "--lre-max", type=float, default=None,
+                   help="range test: last lr exponent, with --lre_min")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    out = Path(args.out or f"runs/study-{args.size}")
+    # the CLI's edge: the environment is read here and nowhere below
+    entity = args.entity or (os.environ.get("WANDB_ENTITY", "") if args.wandb_mode == "online" else "")
+    access = WandbAccess.from_env(os.environ)
+    if args.wandb_mode == "online":
+        os.environ["WANDB_MODE"] = "online"
+        if args.project:
+            os.environ["WANDB_PROJECT"] = args.project
+        if args.entity:
+            os.environ["WANDB_ENTITY"] = args.entity
+    try:
+        Study(size=args.size, out=out, workers=args.workers, wandb_mode=args.wandb_mode, project=args.project,
+              entity=entity, range_yaml=Path(args.range_yaml), decay_yaml=Path(args.decay_yaml),
+              n_boot=args.n_boot, decay_factors=args.decay_factors, access=access, task=args.task,
+              task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack).run()
+    except LrscanError as e:
+        exit_with(e, PROG)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+
 
 if __name__ == "__main__":
     main()

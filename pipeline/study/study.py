@@ -26,26 +26,28 @@ again; the pick is kept in state.json so a resumed study runs the same decay gri
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import math
-import os
 import shlex
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
-from pipeline.errors import LrscanError, exit_with
+from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
+from pipeline.study.online import (
+    ONLINE_CHECK_SECONDS,
+    WandbAccess,
+    check_credentials,
+    check_reachable,
+    default_entity,
+    public_api,
+)
 from pipeline.yamlfile import read_yaml_mapping
 
 PROG = "pipeline.study"
@@ -53,8 +55,6 @@ REPO = Path(__file__).resolve().parents[2]
 STATE_FILE = "state.json"
 # the decayed lrs, as factors of the picked lr: one option per tuple, one factor per decay boundary
 DEFAULT_DECAY_FACTORS = ((0.1,), (0.01,))
-DEFAULT_BASE_URL = "https://api.wandb.ai"  # wandb's own default server
-ONLINE_CHECK_SECONDS = 10.0  # how long the online checks wait on the server, each
 
 
 @dataclass(frozen=True)
@@ -205,104 +205,6 @@ def check_decay_points(sweep) -> None:
         if lr is not None and any(b >= a for a, b in zip(before, before[1:])):
             raise LrscanError(f"decay grid point {index}: lr {lr} then decay_lrs {lrs} is not a decay (each lr must be "
                               f"below the one before)")
-
-
-# -- the online checks, before anything runs -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WandbAccess:
-    """How the online study reaches W&B; `from_env` reads the environment, at the CLI's edge."""
-
-    base_url: str = DEFAULT_BASE_URL
-    api_key: str | None = None
-    identity_token_file: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WandbAccess:
-        return cls(base_url=(env.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-                   api_key=env.get("WANDB_API_KEY") or None,
-                   identity_token_file=env.get("WANDB_IDENTITY_TOKEN_FILE") or None)
-
-
-def check_credentials(access: WandbAccess) -> None:
-    """A key for `access.base_url` where wandb looks for one (WANDB_API_KEY, then the netrc file), well formed."""
-    from wandb.errors import AuthenticationError
-    from wandb.sdk.lib.wbauth import read_netrc_auth
-    from wandb.sdk.lib.wbauth.validation import check_api_key
-
-    if access.api_key:
-        if problem := check_api_key(access.api_key):
-            raise LrscanError(f"WANDB_API_KEY is not a W&B API key: {problem}")
-        return
-    if access.identity_token_file:
-        if not Path(access.identity_token_file).is_file():
-            raise LrscanError(f"WANDB_IDENTITY_TOKEN_FILE={access.identity_token_file!r} is not a file")
-        return
-    try:
-        key = read_netrc_auth(host=access.base_url)
-    except AuthenticationError as e:
-        raise LrscanError(f"the netrc entry for {access.base_url} is not a W&B API key: {e}") from None
-    except ValueError as e:
-        raise LrscanError(f"WANDB_BASE_URL={access.base_url!r}: {e}") from None
-    if not key:
-        raise LrscanError(f"no W&B API key for {access.base_url}: run `wandb login` or set WANDB_API_KEY "
-                          f"(or run offline: drop --wandb_mode=online)")
-
-
-def check_reachable(base_url: str, timeout_seconds: float) -> None:
-    """The W&B server answers at `base_url` within `timeout_seconds`: any HTTP status counts (via a proxy if set)."""
-    outcome: dict[str, BaseException] = {}
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(base_url, method="HEAD"), timeout=timeout_seconds).close()
-        except urllib.error.HTTPError:
-            pass  # an HTTP error status is an answer: the server is there
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            outcome["error"] = e
-
-    # a thread with a bounded join: name resolution is not covered by the socket timeout
-    thread = threading.Thread(target=probe, name="lrscan-wandb-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_seconds + 1.0)
-    if thread.is_alive():
-        raise LrscanError(f"the W&B server {base_url} did not answer within {timeout_seconds:g} s: check the network, "
-                          f"WANDB_BASE_URL or a proxy (or run offline: drop --wandb_mode=online)")
-    if "error" in outcome:
-        e = outcome["error"]
-        reason = getattr(e, "reason", None) or e
-        reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
-        raise LrscanError(f"cannot reach the W&B server {base_url} ({reason}): check the network, WANDB_BASE_URL or "
-                          f"a proxy (or run offline: drop --wandb_mode=online)")
-
-
-def public_api(access: WandbAccess, timeout_seconds: float) -> Any:
-    """`wandb.Api` for `access`; its credential or network failure as one line."""
-    import wandb
-
-    try:
-        return wandb.Api(overrides={"base_url": access.base_url}, api_key=access.api_key,
-                         timeout=max(1, int(timeout_seconds)))
-    except Exception as e:  # wandb raises AuthenticationError, CommError, UsageError, ValueError here
-        raise LrscanError(f"the W&B Public API at {access.base_url} failed: {_first_line(e)}") from None
-
-
-def default_entity(api: Any) -> str:
-    """The entity W&B files the user's runs under, or one line saying how to give one."""
-    try:
-        entity = api.default_entity
-    except Exception as e:
-        raise LrscanError(f"cannot ask W&B for your default entity ({_first_line(e)}); pass --entity=NAME") from None
-    if not entity:
-        raise LrscanError("W&B has no default entity for this API key: pass --entity=NAME (your user or team name, "
-                          "the ENTITY of ENTITY/PROJECT)")
-    return str(entity)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 class Study:
@@ -589,67 +491,3 @@ def decay_table_markdown(decay: Mapping[str, Any], best_lr: float) -> str:
                      table["decay_lrs"].map(lambda v: _factor_text(v, best_lr)))
     wanted = [*by, "x picked lr", "final_dev_loss", "final_test_loss", "final_block_loss", "n_runs"]
     return markdown_table(shown[[c for c in wanted if c in shown.columns]])
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, as every lrscan entrypoint does
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="range test -> pick -> decay grid -> report, resumable")
-    p.add_argument("--size", default="demo", choices=sorted(SIZES),
-                   help="demo (minutes on 2 cores) or full (the seed's sizes)")
-    p.add_argument("--out", default=None, help="study folder (default runs/study-<size>)")
-    p.add_argument("--workers", type=int, default=None, help="runs at once (default: usable cores)")
-    p.add_argument("--pack", type=int, default=None, help="runs trained stacked in one process by the sweeps "
-                   "(default: 16 on a CPU, 64 on a GPU; 1: one process per run)")
-    p.add_argument("--wandb_mode", "--wandb-mode", default="offline", choices=("offline", "online"),
-                   help="offline (default) or online")
-    p.add_argument("--project", default="", help="W&B project (online)")
-    p.add_argument("--entity", default="", help="W&B entity (online; default: $WANDB_ENTITY, else your default entity)")
-    p.add_argument("--range-yaml", "--range_yaml", default=str(REPO / "sweeps" / "lr_range.yaml"),
-                   help="the range-test sweep the study derives stage 1 from (default sweeps/lr_range.yaml)")
-    p.add_argument("--decay-yaml", "--decay_yaml", default=str(REPO / "sweeps" / "decay_grid.yaml"),
-                   help="the decay-grid sweep the study derives stage 3 from (default sweeps/decay_grid.yaml)")
-    p.add_argument("--decay-factors", "--decay_factors", default="0.1,0.01",
-                   help="decayed lrs as factors of the picked lr, each in (0, 1): 0.1,0.01 (default; one option each) "
-                        "or [[0.1, 0.01]] (one option, a factor per decay boundary)")
-    p.add_argument("--n-boot", "--n_boot", type=int, default=1000, help="bootstrap resamples of the pick's CI")
-    p.add_argument("--task", default="", help="your own model: path/to/file.py:make or package.module:make, "
-                                              "make(seed, **task_args) -> pipeline.Task (default: the makemore MLP)")
-    p.add_argument("--task_args", "--task-args", default="", help="keyword arguments of make, e.g. \"{'n_embd': 24}\"")
-    p.add_argument("--lre_min", "--lre-min", type=float, default=None,
-                   help="range test: first lr exponent, with --lre_max (default: the size's ranges, -3..0 in the demo)")
-    p.add_argument("--lre_max", "--lre-max", type=float, default=None,
-                   help="range test: last lr exponent, with --lre_min")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    out = Path(args.out or f"runs/study-{args.size}")
-    # the CLI's edge: the environment is read here and nowhere below
-    entity = args.entity or (os.environ.get("WANDB_ENTITY", "") if args.wandb_mode == "online" else "")
-    access = WandbAccess.from_env(os.environ)
-    if args.wandb_mode == "online":
-        os.environ["WANDB_MODE"] = "online"
-        if args.project:
-            os.environ["WANDB_PROJECT"] = args.project
-        if args.entity:
-            os.environ["WANDB_ENTITY"] = args.entity
-    try:
-        Study(size=args.size, out=out, workers=args.workers, wandb_mode=args.wandb_mode, project=args.project,
-              entity=entity, range_yaml=Path(args.range_yaml), decay_yaml=Path(args.decay_yaml),
-              n_boot=args.n_boot, decay_factors=args.decay_factors, access=access, task=args.task,
-              task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack).run()
-    except LrscanError as e:
-        exit_with(e, PROG)
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
-        raise SystemExit(130) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -10,13 +10,15 @@ One responsibility per module, imports pointing down this list:
     manifest.py  the sweep folder's record: sweep.yaml, sweep.json, manifest.jsonl
     claims.py    who runs which point: leases, NFS-safe
     packs.py     which points train stacked in one process (`python -m pipeline.pack`), how many, in which order
-    runner.py    the process pool: signals, leases, progress, packs; run_sweep, unfinished_message
+    runner.py    the process pool: signals, leases, progress, packs; run_sweep
+    outcome.py   why points did not finish: unfinished_message
     slurm.py     Slurm job arrays: the sbatch script, array task -> point or pack
     __main__.py  the command line
 """
 
 from pipeline.sweep.manifest import read_manifest
-from pipeline.sweep.runner import run_sweep, unfinished_message
+from pipeline.sweep.outcome import unfinished_message
+from pipeline.sweep.runner import run_sweep
 from pipeline.sweep.spec import Sweep, load_sweep
 
 __all__ = ["Sweep", "load_sweep", "read_manifest", "run_sweep", "unfinished_message"]

@@ -30,8 +30,9 @@ from typing import NoReturn
 from pipeline.errors import LrscanError, exit_with
 from pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
 from pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
+from pipeline.sweep.outcome import unfinished_message
 from pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_plan, point_keys
-from pipeline.sweep.runner import PROG, default_workers, run_sweep, unfinished_message
+from pipeline.sweep.runner import PROG, default_workers, run_sweep
 from pipeline.sweep.slurm import sbatch_script
 from pipeline.sweep.spec import Sweep, load_sweep
 

@@ -18,113 +18,63 @@ single trainer's logger. Every wait of the trainer on the process has a bound.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import struct
-import subprocess
-import sys
-import time
 import traceback
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline import keys
-from pipeline.errors import LrscanError
 from pipeline.train.tracking import (
     ACK_TIMEOUT_SECONDS,
-    FINISH_NOTICE_SECONDS,
     FINISH_TIMEOUT_SECONDS,
-    KILL_WAIT_SECONDS,
-    PARENT_POLL_SECONDS,
     QUEUE_CHUNKS,
     START_TIMEOUT_SECONDS,
     InitArgs,
+    LoggerProcess,
+    NoLogger,
     RunInfo,
+    chunk_rows,
     history_writer,
     hold_run_lock,
-    logged_through,
+    init_run,
+    logger_connection,
+    set_up_run,
 )
 
-_DIED = "the wandb logging process of the pack died; the runs' histories stop at the last chunk it logged"
 
-
-class PackLogger:
-    """The trainer's side: K wandb runs in one separate process, fed in order, every wait bounded.
+class PackLogger(LoggerProcess):
+    """The trainer's side: K wandb runs in one separate process (see LoggerProcess), fed in order, every wait bounded.
 
     `start()` opens the runs (a list with one RunInfo or error line per member); `member(k)` is a
     handle with the single trainer's logger interface (log_steps, summary, flush, finish).
     """
 
+    DIED = "the wandb logging process of the pack died; the runs' histories stop at the last chunk it logged"
+    HISTORY_STOPS = "the runs' histories stop at the last chunk it logged"
+    RUNS = "the runs"
+    WAITING_FOR = "the pack's runs"
+    MAY_LACK = "the runs may lack their last steps or their summaries"
+    SAYS_HOW_IT_ENDED = False
+
     def __init__(self, inits: list[InitArgs], *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
                  finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
-        parent_sock, child_sock = socket.socketpair()
-        whole_s = int(ack_timeout_s)
-        parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                               struct.pack("ll", whole_s, int((ack_timeout_s - whole_s) * 1e6)))
-        self._conn = Connection(parent_sock.detach())
-        fd = child_sock.fileno()
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding the pipeline package
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-        # a session of its own: a kill of the pack's process group must not take the runs' last steps with it
-        main = "from pipeline.pack.logger import logger_main; logger_main()"
-        self._proc = subprocess.Popen([sys.executable, "-c", main, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL,
-                                      env=env, start_new_session=True)
-        child_sock.close()
+        # each member sends one chunk per pack chunk
+        super().__init__("from pipeline.pack.logger import logger_main; logger_main()", inits,
+                         QUEUE_CHUNKS * max(1, len(inits)), ack_timeout_s=ack_timeout_s,
+                         finish_timeout_s=finish_timeout_s)
         self._n = len(inits)
-        self._queue = QUEUE_CHUNKS * max(1, len(inits))  # each member sends one chunk per pack chunk
-        self._ack_timeout_s = ack_timeout_s
-        self._finish_timeout_s = finish_timeout_s
-        self._in_flight = 0
         self._open: set[int] = set()
         self.finish_errors: dict[int, str] = {}  # member -> why its run could not be finished
-        self._closed = False
-        self._failed = False
-        self._conn.send(inits)
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
 
     def start(self) -> list[RunInfo | str]:
         """Wait until every member's wandb.init has run: its RunInfo, or the line saying why it failed."""
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS * max(1, self._n)
-        while not self._conn.poll(PARENT_POLL_SECONDS):
-            if self._proc.poll() is not None:
-                raise self._failure("the wandb logging process died during wandb.init (see its output above)")
-            if time.monotonic() > deadline:
-                self._kill()
-                raise self._failure("wandb.init did not answer in time; the wandb logging process was killed")
-        _, results = self._recv()
+        _, results = self._wait_for_start(START_TIMEOUT_SECONDS * max(1, self._n),
+                                          "wandb.init did not answer in time; the wandb logging process was killed")
         self._open = {k for k, r in enumerate(results) if isinstance(r, RunInfo)}
         return results
 
     def member(self, k: int) -> MemberLogger:
         return MemberLogger(self, k)
-
-    # -- what the member handles call
-
-    def _put(self, item: tuple) -> None:
-        if self._failed:
-            raise LrscanError("the wandb logging process failed earlier (see the error above); nothing more reaches "
-                              "the runs")
-        while self._in_flight >= self._queue:
-            self._wait_for_ack()
-        try:
-            self._conn.send(item)
-        except BlockingIOError:
-            self._kill()
-            raise self._failure(self._stuck_message()) from None
-        except OSError:
-            raise self._failure(_DIED) from None
-        self._in_flight += 1
-
-    def flush(self) -> None:
-        while self._in_flight:
-            self._wait_for_ack()
 
     def _finish_member(self, k: int, exit_code: int) -> None:
         # the run is finished in the logger process while the pack goes on; its outcome comes back as an ack
@@ -136,82 +86,15 @@ class PackLogger:
         """Finish every run still open with `exit_code`, wait (bounded) for the process to exit. Idempotent.
 
         Raises LrscanError when the process failed, unless that was raised already."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._failed:
-                self._reap()
-                return
-            for k in sorted(self._open):
-                self._put(("finish", k, exit_code))
-            self._open.clear()
-            self._put(("close",))
-            self.flush()
-            code = self._wait_for_exit()
-            if code != 0:
-                raise self._failure(f"the wandb logging process exited with code {code}; "
-                                    f"the runs may lack their last steps or their summaries")
-        finally:
-            self._conn.close()
+        last = [("finish", k, exit_code) for k in sorted(self._open)]
+        self._open.clear()
+        self._end([*last, ("close",)], acknowledged=True)
 
-    # -- waiting, bounded
-
-    def _recv(self) -> tuple:
-        try:
-            return self._conn.recv()
-        except (EOFError, OSError):
-            raise self._failure(_DIED) from None
-
-    def _wait_for_ack(self) -> None:
-        deadline = time.monotonic() + self._ack_timeout_s
-        while not self._conn.poll(min(PARENT_POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
-            if self._proc.poll() is not None:
-                raise self._failure(_DIED)
-            if time.monotonic() >= deadline:
-                self._kill()
-                raise self._failure(self._stuck_message())
-        message = self._recv()
+    def _wait_for_ack(self) -> tuple:
+        message = super()._wait_for_ack()
         if message[0] == "finished" and message[2]:
             self.finish_errors[message[1]] = message[2]
-        self._in_flight -= 1
-
-    def _wait_for_exit(self) -> int:
-        deadline = time.monotonic() + self._finish_timeout_s
-        try:
-            return self._proc.wait(timeout=min(FINISH_NOTICE_SECONDS, self._finish_timeout_s))
-        except subprocess.TimeoutExpired:
-            pass
-        remaining_s = deadline - time.monotonic()
-        if remaining_s > 0:
-            print(f"lrscan: waiting for wandb to finish the pack's runs (at most {remaining_s:.0f} s more)",
-                  file=sys.stderr, flush=True)
-            try:
-                return self._proc.wait(timeout=remaining_s)
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill()
-        raise self._failure(f"the wandb logging process did not finish the runs within {self._finish_timeout_s:.0f} s "
-                            f"and was killed; the runs may lack their last steps or their summaries")
-
-    def _stuck_message(self) -> str:
-        return (f"the wandb logging process took no steps for {self._ack_timeout_s:.0f} s and was killed; "
-                f"the runs' histories stop at the last chunk it logged")
-
-    def _failure(self, message: str) -> LrscanError:
-        self._failed = True
-        return LrscanError(message)
-
-    def _kill(self) -> None:
-        self._proc.kill()
-        self._reap()
-
-    def _reap(self) -> None:
-        try:
-            self._proc.wait(timeout=KILL_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            print(f"lrscan: the wandb logging process (pid {self._proc.pid}) is still there {KILL_WAIT_SECONDS:.0f} s "
-                  f"after it was told to exit or killed; leaving it", file=sys.stderr)
+        return message
 
 
 class MemberLogger:
@@ -239,33 +122,19 @@ class NoPackLogger:
     """wandb_mode=disabled for every member: the same interface, no process and no wandb."""
 
     def __init__(self, inits: list[InitArgs]):
-        self._infos = [RunInfo(run_id=i.run_id, config=dict(i.config)) for i in inits]
+        self._members = [NoLogger(i) for i in inits]
         self.finish_errors: dict[int, str] = {}
 
     def start(self) -> list[RunInfo | str]:
-        return list(self._infos)
+        return [m.start() for m in self._members]
 
-    def member(self, k: int) -> NoMemberLogger:
-        return NoMemberLogger()
+    def member(self, k: int) -> NoLogger:
+        return self._members[k]
 
     def flush(self) -> None:
         pass
 
     def close(self, exit_code: int = 0) -> None:
-        pass
-
-
-class NoMemberLogger:
-    def log_steps(self, steps, columns, extra=None) -> None:
-        pass
-
-    def summary(self, values) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def finish(self, exit_code: int = 0) -> None:
         pass
 
 
@@ -279,9 +148,7 @@ def open_pack_logger(inits: list[InitArgs]) -> PackLogger | NoPackLogger:
 
 def logger_main() -> None:
     """The pack's logger process: `python -c "from pipeline.pack.logger import logger_main; logger_main()" FD`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    conn = Connection(int(sys.argv[1]))
+    conn = logger_connection()
     inits: list[InitArgs] = conn.recv()
     import wandb
 
@@ -291,27 +158,9 @@ def logger_main() -> None:
     results: list[RunInfo | str] = []
     for k, init in enumerate(inits):
         locks[k] = hold_run_lock(init.lock_path) if init.lock_path else None
-        launch = {}
-        if init.launch is not None:
-            # wandb records `program` from its settings and `args` from sys.argv when the run starts
-            sys.argv = [init.launch.program, *init.launch.args]
-            launch = {"program": init.launch.program}
         try:
-            run = wandb.init(
-                id=init.run_id, mode=init.mode, project=init.project or None, entity=init.entity or None,
-                group=init.group or None, name=init.name or None, tags=list(init.tags) or None,
-                job_type=init.job_type or None, config=init.config, resume="allow" if init.resume else None,
-                reinit="create_new",  # several runs in this process, each held here, none global
-                settings=wandb.Settings(console="off", x_disable_stats=True, x_server_side_derived_summary=True,
-                                        **launch),
-            )
-            run.define_metric(keys.LRE)
-            if init.define_lre_axis:
-                for key in (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS):
-                    run.define_metric(key, step_metric=keys.LRE)
-            results.append(RunInfo(run_id=run.id, name=run.name or "", project=run.project or "", url=run.url or "",
-                                   run_dir=run.dir, config=dict(run.config),
-                                   logged_through_step=logged_through(run, init)))
+            run = init_run(init, reinit="create_new")  # several runs in this process, each held here, none global
+            results.append(set_up_run(run, init))
             runs[k], writers[k] = run, history_writer(run)
         except Exception as e:
             results.append(f"{type(e).__name__}: {e}")
@@ -337,14 +186,7 @@ def _drain(conn: Connection, runs: dict, writers: dict) -> None:
         kind = item[0]
         reply: tuple = ("ack",)
         if kind == "steps":
-            _, k, steps, columns, extra = item
-            names = list(columns)
-            rows = [dict(zip(names, values)) for values in zip(*(columns[c].tolist() for c in names))]
-            first = int(steps[0]) if len(steps) else 0
-            for step, extra_row in extra.items():
-                if 0 <= step - first < len(rows):
-                    rows[step - first].update(extra_row)
-            writers[k](list(zip(steps.tolist(), rows)))
+            writers[item[1]](chunk_rows(*item[2:]))
         elif kind == "summary":
             runs[item[1]].summary.update(item[2])
         elif kind == "finish":

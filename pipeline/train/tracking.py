@@ -104,23 +104,30 @@ class InitArgs:
     launch: Launch | None = None  # the trainer's program and arguments, for W&B's record of the run
 
 
-class RunLogger:
-    """A wandb run in a separate process, fed chunks of per-step values in order.
+class LoggerProcess:
+    """The trainer's end of a wandb logging process: messages sent in order, every wait bounded.
 
-    The process is a fresh interpreter (`python -c ...`), not a multiprocessing child: it imports
+    The process is a fresh interpreter (`python -c main FD`), not a multiprocessing child: it imports
     wandb but not torch, nor the trainer's main module, which saves ~2.5 s of start-up per run.
     The two talk over a socket pair with multiprocessing's Connection (pickled messages). The queue
     is bounded by credit: at most `queue_chunks` messages are unacknowledged; the trainer waits for
     an acknowledgement before sending more. When the trainer dies, the socket closes and the logger
-    sees end-of-file: it logs what it has and finishes the run with exit code 1.
+    sees end-of-file: it logs what it has and finishes its runs with exit code 1.
 
     Every wait has a bound (`ack_timeout_s` for a chunk, `finish_timeout_s` for the end); past it
     the logger is killed and an LrscanError says what it did not do. A failure already raised is
-    not raised again by `finish`.
+    not raised again at the end. RunLogger (one run) and pipeline.pack's PackLogger (a pack's runs)
+    are built on it; the class attributes below are how their messages name what the process holds.
     """
 
-    def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS, *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
-                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
+    DIED = "the wandb logging process died; the run's history stops at the last chunk it logged"
+    HISTORY_STOPS = "the run's history stops at the last chunk it logged"  # after a logger stuck in a chunk
+    RUNS = "the run"              # what a logger killed at the end did not finish
+    WAITING_FOR = "the run"       # what a slow finish waits for
+    MAY_LACK = "the run may lack its last steps or its summary"
+    SAYS_HOW_IT_ENDED = True      # "died (signal SIGKILL)", "exited with signal SIGKILL", rather than "code -9"
+
+    def __init__(self, main: str, first: Any, queue_chunks: int, *, ack_timeout_s: float, finish_timeout_s: float):
         parent_sock, child_sock = socket.socketpair()
         # a send into a full socket (a logger that stopped reading) fails after the same bound as an acknowledgement
         whole_s = int(ack_timeout_s)
@@ -132,7 +139,6 @@ class RunLogger:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         # a session of its own: a kill of the trainer's process group (a sweep runner's or Slurm's
         # SIGKILL) must not take the logger with it, or the steps it was still writing would be lost
-        main = "from pipeline.train.tracking import logger_main; logger_main()"
         self._proc = subprocess.Popen([sys.executable, "-c", main, str(fd)],
                                       pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         child_sock.close()
@@ -142,39 +148,11 @@ class RunLogger:
         self._in_flight = 0
         self._finished = False
         self._failed = False  # a failure of the logger was raised to the trainer already
-        self._conn.send(init)
+        self._conn.send(first)
 
     @property
     def pid(self) -> int:
         return self._proc.pid
-
-    def start(self) -> RunInfo:
-        """Wait until wandb.init has run in the logger process; its run id, dir and (locked) config."""
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not self._conn.poll(PARENT_POLL_SECONDS):
-            if self._proc.poll() is not None:
-                raise self._failure("the wandb logging process died during wandb.init (see its output above)")
-            if time.monotonic() > deadline:
-                self._kill()
-                raise self._failure(f"wandb.init did not answer within {START_TIMEOUT_SECONDS:.0f} s; "
-                                    f"the wandb logging process was killed")
-        kind, payload = self._recv()
-        if kind == "error":
-            try:
-                self._proc.wait(timeout=KILL_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._kill()
-            raise self._failure(f"wandb.init failed: {payload}")
-        return payload
-
-    def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],
-                  extra: dict[int, dict] | None = None) -> None:
-        """Queue one row per step: {key: columns[key][i]} at step steps[i], plus extra[step] where given."""
-        self._put(("steps", np.asarray(steps, dtype=np.int64),
-                   {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}, extra or {}))
-
-    def summary(self, values: dict[str, Any]) -> None:
-        self._put(("summary", values))
 
     def flush(self) -> None:
         """Wait until the logger has handed every queued row to wandb-core (before a checkpoint:
@@ -182,10 +160,19 @@ class RunLogger:
         while self._in_flight:
             self._wait_for_ack()
 
-    def finish(self, exit_code: int = 0) -> None:
-        """Log everything queued, finish the run, wait (bounded) for the process to exit. Idempotent.
+    def _wait_for_start(self, timeout_s: float, timeout_message: str) -> tuple:
+        # the answer to the first message: wandb.init has run in the logger process
+        deadline = time.monotonic() + timeout_s
+        while not self._conn.poll(PARENT_POLL_SECONDS):
+            if self._proc.poll() is not None:
+                raise self._failure("the wandb logging process died during wandb.init (see its output above)")
+            if time.monotonic() > deadline:
+                self._kill()
+                raise self._failure(timeout_message)
+        return self._recv()
 
-        Raises LrscanError when the run could not be finished, unless that failure was raised already."""
+    def _end(self, last: list[tuple], acknowledged: bool) -> None:
+        # send the last messages (`acknowledged`: the logger answers them), wait (bounded) for the process to exit
         if self._finished:
             return
         self._finished = True
@@ -193,11 +180,14 @@ class RunLogger:
             if self._failed:
                 self._reap()
                 return
-            self._put(("finish", exit_code))
+            for item in last:
+                self._put(item)
+            if acknowledged:
+                self.flush()
             code = self._wait_for_exit()
             if code != 0:
-                raise self._failure(f"the wandb logging process exited with {_describe_exit(code)}; "
-                                    f"the run may lack its last steps or its summary")
+                how = _describe_exit(code) if self.SAYS_HOW_IT_ENDED else f"code {code}"
+                raise self._failure(f"the wandb logging process exited with {how}; {self.MAY_LACK}")
         finally:
             self._conn.close()
 
@@ -210,15 +200,15 @@ class RunLogger:
         remaining_s = deadline - time.monotonic()
         if remaining_s > 0:
             # finishing online uploads what is left: say what we wait for when it takes a while
-            print(f"lrscan: waiting for wandb to finish the run (at most {remaining_s:.0f} s more)", file=sys.stderr,
-                  flush=True)
+            print(f"lrscan: waiting for wandb to finish {self.WAITING_FOR} (at most {remaining_s:.0f} s more)",
+                  file=sys.stderr, flush=True)
             try:
                 return self._proc.wait(timeout=remaining_s)
             except subprocess.TimeoutExpired:
                 pass
         self._kill()
-        raise self._failure(f"the wandb logging process did not finish the run within {self._finish_timeout_s:.0f} s "
-                            f"and was killed; the run may lack its last steps or its summary")
+        raise self._failure(f"the wandb logging process did not finish {self.RUNS} within "
+                            f"{self._finish_timeout_s:.0f} s and was killed; {self.MAY_LACK}")
 
     def _recv(self) -> tuple:
         try:
@@ -226,7 +216,7 @@ class RunLogger:
         except (EOFError, OSError):
             raise self._failure(self._died()) from None
 
-    def _wait_for_ack(self) -> None:
+    def _wait_for_ack(self) -> tuple:
         # one acknowledgement, noticing a dead or stuck logger instead of waiting forever
         deadline = time.monotonic() + self._ack_timeout_s
         while not self._conn.poll(min(PARENT_POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
@@ -235,13 +225,14 @@ class RunLogger:
             if time.monotonic() >= deadline:
                 self._kill()
                 raise self._failure(self._stuck_message())
-        self._recv()
+        message = self._recv()
         self._in_flight -= 1
+        return message
 
     def _put(self, item: tuple) -> None:
         if self._failed:
-            raise LrscanError("the wandb logging process failed earlier (see the error above); nothing more reaches "
-                              "the run")
+            raise LrscanError(f"the wandb logging process failed earlier (see the error above); nothing more reaches "
+                              f"{self.RUNS}")
         # bounded: wait for an acknowledgement when too much is in flight
         while self._in_flight >= self._queue_chunks:
             self._wait_for_ack()
@@ -255,16 +246,18 @@ class RunLogger:
         self._in_flight += 1
 
     def _died(self) -> str:
+        if not self.SAYS_HOW_IT_ENDED:
+            return self.DIED
         # how it ended, when it has (a killed logger is a zombie until reaped: its status is there at once)
         try:
             code = self._proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
-            return _DIED
-        return _DIED.replace("died;", f"died ({_describe_exit(code)});")
+            return self.DIED
+        return self.DIED.replace("died;", f"died ({_describe_exit(code)});")
 
     def _stuck_message(self) -> str:
         return (f"the wandb logging process took no steps for {self._ack_timeout_s:.0f} s and was killed; "
-                f"the run's history stops at the last chunk it logged")
+                f"{self.HISTORY_STOPS}")
 
     def _failure(self, message: str) -> LrscanError:
         self._failed = True
@@ -283,7 +276,40 @@ class RunLogger:
                   f"after it was told to exit or killed; leaving it", file=sys.stderr)
 
 
-_DIED = "the wandb logging process died; the run's history stops at the last chunk it logged"
+class RunLogger(LoggerProcess):
+    """A wandb run in a separate process (see LoggerProcess), fed chunks of per-step values in order."""
+
+    def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS, *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
+                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
+        super().__init__("from pipeline.train.tracking import logger_main; logger_main()", init, queue_chunks,
+                         ack_timeout_s=ack_timeout_s, finish_timeout_s=finish_timeout_s)
+
+    def start(self) -> RunInfo:
+        """Wait until wandb.init has run in the logger process; its run id, dir and (locked) config."""
+        kind, payload = self._wait_for_start(START_TIMEOUT_SECONDS, f"wandb.init did not answer within "
+                                             f"{START_TIMEOUT_SECONDS:.0f} s; the wandb logging process was killed")
+        if kind == "error":
+            try:
+                self._proc.wait(timeout=KILL_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._kill()
+            raise self._failure(f"wandb.init failed: {payload}")
+        return payload
+
+    def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],
+                  extra: dict[int, dict] | None = None) -> None:
+        """Queue one row per step: {key: columns[key][i]} at step steps[i], plus extra[step] where given."""
+        self._put(("steps", np.asarray(steps, dtype=np.int64),
+                   {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}, extra or {}))
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self._put(("summary", values))
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Log everything queued, finish the run, wait (bounded) for the process to exit. Idempotent.
+
+        Raises LrscanError when the run could not be finished, unless that failure was raised already."""
+        self._end([("finish", exit_code)], acknowledged=False)
 
 
 def _describe_exit(code: int) -> str:
@@ -335,50 +361,18 @@ def open_logger(init: InitArgs) -> RunLogger | NoLogger:
 
 def logger_main() -> None:
     """The logger process: `python -c "from pipeline.train.tracking import logger_main; logger_main()" FD`."""
-    # Ctrl-C and SIGTERM reach the whole process group: the trainer decides when to stop and tells
-    # us, or dies and we see the socket close. Either way we log everything we were handed first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    conn = Connection(int(sys.argv[1]))
+    conn = logger_connection()
     init: InitArgs = conn.recv()
     lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
     import wandb
 
-    launch = {}
-    if init.launch is not None:
-        # wandb records `program` from its settings, and `args` as this process's sys.argv[1:]
-        # (`Settings._args`, no setting for it): both must be the trainer's, not this helper's
-        sys.argv = [init.launch.program, *init.launch.args]
-        launch = {"program": init.launch.program}
     try:
-        run = wandb.init(
-            id=init.run_id,
-            mode=init.mode,
-            project=init.project or None,
-            entity=init.entity or None,
-            group=init.group or None,
-            name=init.name or None,
-            tags=list(init.tags) or None,
-            job_type=init.job_type or None,
-            config=init.config,
-            resume="allow" if init.resume else None,
-            # no console capture or system stats: lrscan logs what it means to. Summary derived on
-            # the server: wandb-core otherwise writes 2 summary records per history row (half its
-            # CPU here); lrscan writes the run's summary itself at the end.
-            settings=wandb.Settings(console="off", x_disable_stats=True, x_server_side_derived_summary=True, **launch),
-        )
+        run = init_run(init)
     except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
     try:
-        run.define_metric(keys.LRE)
-        if init.define_lre_axis:
-            for k in (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS):
-                run.define_metric(k, step_metric=keys.LRE)
-        conn.send(("ok", RunInfo(
-            run_id=run.id, name=run.name or "", project=run.project or "", url=run.url or "",
-            run_dir=run.dir, config=dict(run.config), logged_through_step=logged_through(run, init),
-        )))
+        conn.send(("ok", set_up_run(run, init)))
         exit_code = _drain(run, conn, history_writer(run))
     except BaseException:
         traceback.print_exc()
@@ -398,14 +392,7 @@ def _drain(run, conn: Connection, write) -> int:
             return 1
         kind = item[0]
         if kind == "steps":
-            _, steps, columns, extra = item
-            names = list(columns)
-            rows = [dict(zip(names, values)) for values in zip(*(columns[k].tolist() for k in names))]
-            first = int(steps[0]) if len(steps) else 0
-            for step, extra_row in extra.items():
-                if 0 <= step - first < len(rows):
-                    rows[step - first].update(extra_row)
-            write(list(zip(steps.tolist(), rows)))
+            write(chunk_rows(*item[1:]))
         elif kind == "summary":
             run.summary.update(item[1])
         elif kind == "finish":
@@ -414,6 +401,67 @@ def _drain(run, conn: Connection, write) -> int:
             conn.send(("ack",))
         except OSError:
             return 1
+
+
+def logger_connection() -> Connection:
+    """A logger process' socket to the trainer (its fd is the process' first argument)."""
+    # Ctrl-C and SIGTERM reach the whole process group: the trainer decides when to stop and tells
+    # us, or dies and we see the socket close. Either way we log everything we were handed first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return Connection(int(sys.argv[1]))
+
+
+def init_run(init: InitArgs, **more):
+    """`wandb.init` for `init` in a logger process, recorded as the trainer's program and arguments."""
+    import wandb
+
+    launch = {}
+    if init.launch is not None:
+        # wandb records `program` from its settings, and `args` as this process's sys.argv[1:]
+        # (`Settings._args`, no setting for it): both must be the trainer's, not this helper's
+        sys.argv = [init.launch.program, *init.launch.args]
+        launch = {"program": init.launch.program}
+    return wandb.init(
+        id=init.run_id,
+        mode=init.mode,
+        project=init.project or None,
+        entity=init.entity or None,
+        group=init.group or None,
+        name=init.name or None,
+        tags=list(init.tags) or None,
+        job_type=init.job_type or None,
+        config=init.config,
+        resume="allow" if init.resume else None,
+        # no console capture or system stats: lrscan logs what it means to. Summary derived on
+        # the server: wandb-core otherwise writes 2 summary records per history row (half its
+        # CPU here); lrscan writes the run's summary itself at the end.
+        settings=wandb.Settings(console="off", x_disable_stats=True, x_server_side_derived_summary=True, **launch),
+        **more,
+    )
+
+
+def set_up_run(run, init: InitArgs) -> RunInfo:
+    """Define the run's metrics (lre, and the range test's loss-against-lre axis); what the trainer learns of it."""
+    run.define_metric(keys.LRE)
+    if init.define_lre_axis:
+        for k in (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS):
+            run.define_metric(k, step_metric=keys.LRE)
+    return RunInfo(
+        run_id=run.id, name=run.name or "", project=run.project or "", url=run.url or "",
+        run_dir=run.dir, config=dict(run.config), logged_through_step=logged_through(run, init),
+    )
+
+
+def chunk_rows(steps: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> list[tuple[int, dict]]:
+    """A chunk's history rows [(step, {key: value}), ...]: columns[key][i] at steps[i], plus extra[step] where given."""
+    names = list(columns)
+    rows = [dict(zip(names, values)) for values in zip(*(columns[k].tolist() for k in names))]
+    first = int(steps[0]) if len(steps) else 0
+    for step, extra_row in extra.items():
+        if 0 <= step - first < len(rows):
+            rows[step - first].update(extra_row)
+    return list(zip(steps.tolist(), rows))
 
 
 def hold_run_lock(path: str):

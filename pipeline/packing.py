@@ -1,6 +1,7 @@
 """Which sweep points can train stacked in one process (a pack): `pack_key`, shared by the runner and the pack trainer.
 
-A pack trains K makemore MLPs with one batched step (`pipeline.pack`), so its members must do the
+A pack trains K makemore MLPs with one batched step (`pipeline.pack`), or K copies of a user task's
+model with one vmapped step (`pipeline.pack.functional`), so its members must do the
 same work step for step: the same task, data and model shapes, the same number of steps, the same
 schedule kind, stops, evaluation, checkpoints and device. What may differ between packmates is what
 the batched step takes per member (`PACKABLE`): the seed (each member's init and its own batches),

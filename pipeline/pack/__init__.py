@@ -1,4 +1,8 @@
-"""Packed sweeps: many sweep points of the makemore MLP trained stacked in one process, each its own W&B run.
+"""Packed sweeps: many sweep points trained stacked in one process, each its own W&B run.
+
+The makemore MLP through its hand-written step batched over the members (stacked_mlp.py); a task
+whose copies torch.func can step exactly (plain SGD, batch(step), no buffers or randomness) through
+vmap (functional.py); anything else is not packed and runs one process per point.
 
     python -m pipeline.pack POINTS.json
     from pipeline.pack import train_pack

@@ -1,4 +1,5 @@
-"""Train a pack: K sweep points of the makemore MLP stacked in one process, each its own W&B run.
+"""Train a pack: K sweep points of the makemore MLP stacked in one process, each its own W&B run (a user
+task's points: pipeline/pack/functional.py, through torch.func).
 
     train_pack([Point.parse("lr_range-0000", ["--seed=1", "--lre_min=-3"]), ...])
 
@@ -55,10 +56,6 @@ def check_pack(points: list[Point]) -> None:
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise LrscanError(f"run id(s) {', '.join(twice)} given twice in one pack")
-    for p in points:
-        if getattr(p.cfg, "task", ""):
-            raise LrscanError(f"point {p.run_id} trains its own task ({p.cfg.task}): a pack stacks the makemore MLP; "
-                              f"run it alone with python -m pipeline.train")
     for p in points[1:]:
         diff = key_difference(points[0].cfg, p.cfg)
         if diff:
@@ -73,6 +70,11 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     """
     check_pack(points)
     cfg0 = points[0].cfg
+    if cfg0.task:
+        # a task of the user's own: K copies of its model stepped with torch.func, when it allows that
+        from pipeline.pack.functional import train_task_pack
+
+        return train_task_pack(points, program=program, run_members=run_members)
     # system inits
     torch.set_num_threads(cfg0.num_threads)
     device = resolve_device(cfg0.device)
@@ -103,6 +105,13 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     if not members:
         return summaries
 
+    summaries.update(run_members(members, program, lambda ms: _train(ms, splits, device)))
+    return summaries
+
+
+def run_members(members: list[Member], program: str, train) -> dict[str, dict]:
+    """Open every member's run, `train(members)` (-> summaries by run id), and end the runs as the single
+    trainer does: a failure or a stop ends each member's run still open with its exit code and end file."""
     # init logging: one process, one wandb run per member
     logger = open_pack_logger([m.init_args(Launch(program=program, args=m.point.args)) for m in members])
     try:
@@ -111,7 +120,7 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
             if isinstance(info, str):
                 raise LrscanError(f"run {member.run_id}: wandb.init failed: {info}")
             member.attach(logger.member(k), info)
-        summaries.update(_train(members, splits, device))
+        summaries = train(members)
     except BaseException as error:
         stopped = isinstance(error, (PackStopRequested, StopRequested, KeyboardInterrupt))
         for member in members:

@@ -8,7 +8,10 @@ trainer stacked (the makemore MLP's batched step), each point still its own W&B 
 and claim. Points share a pack when `pipeline.packing.pack_key` says they can (same task, data,
 model shapes, steps and schedule kind; seed, lr range, lr, decay steps and lrs may differ). A point
 runs alone, and the runner says why once, when the sweep does not run lrscan's trainer by its
-standard command, or when the point trains a task of its own (`--task`: its own model and optimizer).
+standard command, or when the point trains a task of its own (`--task`) that torch.func cannot step as
+its own optimizer would (`pipeline.pack.functional.why_not_functional`: plain SGD, one param group,
+batch(step), no buffers, no randomness in forward, no accumulation or GradScaler); the runner builds
+such a task once per pack key (make(seed) of its first point) to check it.
 
 The default N follows the device the points train on: a GPU keeps 64 small models busy where one
 leaves it idle; on a CPU the batched step stops gaining past ~16 members (measured: 79 µs per
@@ -76,15 +79,21 @@ def point_keys(sweep: Sweep) -> tuple[list[str | None], dict[int, str]]:
         return [None] * n, dict.fromkeys(range(n), why)
     out: list[str | None] = []
     alone: dict[int, str] = {}
+    task_why: dict[str, str] = {}  # by pack key: each task is built and checked once
     for index, point in enumerate(sweep.points):
         cfg = parse_args(trainer_args(point))
-        if getattr(cfg, "task", ""):
-            # a task of the user's own: its model and optimizer are unknown here (only the stacked MLP packs)
-            alone[index] = (f"it trains its own task ({cfg.task}); packs stack the makemore MLP, another task "
-                            f"runs one process per point")
-            out.append(None)
-        else:
-            out.append(pack_key(cfg))
+        key = pack_key(cfg)
+        if cfg.task:
+            # a task of the user's own packs when torch.func can step its copies as its optimizer would
+            if key not in task_why:
+                from pipeline.pack.functional import why_not_packed_task
+
+                task_why[key] = why_not_packed_task(cfg)
+            if task_why[key]:
+                alone[index] = f"it trains its own task ({cfg.task}), which a pack cannot step: {task_why[key]}"
+                out.append(None)
+                continue
+        out.append(key)
     return out, alone
 
 

@@ -23,6 +23,7 @@ from pipeline.sweep.packs import CPU_PACK, GPU_PACK, default_pack, pack_plan, pa
 from pipeline.sweep.runner import run_sweep
 from pipeline.sweep.spec import load_sweep
 from pipeline.train import checkpoint
+from tests.pipeline.pack.test_functional import NET
 from tests.pipeline.sweep.fakes import cli, records, wait_for, write_sweep
 
 
@@ -156,6 +157,21 @@ def test_which_points_can_share_a_pack(in_tmp, words_file):
                          name="task")
     keys_, alone = point_keys(load_sweep(task))
     assert keys_ == [None, None] and "trains its own task (mytask.py:make)" in alone[1]
+    assert "its task cannot be built here" in alone[1]
+
+
+def test_a_task_packs_when_torch_func_can_step_it_else_each_point_runs_alone_saying_why(in_tmp, words_file):
+    (in_tmp / "net.py").write_text(NET)
+    for task_args, why in (("{}", ""), ("{'opt': 'adam'}", "its optimizer is Adam"),
+                           ("{'norm': True}", "its model has buffers")):
+        path = trainer_sweep(in_tmp, words_file, f"seed: {{values: [1, 2, 3]}}\ntask: {{value: 'net.py:make'}}\n"
+                             f"task_args: {{value: \"{task_args}\"}}\n", name="task")
+        keys_, alone = point_keys(load_sweep(path))
+        if not why:
+            assert alone == {} and keys_[0] is not None and keys_[0] == keys_[1] == keys_[2]
+        else:
+            assert keys_ == [None] * 3 and set(alone) == {0, 1, 2} and len(set(alone.values())) == 1
+            assert why in alone[0] and "net.py:make" in alone[0]
 
 
 def test_pack_sizes_give_every_free_worker_a_pack_and_plans_are_fixed_in_order():
@@ -238,3 +254,29 @@ def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp,
     assert runner.returncode == 128 + signal.SIGTERM, err
     rows = read_manifest(folder)
     assert rows["state"].tolist() == ["killed", "killed"] and rows["exit_code"].tolist() == [130, 130]
+
+
+@pytest.mark.slow
+def test_a_task_sweep_runs_in_one_pack_or_one_process_per_point_said_once(in_tmp, words_file, capsys):
+    (in_tmp / "net.py").write_text(NET)
+    for name, task_args in (("sgd", "{'momentum': 0.9}"), ("adam", "{'opt': 'adam'}")):
+        path = trainer_sweep(in_tmp, words_file, f"""\
+            steps: {{value: 30}}
+            seed: {{values: [1, 2, 3]}}
+            task: {{value: 'net.py:make'}}
+            task_args: {{value: "{task_args}"}}
+            """, name=name)
+        sweep = load_sweep(path)
+        assert run_sweep(sweep, name, workers=2, pack=4, poll_seconds=0.05, progress=False) == 0
+        rows = read_manifest(in_tmp / name / sweep.key)
+        ids = [run_id_for(sweep.key, i) for i in range(3)]
+        assert rows["run_id"].tolist() == ids and (rows["state"] == "finished").all()
+        runs = load_runs(in_tmp / name / sweep.key / "wandb").runs
+        assert sorted(runs["run_id"]) == ids and (runs["state"] == "finished").all()
+        err = capsys.readouterr().err
+        if name == "sgd":
+            assert rows["pack"].tolist() == [ids] * 3 and "one process per point" not in err
+        else:
+            assert rows["pack"].isna().all()
+            assert err.count(f"every point of {sweep.key} run(s) one process per point: it trains its own task "
+                             f"(net.py:make), which a pack cannot step: its optimizer is Adam") == 1

@@ -1,0 +1,389 @@
+"""A pack of a user task's points: K copies of its model stepped at once with torch.func, each its own run.
+
+    train_task_pack([Point.parse("t-0", ["--task=net.py:make", "--seed=1"]), ...])
+
+Every member builds its own Task (make(its seed, **task_args)): its model, optimizer and batch(step)
+function are its own, so its init and batches do not depend on its packmates. One training step
+stacks the K parameter sets, asks each member's batch(step), and runs `vmap(grad(loss))` over them
+through `functional_call`; the update is torch.optim.SGD's, written out with each member's own lr
+and per-member momentum buffers. So a task packs only when that update and that vmap are exactly
+what its single run does (`why_not_functional` says why not otherwise): SGD in one param group
+(no maximize), accumulation_steps == 1, no GradScaler, batch(step) (not an iterable), no buffers
+(BatchNorm's running statistics change in forward), no randomness in forward (dropout), batches of
+tensors of the same shapes for every member.
+
+Checkpoints: the stacked weights and momentum buffers are written back into each member's own model
+and optimizer before its eval, checkpoint or end, and the member's checkpoint is the single task
+run's (pipeline/train/loop.py with TaskRun.state()), so it resumes alone (`python -m pipeline.train
+--task=... --resume`) or in a pack, at the same steps as alone (ckpt_every_steps, SIGTERM, the end).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad_and_value, vmap
+from torch.utils._pytree import tree_flatten, tree_map
+
+from pipeline import keys
+from pipeline.config import TrainConfig
+from pipeline.errors import LrscanError
+from pipeline.pack.members import FINISHED, Member, Point, write_end
+from pipeline.train import checkpoint, rngstate
+from pipeline.train.generic import MAX_APPLIED_LR, TaskRun
+from pipeline.train.loop import compatible
+from pipeline.train.task import Task, load_task
+
+
+def why_not_functional(tasks: list[Task]) -> str:
+    """Why these members' tasks cannot be stepped together with torch.func ('' when they can)."""
+    task = tasks[0]
+    opt = task.optimizer
+    if type(opt) is not torch.optim.SGD:
+        return f"its optimizer is {type(opt).__name__}; a pack steps plain torch.optim.SGD (with or without momentum)"
+    if len(opt.param_groups) != 1:
+        return f"its SGD has {len(opt.param_groups)} param groups; a pack steps one"
+    group = opt.param_groups[0]
+    if group.get("maximize"):
+        return "its SGD maximizes; a pack steps a minimizing SGD"
+    if task.accumulation_steps != 1:
+        return f"it accumulates {task.accumulation_steps} micro-batches per step; a pack steps one batch per step"
+    if task.scaler is not None:
+        return "it has a GradScaler; a pack steps without one"
+    if task.batch_fn is None:
+        return "its batches are an iterable; a pack asks each member's batch(step)"
+    buffers = [name for name, _ in task.model.named_buffers()]
+    if buffers:
+        return (f"its model has buffers ({', '.join(buffers[:3])}{', ...' if len(buffers) > 3 else ''}; e.g. "
+                f"BatchNorm's running statistics), which a vmapped forward cannot update per member")
+    if {id(p) for p in group["params"]} != {id(p) for p in task.model.parameters()}:
+        return "its SGD is not over all of the model's parameters"
+    if not all(p.requires_grad for p in task.model.parameters()):
+        return "some of its model's parameters are frozen (requires_grad=False); a pack steps every parameter"
+    for t in tasks[1:]:
+        if [(n, p.shape, p.dtype, p.device) for n, p in t.model.named_parameters()] != \
+                [(n, p.shape, p.dtype, p.device) for n, p in task.model.named_parameters()]:
+            return "its members' models differ in parameter names, shapes, dtypes or devices"
+        g = t.optimizer.param_groups
+        if type(t.optimizer) is not torch.optim.SGD or len(g) != 1 or \
+                any(g[0][k] != group[k] for k in ("momentum", "dampening", "weight_decay", "nesterov")):
+            return "its members' optimizers differ"
+    rng = rngstate.capture()  # the dry step leaves no trace, like check_task's
+    try:
+        batches = [t.batch_fn(0) for t in tasks]
+        leaves = [tree_flatten(b) for b in batches]
+        if any(not isinstance(x, torch.Tensor) for x in leaves[0][0]):
+            return "its batch(step) gives something other than tensors; a pack stacks the members' batches"
+        if any(spec != leaves[0][1] or [x.shape for x in xs] != [x.shape for x in leaves[0][0]]
+               for xs, spec in leaves):
+            return "its members' batches differ in structure or shapes"
+        step = FunctionalStep(tasks)
+        step.losses_and_grads(step.stacked_batch([0] * len(tasks)))
+    except Exception as e:  # vmap refuses randomness (dropout) and ops it cannot batch
+        return f"its loss cannot be vmapped over members ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
+    finally:
+        rngstate.restore(rng)
+    return ""
+
+
+class FunctionalStep:
+    """K members' parameters stacked (name -> (K, ...)), one vmapped SGD step at a time."""
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+        self.template = _LossOf(tasks[0].model, tasks[0].loss_fn)
+        self.names = [n for n, _ in tasks[0].model.named_parameters()]
+        group = tasks[0].optimizer.param_groups[0]
+        self.momentum, self.dampening = float(group["momentum"]), float(group["dampening"])
+        self.weight_decay, self.nesterov = float(group["weight_decay"]), bool(group["nesterov"])
+        self.params = {n: torch.stack([dict(t.model.named_parameters())[n].detach() for t in tasks]).clone()
+                       for n in self.names}
+        # momentum buffers: a member's first step (no buffer yet) takes the gradient itself, as torch's SGD does
+        self.bufs = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.started = torch.zeros(len(tasks), dtype=torch.bool, device=self.params[self.names[0]].device)
+        for k, t in enumerate(tasks):
+            state = [t.optimizer.state.get(p, {}).get("momentum_buffer") for p in t.model.parameters()]
+            if self.momentum and all(b is not None for b in state):
+                for n, b in zip(self.names, state):
+                    self.bufs[n][k] = b
+                self.started[k] = True
+
+        def loss_one(params, batch):
+            return functional_call(self.template, {"model." + n: p for n, p in params.items()}, (batch,)).reshape(())
+
+        self._grad = vmap(grad_and_value(loss_one))
+
+    def stacked_batch(self, steps: list[int]):
+        """Member k's batch(steps[k]), stacked: a leading (K,) dimension on every tensor."""
+        return tree_map(lambda *xs: torch.stack(xs), *[t.batch_fn(s) for t, s in zip(self.tasks, steps)])
+
+    def losses_and_grads(self, batch):
+        # randomness in forward (dropout): vmap refuses it (randomness="error"), the dry run in
+        # why_not_functional finds it before any run exists
+        grads, losses = self._grad(self.params, batch)
+        return losses, grads
+
+    def step(self, steps: list[int], lrs: list[float]) -> torch.Tensor:
+        """One SGD step for every member, at its own step (its batch) and lr; the members' losses (K,)."""
+        losses, grads = self.losses_and_grads(self.stacked_batch(steps))
+        with torch.no_grad():
+            for n in self.names:
+                p, g = self.params[n], grads[n]
+                if self.weight_decay:
+                    g = g.add(p, alpha=self.weight_decay)
+                if self.momentum:
+                    started = self.started.view(-1, *[1] * (p.dim() - 1))
+                    self.bufs[n] = torch.where(started, self.bufs[n] * self.momentum + g * (1 - self.dampening), g)
+                    g = g.add(self.bufs[n], alpha=self.momentum) if self.nesterov else self.bufs[n]
+                # member by member, torch's SGD update to the rounding (add_ with alpha=-lr): a fused (K,)-lr
+                # multiply rounds differently, and high-lr steps amplify one ulp into another history
+                for k, lr in enumerate(lrs):
+                    p[k].add_(g[k], alpha=-lr)
+            self.started.fill_(True)
+        return losses.detach()
+
+    def snapshot(self) -> tuple[dict, dict, torch.Tensor]:
+        return ({n: p.clone() for n, p in self.params.items()}, {n: b.clone() for n, b in self.bufs.items()},
+                self.started.clone())
+
+    def restore(self, snap) -> None:
+        params, bufs, started = snap
+        self.params = {n: p.clone() for n, p in params.items()}
+        self.bufs = {n: b.clone() for n, b in bufs.items()}
+        self.started = started.clone()
+
+    def write_back(self, k: int) -> None:
+        """Member k's weights and momentum buffers into its own model and optimizer (its eval, checkpoint, end)."""
+        t = self.tasks[k]
+        with torch.no_grad():
+            for n, p in t.model.named_parameters():
+                p.copy_(self.params[n][k])
+                if self.momentum and bool(self.started[k]):
+                    t.optimizer.state[p]["momentum_buffer"] = self.bufs[n][k].clone()
+
+    def keep(self, rows: list[int]) -> FunctionalStep:
+        """The members `rows` only, as they are now."""
+        for k in range(len(self.tasks)):
+            self.write_back(k)
+        return FunctionalStep([self.tasks[k] for k in rows])
+
+
+class _LossOf(torch.nn.Module):
+    """loss_fn(model, batch) as a module, so functional_call can swap the model's parameters under it."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+class TaskMember(Member):
+    """A pack member that trains a task: its own TaskRun (model, optimizer, batch(step), evaluate)."""
+
+    def __init__(self, point: Point, state: dict | None, run: TaskRun):
+        super().__init__(point, state, "", ())
+        self.run = run
+        if state is not None:
+            run.load(state, point.run_id)
+
+    def save_checkpoint(self, flat=None, finished: bool = False, summary: dict | None = None) -> None:
+        # the single task run's format (pipeline/train/loop.py): resumes alone or in a pack
+        self.run.batches.drawn = self.step  # batch(i): the next i to ask is the next step
+        checkpoint.save(self.ckpt_file, {
+            "config": self.cfg.to_dict(), "run_id": self.run_id, "step": self.step, "finished": finished,
+            **self.run.state(), "climb": self.climb.state(), "vocab": [], "data_sha256": "",
+            "diverged_at": self.diverged_at, "elapsed_s": self.elapsed_s, "summary": summary or {},
+        })
+
+    def task_summary(self) -> dict:
+        summary = {keys.FINAL_STEP: self.step - 1,
+                   keys.STEPS_PER_SECOND: self.step / self.elapsed_s if self.elapsed_s > 0 else 0.0,
+                   "n_params": self.run.n_params, **self.run.final_summary()}
+        if self.stop_step is not None:
+            summary[keys.STOP_STEP], summary[keys.STOP_REASON] = self.stop_step, self.stop_reason
+        if self.diverged_at is not None:
+            summary[keys.DIVERGED_AT_STEP] = self.diverged_at
+        if self.is_range and math.isfinite(self.climb.best):
+            summary[keys.BEST_SMOOTH_LOSS] = self.climb.best
+        return summary
+
+
+def load_tasks(points: list[Point]) -> list[Task]:
+    return [load_task(p.cfg.task, p.cfg.seed, p.cfg.task_args) for p in points]
+
+
+def why_not_packed_task(cfg: TrainConfig) -> str:
+    """For the sweep runner: why points of this task cannot share a pack ('' when they can); builds it once."""
+    try:
+        tasks = [load_task(cfg.task, cfg.seed, cfg.task_args)]
+    except LrscanError as e:
+        return f"its task cannot be built here ({e})"
+    return why_not_functional(tasks)
+
+
+def _resume_state(point: Point) -> dict | None:
+    path = checkpoint.ckpt_path(point.cfg.ckpt_dir, point.run_id)
+    if not path.exists():
+        return None
+    state = checkpoint.load(path)
+    if "flat" in state:
+        raise LrscanError(f"cannot resume run {point.run_id}: its checkpoint {str(path)!r} is of the makemore MLP, "
+                          f"this pack trains a task")
+    diff = compatible(state["config"], point.cfg)
+    if diff:
+        raise LrscanError(f"cannot resume run {point.run_id}: {', '.join(diff)} differ from its checkpoint "
+                          f"{str(path)!r}")
+    return state
+
+
+def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[str, dict]:
+    """A pack of task points (checked by the caller to share a key): each member to its end; summaries by run id."""
+    cfg0 = points[0].cfg
+    torch.set_num_threads(cfg0.num_threads)
+    try:
+        tasks = load_tasks(points)
+    except LrscanError as e:
+        raise LrscanError(f"point {points[0].run_id} trains its own task ({cfg0.task}): a pack stacks the makemore "
+                          f"MLP or a task torch.func can step; this one cannot be built: {e}") from None
+    why = why_not_functional(tasks)
+    if why:
+        raise LrscanError(f"point {points[0].run_id} trains its own task ({cfg0.task}): a pack stacks the makemore "
+                          f"MLP or a task torch.func can step; this one cannot: {why}. Run it with --pack=1")
+    try:
+        Path(cfg0.ckpt_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LrscanError(f"ckpt_dir={cfg0.ckpt_dir!r}: cannot create it ({e.strerror})") from None
+    if not os.access(cfg0.ckpt_dir, os.W_OK):
+        raise LrscanError(f"ckpt_dir={cfg0.ckpt_dir!r}: not writable")
+    summaries: dict[str, dict] = {}
+    members: list[TaskMember] = []
+    for point, task in zip(points, tasks):
+        state = _resume_state(point)
+        if state is not None and state["finished"]:
+            print(f"run {point.run_id} already finished at step {state['step'] - 1}; nothing to do")
+            summaries[point.run_id] = state.get("summary", {})
+            write_end(point, FINISHED, 0)
+            continue
+        members.append(TaskMember(point, state, TaskRun(task)))
+        if state is not None:
+            print(f"resuming run {point.run_id} at step {state['step']} from {members[-1].ckpt_file}")
+    if members:
+        summaries.update(run_members(members, program, _train))
+    return summaries
+
+
+def _train(members: list[TaskMember]) -> dict[str, dict]:
+    """The pack's training loop (pipeline.pack.loop's, for a task): chunks, per-member stops with a replay
+    of the stopped members, logging, eval and checkpoints on each member's own steps; SIGTERM or Ctrl-C
+    checkpoint every member still training."""
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _train_members(members, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _train_members(members: list[TaskMember], stop: dict) -> dict[str, dict]:
+    from pipeline.pack.loop import PackStopRequested
+
+    active = list(members)
+    fstep = FunctionalStep([m.run.task for m in active])
+    print(f"pack of {len(active)} run(s) of {members[0].cfg.task}: {members[0].cfg.schedule} schedule, "
+          f"{members[0].cfg.steps} steps, {active[0].run.describe()}, stepped with torch.func", flush=True)
+    summaries: dict[str, dict] = {}
+    while True:
+        leaving = [k for k, m in enumerate(active) if m.done]
+        for k in leaving:
+            m = active[k]
+            fstep.write_back(k)
+            summaries[m.run_id] = _end(m)
+        if stop["signal"] is not None:
+            raise PackStopRequested([m.run_id for m in active if not m.done], stop["signal"])
+        if leaving:
+            rows = [k for k in range(len(active)) if k not in leaving]
+            active = [active[k] for k in rows]
+            if not active:
+                break
+            fstep = fstep.keep(rows)
+
+        # one chunk, as long as the shortest of the members' own chunks (each member at its own step)
+        n = min(m.chunk_end() - m.step for m in active)
+        t0 = time.perf_counter()
+        start = fstep.snapshot() if any(m.can_stop for m in active) else None
+        starts = [m.step for m in active]
+        loss = _steps(fstep, active, starts, n)
+        chunk_s = time.perf_counter() - t0
+        kept = [m.scan(loss[:, k]) for k, m in enumerate(active)]
+        stopped = {k: n_k for k, (n_k, _) in enumerate(kept) if n_k < n}
+        if stopped:
+            _replay(fstep, start, active, starts, stopped)
+        for k, m in enumerate(active):
+            n_k, smooth = kept[k]
+            m.elapsed_s += chunk_s * n_k / n
+            extra = {}
+            if m.cfg.eval_every_steps and (m.step + n_k) % m.cfg.eval_every_steps == 0 and m.stop_step is None:
+                fstep.write_back(k)
+                evaluated = m.run.evaluate()
+                if evaluated:
+                    extra[m.step + n_k - 1] = evaluated
+            m.log(n_k, loss[:, k], smooth, extra)
+            m.step += n_k
+        for k, m in enumerate(active):
+            if not m.done and m.checkpoint_due(stop["signal"] is not None):
+                m.logger.flush()
+                fstep.write_back(k)
+                m.save_checkpoint(finished=False)
+    return summaries
+
+
+def _lrs(active: list[TaskMember], starts: list[int], j: int) -> list[float]:
+    # as the single run sets them on its optimizer (pipeline/train/generic.py)
+    return [min(float(m.lrs[s + j]), MAX_APPLIED_LR) for m, s in zip(active, starts)]
+
+
+def _steps(fstep: FunctionalStep, active: list[TaskMember], starts: list[int], n: int) -> np.ndarray:
+    # members resumed from different checkpoints are at different steps: each asks its own batch(step)
+    out = [fstep.step([s + j for s in starts], _lrs(active, starts, j)) for j in range(n)]
+    return torch.stack(out).double().cpu().numpy()  # (n, K)
+
+
+def _replay(fstep: FunctionalStep, start, active: list[TaskMember], starts: list[int], kept: dict[int, int]) -> None:
+    """The members that stopped inside the chunk rewound to its start and trained again up to their stop steps
+    (alone in a small step); their rows of `fstep` then hold their weights at their stop steps."""
+    rows = sorted(kept)
+    params, bufs, started = start
+    sub = FunctionalStep([fstep.tasks[k] for k in rows])
+    sub.restore(({n: p[rows] for n, p in params.items()}, {n: b[rows] for n, b in bufs.items()}, started[rows]))
+    sub_active, sub_starts = [active[k] for k in rows], [starts[k] for k in rows]
+    for j in range(max(kept.values())):
+        _steps(sub, sub_active, [s + j for s in sub_starts], 1)
+        for i, k in enumerate(rows):
+            if kept[k] == j + 1:
+                for n in fstep.names:
+                    fstep.params[n][k] = sub.params[n][i]
+                    fstep.bufs[n][k] = sub.bufs[n][i]
+
+
+def _end(m: TaskMember) -> dict:
+    summary = m.task_summary()
+    m.logger.summary(summary)
+    m.save_checkpoint(finished=True, summary=summary)
+    m.logger_finish(0)
+    write_end(m.point, FINISHED, 0)
+    why = f", stopped at step {m.stop_step} ({m.stop_reason})" if m.stop_step is not None else ""
+    m.run.report(m.run_id, summary, f"{summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why}")
+    return summary

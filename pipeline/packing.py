@@ -35,3 +35,9 @@ def key_difference(a: TrainConfig, b: TrainConfig) -> list[str]:
     """The fields that keep two points out of one pack (empty when they can share one)."""
     da, db = a.to_dict(), b.to_dict()
     return sorted(k for k in da if k not in PACKABLE and k not in PER_RUN and da[k] != db.get(k))
+
+
+# `python -m pipeline.pack WHY_NOT_FLAG <trainer flags>` prints why a task's points cannot share a pack
+# ('' when they can): the runner asks in a process, so it never imports the pack room (nor torch)
+WHY_NOT_FLAG = "--why-not-packed"
+TASK_CHECK_SECONDS = 300.0  # building a user's task once to check it: its make() may load data

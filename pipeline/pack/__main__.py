@@ -9,6 +9,8 @@ where to write one JSON line saying how its run ended ({"run_id", "state", "exit
 On the command line, `--` separates the points and each gives its `--run_id`.
 
 Running the same command again continues every member that did not finish from its checkpoint.
+`python -m pipeline.pack --why-not-packed --task=... [trainer flags]` prints why points of that task
+cannot share a pack (an empty line when they can): the sweep runner asks this way.
 Exit codes: 0 every run finished; 1 a run failed; 2 bad input (one line, nothing started);
 130 stopped by SIGTERM or Ctrl-C (every member still training has a checkpoint).
 """
@@ -19,9 +21,12 @@ import json
 import os
 import sys
 
+from pipeline.config import parse_args
 from pipeline.errors import LrscanError, exit_with
+from pipeline.pack.functional import why_not_packed_task
 from pipeline.pack.loop import TRAINER_PROGRAM, PackStopRequested, train_pack
 from pipeline.pack.members import Point
+from pipeline.packing import WHY_NOT_FLAG
 
 PROG = "pipeline.pack"
 
@@ -64,6 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
+        return
+    if argv and argv[0] == WHY_NOT_FLAG:
+        # the sweep runner's question, asked as a process (it never imports this room): can points of
+        # this task share a pack? One line: empty when they can, else why not
+        try:
+            print(why_not_packed_task(parse_args(argv[1:])))
+        except LrscanError as e:
+            exit_with(e, PROG)
         return
     try:
         points = read_points(argv)

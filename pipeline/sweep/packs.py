@@ -32,6 +32,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +41,7 @@ from pipeline import keys
 from pipeline.config import TrainConfig, parse_args
 from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
-from pipeline.packing import pack_key
+from pipeline.packing import TASK_CHECK_SECONDS, WHY_NOT_FLAG, pack_key
 from pipeline.sweep.spec import Sweep, is_trainer
 
 CPU_PACK = 16
@@ -86,15 +88,29 @@ def point_keys(sweep: Sweep) -> tuple[list[str | None], dict[int, str]]:
         if cfg.task:
             # a task of the user's own packs when torch.func can step its copies as its optimizer would
             if key not in task_why:
-                from pipeline.pack.functional import why_not_packed_task
-
-                task_why[key] = why_not_packed_task(cfg)
+                task_why[key] = why_not_packed_task(trainer_args(point))
             if task_why[key]:
                 alone[index] = f"it trains its own task ({cfg.task}), which a pack cannot step: {task_why[key]}"
                 out.append(None)
                 continue
         out.append(key)
     return out, alone
+
+
+def why_not_packed_task(args: list[str], timeout_s: float = TASK_CHECK_SECONDS) -> str:
+    """Why points of a task cannot share a pack ('' when they can), asked of `python -m pipeline.pack`:
+    the answer needs the task built (torch, the user's make), which the runner leaves to that process."""
+    try:
+        done = subprocess.run([sys.executable, "-m", PACK_MODULE, WHY_NOT_FLAG, *args], capture_output=True,
+                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"checking its task took more than {timeout_s:.0f} s"
+    except OSError as e:
+        return f"its task could not be checked ({e.strerror or e})"
+    if done.returncode != 0:
+        lines = (done.stderr or "").strip().splitlines()
+        return f"its task could not be checked ({lines[-1] if lines else f'exit code {done.returncode}'})"
+    return done.stdout.strip()
 
 
 def point_config(point: dict[str, Any]) -> TrainConfig:

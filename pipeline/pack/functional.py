@@ -20,7 +20,6 @@ run's (pipeline/train/loop.py with TaskRun.state()), so it resumes alone (`pytho
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -204,16 +203,7 @@ class TaskMember(Member):
         })
 
     def task_summary(self) -> dict:
-        summary = {keys.FINAL_STEP: self.step - 1,
-                   keys.STEPS_PER_SECOND: self.step / self.elapsed_s if self.elapsed_s > 0 else 0.0,
-                   "n_params": self.run.n_params, **self.run.final_summary()}
-        if self.stop_step is not None:
-            summary[keys.STOP_STEP], summary[keys.STOP_REASON] = self.stop_step, self.stop_reason
-        if self.diverged_at is not None:
-            summary[keys.DIVERGED_AT_STEP] = self.diverged_at
-        if self.is_range and math.isfinite(self.climb.best):
-            summary[keys.BEST_SMOOTH_LOSS] = self.climb.best
-        return summary
+        return self.end_summary(self.run.n_params, self.run.final_summary())
 
 
 def load_tasks(points: list[Point]) -> list[Task]:

@@ -210,14 +210,19 @@ class Member:
 
     def summarize(self, model: MLP, splits: Splits, device: torch.device) -> dict:
         """The run's summary, with the single trainer's keys and values."""
+        losses = {key: model.loss(X.to(device), Y.to(device))
+                  for key, (X, Y) in ((keys.TRAIN_LOSS, splits.train), (keys.DEV_LOSS, splits.dev),
+                                      (keys.TEST_LOSS, splits.test))}
+        return self.end_summary(model.n_params, losses)
+
+    def end_summary(self, n_params: int, losses: dict) -> dict:
+        """The single trainer's summary keys, around the final losses a member's model gave."""
         summary = {
             keys.FINAL_STEP: self.step - 1,
             keys.STEPS_PER_SECOND: self.step / self.elapsed_s if self.elapsed_s > 0 else 0.0,
-            "n_params": model.n_params,
+            "n_params": n_params,
+            **losses,
         }
-        for key, (X, Y) in ((keys.TRAIN_LOSS, splits.train), (keys.DEV_LOSS, splits.dev),
-                            (keys.TEST_LOSS, splits.test)):
-            summary[key] = model.loss(X.to(device), Y.to(device))
         if self.stop_step is not None:
             summary[keys.STOP_STEP], summary[keys.STOP_REASON] = self.stop_step, self.stop_reason
         if self.diverged_at is not None:

@@ -33,7 +33,6 @@ from pipeline.train.tracking import (
     LoggerProcess,
     NoLogger,
     RunInfo,
-    chunk_rows,
     history_writer,
     hold_run_lock,
     init_run,
@@ -186,7 +185,7 @@ def _drain(conn: Connection, runs: dict, writers: dict) -> None:
         kind = item[0]
         reply: tuple = ("ack",)
         if kind == "steps":
-            writers[item[1]](chunk_rows(*item[2:]))
+            writers[item[1]](*item[2:])
         elif kind == "summary":
             runs[item[1]].summary.update(item[2])
         elif kind == "finish":

@@ -20,11 +20,11 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import keys
 from pipeline.errors import LrscanError
@@ -35,7 +35,7 @@ from pipeline.packing import key_difference
 from pipeline.train.data import batch_indices, load_splits, sha256_of
 from pipeline.train.loop import StopRequested, resolve_device
 from pipeline.train.model import param_shapes
-from pipeline.train.tracking import Launch
+from pipeline.train.tracking import Launch, RunInfo
 
 TRAINER_PROGRAM = "-m pipeline.train"  # what W&B records as each member's command: the run it stands for
 
@@ -114,12 +114,24 @@ def run_members(members: list[Member], program: str, train) -> dict[str, dict]:
     trainer does: a failure or a stop ends each member's run still open with its exit code and end file."""
     # init logging: one process, one wandb run per member
     logger = open_pack_logger([m.init_args(Launch(program=program, args=m.point.args)) for m in members])
-    try:
+    opening = {"done": False}
+
+    def open_runs() -> None:
+        # once, at the first use of any member's run: training starts while the logger process runs wandb.init
+        if opening["done"]:
+            return
+        opening["done"] = True
         opened = logger.start()
         for k, (member, info) in enumerate(zip(members, opened)):
-            if isinstance(info, str):
-                raise LrscanError(f"run {member.run_id}: wandb.init failed: {info}")
-            member.attach(logger.member(k), info)
+            if isinstance(info, RunInfo):
+                member.attach(logger.member(k), info)
+        failed = [(m, info) for m, info in zip(members, opened) if isinstance(info, str)]
+        if failed:
+            raise LrscanError(f"run {failed[0][0].run_id}: wandb.init failed: {failed[0][1]}")
+
+    for member in members:
+        member.attach_when_used(open_runs)
+    try:
         summaries = train(members)
     except BaseException as error:
         stopped = isinstance(error, (PackStopRequested, StopRequested, KeyboardInterrupt))
@@ -184,9 +196,10 @@ def _train(members: list[Member], splits, device: torch.device) -> dict[str, dic
             # the members that are done leave the pack: each ends its run with its summary, the rest go on
             # (before the first chunk too: a checkpoint can be at a run's last step)
             leaving = [k for k, m in enumerate(active) if m.done]
-            for k in leaving:
+            models = {k: stack.member_of(final_rows.get(k, stack.flat[k])) for k in leaving}
+            for k, summary in _summaries({k: active[k] for k in leaving}, models, splits, device).items():
                 m = active[k]
-                summaries[m.run_id] = _end(m, stack.member_of(final_rows.get(k, stack.flat[k])), splits, device)
+                summaries[m.run_id] = _end(m, summary, models[k], tuple(splits.vocab.itos))
             if stop["signal"] is not None:
                 raise PackStopRequested([m.run_id for m in active if not m.done], stop["signal"])
             if leaving:
@@ -206,10 +219,9 @@ def _train(members: list[Member], splits, device: torch.device) -> dict[str, dic
                              1).to(device)                                # (n, K, B)
             Xc, Yc = Xtr[ix], Ytr[ix]                                     # (n, K, B, block_size), (n, K, B)
             Xc = Xc.view(n, K, -1)                                        # (n, K, B * block_size)
-            onehot = F.one_hot(Yc, vocab_size).to(stack.flat.dtype)      # (n, K, B, vocab)
             alphas = step_fn.alphas(torch.stack([lr[m.step:m.step + n] for lr, m in zip(lrs, active)], 1),
                                     cfg0.batch_size)                      # (n, K)
-            batches = list(zip(Xc.unbind(0), Yc.unbind(0), onehot.unbind(0), alphas.unbind(0)))
+            batches = list(zip(Xc.unbind(0), Yc.unbind(0), alphas.unbind(0)))
             chunk_start = stack.flat.clone() if any(m.can_stop for m in active) else None
             nll = torch.stack([step_fn(*batch) for batch in batches]).cpu().numpy()  # (n, K, B)
             loss = batch_mean(nll).astype(np.float64)                    # (n, K): each member's minibatch loss
@@ -262,22 +274,43 @@ def _replay(stack: StackedMLP, chunk_start: torch.Tensor, batches: list,
     index = torch.tensor(rows, device=chunk_start.device)
     out: dict[int, torch.Tensor] = {}
     for j in range(max(kept.values())):
-        X, Y, onehot, alpha = batches[j]
-        sub_step(X[index], Y[index], onehot[index], alpha[index])
+        X, Y, alpha = batches[j]
+        sub_step(X[index], Y[index], alpha[index])
         for i, k in enumerate(rows):
             if kept[k] == j + 1:
                 out[k] = sub.flat[i].clone()
     return out
 
 
-def _end(m: Member, model, splits, device: torch.device) -> dict:
+def _summaries(leaving: dict[int, Member], models: dict, splits, device: torch.device) -> dict[int, dict]:
+    """The summaries of the members leaving together, their final losses evaluated side by side.
+
+    A summary's train loss is a pass over the whole training split (~0.5 s for the lecture's model on
+    one core), and a pack's members usually end at the same step: one thread per member, up to the
+    cores the members' own `num_threads` leave, each thread with the single run's thread count, so every
+    loss is the number the member's single run gives."""
+    if not leaving:
+        return {}
+    num_threads = next(iter(leaving.values())).cfg.num_threads
+    workers = max(1, min(len(leaving), (os.cpu_count() or 1) // max(1, num_threads)))
+
+    def summarize(k: int) -> dict:
+        torch.set_num_threads(num_threads)  # per thread: a new thread would take OpenMP's default
+        return leaving[k].summarize(models[k], splits, device)
+
+    if workers == 1:
+        return {k: summarize(k) for k in leaving}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(leaving, pool.map(summarize, leaving)))
+
+
+def _end(m: Member, summary: dict, model, vocab_itos: tuple[str, ...]) -> dict:
     """A member leaves the pack: its summary, its finished checkpoint, its run ended with exit code 0."""
-    summary = m.summarize(model, splits, device)
     m.logger.summary(summary)
     m.save_checkpoint(model.flat, finished=True, summary=summary)
     m.logger_finish(0)
     write_end(m.point, FINISHED, 0)
-    m.report(summary, model, tuple(splits.vocab.itos))
+    m.report(summary, model, vocab_itos)
     return summary
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,9 +102,27 @@ class Member:
         self.lrs, self.lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
                                            decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
         self.ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, point.run_id)
-        self.logged_through = -1
-        self.logger = None
+        self._logged_through = -1
+        self._logger = None
+        self._open_runs: Callable[[], None] | None = None  # waits for the pack's runs, attaches every member
         self.ended = False  # its run was told to finish
+
+    def attach_when_used(self, open_runs: Callable[[], None]) -> None:
+        """The pack's runs open (wandb.init, seconds for K runs) while the first chunk trains; the first use of
+        the member's run waits for them (bounded) and attaches every member: `open_runs()`."""
+        self._open_runs = open_runs
+
+    @property
+    def logger(self):
+        if self._logger is None and self._open_runs is not None:
+            self._open_runs()
+        return self._logger
+
+    @property
+    def logged_through(self) -> int:
+        """The last step its run's history already holds (a resumed run), -1 for none."""
+        self.logger  # noqa: B018 (known once its run is open)
+        return self._logged_through
 
     def logger_finish(self, exit_code: int) -> None:
         """End the member's run (once)."""
@@ -138,8 +157,8 @@ class Member:
             changed = sorted(k for k, v in merged.to_dict().items() if self.cfg.to_dict()[k] != v)
             raise LrscanError(f"run {self.run_id}: W&B's config changes {', '.join(changed)}; a packed run takes its "
                               f"config from its arguments only (run it alone with python -m pipeline.train)")
-        self.logger = logger
-        self.logged_through = info.logged_through_step
+        self._logger = logger
+        self._logged_through = info.logged_through_step
 
     def initial_weights(self, vocab_size: int, device: torch.device) -> torch.Tensor:
         """The member's flat parameters to start from: its init, or its checkpoint's weights."""

@@ -99,15 +99,15 @@ class StackedSGDStep:
         self.W1t, self.W2t = self.W1.transpose(1, 2), self.W2.transpose(1, 2)
         # member k gathers from C[k] only: the member index beside each context index
         self.member = torch.arange(model.n_members, device=model.flat.device).view(-1, 1)  # (K, 1)
+        self.minus_one = torch.full((1, 1, 1), -1.0, dtype=model.flat.dtype, device=model.flat.device)
 
     def alphas(self, lrs: torch.Tensor, batch_size: int) -> torch.Tensor:
         """The update's factors -lr / B per member and step, clamped to float32 as SGDStep does: lrs (..., K)."""
         return (-lrs.double() / batch_size).clamp(min=-FLOAT32_MAX).to(self.model.flat.dtype)
 
-    def __call__(self, Xb: torch.Tensor, Yb: torch.Tensor, Yb_onehot: torch.Tensor,
-                 alpha: torch.Tensor) -> torch.Tensor:
-        """Xb (K, B * block_size) int64 contexts flattened per member, Yb (K, B) int64, Yb_onehot (K, B, vocab)
-        float, alpha (K,) float: each member's -lr / B (`alphas`).
+    def __call__(self, Xb: torch.Tensor, Yb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Xb (K, B * block_size) int64 contexts flattened per member, Yb (K, B) int64, alpha (K,) float:
+        each member's -lr / B (`alphas`).
 
         Returns each example's cross-entropy before the update (K, B); `batch_mean` makes them each
         member's minibatch loss, the number SGDStep returns.
@@ -120,7 +120,8 @@ class StackedSGDStep:
         logp = torch.log_softmax(logits, 2)                       # (K, B, vocab)
         nll = logp.gather(2, Yb.unsqueeze(2)).view(K, B).neg_()  # (K, B): -log p(target), before logp is reused
         # backward: d loss / d logits = (softmax - onehot) / B; the 1/B is folded into alpha
-        dlogits = logp.exp_().sub_(Yb_onehot)                     # (K, B, vocab), logp reused in place
+        dlogits = logp.exp_()                                     # (K, B, vocab), logp reused in place
+        dlogits.scatter_add_(2, Yb.unsqueeze(2), self.minus_one.expand(K, B, 1))  # minus the one-hot targets
         torch.bmm(h.transpose(1, 2), dlogits, out=self.gW2)      # (K, n_hidden, vocab)
         torch.sum(dlogits, 1, out=self.gb2)                       # (K, vocab)
         dh = torch.ops.aten.tanh_backward(torch.bmm(dlogits, self.W2t), h)  # (K, B, n_hidden): dh * (1 - h**2)

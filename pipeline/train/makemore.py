@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import keys
 from pipeline.config import TrainConfig
@@ -59,9 +58,8 @@ class MakemoreRun:
         n = end - step
         ix = batch_indices(self.cfg.seed, step, n, self.Xtr.shape[0], self.cfg.batch_size).to(self.device)  # (n, B)
         Xc, Yc = self.Xtr[ix], self.Ytr[ix]                                   # (n, B, block_size), (n, B)
-        onehot = F.one_hot(Yc, self.vocab_size).to(self.model.flat.dtype)   # (n, B, vocab)
         # unbind: the per-step views in one call each, cheaper than indexing every step
-        self._batches = list(zip(Xc.view(n, -1).unbind(0), Yc.unbind(0), onehot.unbind(0), lrs[step:end].tolist()))
+        self._batches = list(zip(Xc.view(n, -1).unbind(0), Yc.unbind(0), lrs[step:end].tolist()))
         self._chunk_start = self.model.flat.clone() if rewindable else None
         return torch.stack([self.step_fn(*batch) for batch in self._batches]).double().cpu().numpy()
 

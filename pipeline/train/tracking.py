@@ -392,7 +392,7 @@ def _drain(run, conn: Connection, write) -> int:
             return 1
         kind = item[0]
         if kind == "steps":
-            write(chunk_rows(*item[1:]))
+            write(*item[1:])
         elif kind == "summary":
             run.summary.update(item[1])
         elif kind == "finish":
@@ -480,57 +480,84 @@ def hold_run_lock(path: str):
 
 
 def history_writer(run):
-    """A function rows -> None that appends history rows [(step, {key: value}), ...] to the run, in order.
+    """A function (steps, columns, extra) -> None that appends one history row per step to the run, in
+    order: row i is {key: columns[key][i]} at step steps[i], plus extra[steps[i]] where given.
 
     `run.log` costs ~300-800 us per call here: dict-to-JSON conversion, telemetry, and a blocking
     hand-off to wandb's asyncio thread for every row. For plain numbers at explicit steps, the row
     it sends wandb-core is one `PartialHistoryRequest` with a JSON value per key; we build those
-    records ourselves and hand a whole chunk to wandb's asyncio thread in one hop, which sends them
-    in order (~40 us of CPU per row instead of ~190 with `run.log`, measured in a 20k-row probe).
+    records ourselves from a template made by wandb's own interface, frame them as wandb's socket
+    client does, and hand a whole chunk to wandb's asyncio thread as one write: ~9 us of CPU per row
+    instead of ~190 with `run.log` and ~20 with one publish per row (measured in an 80k-row probe).
     wandb-core receives exactly what `run.log(row, step=step)` would send, so history, sync and the
-    UI are unchanged (tests/test_tracking.py reads the `.wandb` file back). The records are wandb's
-    own protobufs; the interface attributes used are private, so when a wandb release renames any
-    of them we fall back to `run.log` rather than fail.
+    UI are unchanged (tests/pipeline/train/test_tracking.py reads the `.wandb` file back). The
+    records are wandb's own protobufs; the interface attributes used are private, so when a wandb
+    release renames any of them we fall back to `run.log` rather than fail.
     """
     iface = getattr(run, "_interface", None)
-    if not all(hasattr(iface, a) for a in ("_make_request", "_assign", "_asyncer", "_client")):
-        def write_slow(rows) -> None:
-            for step, row in rows:
+    client = getattr(iface, "_client", None)
+    try:
+        from wandb.sdk.lib.service import service_client
+
+        header_format = service_client._HEADER_BYTE_INT_FMT
+    except (ImportError, AttributeError):
+        header_format = None
+    if (header_format is None or not hasattr(client, "_writer")
+            or not all(hasattr(iface, a) for a in ("_make_request", "_assign", "_asyncer"))):
+        def write_slow(steps, columns, extra) -> None:
+            for step, row in chunk_rows(steps, columns, extra):
                 run.log(row, step=step)
 
         return write_slow
     from wandb.proto import wandb_internal_pb2 as pb
     from wandb.proto import wandb_server_pb2 as spb
 
-    client = iface._client
+    record = iface._make_request(partial_history=pb.PartialHistoryRequest())
+    iface._assign(record)
+    template = spb.ServerRequest()
+    template.record_publish.CopyFrom(record)
+    magic = ord("W")
 
-    def request(step: int, row: dict):
-        history = pb.PartialHistoryRequest()
-        for k, v in row.items():
-            item = history.item.add()
-            item.key = k
-            item.value_json = _json_number(v)
-        item = history.item.add()
-        item.key = "_timestamp"
-        item.value_json = repr(time.time())
-        history.step.num = step
-        history.action.flush = True
-        record = iface._make_request(partial_history=history)
-        iface._assign(record)
-        req = spb.ServerRequest()
-        req.record_publish.CopyFrom(record)
-        return req
+    def write(steps: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> None:
+        names = list(columns)
+        texts = [_json_column(np.asarray(columns[k])) for k in names]
+        now = repr(time.time())  # a chunk's rows are handed over at once: they share the time they were
+        frames = []
+        for i, step in enumerate(np.asarray(steps).tolist()):
+            request = spb.ServerRequest()
+            request.CopyFrom(template)
+            history = request.record_publish.request.partial_history
+            row = dict(zip(names, (t[i] for t in texts)))
+            if step in extra:
+                row.update((k, _json_number(v)) for k, v in extra[step].items())
+            for key, text in row.items():
+                history.item.add(key=key, value_json=text)
+            history.item.add(key="_timestamp", value_json=now)
+            history.step.num = step
+            history.action.flush = True
+            data = request.SerializeToString()
+            frames += (struct.pack(header_format, magic, len(data)), data)
+        blob = b"".join(frames)
 
-    async def send_all(requests) -> None:
-        for req in requests:
-            await client.publish(req)
+        async def send() -> None:
+            # one write of the whole chunk, in order, on wandb's own connection and event loop
+            client._writer.write(blob)
+            await client._writer.drain()
 
-    def write(rows) -> None:
-        requests = [request(step, row) for step, row in rows]
-        # one blocking hop per chunk: the rows are sent, in order, before the next chunk or finish()
-        iface._asyncer.run(lambda: send_all(requests))
+        iface._asyncer.run(send)
 
     return write
+
+
+def _json_column(values: np.ndarray) -> list[str]:
+    # wandb's JSON dialect for a column of numbers (ints stay ints); NaN and the infinities are tokens
+    texts = [repr(v) for v in values.tolist()]
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        texts = [_NON_FINITE.get(t, t) for t in texts]
+    return texts
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def _json_number(v: float) -> str:

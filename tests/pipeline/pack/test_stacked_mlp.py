@@ -17,7 +17,7 @@ def _batches(n_steps: int, K: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randint(0, V, (n_steps, K, B * BLOCK), generator=g)  # (n, K, B * block)
     Y = torch.randint(0, V, (n_steps, K, B), generator=g)          # (n, K, B)
-    return X, Y, F.one_hot(Y, V).float()                           # (n, K, B, vocab)
+    return X, Y
 
 
 def test_k_stacked_steps_equal_k_separate_steps():
@@ -27,11 +27,11 @@ def test_k_stacked_steps_equal_k_separate_steps():
     steps = [SGDStep(m) for m in alone]
     stack = StackedMLP.stack([MLP.create(V, BLOCK, EMB, HID, seed=s) for s in seeds])
     stacked = StackedSGDStep(stack)
-    X, Y, onehot = _batches(n_steps, K)
+    X, Y = _batches(n_steps, K)
     alphas = stacked.alphas(lrs, B)
     for i in range(n_steps):
-        want = np.array([steps[k](X[i, k], Y[i, k], onehot[i, k], float(lrs[k])).item() for k in range(K)])
-        got = batch_mean(stacked(X[i], Y[i], onehot[i], alphas).numpy())
+        want = np.array([steps[k](X[i, k], Y[i, k], float(lrs[k])).item() for k in range(K)])
+        got = batch_mean(stacked(X[i], Y[i], alphas).numpy())
         np.testing.assert_allclose(got, want, rtol=1e-6)
     for k in range(K):
         torch.testing.assert_close(stack.flat[k], alone[k].flat, rtol=1e-5, atol=1e-6)
@@ -42,7 +42,7 @@ def test_k_stacked_steps_equal_k_separate_steps():
 
 def test_members_do_not_mix():
     # member 0 trains the same whatever its packmates' weights, batches and lrs
-    X, Y, onehot = _batches(20, 3, seed=1)
+    X, Y = _batches(20, 3, seed=1)
     runs = []
     for other_seed, other_lr in ((7, 0.01), (8, 10.0)):
         stack = StackedMLP.stack([MLP.create(V, BLOCK, EMB, HID, seed=s) for s in (2, other_seed, other_seed + 1)])
@@ -50,7 +50,7 @@ def test_members_do_not_mix():
         alphas = step.alphas(torch.tensor([0.1, other_lr, other_lr], dtype=torch.float64), B)
         Xo = X.clone()
         Xo[:, 1:] = X[:, 1:].flip(0)
-        losses = [batch_mean(step(Xo[i], Y[i], onehot[i], alphas).numpy())[0] for i in range(20)]
+        losses = [batch_mean(step(Xo[i], Y[i], alphas).numpy())[0] for i in range(20)]
         runs.append((np.array(losses), stack.flat[0].clone()))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     torch.testing.assert_close(runs[0][1], runs[1][1], rtol=0, atol=0)
@@ -61,9 +61,9 @@ def test_keep_drops_members_and_keeps_the_others_rows():
     kept = stack.keep([3, 1])
     assert kept.n_members == 2
     torch.testing.assert_close(kept.flat, stack.flat[[3, 1]], rtol=0, atol=0)
-    X, Y, onehot = _batches(1, 2)
+    X, Y = _batches(1, 2)
     step = StackedSGDStep(kept)
-    step(X[0], Y[0], onehot[0], step.alphas(torch.tensor([0.1, 0.1], dtype=torch.float64), B))
+    step(X[0], Y[0], step.alphas(torch.tensor([0.1, 0.1], dtype=torch.float64), B))
     torch.testing.assert_close(stack.flat[3], MLP.create(V, BLOCK, EMB, HID, seed=3).flat, rtol=0, atol=0)
 
 

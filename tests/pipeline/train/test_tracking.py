@@ -38,18 +38,22 @@ def test_fast_path_writes_what_run_log_writes(tmp_path):
     for run_id, use_fast in (("viaLog", False), ("viaFast", True)):
         run = _offline_run(tmp_path, run_id)
         rows = [(step * 10, row) for step, row in enumerate(ROWS)]
+        extra = {20: {keys.DEV_LOSS: 2.5}, 50: {keys.DEV_LOSS: float("nan")}}  # an eval step's extra value
         if use_fast:
-            history_writer(run)(rows[:2])
-            history_writer(run)(rows[2:])
+            write = history_writer(run)
+            for chunk in (rows[:2], rows[2:]):
+                steps = np.array([step for step, _ in chunk])
+                columns = {k: np.array([row[k] for _, row in chunk]) for k in ROWS[0]}
+                write(steps, columns, {s: e for s, e in extra.items() if s in steps})
         else:
             for step, row in rows:
-                run.log(row, step=step)
+                run.log({**row, **extra.get(step, {})}, step=step)
         _finish(run)
         [path] = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
         runs[run_id] = read_run_file(path).history
     a, b = runs["viaLog"], runs["viaFast"]
     assert a["step"].tolist() == b["step"].tolist() == [0, 10, 20, 30, 40, 50]
-    for k in (keys.LR, keys.LRE, keys.LOSS, keys.LOG10_LOSS):
+    for k in (keys.LR, keys.LRE, keys.LOSS, keys.LOG10_LOSS, keys.DEV_LOSS):
         np.testing.assert_array_equal(a[k], b[k])
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.train.runwriter import history_writer, hold_run_lock, init_run, logger_connection, set_up_run
 from pipeline.train.tracking import (
     ACK_TIMEOUT_SECONDS,
     FINISH_TIMEOUT_SECONDS,
@@ -33,11 +34,6 @@ from pipeline.train.tracking import (
     LoggerProcess,
     NoLogger,
     RunInfo,
-    history_writer,
-    hold_run_lock,
-    init_run,
-    logger_connection,
-    set_up_run,
 )
 
 

@@ -67,6 +67,7 @@ from pipeline.sweep.packs import (
 from pipeline.sweep.spec import Sweep
 
 PROG = "pipeline.sweep"
+EXIT_CHECK_SECONDS = 0.05  # how soon a finished process frees its slot
 
 
 def _iso(ts: float) -> str:
@@ -385,7 +386,7 @@ class Runner:
                     self._show(bar, [states[i] for i in self.indices])
                 if not self._running and all(self._settled(states[i]) for i in self.indices):
                     break
-                time.sleep(self.poll_seconds)
+                self._sleep_until_one_exits(self.poll_seconds)
             states = self.store.states(len(self.sweep.points))
             self._write_manifest(states, force=True)
             if bar is not None:
@@ -400,6 +401,15 @@ class Runner:
         if self.stop_signal is not None:
             return 128 + self.stop_signal
         return 0 if all(states[i].state == FINISHED for i in self.indices) else 1
+
+    def _sleep_until_one_exits(self, seconds: float) -> None:
+        # a round's work (claims, leases, manifest) every `seconds`, but a process that ends frees its
+        # slot at once: checked every 50 ms (a waitpid each), not up to a whole poll interval later
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.stop_signal is None:
+            if any(job.proc.poll() is not None for job in self._running):
+                return
+            time.sleep(min(EXIT_CHECK_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def _start_some(self, mine: Sequence[PointState]) -> None:
         """Fill the free worker slots in W&B's order: a point alone, or a pack of it and its compatible points."""

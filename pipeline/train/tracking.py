@@ -1,11 +1,12 @@
-"""The only module that talks to wandb during training.
+"""The trainer's side of a run's W&B logging: a logging process fed chunks of rows, every wait bounded.
 
 `wandb.log` costs ~300-500 us per call here, most of it waiting on the IPC round trip to wandb-core,
 as long as a training step of this model. A logging thread does not help: it holds the GIL and
 shares the 2 cores with the trainer and wandb-core. So the wandb run lives in its own process: the
 trainer hands it the values of many steps at once through a bounded queue (ordered, one consumer;
 a full queue blocks the trainer rather than dropping anything) and the logger process writes one
-history row per training step, exactly what `run.log(row, step=s)` would. At the end, and on any
+history row per training step, exactly what `run.log(row, step=s)` would (that process' side, the
+only code that talks to wandb during training, is pipeline/train/runwriter.py). At the end, and on any
 error, the trainer sends the summary and a finish message and waits for the process to flush and exit.
 
 If the trainer dies without a word (SIGKILL), the logger sees its socket close, logs what it was
@@ -30,7 +31,6 @@ import struct
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import keys
 from pipeline.errors import LrscanError
 
 QUEUE_CHUNKS = 16          # chunks in flight before the trainer waits for the logger
@@ -281,7 +280,7 @@ class RunLogger(LoggerProcess):
 
     def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS, *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
                  finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
-        super().__init__("from pipeline.train.tracking import logger_main; logger_main()", init, queue_chunks,
+        super().__init__("from pipeline.train.runwriter import logger_main; logger_main()", init, queue_chunks,
                          ack_timeout_s=ack_timeout_s, finish_timeout_s=finish_timeout_s)
 
     def start(self) -> RunInfo:
@@ -354,247 +353,3 @@ class NoLogger:
 
 def open_logger(init: InitArgs) -> RunLogger | NoLogger:
     return NoLogger(init) if init.mode == "disabled" else RunLogger(init)
-
-
-# -- the logger process ----------------------------------------------------------------------------
-
-
-def logger_main() -> None:
-    """The logger process: `python -c "from pipeline.train.tracking import logger_main; logger_main()" FD`."""
-    conn = logger_connection()
-    init: InitArgs = conn.recv()
-    lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
-    import wandb
-
-    try:
-        run = init_run(init)
-    except Exception as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
-    try:
-        conn.send(("ok", set_up_run(run, init)))
-        exit_code = _drain(run, conn, history_writer(run))
-    except BaseException:
-        traceback.print_exc()
-        exit_code = 1
-    run.finish(exit_code=exit_code)
-    # finish() can return before wandb-core has written the .wandb file (seen with 0.31 offline:
-    # a reader right after found only its header); teardown waits for wandb-core to exit
-    wandb.teardown()
-
-
-def _drain(run, conn: Connection, write) -> int:
-    """Log every message in order until told to finish (its exit code) or the trainer is gone (1)."""
-    while True:
-        try:
-            item = conn.recv()
-        except (EOFError, OSError):
-            return 1
-        kind = item[0]
-        if kind == "steps":
-            write(*item[1:])
-        elif kind == "summary":
-            run.summary.update(item[1])
-        elif kind == "finish":
-            return int(item[1])
-        try:
-            conn.send(("ack",))
-        except OSError:
-            return 1
-
-
-def logger_connection() -> Connection:
-    """A logger process' socket to the trainer (its fd is the process' first argument)."""
-    # Ctrl-C and SIGTERM reach the whole process group: the trainer decides when to stop and tells
-    # us, or dies and we see the socket close. Either way we log everything we were handed first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return Connection(int(sys.argv[1]))
-
-
-def init_run(init: InitArgs, **more):
-    """`wandb.init` for `init` in a logger process, recorded as the trainer's program and arguments."""
-    import wandb
-
-    launch = {}
-    if init.launch is not None:
-        # wandb records `program` from its settings, and `args` as this process's sys.argv[1:]
-        # (`Settings._args`, no setting for it): both must be the trainer's, not this helper's
-        sys.argv = [init.launch.program, *init.launch.args]
-        launch = {"program": init.launch.program}
-    return wandb.init(
-        id=init.run_id,
-        mode=init.mode,
-        project=init.project or None,
-        entity=init.entity or None,
-        group=init.group or None,
-        name=init.name or None,
-        tags=list(init.tags) or None,
-        job_type=init.job_type or None,
-        config=init.config,
-        resume="allow" if init.resume else None,
-        # no console capture or system stats: lrscan logs what it means to. Summary derived on
-        # the server: wandb-core otherwise writes 2 summary records per history row (half its
-        # CPU here); lrscan writes the run's summary itself at the end.
-        settings=wandb.Settings(console="off", x_disable_stats=True, x_server_side_derived_summary=True, **launch),
-        **more,
-    )
-
-
-def set_up_run(run, init: InitArgs) -> RunInfo:
-    """Define the run's metrics (lre, and the range test's loss-against-lre axis); what the trainer learns of it."""
-    run.define_metric(keys.LRE)
-    if init.define_lre_axis:
-        for k in (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS):
-            run.define_metric(k, step_metric=keys.LRE)
-    return RunInfo(
-        run_id=run.id, name=run.name or "", project=run.project or "", url=run.url or "",
-        run_dir=run.dir, config=dict(run.config), logged_through_step=logged_through(run, init),
-    )
-
-
-def chunk_rows(steps: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> list[tuple[int, dict]]:
-    """A chunk's history rows [(step, {key: value}), ...]: columns[key][i] at steps[i], plus extra[step] where given."""
-    names = list(columns)
-    rows = [dict(zip(names, values)) for values in zip(*(columns[k].tolist() for k in names))]
-    first = int(steps[0]) if len(steps) else 0
-    for step, extra_row in extra.items():
-        if 0 <= step - first < len(rows):
-            rows[step - first].update(extra_row)
-    return list(zip(steps.tolist(), rows))
-
-
-def hold_run_lock(path: str):
-    """An exclusive flock on the run's lock file, waited for: a killed trainer's logger may still be
-    flushing the run's last steps, and a resumed run must not start (or read its history) before."""
-    import fcntl
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"lrscan: waiting for another process of this run to finish logging ({path})", flush=True)
-        fcntl.flock(f, fcntl.LOCK_EX)
-    return f
-
-
-def history_writer(run):
-    """A function (steps, columns, extra) -> None that appends one history row per step to the run, in
-    order: row i is {key: columns[key][i]} at step steps[i], plus extra[steps[i]] where given.
-
-    `run.log` costs ~300-800 us per call here: dict-to-JSON conversion, telemetry, and a blocking
-    hand-off to wandb's asyncio thread for every row. For plain numbers at explicit steps, the row
-    it sends wandb-core is one `PartialHistoryRequest` with a JSON value per key; we build those
-    records ourselves from a template made by wandb's own interface, frame them as wandb's socket
-    client does, and hand a whole chunk to wandb's asyncio thread as one write: ~9 us of CPU per row
-    instead of ~190 with `run.log` and ~20 with one publish per row (measured in an 80k-row probe).
-    wandb-core receives exactly what `run.log(row, step=step)` would send, so history, sync and the
-    UI are unchanged (tests/pipeline/train/test_tracking.py reads the `.wandb` file back). The
-    records are wandb's own protobufs; the interface attributes used are private, so when a wandb
-    release renames any of them we fall back to `run.log` rather than fail.
-    """
-    iface = getattr(run, "_interface", None)
-    client = getattr(iface, "_client", None)
-    try:
-        from wandb.sdk.lib.service import service_client
-
-        header_format = service_client._HEADER_BYTE_INT_FMT
-    except (ImportError, AttributeError):
-        header_format = None
-    if (header_format is None or not hasattr(client, "_writer")
-            or not all(hasattr(iface, a) for a in ("_make_request", "_assign", "_asyncer"))):
-        def write_slow(steps, columns, extra) -> None:
-            for step, row in chunk_rows(steps, columns, extra):
-                run.log(row, step=step)
-
-        return write_slow
-    from wandb.proto import wandb_internal_pb2 as pb
-    from wandb.proto import wandb_server_pb2 as spb
-
-    record = iface._make_request(partial_history=pb.PartialHistoryRequest())
-    iface._assign(record)
-    template = spb.ServerRequest()
-    template.record_publish.CopyFrom(record)
-    magic = ord("W")
-
-    def write(steps: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> None:
-        names = list(columns)
-        texts = [_json_column(np.asarray(columns[k])) for k in names]
-        now = repr(time.time())  # a chunk's rows are handed over at once: they share the time they were
-        frames = []
-        for i, step in enumerate(np.asarray(steps).tolist()):
-            request = spb.ServerRequest()
-            request.CopyFrom(template)
-            history = request.record_publish.request.partial_history
-            row = dict(zip(names, (t[i] for t in texts)))
-            if step in extra:
-                row.update((k, _json_number(v)) for k, v in extra[step].items())
-            for key, text in row.items():
-                history.item.add(key=key, value_json=text)
-            history.item.add(key="_timestamp", value_json=now)
-            history.step.num = step
-            history.action.flush = True
-            data = request.SerializeToString()
-            frames += (struct.pack(header_format, magic, len(data)), data)
-        blob = b"".join(frames)
-
-        async def send() -> None:
-            # one write of the whole chunk, in order, on wandb's own connection and event loop
-            client._writer.write(blob)
-            await client._writer.drain()
-
-        iface._asyncer.run(send)
-
-    return write
-
-
-def _json_column(values: np.ndarray) -> list[str]:
-    # wandb's JSON dialect for a column of numbers (ints stay ints); NaN and the infinities are tokens
-    texts = [repr(v) for v in values.tolist()]
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        texts = [_NON_FINITE.get(t, t) for t in texts]
-    return texts
-
-
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def _json_number(v: float) -> str:
-    # wandb's JSON dialect: NaN, Infinity, -Infinity are tokens
-    if v != v:
-        return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "Infinity" if v > 0 else "-Infinity"
-    return repr(float(v)) if not isinstance(v, int) else str(v)
-
-
-def logged_through(run, init: InitArgs) -> int:
-    """The last step up to which this run's history is complete when it is resumed, else -1.
-
-    The resumed trainer re-trains from its checkpoint's step and logs only the steps after this
-    one. Online, the server knows (`run.starting_step` is the next step). Offline, each process
-    segment of a resumed run is its own `offline-run-*-<id>` folder: read the earlier segments and
-    find the first step missing from the checkpoint's step on (a segment killed before wandb-core
-    flushed may end early, or have a hole); everything from there is logged again. A damaged or
-    empty segment counts for the steps it still holds.
-    """
-    if not init.resume:
-        return -1
-    if init.mode == "online":
-        return int(getattr(run, "starting_step", 0) or 0) - 1
-    from pipeline.runlog import read_run_file  # the analysis' reader; imported only when resuming
-
-    this_segment = Path(run.dir).parent
-    logged: set[int] = set()
-    for path in this_segment.parent.glob(f"*-{run.id}/run-{run.id}.wandb"):
-        if path.parent == this_segment:
-            continue
-        try:
-            logged.update(read_run_file(path, keys=[keys.LOSS]).history["step"].tolist())
-        except Exception as e:  # an unreadable segment holds no steps we can trust
-            print(f"lrscan: skipping unreadable segment {path}: {e}", file=sys.stderr)
-    step = init.resume_step
-    while step in logged:
-        step += 1
-    return step - 1

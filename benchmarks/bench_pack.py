@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pack.py [--seeds 16] [--steps 1000] [--workers N] [--data data/names.txt]
     python benchmarks/bench_pack.py --loggers [--members 8] [--steps 20000]
+    python benchmarks/bench_pack.py --threads [--members 8] [--steps 1000]
 
 Default: a range test over `--seeds` seeds (lre -3..0, `--steps` steps each, the study's range model),
 run twice through `python -m pipeline.sweep`, side by side in one invocation: with `--pack=1` (one
@@ -14,6 +15,10 @@ logged offline with lrscan's history writer, (a) one logger process per run (pip
 RunLogger, K processes each with its wandb-core) and (b) one process holding the K runs
 (`reinit="create_new"`, one wandb-core); prints wall time, CPU seconds and peak memory of each
 process tree (sampled from /proc every 50 ms).
+
+--threads: what a second core would give the packed step itself: the stacked step of `--members`
+members on one thread, then with its rows split over two threads (one intra-op thread each, so every
+member's numbers stay those of its run alone), interleaved, three times.
 
 The machine is shared and noisy: compare ratios, not absolute times.
 """
@@ -178,6 +183,38 @@ def one_logger_for_all(members: int, steps: int) -> tuple[float, float, float]:
     return wall, sum(sampler.cpu.values()), sampler.peak_mib
 
 
+def threads_step_us(members: int, threads: int, steps: int, data: str) -> float:
+    """us per step of `members` stacked MLPs (the lecture's model), their rows split over `threads` threads,
+    each thread stepping its rows with one intra-op thread (as exact as one thread: members never mix)."""
+    import torch
+
+    from pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep
+    from pipeline.train.data import batch_indices, load_splits
+
+    splits = load_splits(data, 3, 42)
+    Xtr, Ytr = splits.train
+    V = len(splits.vocab)
+    stack = StackedMLP.stack_rows([torch.randn(11897) * 0.1 for _ in range(members)], V, 3, 10, 200)
+    ix = torch.stack([batch_indices(k, 0, steps, Xtr.shape[0], 32) for k in range(members)], 1)  # (n, K, B)
+    X, Y = Xtr[ix].view(steps, members, -1), Ytr[ix]                                          # (n, K, B * 3), (n, K, B)
+    parts = [(a, min(members, a + -(-members // threads))) for a in range(0, members, -(-members // threads))]
+    step_fns = [StackedSGDStep(StackedMLP(V, 3, 10, 200, stack.flat[a:b], stack.grad[a:b])) for a, b in parts]
+    alphas = step_fns[0].alphas(torch.full((steps, members), 0.1, dtype=torch.float64), 32)   # (n, K)
+
+    def run(j: int) -> None:
+        torch.set_num_threads(1)
+        a, b = parts[j]
+        for i in range(steps):
+            step_fns[j](X[i, a:b], Y[i, a:b], alphas[i, a:b])
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(parts)) as pool:
+        list(pool.map(run, range(len(parts))))
+    return 1e6 * (time.perf_counter() - t0) / steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=16)
@@ -185,8 +222,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--data", default=os.environ.get("LRSCAN_DATA", "data/names.txt"))
     ap.add_argument("--loggers", action="store_true", help="measure the logger designs instead")
-    ap.add_argument("--members", type=int, default=8, help="--loggers: runs logged at once")
+    ap.add_argument("--members", type=int, default=8, help="--loggers, --threads: runs logged / stacked at once")
+    ap.add_argument("--threads", action="store_true",
+                    help="the batched step of --members members on one thread vs its rows split over two")
     args = ap.parse_args()
+    if args.threads:
+        steps = args.steps or 1000
+        for repeat in range(3):  # interleaved: the machine is shared
+            one, two = (threads_step_us(args.members, t, steps, args.data) for t in (1, 2))
+            print(f"repeat {repeat + 1}/3: {args.members} members, one thread {one:5.0f} us/step, two threads "
+                  f"{two:5.0f} us/step: {one / two:.2f}x", flush=True)
+        return
     os.environ.setdefault("WANDB_SILENT", "true")
     workdir = tempfile.mkdtemp(prefix="lrscan-bench-pack-")
     os.environ["WANDB_DIR"] = workdir

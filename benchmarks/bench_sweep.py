@@ -11,9 +11,11 @@ the first run's start to the last run's finish (start-up, wandb init/finish incl
   2. `python -m pipeline.sweep --pack=1` on a grid YAML of the same lrs, `--workers` at a time
      (default: the usable cores), each run its own process running the lean logged loop of `pipeline.train`;
   3. `python -m pipeline.sweep --pack=N` on the same YAML: the points trained stacked in packs of up
-     to N (`pipeline.pack`), each still its own W&B run.
+     to N (`pipeline.pack`), each still its own W&B run;
+  4. the same as 3 with W&B switched off (`wandb_mode: disabled`): what the packed step's arithmetic,
+     start-up and final evaluation allow on this machine, the ceiling that no logging work can pass.
 
-Prints the three times and the ratios of 2 and 3 over 1. Measured side by side in one invocation; the
+Prints the four times and the ratios of 2, 3 and 4 over 1. Measured side by side in one invocation; the
 machine is shared and noisy, so compare ratios, not absolute times.
 """
 
@@ -58,8 +60,10 @@ def serial_seconds(data: str, lrs: list[float], steps: int, workdir: str) -> flo
     return time.perf_counter() - t0
 
 
-def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir: str, pack: int) -> float:
-    yaml_path = Path(workdir) / f"bench_sweep_pack{pack}.yaml"
+def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir: str, pack: int,
+                  wandb_mode: str = "offline") -> float:
+    name = f"bench_sweep_pack{pack}_{wandb_mode}"
+    yaml_path = Path(workdir) / f"{name}.yaml"
     yaml_path.write_text(textwrap.dedent(f"""\
         # benchmark: {len(lrs)} constant-lr runs of {steps} steps
         program: pipeline/train/__main__.py
@@ -72,13 +76,14 @@ def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir
           n_hidden: {{value: 200}}
           samples: {{value: 0}}
           ckpt_every_steps: {{value: 0}}
+          wandb_mode: {{value: {wandb_mode}}}
           lr: {{values: {lrs}}}
         """))
     assert len(load_sweep(yaml_path).points) == len(lrs)
     env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers),
-                    "--pack", str(pack), "--out", os.path.join(workdir, f"runs-pack{pack}"), "--no-progress"],
+                    "--pack", str(pack), "--out", os.path.join(workdir, f"runs-{name}"), "--no-progress"],
                    cwd=REPO, env=env, check=True)
     return time.perf_counter() - t0
 
@@ -104,10 +109,12 @@ def main() -> None:
     print(f"pipeline.sweep --pack=1, {args.workers} workers:         {runner:7.1f} s", flush=True)
     packed = sweep_seconds(args.data, lrs, args.steps, args.workers, workdir, pack=pack)
     print(f"pipeline.sweep --pack={pack}, {args.workers} workers:         {packed:7.1f} s", flush=True)
+    floor = sweep_seconds(args.data, lrs, args.steps, args.workers, workdir, pack=pack, wandb_mode="disabled")
+    print(f"the same with W&B disabled:                  {floor:7.1f} s", flush=True)
     print(f"\n{args.points} points x {args.steps} steps, n_embd=10 n_hidden=200, {os.cpu_count()} cores, "
           f"torch {torch.__version__}")
     print(f"speed-up over the serial seed loop: --pack=1 {serial / runner:.2f}x (target >= 4x), "
-          f"--pack={pack} {serial / packed:.2f}x (target >= 8x)")
+          f"--pack={pack} {serial / packed:.2f}x (target >= 8x); with W&B disabled {serial / floor:.2f}x")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 The single trainer's logger (`pipeline.train.tracking.RunLogger`) keeps its wandb run in a process of
 its own; a pack could start one such process per member. Measured here with K=8 runs of 20k rows
 each (2 shared cores, wandb 0.31 offline, `benchmarks/bench_pack.py --loggers`, two runs): one process
-per member took 17.2-17.3 s wall, 33.5-34.8 s CPU, 2.5 GiB peak memory (K Python processes and K
-wandb-core services); one process holding the K runs took 6.2-14.6 s wall, 11.9-20.3 s CPU, 306 MiB.
+per member took 15.0-17.3 s wall, 29.1-34.8 s CPU, 2.4-2.5 GiB peak memory (K Python processes and
+K wandb-core services); one process holding the K runs took 6.2-14.6 s wall, 11.8-20.3 s CPU, ~300 MiB.
 So a pack has one logger process, fed through one socket, each message naming its member; each run
 is still its own run (its id, name, group, tags, config, history, summary, and the trainer's program
 and arguments as W&B's record of the run's command), written with the same records as the single

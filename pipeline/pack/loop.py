@@ -11,6 +11,10 @@ own run, evaluates and checkpoints on its own steps. A member that stops inside 
 and replayed up to its stop step (its model is the one at its stop step, never trained past it),
 leaves the pack and ends its run with its summary; the others go on. SIGTERM or Ctrl-C checkpoint
 every member still training, end their runs as the single trainer does, and exit 130.
+
+Unlike a single run, whose config may come back changed from a sweep's wandb.init, a pack takes its
+members' configs from their arguments, so the K runs open in the logging process while the first
+chunk trains (seconds saved per pack); the first use of a run waits for them, bounded.
 """
 
 from __future__ import annotations
@@ -135,10 +139,16 @@ def run_members(members: list[Member], program: str, train) -> dict[str, dict]:
         summaries = train(members)
     except BaseException as error:
         stopped = isinstance(error, (PackStopRequested, StopRequested, KeyboardInterrupt))
+        unfinished: list[str] = []
         for member in members:
             if not member.ended:
-                member.logger_finish(130 if stopped else 1)
+                try:
+                    member.logger_finish(130 if stopped else 1)
+                except Exception as e:  # the runs never opened (the logging process failed): say so, go on
+                    unfinished.append(str(e))
                 write_end(member.point, KILLED if stopped else FAILED, 130 if stopped else 1, _one_line(error))
+        if unfinished and str(error) != unfinished[0]:
+            error.add_note(f"also, the W&B runs could not be opened: {unfinished[0]}")
         try:
             logger.close(130 if stopped else 1)
         except Exception as e:

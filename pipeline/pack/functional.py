@@ -20,10 +20,8 @@ run's (pipeline/train/loop.py with TaskRun.state()), so it resumes alone (`pytho
 
 from __future__ import annotations
 
-import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,10 +31,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 from pipeline import keys
 from pipeline.config import TrainConfig
 from pipeline.errors import LrscanError
-from pipeline.pack.members import FINISHED, Member, Point, write_end
+from pipeline.pack.members import FINISHED, Member, Point, load_resume_state, write_end
 from pipeline.train import checkpoint, rngstate
 from pipeline.train.generic import MAX_APPLIED_LR, TaskRun
-from pipeline.train.loop import compatible
 from pipeline.train.task import Task, load_task
 
 
@@ -219,21 +216,6 @@ def why_not_packed_task(cfg: TrainConfig) -> str:
     return why_not_functional(tasks)
 
 
-def _resume_state(point: Point) -> dict | None:
-    path = checkpoint.ckpt_path(point.cfg.ckpt_dir, point.run_id)
-    if not path.exists():
-        return None
-    state = checkpoint.load(path)
-    if "flat" in state:
-        raise LrscanError(f"cannot resume run {point.run_id}: its checkpoint {str(path)!r} is of the makemore MLP, "
-                          f"this pack trains a task")
-    diff = compatible(state["config"], point.cfg)
-    if diff:
-        raise LrscanError(f"cannot resume run {point.run_id}: {', '.join(diff)} differ from its checkpoint "
-                          f"{str(path)!r}")
-    return state
-
-
 def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[str, dict]:
     """A pack of task points (checked by the caller to share a key): each member to its end; summaries by run id."""
     cfg0 = points[0].cfg
@@ -247,16 +229,11 @@ def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[s
     if why:
         raise LrscanError(f"point {points[0].run_id} trains its own task ({cfg0.task}): a pack stacks the makemore "
                           f"MLP or a task torch.func can step; this one cannot: {why}. Run it with --pack=1")
-    try:
-        Path(cfg0.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LrscanError(f"ckpt_dir={cfg0.ckpt_dir!r}: cannot create it ({e.strerror})") from None
-    if not os.access(cfg0.ckpt_dir, os.W_OK):
-        raise LrscanError(f"ckpt_dir={cfg0.ckpt_dir!r}: not writable")
+    checkpoint.make_dir(cfg0.ckpt_dir)
     summaries: dict[str, dict] = {}
     members: list[TaskMember] = []
     for point, task in zip(points, tasks):
-        state = _resume_state(point)
+        state = load_resume_state(point, task=True)
         if state is not None and state["finished"]:
             print(f"run {point.run_id} already finished at step {state['step'] - 1}; nothing to do")
             summaries[point.run_id] = state.get("summary", {})

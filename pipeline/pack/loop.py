@@ -25,7 +25,6 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from pipeline.pack.logger import open_pack_logger
 from pipeline.pack.members import FAILED, FINISHED, KILLED, Member, Point, load_resume_state, write_end
 from pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep, batch_mean
 from pipeline.packing import key_difference
+from pipeline.train import checkpoint
 from pipeline.train.data import batch_indices, load_splits, sha256_of
 from pipeline.train.loop import StopRequested, resolve_device
 from pipeline.train.model import param_shapes
@@ -84,12 +84,7 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     device = resolve_device(cfg0.device)
     splits = load_splits(cfg0.data, cfg0.block_size, cfg0.split_seed)
     _check_pack_fits(cfg0, len(splits.vocab), len(points))
-    try:
-        Path(cfg0.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LrscanError(f"ckpt_dir={cfg0.ckpt_dir!r}: cannot create it ({e.strerror})") from None
-    if not os.access(cfg0.ckpt_dir, os.W_OK):
-        raise LrscanError(f"ckpt_dir={cfg0.ckpt_dir!r}: not writable")
+    checkpoint.make_dir(cfg0.ckpt_dir)
     data_sha256 = sha256_of(cfg0.data)
     vocab = tuple(splits.vocab.itos)
 
@@ -97,7 +92,7 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     summaries: dict[str, dict] = {}
     members: list[Member] = []
     for point in points:
-        state = load_resume_state(point, data_sha256, vocab)
+        state = load_resume_state(point, data_sha256=data_sha256, vocab=vocab)
         if state is not None and state["finished"]:
             print(f"run {point.run_id} already finished at step {state['step'] - 1}; nothing to do")
             summaries[point.run_id] = state.get("summary", {})

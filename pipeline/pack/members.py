@@ -22,7 +22,7 @@ from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
 from pipeline.train import checkpoint
 from pipeline.train.data import Splits
-from pipeline.train.loop import compatible, same_data
+from pipeline.train.loop import chunk_end, compatible, same_data
 from pipeline.train.model import MLP, NonFiniteModel
 from pipeline.train.schedule import ClimbStop, schedule_lrs
 from pipeline.train.tracking import InitArgs, Launch, RunInfo
@@ -58,21 +58,24 @@ def write_end(point: Point, state: str, exit_code: int, reason: str = "") -> Non
                                                       "reason": reason}) + "\n")
 
 
-def load_resume_state(point: Point, data_sha256: str, vocab: tuple[str, ...]) -> dict | None:
+def load_resume_state(point: Point, *, data_sha256: str = "", vocab: tuple[str, ...] = (),
+                      task: bool = False) -> dict | None:
     """The member's checkpoint when it has one (a pack always continues its members), checked as the
-    single trainer checks a resume; None for a new run."""
+    single trainer checks a resume; None for a new run. `task`: the pack trains a task of the user's
+    own (its data is the task's: named by the config); else the makemore MLP on `data_sha256`'s words."""
     path = checkpoint.ckpt_path(point.cfg.ckpt_dir, point.run_id)
     if not path.exists():
         return None
     state = checkpoint.load(path)
-    if "flat" not in state:
-        raise LrscanError(f"cannot resume run {point.run_id}: its checkpoint {str(path)!r} is of a task, a pack "
-                          f"trains the makemore MLP")
+    if ("flat" in state) == task:
+        of, trains = ("the makemore MLP", "a task") if task else ("a task", "the makemore MLP")
+        raise LrscanError(f"cannot resume run {point.run_id}: its checkpoint {str(path)!r} is of {of}, this pack "
+                          f"trains {trains}")
     diff = compatible(state["config"], point.cfg)
     if diff:
         raise LrscanError(f"cannot resume run {point.run_id}: {', '.join(diff)} differ from its checkpoint "
                           f"{str(path)!r}")
-    if not same_data(state, data_sha256, vocab):
+    if not task and not same_data(state, data_sha256, vocab):
         raise LrscanError(f"cannot resume run {point.run_id}: {point.cfg.data!r} is not the word list it was "
                           f"trained on")
     return state
@@ -170,14 +173,8 @@ class Member:
         return model.flat
 
     def chunk_end(self) -> int:
-        """The end of this member's next chunk alone (pipeline.train.loop's rule: chunks end on eval and
-        checkpoint steps so both see the exact state of that step)."""
-        cfg = self.cfg
-        end = min(self.step + cfg.log_chunk_steps, cfg.steps)
-        for every in (cfg.eval_every_steps, cfg.ckpt_every_steps):
-            if every:
-                end = min(end, (self.step // every + 1) * every)
-        return end
+        """The end of this member's next chunk alone, by the single trainer's rule."""
+        return chunk_end(self.step, self.cfg)
 
     def scan(self, loss: np.ndarray) -> tuple[int, np.ndarray]:
         """The stop rules over this chunk's losses in order: how many steps the member keeps, and their

@@ -22,6 +22,16 @@ def ckpt_path(ckpt_dir: str | os.PathLike, run_id: str) -> Path:
     return Path(ckpt_dir) / f"{run_id}.pt"
 
 
+def make_dir(ckpt_dir: str | os.PathLike) -> None:
+    """Create the checkpoint folder, or say in one line why it cannot hold checkpoints (before any run exists)."""
+    try:
+        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LrscanError(f"ckpt_dir={str(ckpt_dir)!r}: cannot create it ({e.strerror})") from None
+    if not os.access(ckpt_dir, os.W_OK):
+        raise LrscanError(f"ckpt_dir={str(ckpt_dir)!r}: not writable")
+
+
 def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     with atomic_file(path, "wb") as f:
         torch.save({"format_version": FORMAT_VERSION, **state}, f)

@@ -18,7 +18,6 @@ Offline by default: the run lands in ./wandb (or $WANDB_DIR/wandb) and `wandb sy
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import signal
 import sys
@@ -145,12 +144,7 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         splits = load_splits(cfg.data, cfg.block_size, cfg.split_seed)  # bad data fails before any run exists
         check_model_fits(cfg, len(splits.vocab))
         data_sha256, vocab = sha256_of(cfg.data), splits.vocab.itos
-    try:
-        Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: cannot create it ({e.strerror})") from None
-    if not os.access(cfg.ckpt_dir, os.W_OK):
-        raise LrscanError(f"ckpt_dir={cfg.ckpt_dir!r}: not writable")
+    checkpoint.make_dir(cfg.ckpt_dir)
 
     # resume: which run, from which step (without a run id, only a checkpoint that cannot be another run's)
     run_id = cfg.run_id or env_run_id
@@ -252,7 +246,7 @@ def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | 
         # training loop, one chunk of steps at a time: the chunk's losses come back at once and are
         # handed to the logger at once, so the per-step work is the training step only
         while step < cfg.steps and stop_step is None:
-            end = _chunk_end(step, cfg)
+            end = chunk_end(step, cfg)
             t0 = time.perf_counter()
             loss = runner.train_chunk(step, end, lrs, rewindable=can_stop)  # (end - step,) float64
             train_s = time.perf_counter() - t0
@@ -339,8 +333,9 @@ def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | 
     return summary
 
 
-def _chunk_end(step: int, cfg: TrainConfig) -> int:
-    # chunks end on eval and checkpoint steps so both see the exact state of that step
+def chunk_end(step: int, cfg: TrainConfig) -> int:
+    """Where the chunk starting at `step` ends: chunks end on eval and checkpoint steps so both see the
+    exact state of that step (a pack's members follow the same rule, each at its own step)."""
     end = min(step + cfg.log_chunk_steps, cfg.steps)
     for every in (cfg.eval_every_steps, cfg.ckpt_every_steps):
         if every:

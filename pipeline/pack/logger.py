@@ -49,7 +49,6 @@ class PackLogger(LoggerProcess):
     RUNS = "the runs"
     WAITING_FOR = "the pack's runs"
     MAY_LACK = "the runs may lack their last steps or their summaries"
-    SAYS_HOW_IT_ENDED = False
 
     def __init__(self, inits: list[InitArgs], *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
                  finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):

@@ -203,7 +203,11 @@ def history_writer(run):
         blob = b"".join(frames)
 
         async def send() -> None:
-            # one write of the whole chunk, in order, on wandb's own connection and event loop
+            # one write of the whole chunk, in order, on wandb's own connection and event loop; a
+            # connection wandb already found broken fails here as its own publish would
+            broken = getattr(client, "_broken_exc", None)
+            if broken is not None:
+                raise broken
             client._writer.write(blob)
             await client._writer.drain()
 

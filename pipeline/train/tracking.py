@@ -124,7 +124,6 @@ class LoggerProcess:
     RUNS = "the run"              # what a logger killed at the end did not finish
     WAITING_FOR = "the run"       # what a slow finish waits for
     MAY_LACK = "the run may lack its last steps or its summary"
-    SAYS_HOW_IT_ENDED = True      # "died (signal SIGKILL)", "exited with signal SIGKILL", rather than "code -9"
 
     def __init__(self, main: str, first: Any, queue_chunks: int, *, ack_timeout_s: float, finish_timeout_s: float):
         parent_sock, child_sock = socket.socketpair()
@@ -185,8 +184,7 @@ class LoggerProcess:
                 self.flush()
             code = self._wait_for_exit()
             if code != 0:
-                how = _describe_exit(code) if self.SAYS_HOW_IT_ENDED else f"code {code}"
-                raise self._failure(f"the wandb logging process exited with {how}; {self.MAY_LACK}")
+                raise self._failure(f"the wandb logging process exited with {_describe_exit(code)}; {self.MAY_LACK}")
         finally:
             self._conn.close()
 
@@ -245,8 +243,6 @@ class LoggerProcess:
         self._in_flight += 1
 
     def _died(self) -> str:
-        if not self.SAYS_HOW_IT_ENDED:
-            return self.DIED
         # how it ended, when it has (a killed logger is a zombie until reaped: its status is there at once)
         try:
             code = self._proc.wait(timeout=1.0)

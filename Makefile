@@ -37,6 +37,7 @@ bench: venv data
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_generic.py
+	$(BIN)/python benchmarks/bench_pack.py
 
 clean:
 	rm -rf wandb checkpoints runs reports

@@ -297,7 +297,9 @@ def _summaries(leaving: dict[int, Member], models: dict, splits, device: torch.d
     if not leaving:
         return {}
     num_threads = next(iter(leaving.values())).cfg.num_threads
-    workers = max(1, min(len(leaving), (os.cpu_count() or 1) // max(1, num_threads)))
+    # the cores this process may use (a Slurm allocation or taskset limits them), not the machine's
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(len(leaving), cores // max(1, num_threads)))
 
     def summarize(k: int) -> dict:
         torch.set_num_threads(num_threads)  # per thread: a new thread would take OpenMP's default

@@ -284,12 +284,24 @@ def hyperparameter_names() -> tuple[str, ...]:
     return fields_of_kind(HYPER)
 
 
-def help_text() -> str:
-    lines = ["usage: python -m pipeline.train [--key=value ...]", "", "keys (default):"]
+def help_text(width: int = 100) -> str:
+    """`--help`: every key with its default, then its help wrapped to `width` in one column."""
+    import textwrap
+
+    flags = []
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         shown = list(default) if isinstance(default, tuple) else default
-        lines.append(f"  --{f.name}={shown!s:<14} {f.metadata.get('help', '')}")
+        flags.append((f"  --{f.name}={shown!s}", f.metadata.get("help", "")))
+    column = min(32, max(len(flag) for flag, _ in flags) + 2)  # a longer flag puts its help on the next line
+    lines = ["usage: python -m pipeline.train [--key=value ...]", "", "keys (default):"]
+    for flag, help_ in flags:
+        wrapped = textwrap.wrap(help_, max(20, width - column), break_on_hyphens=False) or [""]
+        if len(flag) + 2 > column:
+            lines.append(flag)
+        else:
+            lines.append(flag.ljust(column) + wrapped.pop(0))
+        lines += [" " * column + rest for rest in wrapped]
     return "\n".join(lines)
 
 

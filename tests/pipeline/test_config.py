@@ -72,6 +72,18 @@ def test_help_lists_every_key():
     assert all(f"--{k}=" in text for k in field_names())
 
 
+def test_help_is_one_column_within_its_width(monkeypatch):
+    monkeypatch.setenv("LRSCAN_DATA", "/a/very/long/path/to/a/word/list/that/takes/the/whole/column/words.txt")
+    lines = help_text(width=80).splitlines()[3:]
+    # a flag too long for the column stands on its own line; every help line starts in the same column
+    assert all(len(line) <= 80 or " " not in line.strip() for line in lines)
+    starts = {len(line) - len(line.lstrip()) for line in lines if not line.lstrip().startswith("--")}
+    assert len(starts) == 1
+    assert all(line.startswith("  --") and (len(line.split(None, 1)) == 1 or line.index(line.split(None, 1)[1])
+                                            == next(iter(starts)))
+               for line in lines if line.lstrip().startswith("--"))
+
+
 def test_data_default_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("LRSCAN_DATA", "/somewhere/words.txt")
     assert TrainConfig().data == "/somewhere/words.txt"

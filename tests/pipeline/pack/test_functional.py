@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from analysis import load_runs
 from pipeline import keys
 from pipeline.config import parse_args
 from pipeline.errors import LrscanError
@@ -24,10 +21,12 @@ from pipeline.train import checkpoint
 from pipeline.train.loop import StopRequested, train
 from pipeline.train.task import load_task
 from pipeline.train.tracking import Launch
+from tests.support.packs import alone_then_packed, assert_same_runs, train_alone
 
 pytestmark = pytest.mark.slow
 
-TIMING = ("steps_per_second",)
+# log10 of a loss near 1 is near 0: the loss's rtol 1e-5 is an absolute 1e-5 / ln(10) there
+LOG10_ATOL = 1e-5 / np.log(10)
 
 # a tiny classifier on synthetic data, batches from (seed, step); the options make it unpackable
 NET = '''\
@@ -83,40 +82,6 @@ def net_file(tmp_path: Path) -> Path:
     return path
 
 
-def _alone_then_packed(tmp_path: Path, monkeypatch, points: dict[str, list[str]]) -> tuple[Path, Path]:
-    work = tmp_path / "w"
-    monkeypatch.setenv("WANDB_DIR", str(work))
-    monkeypatch.setenv("WANDB_RUN_GROUP", "grp-1")
-    for run_id, args in points.items():
-        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m pipeline.train", tuple(args)))
-    shutil.move(work, tmp_path / "alone")
-    summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
-    assert sorted(summaries) == sorted(points)
-    return tmp_path / "alone", work
-
-
-def _assert_same_runs(alone_dir: Path, packed_dir: Path, n_runs: int) -> pd.DataFrame:
-    alone, packed = load_runs(alone_dir / "wandb"), load_runs(packed_dir / "wandb")
-    runs_a = alone.runs.set_index("run_id").sort_index()
-    runs_p = packed.runs.set_index("run_id").sort_index()
-    assert len(runs_p) == n_runs and list(runs_p.index) == list(runs_a.index)
-    same = [c for c in runs_a.columns if c not in TIMING and c != "path"]
-    pd.testing.assert_frame_equal(runs_p[same], runs_a[same], check_exact=False, rtol=1e-5)
-    assert (runs_p["state"] == "finished").all() and (runs_p["group"] == "grp-1").all()
-    for run_id, a in alone.steps.groupby("run_id"):
-        p = packed.steps[packed.steps["run_id"] == run_id]
-        assert p["step"].tolist() == a["step"].tolist(), f"{run_id}: other steps"
-        for k in (keys.LR, keys.LRE):
-            np.testing.assert_array_equal(p[k].to_numpy(), a[k].to_numpy())
-        for k in (keys.LOSS, keys.SMOOTH_LOSS, keys.DEV_LOSS):
-            if k in a:
-                np.testing.assert_allclose(p[k].to_numpy(), a[k].to_numpy(), rtol=1e-5, err_msg=f"{run_id} {k}")
-        # log10 of a loss near 1 is near 0: the loss's rtol 1e-5 is an absolute 1e-5 / ln(10) there
-        np.testing.assert_allclose(p[keys.LOG10_LOSS].to_numpy(), a[keys.LOG10_LOSS].to_numpy(), rtol=1e-5,
-                                   atol=1e-5 / np.log(10), err_msg=f"{run_id} log10_loss")
-    return runs_p
-
-
 def _args(net_file: Path, tmp_path: Path, *more: str) -> list[str]:
     return [f"--task={net_file}:make", "--wandb_mode=offline", f"--ckpt_dir={tmp_path / 'w' / 'ck'}", *more]
 
@@ -129,8 +94,7 @@ def test_a_packed_task_range_test_logs_what_each_point_logs_alone(net_file, tmp_
     points = {f"r-{i}": _args(net_file, tmp_path, "--schedule=range", "--steps=120", f"--seed={i + 1}",
                               f"--lre_min={lo}", f"--lre_max={hi}", "--log_chunk_steps=32", "--climb_factor=1.2")
               for i, (lo, hi) in enumerate(ranges)}
-    alone, packed = _alone_then_packed(tmp_path, monkeypatch, points)
-    runs = _assert_same_runs(alone, packed, 4)
+    runs = assert_same_runs(*alone_then_packed(tmp_path, monkeypatch, points), 4, log10_atol=LOG10_ATOL)
     assert runs[keys.STOP_STEP].notna().any() and runs[keys.STOP_STEP].isna().any()
 
 
@@ -140,9 +104,9 @@ def test_a_packed_task_with_momentum_logs_and_checkpoints_what_each_point_does_a
                               "--decay_steps=[20]", "--decay_lrs=[0.01]", "--eval_every_steps=10",
                               "--ckpt_every_steps=15", "--task_args={'momentum': 0.9}")
               for i, lr in enumerate([0.05, 0.1, 0.2])}
-    alone, packed = _alone_then_packed(tmp_path, monkeypatch, points)
+    alone, packed = alone_then_packed(tmp_path, monkeypatch, points)
     ck_alone = {r: checkpoint.load(alone / "ck" / f"{r}.pt") for r in points}
-    _assert_same_runs(alone, packed, 3)
+    assert_same_runs(alone, packed, 3, log10_atol=LOG10_ATOL)
     # each member's checkpoint is the single task run's: the same keys, weights and momentum buffers
     for run_id in points:
         mine = checkpoint.load(packed / "ck" / f"{run_id}.pt")
@@ -176,12 +140,8 @@ def test_a_task_run_stopped_alone_resumes_in_a_pack_beside_a_new_one(net_file, t
     # steps each at its own step, and both histories are those of uninterrupted runs
     points = {r: _args(net_file, tmp_path, "--schedule=step", "--steps=60", f"--seed={s}", "--lr=0.1",
                        "--log_chunk_steps=16", "--task_args={'momentum': 0.9}") for r, s in (("a", 1), ("b", 2))}
+    alone = train_alone(tmp_path, monkeypatch, points)
     work = tmp_path / "w"
-    monkeypatch.setenv("WANDB_DIR", str(work))
-    monkeypatch.setenv("WANDB_RUN_GROUP", "grp-1")
-    for run_id, args in points.items():
-        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m pipeline.train", tuple(args)))
-    shutil.move(work, tmp_path / "alone")
 
     def sigterm_after_step_20(steps, columns):
         if steps[-1] >= 20:
@@ -193,7 +153,7 @@ def test_a_task_run_stopped_alone_resumes_in_a_pack_beside_a_new_one(net_file, t
     assert checkpoint.load(work / "ck" / "a.pt")["step"] == 32
     summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
     assert sorted(summaries) == ["a", "b"]
-    _assert_same_runs(tmp_path / "alone", work, 2)
+    assert_same_runs(alone, work, 2, log10_atol=LOG10_ATOL)
 
 
 def test_a_task_pack_stopped_by_sigterm_checkpoints_its_members_and_the_same_call_resumes_them(net_file, tmp_path,
@@ -202,16 +162,12 @@ def test_a_task_pack_stopped_by_sigterm_checkpoints_its_members_and_the_same_cal
     points = {r: _args(net_file, tmp_path, "--schedule=step", "--steps=60", f"--seed={s}", "--lr=0.1",
                        "--log_chunk_steps=16", f"--task_args={{'momentum': 0.9, 'sigterm_file': '{flag}'}}")
               for r, s in (("a", 1), ("b", 2))}
+    alone = train_alone(tmp_path, monkeypatch, points)
     work = tmp_path / "w"
-    monkeypatch.setenv("WANDB_DIR", str(work))
-    monkeypatch.setenv("WANDB_RUN_GROUP", "grp-1")
-    for run_id, args in points.items():
-        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m pipeline.train", tuple(args)))
-    shutil.move(work, tmp_path / "alone")
     flag.touch()  # the pack's batch(20) sends it SIGTERM: it ends the chunk, checkpoints both members at step 32
     with pytest.raises(PackStopRequested):
         train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
     assert not flag.exists() and [checkpoint.load(work / "ck" / f"{r}.pt")["step"] for r in points] == [32, 32]
     summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
     assert sorted(summaries) == ["a", "b"]
-    _assert_same_runs(tmp_path / "alone", work, 2)
+    assert_same_runs(alone, work, 2, log10_atol=LOG10_ATOL)

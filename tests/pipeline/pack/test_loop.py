@@ -3,66 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis import load_runs
 from pipeline import keys
-from pipeline.config import parse_args
 from pipeline.pack.loop import train_pack
 from pipeline.pack.members import Point
 from pipeline.train import checkpoint
-from pipeline.train.loop import train
-from pipeline.train.tracking import Launch
 from tests.conftest import train_argv
+from tests.support.packs import alone_then_packed, assert_same_runs
 
 pytestmark = pytest.mark.slow
-
-# fields that say how fast a run went, not what it computed
-TIMING = ("steps_per_second",)
-
-
-def _alone_then_packed(tmp_path: Path, monkeypatch, points: dict[str, list[str]]) -> tuple[Path, Path]:
-    """Run the points one by one with the single trainer, then as one pack, in the same WANDB_DIR (moved
-    away in between), so that run ids, configs and checkpoint folders are the same on both sides."""
-    work = tmp_path / "w"
-    monkeypatch.setenv("WANDB_DIR", str(work))
-    # what the sweep runner sets for every point of a sweep: the runs' group and tag come from here
-    monkeypatch.setenv("WANDB_RUN_GROUP", "grp-1")
-    monkeypatch.setenv("WANDB_TAGS", "packtest")
-    for run_id, args in points.items():
-        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m pipeline.train", tuple(args)))
-    shutil.move(work, tmp_path / "alone")
-    summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
-    assert sorted(summaries) == sorted(points)
-    return tmp_path / "alone" / "wandb", work / "wandb"
-
-
-def _assert_same_runs(alone_dir: Path, packed_dir: Path, n_runs: int) -> pd.DataFrame:
-    alone, packed = load_runs(alone_dir), load_runs(packed_dir)
-    runs_a = alone.runs.set_index("run_id").sort_index()
-    runs_p = packed.runs.set_index("run_id").sort_index()
-    assert len(runs_p) == n_runs and list(runs_p.index) == list(runs_a.index)
-    # identity, config and summary: as if each had run alone
-    same = [c for c in runs_a.columns if c not in TIMING and c != "path"]
-    pd.testing.assert_frame_equal(runs_p[same], runs_a[same], check_exact=False, rtol=1e-5)
-    assert (runs_p["state"] == "finished").all() and (runs_p["group"] == "grp-1").all()
-    assert all("packtest" in t for t in runs_p["tags"])
-    # history: every step of every run, loss within float tolerance (bit for bit on this CPU)
-    for run_id, a in alone.steps.groupby("run_id"):
-        p = packed.steps[packed.steps["run_id"] == run_id]
-        assert p["step"].tolist() == a["step"].tolist(), f"{run_id}: other steps"
-        for k in (keys.LR, keys.LRE):
-            np.testing.assert_array_equal(p[k].to_numpy(), a[k].to_numpy())
-        for k in (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS):
-            if k in a:
-                np.testing.assert_allclose(p[k].to_numpy(), a[k].to_numpy(), rtol=1e-5, err_msg=f"{run_id} {k}")
-    return runs_p
-
 
 def test_a_packed_range_test_logs_what_each_point_logs_alone(words_file, tmp_path, monkeypatch):
     base = train_argv(words_file, "--schedule=range", "--steps=400", "--eval_every_steps=100",
@@ -73,7 +26,7 @@ def test_a_packed_range_test_logs_what_each_point_logs_alone(words_file, tmp_pat
         "rng-2": [*base, "--seed=3", "--lre_min=-3", "--lre_max=3"],       # climbs and stops inside a chunk
         "rng-3": [*base, "--seed=4", "--lre_min=-1", "--lre_max=1"],
     }
-    runs = _assert_same_runs(*_alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
+    runs = assert_same_runs(*alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
     # chunks end on eval steps (every 100): the climb stop falls inside one, which is replayed up to it
     assert runs.loc["rng-2", keys.STOP_REASON] == keys.STOP_CLIMB and runs.loc["rng-2", keys.STOP_STEP] % 100 != 99
     assert runs.loc["rng-1", "run_name"] == "narrow"
@@ -96,7 +49,7 @@ def test_a_packed_decay_grid_logs_what_each_point_logs_alone(words_file, tmp_pat
         "dec-2": [*base, "--seed=2", "--lr=0.3", "--decay_steps=[150, 250]", "--decay_lrs=[0.1, 0.01]"],
         "dec-3": [*base, "--seed=2", "--lr=1.0", "--decay_steps=[50]", "--decay_lrs=[0.05]"],
     }
-    runs = _assert_same_runs(*_alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
+    runs = assert_same_runs(*alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
     assert (runs[keys.FINAL_STEP] == 399).all()
     dev = load_runs(tmp_path / "w" / "wandb", keys=[keys.DEV_LOSS]).steps.dropna(subset=[keys.DEV_LOSS])
     assert sorted(set(dev["step"])) == [99, 199, 299, 399]

@@ -11,7 +11,8 @@ the mean and its band. Three suggesters read that curve side by side, inside a s
   index lands about the middle of the valley, not 2/3 through as its docs say.
 
 A run that stopped early (climb or non-finite loss) has no rows past its stop: those lrs are simply
-not measured by it. Non-finite losses, and everything a run logged after its first one, are left out.
+not measured by it. Infinite losses, and everything a run logged after its first one, are left out;
+a loss logged as NaN is a step not measured (as one not logged), the run goes on after it.
 """
 
 from __future__ import annotations
@@ -314,8 +315,9 @@ def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) 
     step = steps[keys.STEP_COLUMN].to_numpy(dtype=np.int64)
     lre = steps[keys.LRE].to_numpy(dtype="float64")
     value = steps[column].to_numpy(dtype="float64")
-    bad = ~np.isfinite(value)
-    # a run counts up to (not including) its first non-finite loss: what follows is after divergence
+    # a NaN loss (logged as NaN) is a step not measured, as a step not logged; an infinite one is a
+    # divergence: the run counts up to (not including) it, what follows is after divergence
+    bad = np.isinf(value)
     cut = np.full(len(run_ids), np.iinfo(np.int64).max)
     np.minimum.at(cut, code[bad], step[bad])
     if runs is not None and keys.DIVERGED_AT_STEP in runs.columns:
@@ -323,7 +325,7 @@ def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) 
                     [keys.DIVERGED_AT_STEP].astype("float64").reindex(run_ids).to_numpy())
         known = np.isfinite(diverged)
         cut[known] = np.minimum(cut[known], diverged[known].astype(np.int64))
-    keep = ~bad & np.isfinite(lre) & (step < cut[code])
+    keep = np.isfinite(value) & np.isfinite(lre) & (step < cut[code])
     if not keep.any():
         raise LrscanError(f"the range runs have no finite '{column}' before they diverged")
     _, first_row = np.unique(code, return_index=True)

@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.columns import (
     LIGHTNING_LR,
+    LOSS_LOGGED,
     LOSS_NAMES,
     LR_NAMES,
+    KeyChoice,
     canonical_frame,
     choose_keys,
     logged_keys,
@@ -127,8 +130,9 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
     """Turn `run.history` into the analysis' columns (in place); say which keys and schedule it has."""
     logged = logged_keys(run.history)
     choice = choose_keys(logged, loss_key=loss_key, lr_key=lr_key)
-    frame = canonical_frame(pd.DataFrame(run.history), choice, OPTIONAL_KEYS)
+    frame = canonical_frame(pd.DataFrame({**run.history, **_loss_logged(run, choice)}), choice, OPTIONAL_KEYS)
     run.history = {column: frame[column].to_numpy() for column in frame.columns}
+    run.nan_logged = {}  # the rows are the measured steps now: a NaN there was logged as NaN
     absent = []
     if choice.loss is None:
         absent.append(("loss", loss_key or ", ".join(LOSS_NAMES)))
@@ -153,6 +157,17 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
             notes.append(f"run {run.run_id}: {guess.reason}, and its config names no schedule: left out of the "
                          f"exponent pick, shown in the block means")
     return info
+
+
+def _loss_logged(run: RunFile, choice: KeyChoice) -> dict[str, np.ndarray]:
+    """The LOSS_LOGGED column when the run logged its loss as NaN somewhere (else none: NaN is "not logged")."""
+    pair = (K.LOSS, K.LOG10_LOSS)
+    loss_keys = pair if choice.loss in pair else (choice.loss,) if choice.loss is not None else ()
+    marks = [run.nan_logged[k] for k in loss_keys if k in run.nan_logged]
+    if not marks:
+        return {}
+    logged = np.logical_or.reduce([*marks, *(~np.isnan(run.history[k]) for k in loss_keys if k in run.history)])
+    return {LOSS_LOGGED: np.where(logged, 1.0, np.nan)}
 
 
 def _absent_problem(run_id: str, absent: list[tuple[str, str]], logged: list[str]) -> str:

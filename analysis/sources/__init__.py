@@ -38,7 +38,7 @@ from analysis.columns import (
     missing_steps,
 )
 from analysis.schedules import OTHER, classify_lr_trace
-from analysis.sources.cloud import CLOUD_PATH, load_cloud
+from analysis.sources.cloud import CLOUD_PATH, Retry, load_cloud
 from analysis.sources.filters import ALL_BUT_ANALYSIS, Filters, LeftOut
 from analysis.sources.frame import DEFAULT_KEYS, OPTIONAL_KEYS, build_frames, has_values
 from analysis.sources.offline import load_offline
@@ -73,6 +73,7 @@ def load_runs(
     lr_key: str | None = None,
     api: Any = None,
     cache_dir: str | os.PathLike | None = None,
+    retry: Retry | None = None,
 ) -> Loaded:
     """Every step of the matching runs, as `Loaded(steps, runs, skipped_records, problems, notes)`.
 
@@ -89,7 +90,8 @@ def load_runs(
     where its schedule came from (schedule_from: its config, or its lr trace).
     keys: read these history keys as they are instead (no choosing, deriving or aligning).
     api: a `wandb.Api` (cloud only; made when needed). cache_dir: where ended cloud runs are
-    cached (default $LRSCAN_CACHE or ~/.cache/lrscan).
+    cached (default $LRSCAN_CACHE or ~/.cache/lrscan). retry: how a 429 or 5xx from the cloud is
+    tried again (bounded, honouring Retry-After; analysis.sources.cloud.Retry).
 
     Raises LrscanError for an unknown source, a source without runs, no run matching the filters
     (saying how many runs the filters left out, and by which), or no run with a loss (naming the
@@ -107,7 +109,7 @@ def load_runs(
         where = str(path)
     else:
         runs, left_out = load_cloud(str(source), filters, explicit, api, cache_dir, problems,
-                                    loss_key=loss_key, lr_key=lr_key)
+                                    loss_key=loss_key, lr_key=lr_key, retry=retry or Retry())
         skipped, where = 0, str(source)
     if not runs:
         raise LrscanError(f"no runs in {where} match {filters.describe()}{_nothing_left(left_out)}")

@@ -35,6 +35,7 @@ DEFAULT_N_BINS = 50
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
+RUNNING = "running"  # a run's state while it has no exit record (offline) or W&B says so (cloud)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ExponentPick:
     per_run: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     unit: str = "seed"            # what the bootstrap resamples: "seed", or "run" when runs have no seed
+    left_out_running: list[str] = field(default_factory=list)  # range runs still running, not picked from
 
     @property
     def ci_method(self) -> dict[str, Any]:
@@ -97,7 +99,7 @@ class ExponentPick:
             "n_runs": self.n_runs, "n_seeds": self.n_seeds, "n_steps": self.n_steps, "column": self.column,
             "bin_width": self.bin_width, "skip_start_frac": self.skip_start_frac, "skip_end_frac": self.skip_end_frac,
             "ci_level": self.ci_level, "n_boot": self.n_boot, "ci_method": self.ci_method, "notes": list(self.notes),
-            "per_run": frame_records(self.per_run),
+            "per_run": frame_records(self.per_run), "left_out_running": list(self.left_out_running),
         }
         return json_safe(scalars)
 
@@ -114,6 +116,7 @@ def pick_exponent(
     n_boot: int = 1000,
     ci_level: float = 0.95,
     seed: int = 0,
+    include_running: bool = False,
 ) -> ExponentPick:
     """Pick the best lr exponent from the range-test runs in `steps`.
 
@@ -140,6 +143,10 @@ def pick_exponent(
         Coverage of the percentile CI.
     seed : int
         Seed of the bootstrap's RNG, so a report is reproducible.
+    include_running : bool
+        Pick from runs still running too (`runs`' ``state`` is ``running``). By default they are
+        left out, and named in ``left_out_running`` and the notes: a partial range test is not a
+        range test (`python -m analysis --state running` asks for them).
 
     Returns
     -------
@@ -166,7 +173,14 @@ def pick_exponent(
     if n_boot < 0:
         raise LrscanError(f"n_boot={n_boot}: must be >= 0")
 
-    rows = _measured_rows(range_runs(steps), runs, column)
+    steps = range_runs(steps)
+    running = [] if include_running else [r for r in running_runs(runs) if r in set(steps["run_id"].astype(str))]
+    if running:
+        steps = steps.loc[~steps["run_id"].astype(str).isin(running)]
+        if steps.empty:
+            raise LrscanError(f"every range-test run is still running ({_named(running)}): a partial range test is not "
+                              f"a range test; --state running (include_running=True) picks from them as they are")
+    rows = _measured_rows(steps, runs, column)
     edges = _bin_edges(rows.lre, bin_width, n_bins)
     centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
     n_total_bins = len(centres)
@@ -194,6 +208,9 @@ def pick_exponent(
     valley_lre = float(x[valley_index(y)])
 
     notes: list[str] = []
+    if running:
+        notes.append(f"left out of the pick: {len(running)} range run(s) still running ({_named(running)}); a partial "
+                     f"range test is not a range test (--state running includes them)")
     best_ci, steep_ci = (math.nan, math.nan), (math.nan, math.nan)
     unit = "seed" if has_seed else "run"
     if n_boot and len(units) >= 2:
@@ -236,7 +253,7 @@ def pick_exponent(
         n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column,
         bin_width=round(float(edges[1] - edges[0]), 10),
         skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
-        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit,
+        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit, left_out_running=running,
     )
 
 
@@ -282,6 +299,17 @@ def valley_index(losses: np.ndarray) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def running_runs(runs: pd.DataFrame | None) -> list[str]:
+    """The ids of the runs still running, from the runs frame's ``state`` (sorted; none without one)."""
+    if runs is None or "state" not in runs.columns or "run_id" not in runs.columns:
+        return []
+    return sorted(runs.loc[runs["state"] == RUNNING, "run_id"].astype(str).unique())
+
+
+def _named(run_ids: list[str], shown: int = 5) -> str:
+    return ", ".join(run_ids[:shown]) + (f" and {len(run_ids) - shown} more" if len(run_ids) > shown else "")
 
 
 def range_runs(steps: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
 from analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
-from analysis.pick import ExponentPick, ci_description, pick_exponent
+from analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from analysis.plain import frame_records, json_safe, object_frame
 from analysis.zoom import write_sweep_yaml, zoom_sweep
 from pipeline import keys
@@ -72,6 +72,7 @@ def write_report(
     log_to_wandb: bool = False,
     wandb_mode: str = "offline",
     dpi: int = 110,
+    include_running: bool = False,
 ) -> Report:
     """Analyse `loaded` (an `analysis.sources.Loaded`) and write the report folder `out_dir`.
 
@@ -80,7 +81,8 @@ def write_report(
     the final dev loss over the grid and the best config. Files: ``summary.json`` (pick, CI,
     suggesters, per-run table, decay table, counts of runs/steps read and records skipped,
     problems), ``blocks.csv`` (block means of every run), the PNGs, ``zoom.yaml`` and
-    ``report.md`` linking them.
+    ``report.md`` linking them. Runs still running are named there and left out of the pick
+    unless `include_running` (`--state running`).
 
     `out_dir` must not exist, be empty, or be a report this function wrote, with nothing added
     (it is then replaced in one step; see `check_out_dir`). With `log_to_wandb`, a run with
@@ -103,7 +105,7 @@ def write_report(
         if is_range.any():
             try:
                 pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
-                                     seed=seed)
+                                     seed=seed, include_running=include_running)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[is_range, "run_id"]) from None
             notes += pick.notes
@@ -141,6 +143,9 @@ def write_report(
     summary["decay"] = None if decay is None else {
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
     summary["runs"] = run_keys(runs)
+    summary["running"] = {"runs": running_runs(runs), "in_pick": include_running}
+    if include_running and summary["running"]["runs"]:
+        notes.append(f"still running, in the pick as asked (--state running): {', '.join(summary['running']['runs'])}")
 
     parent, tmp = staging_dir(out_dir)
     try:

@@ -119,6 +119,21 @@ def test_a_nan_loss_is_a_step_not_measured_not_a_divergence():
     assert with_nan.per_run.set_index("run_id").loc["run001", "last_lre"] > -0.1  # the run went on after it
 
 
+def test_runs_still_running_are_left_out_unless_asked_for():
+    runs = [({"seed": s, "schedule": "range"}, range_history(s)) for s in (1, 2, 3)]
+    loaded = make_loaded(runs, summaries={1: {"state": "running"}})  # a cloud run's state, or no exit record yet
+    pick = pick_exponent(loaded.steps, loaded.runs, n_boot=0)
+    assert pick.left_out_running == ["run001"] and pick.n_runs == 2
+    assert "run001" not in set(pick.per_run["run_id"]) and any("still running (run001)" in n for n in pick.notes)
+    alone = pick_exponent(make_loaded([runs[0], runs[2]]).steps, n_boot=0)
+    assert (pick.best_lre, pick.valley_lre) == (alone.best_lre, alone.valley_lre)
+    asked = pick_exponent(loaded.steps, loaded.runs, n_boot=0, include_running=True)
+    assert asked.left_out_running == [] and asked.n_runs == 3
+    with pytest.raises(LrscanError, match=r"every range-test run is still running \(run000\)"):
+        one = make_loaded(runs[:1], summaries={0: {"state": "running"}})
+        pick_exponent(one.steps, one.runs, n_boot=0)
+
+
 def test_a_run_that_stopped_early_is_not_measured_past_its_stop():
     runs = [({"seed": s, "schedule": "range"}, range_history(s, stop_lre=-0.5 if s == 2 else None)) for s in (1, 2, 3)]
     loaded = make_loaded(runs, summaries={1: {"stop_reason": "climb", "stop_step": 833}})

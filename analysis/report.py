@@ -273,9 +273,9 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
             f"How the CI was made: {ci_description(pick.ci_method)}.",
             "",
             markdown_table(pd.DataFrame({
-                "suggester": ["minimum", "steepest", "valley"],
-                "lre": [pick.best_lre, pick.steepest_lre, pick.valley_lre],
-                "lr": [pick.best_lr, pick.steepest_lr, pick.valley_lr],
+                "suggester": list(pick.suggestions),
+                "lre": list(pick.suggestions.values()),
+                "lr": [10.0 ** lre for lre in pick.suggestions.values()],
             })),
             "",
             f"![loss vs lre]({FIGURES['range_lre']})",
@@ -470,7 +470,7 @@ def summary_lines(report: Report) -> Sequence[str]:
         lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
                      f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
         lines.append(f"CI: {ci_description(s.get('ci_method'))}")
-        lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
+        lines.append(f"suggesters: min_loss {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
                      f"valley {s['valley_lre']:.3f}")
     else:
         lines.append("no range-test runs: no exponent picked")

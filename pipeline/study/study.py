@@ -391,8 +391,9 @@ class Study:
             "best_lre_ci": rs.get("best_lre_ci"),
             "ci_method": rs.get("ci_method"),
             "n_seeds": rs.get("n_seeds"),
-            "suggesters": {"minimum": rs.get("best_lre"), "steepest": rs.get("steepest_lre"),
-                           "valley": rs.get("valley_lre")},
+            # lre per suggester, "minimum" kept beside "min_loss" (its old name) for readers of older summaries
+            "suggesters": rs.get("suggesters") or {"min_loss": rs.get("best_lre"), "minimum": rs.get("best_lre"),
+                                                   "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
             "range": {"report": "range/report.md", "counts": rs.get("counts"), "per_run": rs.get("per_run")},
             "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": best_lr,
                       "decay_factors": [list(f) for f in self.decay_factors], **(ds.get("decay") or {})},

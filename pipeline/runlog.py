@@ -144,6 +144,22 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     return out
 
 
+def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile | LrscanError:
+    """`read_run_file`, keeping only the keys some row logged, and the error as a value, not raised.
+
+    What a worker process hands back: a key no row logged would cross the process boundary as an
+    array of NaN per step (most of a run's bytes when half the keys looked for are absent); its
+    readers take a missing key as "not logged". Imports nothing beyond this module, so a worker
+    started for it stays small.
+    """
+    try:
+        run = read_run_file(path, keys)
+    except LrscanError as err:
+        return err
+    run.history = {k: v for k, v in run.history.items() if k == "step" or k in run.nan_logged or not np.isnan(v).all()}
+    return run
+
+
 # -- framing ---------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LrscanError
@@ -34,8 +35,26 @@ WANDB_MODES = ("offline", "online", "disabled")
 DATA_ENV = "LRSCAN_DATA"  # environment variable naming the word list when --data is not given
 
 
+LOCAL_DATA = "data/names.txt"  # where a run looks first, from the folder it runs in
+SETUP_DATA = Path(__file__).resolve().parents[1] / LOCAL_DATA  # where the set-up (`make data`) puts the word list
+
+
 def default_data_path() -> str:
-    return os.environ.get(DATA_ENV) or "data/names.txt"
+    """--data's default, the one way the trainer, the study and the examples find the word list: $LRSCAN_DATA,
+    else data/names.txt in the current folder, else the set-up's copy (data/names.txt beside the pipeline package
+    the code runs from), so a notebook or a script in any folder finds it; else data/names.txt, which then does not
+    exist and is named in the error."""
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    if not Path(LOCAL_DATA).exists() and SETUP_DATA.is_file():
+        return str(SETUP_DATA)
+    return LOCAL_DATA
+
+
+def missing_data_message(path: str) -> str:
+    """What to do when the word list `path` is not there, in words that work outside the repository."""
+    return (f"data file {path!r} does not exist: give the word list with --data=PATH or ${DATA_ENV}=PATH, or fetch "
+            f"makemore's names.txt with `python -m pipeline.train.data fetch {path}`")
 
 
 def default_wandb_mode() -> str:

@@ -250,6 +250,8 @@ class Study:
             self._check_online()  # in seconds, before anything is written or run
         if self.task:
             self._check_task()  # a task that does not load is one line, before anything is written or run
+        else:
+            self._check_data()  # so is a word list the MLP's points would not find
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -333,6 +335,19 @@ class Study:
         from pipeline.train.task import load_task
 
         load_task(self.task, TrainConfig().seed, self.task_args)
+
+    def _check_data(self) -> None:
+        """Read the word list(s) the MLP's points will read (the range sweep's `data`, else --data's default as a
+        point finds it): missing or bad is one line here, not every point of stage 1 failed."""
+        from pipeline.config import TrainConfig, missing_data_message
+        from pipeline.train.data import read_words
+
+        parameter = {**read_base(self.range_yaml)["parameters"], **self.spec.range_overrides}.get("data") or {}
+        paths = parameter.get("values") or [parameter.get("value") or TrainConfig().data]
+        for path in paths:
+            if not Path(str(path)).exists():
+                raise LrscanError(missing_data_message(str(path)))
+            read_words(path)
 
     def _check_online(self) -> None:
         if self.api is None:

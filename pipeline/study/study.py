@@ -447,9 +447,8 @@ class Study:
                            "![candidates on the range test](prove_range_candidates.png)", "",
                            "Full report: [prove](prove/report.md).", ""]
         lines = [
-            opening,
-            *([f"Judged by {proof.judged_text()}."] if proof is not None and proof.on_training_loss else []),
-            "",
+            *([opening, *([f"Judged by {proof.judged_text()}."] if proof.on_training_loss else []), ""]
+              if proof is not None else []),
             f"# lrscan study ({self.size}" + (f", task {self.task}" if self.task else "") + ")",
             "",
             f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "

@@ -88,7 +88,7 @@ def test_the_opening_sentence_says_what_won_and_by_how_much():
 
 
 STUDY_CODE = ("import sys; from pathlib import Path; from tests.pipeline.study.test_study import tiny_study; "
-              "s = tiny_study(Path(sys.argv[1]), prove_steps=1500, prove_seeds=2); s.run()")
+              "s = tiny_study(Path(sys.argv[1]), prove=True, prove_steps=1500, prove_seeds=2); s.run()")
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ Alignment: one row per step at which the loss was logged, and its lr is "the lr 
 step": the last lr logged at or before it (`commit=False` patterns, lr logged before the loss on
 step k and the loss on step k+1, an lr logged once per epoch). Rows where only the lr was logged
 carry no loss and are left out (their lr lives on in the rows after them). A loss logged as NaN
-cannot be told from a loss not logged (a `.wandb` history row holds no key for either), so it is
-not a measured step either; an infinite loss is kept.
+is a row with a NaN loss (the history frame's `LOSS_LOGGED` column marks the rows that logged
+the loss, NaN or not; the readers fill it), as wandb's own reader gives it; an infinite loss is kept.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ WANDB_STEP = "_step"
 LOSS_NAMES = (K.LOSS, K.LOG10_LOSS, "train/loss", "train_loss", "training_loss", "loss_step")
 LR_NAMES = (K.LR, K.LRE, "learning_rate", "train/learning_rate")
 STEP_NAMES = ("trainer/global_step", "train/global_step")
+LOSS_LOGGED = "_loss_logged"  # history column: 1.0 where the row logged the loss (even as NaN), else NaN
 LIGHTNING_LR = "lr-<Optimizer>"
 # Lightning: "lr-" + optimizer class, "-N" for a second optimizer of the class, "/pgN" or "/<group name>"
 # for param groups; it also logs "<that>-momentum" and "<that>-weight_decay", which are not lrs
@@ -123,6 +124,8 @@ def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[
         if key not in out.columns:
             out[key] = frame[key].to_numpy(dtype=np.float64) if key in frame.columns else np.nan
     measured = ~(np.isnan(loss) & np.isnan(log10_loss))
+    if LOSS_LOGGED in frame.columns:
+        measured |= frame[LOSS_LOGGED].notna().to_numpy()
     return out.loc[measured].reset_index(drop=True)
 
 

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 LRE_LABEL = "lr exponent  lre = log10(lr)"
 LR_LABEL = "learning rate (log scale)"
-SUGGESTER_STYLE = {  # colour, marker, line style per suggester; the minimum is the pick
+SUGGESTER_STYLE = {  # colour, marker, line style per suggester; min_loss is the pick ("minimum": its old name)
+    "min_loss": ("tab:red", "o", "-"),
     "minimum": ("tab:red", "o", "-"),
+    "fastai_minimum": ("tab:orange", "^", "-."),
     "steepest": ("tab:green", "v", "--"),
     "valley": ("tab:purple", "s", ":"),
 }

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.blocks import SCHEDULE, SEED
+from analysis.pick import FASTAI_MINIMUM_DECADES
 from pipeline import keys
 from pipeline.errors import LrscanError
 
@@ -49,7 +50,7 @@ def suggestions_of(pick: Any) -> dict[str, float]:
     if best is None or not math.isfinite(float(best)):
         raise LrscanError("the range test gave no pick (best_lre): nothing to prove")
     ci = get("best_lre_ci") or (math.nan, math.nan)
-    found = {"min_loss": best, "fastai_minimum": float(best) - 1.0, "steepest": get("steepest_lre"),
+    found = {"min_loss": best, "fastai_minimum": float(best) - FASTAI_MINIMUM_DECADES, "steepest": get("steepest_lre"),
              "valley": get("valley_lre"), "ci_low": ci[0], "ci_high": ci[1]}
     return {k: float(v) for k, v in found.items() if v is not None and math.isfinite(float(v))}
 

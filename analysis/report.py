@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
 from analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
-from analysis.pick import ExponentPick, ci_description, pick_exponent
+from analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from analysis.plain import frame_records, json_safe, object_frame
 from analysis.prove import ProveResult, constant_lr_grids, prove_markdown, prove_results
 from analysis.zoom import write_sweep_yaml, zoom_sweep
@@ -75,6 +75,7 @@ def write_report(
     log_to_wandb: bool = False,
     wandb_mode: str = "offline",
     dpi: int = 110,
+    include_running: bool = False,
     prove_candidates: pd.DataFrame | None = None,
 ) -> Report:
     """Analyse `loaded` (an `analysis.sources.Loaded`) and write the report folder `out_dir`.
@@ -84,9 +85,10 @@ def write_report(
     the final dev loss over the grid and the best config. Files: ``summary.json`` (pick, CI,
     suggesters, per-run table, decay table, counts of runs/steps read and records skipped,
     problems), ``blocks.csv`` (block means of every run), the PNGs, ``zoom.yaml`` and
-    ``report.md`` linking them. Constant-lr runs that differ in lr (a group's lr grid, or the study's
-    prove stage with its `prove_candidates`, `analysis.prove`) get the prove table (``prove_table.csv``,
-    summary's ``prove``) and its figure.
+    ``report.md`` linking them. Runs still running are named there and left out of the pick
+    unless `include_running` (`--state running`). Constant-lr runs that differ in lr (a group's lr
+    grid, or the study's prove stage with its `prove_candidates`, `analysis.prove`) get the prove
+    table (``prove_table.csv``, summary's ``prove``) and its figure.
 
     `out_dir` must not exist, be empty, or be a report this function wrote, with nothing added
     (it is then replaced in one step; see `check_out_dir`). With `log_to_wandb`, a run with
@@ -109,7 +111,7 @@ def write_report(
         if is_range.any():
             try:
                 pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
-                                     seed=seed)
+                                     seed=seed, include_running=include_running)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[is_range, "run_id"]) from None
             notes += pick.notes
@@ -151,6 +153,9 @@ def write_report(
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
     summary["prove"] = [r.to_dict() for r in prove]
     summary["runs"] = run_keys(runs)
+    summary["running"] = {"runs": running_runs(runs), "in_pick": include_running}
+    if include_running and summary["running"]["runs"]:
+        notes.append(f"still running, in the pick as asked (--state running): {', '.join(summary['running']['runs'])}")
 
     parent, tmp = staging_dir(out_dir)
     try:
@@ -286,9 +291,9 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
             f"How the CI was made: {ci_description(pick.ci_method)}.",
             "",
             markdown_table(pd.DataFrame({
-                "suggester": ["minimum", "steepest", "valley"],
-                "lre": [pick.best_lre, pick.steepest_lre, pick.valley_lre],
-                "lr": [pick.best_lr, pick.steepest_lr, pick.valley_lr],
+                "suggester": list(pick.suggestions),
+                "lre": list(pick.suggestions.values()),
+                "lr": [10.0 ** lre for lre in pick.suggestions.values()],
             })),
             "",
             f"![loss vs lre]({FIGURES['range_lre']})",
@@ -485,7 +490,7 @@ def summary_lines(report: Report) -> Sequence[str]:
         lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
                      f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
         lines.append(f"CI: {ci_description(s.get('ci_method'))}")
-        lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
+        lines.append(f"suggesters: min_loss {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
                      f"valley {s['valley_lre']:.3f}")
     else:
         lines.append("no range-test runs: no exponent picked")

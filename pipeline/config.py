@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.errors import LrscanError
 
 SCHEDULES = ("range", "step", "constant")
+STEP_MODES = ("exp", "linear")  # torch-lr-finder's words for the range test's spacing
 INITS = ("lecture", "scaled")
 WANDB_MODES = ("offline", "online", "disabled")
 DATA_ENV = "LRSCAN_DATA"  # environment variable naming the word list when --data is not given
@@ -105,6 +106,8 @@ class TrainConfig:
     schedule: str = hyper("range", "lr schedule: range (10**linspace(lre_min, lre_max, steps)), step, constant")
     lre_min: float = hyper(-3.0, "range test: first lr exponent (lr = 10**lre_min)")
     lre_max: float = hyper(0.0, "range test: last lr exponent, reached on the last step")
+    step_mode: str = hyper("exp", "range test: exp (lr = 10**linspace(lre_min, lre_max, steps), the default) or "
+                                  "linear (lr = linspace(10**lre_min, 10**lre_max, steps))")
     lr: float = hyper(0.1, "lr of schedule=constant, and the lr before the first decay step of schedule=step")
     decay_steps: tuple[int, ...] = hyper((100000,), "schedule=step: steps at which the lr drops, increasing, "
                                                     "e.g. [100000, 150000]")
@@ -447,6 +450,7 @@ def _validate(c: TrainConfig) -> None:
             raise LrscanError(message)
 
     need(c.schedule in SCHEDULES, f"schedule={c.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    need(c.step_mode in STEP_MODES, f"step_mode={c.step_mode!r}: expected one of {', '.join(STEP_MODES)}")
     need(c.init in INITS, f"init={c.init!r}: expected one of {', '.join(INITS)}")
     need(c.wandb_mode in WANDB_MODES, f"wandb_mode={c.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
     need(c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:"),
@@ -459,6 +463,8 @@ def _validate(c: TrainConfig) -> None:
     for name in ("lre_min", "lre_max", "lr", "climb_factor", "smooth_beta"):
         need(math.isfinite(getattr(c, name)), f"{name}={getattr(c, name)}: must be a finite number")
     need(c.lre_min <= c.lre_max, f"lre_min={c.lre_min} > lre_max={c.lre_max}: the range test goes from low to high lr")
+    need(c.step_mode != "linear" or c.lre_max < 308,
+         f"lre_max={c.lre_max} with step_mode=linear: 10**lre_max overflows (lre_max must be < 308)")
     need(c.lr > 0, f"lr={c.lr}: must be > 0")
     need(c.climb_factor > 1, f"climb_factor={c.climb_factor}: must be > 1")
     need(0 <= c.smooth_beta < 1, f"smooth_beta={c.smooth_beta}: must be in [0, 1)")

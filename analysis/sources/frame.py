@@ -70,6 +70,7 @@ def _sort_by_step(run: RunFile) -> None:
         _, first_rev = np.unique(steps[::-1], return_index=True)
         order = len(steps) - 1 - first_rev
         run.history = {k: v[order] for k, v in run.history.items()}
+        run.nan_logged = {k: v[order] for k, v in run.nan_logged.items()}
 
 
 def _value_dtype(key: str) -> np.dtype:

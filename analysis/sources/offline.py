@@ -140,6 +140,11 @@ def _merge_segments(segments: list[RunFile], problems: list[str]) -> list[RunFil
             if key != "step":
                 values = [p.history.get(key, np.full(len(p.history["step"]), np.nan)) for p in parts]
                 history[key] = np.concatenate(values)[keep]
+        nan_logged = {}
+        for key in dict.fromkeys(k for p in parts for k in p.nan_logged):
+            marks = np.concatenate([p.nan_logged.get(key, np.zeros(len(p.history["step"]), bool)) for p in parts])[keep]
+            if marks.any():
+                nan_logged[key] = marks
         config: dict = {}
         summary: dict = {}
         for p in parts:
@@ -149,7 +154,7 @@ def _merge_segments(segments: list[RunFile], problems: list[str]) -> list[RunFil
             path=last.path, run_id=run_id, name=last.name, project=last.project, entity=last.entity,
             group=last.group, tags=last.tags, job_type=last.job_type, sweep_id=last.sweep_id,
             config=config, summary=summary, exit_code=last.exit_code, state=last.state, history=history,
-            skipped_records=sum(p.skipped_records for p in parts), truncated=last.truncated,
+            nan_logged=nan_logged, skipped_records=sum(p.skipped_records for p in parts), truncated=last.truncated,
             start_time=parts[0].start_time,
         )
         if duplicates:

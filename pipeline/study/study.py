@@ -417,9 +417,9 @@ class Study:
             "best_lre_ci": rs.get("best_lre_ci"),
             "ci_method": rs.get("ci_method"),
             "n_seeds": rs.get("n_seeds"),
-            "suggesters": {"minimum": rs.get("best_lre"), "min_loss": rs.get("best_lre"),
-                           "fastai_minimum": None if rs.get("best_lre") is None else rs["best_lre"] - 1.0,
-                           "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
+            # lre per suggester, "minimum" kept beside "min_loss" (its old name) for readers of older summaries
+            "suggesters": rs.get("suggesters") or {"min_loss": rs.get("best_lre"), "minimum": rs.get("best_lre"),
+                                                   "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
             "chosen_lr": chosen_lr,
             "chosen_by": "prove" if proof is not None else "pick",
             "prove": table,

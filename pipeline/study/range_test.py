@@ -80,6 +80,10 @@ class RangeTestResult:
     wandb_mode: str
     seconds: float
     pick_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    # what built the runs, for `prove`: the task (make or spec), its args, the TrainConfig fields given
+    task: Any = field(default=None, repr=False)
+    task_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # the pick (min_loss): the exponent of lowest mean loss, the seed study's "look where the loss is lowest"
     @property
@@ -166,6 +170,21 @@ class RangeTestResult:
         """The same runs picked again with other `analysis.pick.pick_exponent` settings (n_bins, column, ...)."""
         args = {**self.pick_args, **pick_args}
         return dataclasses.replace(self, pick=_pick(self.steps, self.runs, args), pick_args=args)
+
+    def prove(self, *, steps: int, seeds: Sequence[int] = (1, 2, 3), lrs: Sequence[float] = (), **fields: Any):
+        """Train the range test's suggestions (and `lrs`) against each other: `pipeline.study.proof.prove`.
+
+        Candidates: `analysis.prove.prove_candidates(self.pick, lrs)` (min_loss, fastai_minimum, steepest,
+        valley, the CI's ends, merged within 0.1 decade). Returns a `Proof` (table, best_lr, plot()).
+        """
+        from analysis.prove import prove_candidates
+        from pipeline.study.proof import prove
+
+        if isinstance(self.task, Task):
+            raise LrscanError("prove: this range test ran on a Task object, one model: proving trains a fresh "
+                              "one per candidate and seed; run range_test(make, ...) with the function that builds it")
+        given = {**{k: v for k, v in self.fields.items() if k != "seed"}, "task_args": self.task_args, **fields}
+        return prove(self.task, prove_candidates(self.pick, lrs), steps=steps, seeds=seeds, **given)
 
     def __str__(self) -> str:
         ci = f"[{self.ci[0]:.3f}, {self.ci[1]:.3f}]" if self.ci is not None else "none"
@@ -299,6 +318,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         pick=pick, steps=steps_frame, runs=runs_frame,
         run_ids=[r["run_id"] for r in runs], seeds=[int(r[SEED_COLUMN]) for r in runs], group=group,
         wandb_mode=base.wandb_mode, seconds=time.monotonic() - t0, pick_args=pick_args,
+        task=task, task_args=task_args, fields={k: v for k, v in fields.items() if k != "wandb_group"},
     )
 
 

@@ -44,6 +44,7 @@ TINY = Size(
 def tiny_study(out: Path, **kw) -> Study:
     kw.setdefault("decay_factors", (0.1,))  # two decay points: decay_steps 100 and 200, each to lr x 0.1
     kw.setdefault("wandb_mode", "offline")
+    kw.setdefault("prove", False)  # these tests are about the other stages; the prove stage's are in test_prove.py
     return Study(size=kw.pop("size", TINY), out=out, workers=2, project=kw.pop("project", ""),
                  entity=kw.pop("entity", ""), range_yaml=REPO / "sweeps" / "lr_range.yaml",
                  decay_yaml=REPO / "sweeps" / "decay_grid.yaml",
@@ -100,6 +101,8 @@ def test_tiny_study_end_to_end(study, monkeypatch):
     decay_runs = load_runs(next((out / "sweeps").glob("decay_grid-*")) / "wandb").runs
     assert decay_runs["lr"].tolist() == [best_lr, best_lr]
     assert summary["decay"]["lr"] == best_lr and summary["decay"]["decay_factors"] == [[0.1]]
+    # --no-prove: the decay grid trains at the min-loss pick, as before the prove stage
+    assert (summary["chosen_by"], summary["chosen_lr"], summary["prove"]) == ("pick", best_lr, [])
     # the winner in words and a table of 4 significant digits: never a Python dict, never [200]
     last = next(line for line in study["stdout"].decode().splitlines() if line.startswith("Best decay config"))
     assert last.startswith(f"Best decay config at lr {best_lr:.4g}: decay_steps ") and "(the picked lr x 0.1)" in last

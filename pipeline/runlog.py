@@ -160,6 +160,27 @@ def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile 
     return run
 
 
+def read_worker_main() -> None:
+    """A reading worker: `python -c "from pipeline.runlog import read_worker_main; read_worker_main()"`.
+
+    Reads a pickled `(out_dir, keys, [(index, path), ...])` from stdin and writes `read_logged(path,
+    keys)` of each file, pickled, to `out_dir/<index>.pkl` (written under a temporary name, then
+    renamed, so a file there is whole). A fresh interpreter, not a multiprocessing child: it never
+    re-runs the caller's main module (a script or notebook without a `__main__` guard works), and
+    it imports only this module.
+    """
+    import pickle
+    import sys
+
+    out_dir, keys, jobs = pickle.load(sys.stdin.buffer)
+    for index, path in jobs:
+        result = read_logged(path, keys)
+        target = os.path.join(out_dir, f"{index}.pkl")
+        with open(target + ".tmp", "wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(target + ".tmp", target)
+
+
 # -- framing ---------------------------------------------------------------------------------
 
 

@@ -8,10 +8,12 @@ Lightning's lr-<Optimizer> names are found and an error can say what the run did
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import re
-from concurrent.futures import ProcessPoolExecutor
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ _FOLDER_STAMP = re.compile(r"-(\d{8}_\d{6})-")
 EVERY_KEY = None  # read_run_file(path, None): every key whose values are numbers
 # files this big in all are read by worker processes in parallel: ~2.5 s of run files per start-up of one
 PARALLEL_READ_BYTES = 48 * 2**20
+READ_WORKER = "from pipeline.runlog import read_worker_main; read_worker_main()"
 
 
 def find_run_files(source: str | os.PathLike) -> list[Path]:
@@ -109,14 +112,34 @@ def _read_all(files: list[Path], keys: list[str] | None, workers: int | None = N
         workers = min(len(os.sched_getaffinity(0)), len(files)) if big else 1
     if workers <= 1 or len(files) < 2:
         return [read_logged(f, keys) for f in files]
-    # spawned workers import only pipeline.runlog (numpy, wandb's protobuf classes): ~50 MiB each, not
-    # this process' pandas and matplotlib; each hands back compact arrays of the keys its run logged
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=context) as pool:
-        # the biggest files first, so that no worker is left with a big one at the end
-        order = sorted(range(len(files)), key=lambda i: -_size_bytes(files[i]))
-        done = dict(zip(order, pool.map(read_logged, [files[i] for i in order], [keys] * len(files))))
-    return [done[i] for i in range(len(files))]
+    # the files dealt to the workers biggest first, each to the least loaded: even shares of bytes
+    shares: list[list[tuple[int, str]]] = [[] for _ in range(min(workers, len(files)))]
+    loads = [0] * len(shares)
+    for i in sorted(range(len(files)), key=lambda i: -_size_bytes(files[i])):
+        least = loads.index(min(loads))
+        shares[least].append((i, str(files[i])))
+        loads[least] += _size_bytes(files[i])
+    with tempfile.TemporaryDirectory(prefix="lrscan-read-") as out_dir:
+        procs = []
+        for share in shares:
+            # fresh interpreters that import only pipeline.runlog (numpy, wandb's protobuf classes),
+            # ~50 MiB each, not this process' pandas; each hands back only the keys its runs logged
+            proc = subprocess.Popen([sys.executable, "-c", READ_WORKER], stdin=subprocess.PIPE)
+            proc.stdin.write(pickle.dumps((out_dir, keys, share)))
+            proc.stdin.close()
+            procs.append(proc)
+        codes = [proc.wait() for proc in procs]
+        out: list[RunFile | LrscanError] = []
+        for i, file in enumerate(files):
+            done = Path(out_dir) / f"{i}.pkl"
+            if not done.is_file():
+                code = next(c for c, share in zip(codes, shares) if any(j == i for j, _ in share))
+                out.append(LrscanError(f"{file}: its reading process ended with exit code {code} before reading it"))
+                continue
+            with open(done, "rb") as f:
+                out.append(pickle.load(f))
+            done.unlink()
+    return out
 
 
 def _size_bytes(path: Path) -> int:

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.config import default_data_path
-from pipeline.errors import LrscanError
+from pipeline.errors import LrscanError, exit_with
 from pipeline.train.data import load_splits
 from pipeline.train.task import Task
 
@@ -130,8 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="wavenet.png")
     args = p.parse_args(argv)
     data = args.data or default_data_path()  # the CLI's edge: the environment is read here
-    result = range_test(make, seeds=args.seeds, steps=args.steps, lre_min=args.lre_min, lre_max=args.lre_max,
-                        task_args={"data": data})
+    try:
+        result = range_test(make, seeds=args.seeds, steps=args.steps, lre_min=args.lre_min, lre_max=args.lre_max,
+                            task_args={"data": data})
+    except LrscanError as e:
+        exit_with(e, "examples/wavenet.py")
     print(result)
     result.plot().figure.savefig(args.out, dpi=120)
     print(f"figure: {args.out}")

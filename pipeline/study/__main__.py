@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.config import DATA_ENV
+from pipeline.config import DATA_ENV, cached_names_path, default_data_path
 from pipeline.errors import LrscanError, exit_with
 from pipeline.study.online import WandbAccess
 from pipeline.study.study import PROG, SIZES, YAMLS, Study
-from pipeline.train.data import NAMES_URL, cached_names_path, find_names
+from pipeline.train.data import NAMES_URL, find_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     access = WandbAccess.from_env(os.environ)
     try:
         if not args.task:  # the makemore MLP's word list, found before anything is launched; every run inherits it
-            data = find_names(args.data or os.environ.get(DATA_ENV, ""), cached_names_path(os.environ),
-                              url=os.environ.get("LRSCAN_DATA_URL") or NAMES_URL)
+            given = args.data or os.environ.get(DATA_ENV, "")
+            if not given and Path(default_data_path()).is_file():  # a checkout's data/names.txt, or the cache's
+                given = default_data_path()
+            data = find_names(given, cached_names_path(os.environ), url=os.environ.get("LRSCAN_DATA_URL") or NAMES_URL)
             os.environ[DATA_ENV] = str(Path(data).resolve())
         elif args.data:
             os.environ[DATA_ENV] = str(Path(args.data).resolve())

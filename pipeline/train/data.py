@@ -19,7 +19,6 @@ import os
 import random
 import sys
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,12 +191,6 @@ def fetch_names(dest: str | os.PathLike, shared: str | os.PathLike | None = None
         raise LrscanError(f"{origin}: sha256 {digest} does not match makemore's names.txt ({NAMES_SHA256})")
     atomic_write_bytes(dest, payload)
     return origin
-
-
-def cached_names_path(env: Mapping[str, str]) -> Path:
-    """lrscan's per-user copy of names.txt: $XDG_CACHE_HOME/lrscan/names.txt, else ~/.cache/lrscan/names.txt."""
-    root = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(root) / "lrscan" / "names.txt"
 
 
 def find_names(given: str, cache: Path, url: str = NAMES_URL) -> str:

@@ -3,7 +3,6 @@ import hashlib
 import http.server
 import random
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ from pipeline.train.data import (
     NAMES_SHA256,
     Vocab,
     build_dataset,
-    cached_names_path,
     fetch_names,
     find_names,
     load_splits,
@@ -129,11 +127,6 @@ def served(tmp_path):
 
 
 DEAD_URL = "http://127.0.0.1:9/names.txt"  # the discard port: nothing listens, the connection is refused at once
-
-
-def test_the_per_user_cache_follows_xdg():
-    assert cached_names_path({"XDG_CACHE_HOME": "/x/cache", "HOME": "/h"}) == Path("/x/cache/lrscan/names.txt")
-    assert cached_names_path({"HOME": "/h"}) == Path("/h/.cache/lrscan/names.txt")
 
 
 def test_find_names_downloads_into_the_cache_once_and_checks_it(tmp_path, served, real_names):

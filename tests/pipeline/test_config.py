@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -174,6 +175,7 @@ def test_the_word_list_is_found_from_any_folder(tmp_path, monkeypatch):
     """--data's default: $LRSCAN_DATA, else data/names.txt here, else the set-up's copy beside the package."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LRSCAN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
     if config.SETUP_DATA.is_file():  # after `make data`: a folder without data/ uses the set-up's copy
         assert config.default_data_path() == str(config.SETUP_DATA) == TrainConfig().data
     else:
@@ -184,6 +186,24 @@ def test_the_word_list_is_found_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("LRSCAN_DATA", "/elsewhere/words.txt")
     assert config.default_data_path() == "/elsewhere/words.txt" == TrainConfig().data
     assert "make data" not in config.missing_data_message("x.txt")
+
+
+def test_the_per_user_cache_follows_xdg():
+    assert config.cached_names_path({"XDG_CACHE_HOME": "/x/cache", "HOME": "/h"}) == Path("/x/cache/lrscan/names.txt")
+    assert config.cached_names_path({"HOME": "/h"}) == Path("/h/.cache/lrscan/names.txt")
+
+
+def test_an_installed_lrscan_finds_the_word_list_in_the_per_user_cache(tmp_path, monkeypatch):
+    # no $LRSCAN_DATA, no data/ here, no set-up copy beside the package (an installed wheel has none)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRSCAN_DATA", raising=False)
+    monkeypatch.setattr(config, "SETUP_DATA", tmp_path / "site-packages" / "data" / "names.txt")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert config.default_data_path() == "data/names.txt"  # none yet: the error will name it
+    cached = tmp_path / "cache" / "lrscan" / "names.txt"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("emma\n")
+    assert config.default_data_path() == str(cached) == TrainConfig().data
 
 
 def test_step_mode_is_a_range_test_field():

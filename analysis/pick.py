@@ -4,7 +4,9 @@ The range runs' steps are binned by lr exponent (``lre``), so runs over differen
 share one curve: each run is averaged per bin, runs of one seed are averaged, and the seeds give
 the mean and its band. Three suggesters read that curve side by side, inside a skip window:
 
-- minimum: the bin of lowest mean loss (the seed's "look where the loss is lowest");
+- min_loss: the bin of lowest mean loss (the seed's "look where the loss is lowest"); the pick. It was
+  called ``minimum``, which still reads as an alias; fastai's ``minimum`` is another lr, this one / 10,
+  here as ``fastai_minimum`` (one decade below min_loss);
 - steepest: the bin where the loss falls fastest per decade, ``d loss / d lre`` (fastai's
   ``steep``, differentiated in log space so small lrs are not favoured, cf. Lightning #21141);
 - valley: fastai's longest-decreasing-subsequence rule (``fastai/callback/schedule.py``), whose
@@ -31,6 +33,10 @@ from pipeline import keys
 from pipeline.errors import LrscanError
 
 DEFAULT_N_BINS = 50
+# an old suggester name -> its name now: old readers' keys keep working (lrscan's `minimum` was the min-loss lr
+# itself, easy to confuse with fastai's `minimum`, which is that lr / 10)
+SUGGESTER_ALIASES = {"minimum": "min_loss"}
+FASTAI_MINIMUM_DECADES = 1.0  # fastai's `minimum` suggester: the min-loss lr / 10, one decade below it
 # below this many seeds a bootstrap over seeds has too few distinct resamples (3 seeds: 10) for its
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
@@ -85,9 +91,16 @@ class ExponentPick:
         }
 
     @property
-    def suggestions(self) -> dict[str, float]:
-        """Suggester name -> picked exponent (lre)."""
-        return {"minimum": self.best_lre, "steepest": self.steepest_lre, "valley": self.valley_lre}
+    def fastai_minimum_lre(self) -> float:
+        """fastai's `minimum` suggester: the min-loss lr / 10 (its docs: "min loss divided by 10")."""
+        return self.best_lre - FASTAI_MINIMUM_DECADES
+
+    @property
+    def suggestions(self) -> Suggestions:
+        """Suggester name -> picked exponent (lre): min_loss (the pick), fastai_minimum, steepest, valley.
+        `suggestions["minimum"]`, the old name of min_loss, still reads."""
+        return Suggestions({"min_loss": self.best_lre, "fastai_minimum": self.fastai_minimum_lre,
+                            "steepest": self.steepest_lre, "valley": self.valley_lre})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able scalars and the per-run table (NaN -> None)."""
@@ -96,12 +109,36 @@ class ExponentPick:
             "steepest_lre": self.steepest_lre, "steepest_lr": self.steepest_lr,
             "steepest_lre_ci": list(self.steepest_lre_ci),
             "valley_lre": self.valley_lre, "valley_lr": self.valley_lr,
+            "suggesters": self.suggestions.with_aliases(),
             "n_runs": self.n_runs, "n_seeds": self.n_seeds, "n_steps": self.n_steps, "column": self.column,
             "bin_width": self.bin_width, "skip_start_frac": self.skip_start_frac, "skip_end_frac": self.skip_end_frac,
             "ci_level": self.ci_level, "n_boot": self.n_boot, "ci_method": self.ci_method, "notes": list(self.notes),
             "per_run": frame_records(self.per_run), "left_out_running": list(self.left_out_running),
         }
         return json_safe(scalars)
+
+
+class Suggestions(dict):
+    """Suggester name -> value, listing the names of now; an old name (SUGGESTER_ALIASES) reads as its new one."""
+
+    def __missing__(self, key: str) -> float:
+        if key in SUGGESTER_ALIASES:
+            return self[SUGGESTER_ALIASES[key]]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(SUGGESTER_ALIASES.get(key, key) if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def map(self, fn) -> Suggestions:
+        """fn of every value (e.g. lre -> lr), the same names and aliases."""
+        return Suggestions({name: fn(value) for name, value in self.items()})
+
+    def with_aliases(self) -> dict[str, float]:
+        """A plain dict with the old names too, as summary.json writes it for readers of either."""
+        return {**self, **{old: self[new] for old, new in SUGGESTER_ALIASES.items() if new in self}}
 
 
 def pick_exponent(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.columns import LOSS_NAMES, LR_NAMES, STEP_NAMES, choose_keys, logged_keys
+from analysis.prove import HELD_OUT_KEYS
 from analysis.sources.filters import Filters, LeftOut
 from analysis.sources.frame import DEFAULT_KEYS
 from pipeline.errors import LrscanError
@@ -64,7 +65,8 @@ def load_offline(path: Path, filters: Filters, keys: list[str] | None, problems:
     if not files:
         raise LrscanError(f"no wandb runs in {path}: no {RUN_FILE_GLOB} file below it")
     first_keys = keys if keys is not None else list(dict.fromkeys(
-        [*DEFAULT_KEYS, *STEP_NAMES, *(k for k in (loss_key, lr_key) if k is not None)]))
+        [*DEFAULT_KEYS, *STEP_NAMES, *(k for k in (loss_key, lr_key) if k is not None),
+         *HELD_OUT_KEYS]))  # held-out losses: read so their last value is in the run's summary (analysis.prove)
     segments: list[RunFile] = []
     skipped = unreadable = 0
     for file, run in zip(files, _read_all(files, first_keys, workers)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import random
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +160,29 @@ def test_the_result_is_the_analysis_pick_of_the_logged_runs(words_file, tmp_path
     assert result.steepest_lr == pytest.approx(10**result.steepest_lre) and np.isfinite(result.valley_lre)
     assert set(result.suggestions) == {"minimum", "steepest", "valley"}
     assert "pick (minimum): lre" in str(result)
+
+
+def test_a_range_test_runs_in_a_thread_other_than_the_main_one(words_file, tmp_path):
+    """A notebook kernel's worker, Ray, Gradio: no signal handler where Python forbids one, the same curve as in
+    the main thread, the process's handlers untouched, the run logged offline."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    here = range_test(tiny_make(1, data=str(words_file)), wandb_mode="disabled", **SMALL)
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            out["result"] = range_test(tiny_make(1, data=str(words_file)), **SMALL)
+        except BaseException as e:  # noqa: BLE001 (the test's thread hands any failure to the test)
+            out["error"] = e
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive() and "error" not in out, out.get("error")
+    there = out["result"]
+    assert there.steps["loss"].tolist() == here.steps["loss"].tolist() and there.best_lre == here.best_lre
+    assert list((tmp_path / "wandb").glob(f"offline-run-*-{there.run_ids[0]}/run-{there.run_ids[0]}.wandb"))
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
 
 
 def test_one_seed_has_no_ci_and_says_so(words_file):

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 LRE_LABEL = "lr exponent  lre = log10(lr)"
 LR_LABEL = "learning rate (log scale)"
-SUGGESTER_STYLE = {  # colour, marker, line style per suggester; the minimum is the pick
+SUGGESTER_STYLE = {  # colour, marker, line style per suggester; min_loss is the pick ("minimum": its old name)
+    "min_loss": ("tab:red", "o", "-"),
     "minimum": ("tab:red", "o", "-"),
+    "fastai_minimum": ("tab:orange", "^", "-."),
     "steepest": ("tab:green", "v", "--"),
     "valley": ("tab:purple", "s", ":"),
 }
@@ -209,4 +211,60 @@ def plot_decay_heatmap(
     ax.set_ylabel(f"{row_name} (steps at which the lr drops)" if row_name == "decay_steps" else row_name)
     ax.set_xlabel(f"{column_name} (lr after the drop)" if column_name == "decay_lrs" else column_name)
     ax.set_title(f"Decay grid: {value_label} (lower is better)")
+    return ax
+
+
+def plot_prove(data: pd.DataFrame, *, steps: int | None = None, judged_by: str = "held-out loss",
+               ax: Axes | None = None) -> Axes:
+    """The prove stage: each candidate's judged loss after the budget against its lr (log x).
+
+    `data`: `analysis.prove.prove_table`'s frame, best first. Each seed is a small dot, the mean over
+    seeds a large marker joined across lrs, each candidate labelled by its suggesters; the winner's
+    marker is red.
+    """
+    from analysis.prove import long_losses
+
+    ax = _new_ax(ax)
+    points = long_losses(data)
+    finite = points.loc[np.isfinite(points["loss"].to_numpy(dtype="float64"))]
+    if not finite.empty:
+        sns.scatterplot(data=finite.assign(seed=finite["seed"].astype(str)), x="lr", y="loss", hue="seed",
+                        palette="Greys", s=28, alpha=0.8, ax=ax, legend=len(finite["seed"].unique()) <= 10)
+    mean = data.loc[np.isfinite(data["mean"].to_numpy(dtype="float64"))].sort_values("lr")
+    ax.plot(mean["lr"], mean["mean"], color="tab:blue", linewidth=1.2, marker="o", markersize=8,
+            label="mean over seeds")
+    if len(data) and math.isfinite(float(data["mean"].iloc[0])):
+        best = data.iloc[0]
+        ax.plot([best["lr"]], [best["mean"]], marker="*", markersize=18, color="tab:red", linestyle="none",
+                label=f"proven: {best['name']}, lr {best['lr']:.3g}")
+    for _, row in mean.iterrows():
+        ax.annotate(f"{row['suggested_by']}\nlr {row['lr']:.3g}", (row["lr"], row["mean"]), xytext=(6, 8),
+                    textcoords="offset points", fontsize="x-small")
+    diverged = data.loc[~np.isfinite(data["mean"].to_numpy(dtype="float64"))]
+    for _, row in diverged.iterrows():
+        ax.axvline(row["lr"], color="0.4", linestyle=":", linewidth=1)
+        ax.annotate(f"{row['suggested_by']}: diverged", (row["lr"], 0.95), xycoords=("data", "axes fraction"),
+                    rotation=90, fontsize="x-small", va="top")
+    ax.set_xscale("log")
+    ax.set_xlabel(LR_LABEL)
+    ax.set_ylabel(f"{judged_by} after {steps} steps" if steps else judged_by)
+    ax.set_title("Prove: the suggestions trained at a constant lr; lowest mean wins")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return ax
+
+
+def plot_range_candidates(data: ExponentPick, candidates: pd.DataFrame, *, winner: str | None = None,
+                          ax: Axes | None = None) -> Axes:
+    """The range-test curve against lr with the prove candidates marked and the winner highlighted."""
+    ax = plot_range_curve(data.curve, x=keys.LR, y=data.column, run_curves=data.run_curves, log_x=True, ax=ax)
+    for _, row in candidates.iterrows():
+        won = row["name"] == winner
+        at = np.interp(row["lre"], data.curve[keys.LRE], data.curve[data.column])
+        ax.axvline(row["lr"], color="tab:red" if won else "0.35", linestyle="-" if won else ":",
+                   linewidth=2.2 if won else 1.0)
+        ax.plot([row["lr"]], [at], marker="*" if won else "o", markersize=16 if won else 7,
+                color="tab:red" if won else "0.25", linestyle="none",
+                label=f"{'PROVEN ' if won else ''}{row['suggested_by']}: lr {row['lr']:.3g}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Range test with the prove candidates" + (f"; proven: {winner}" if winner else ""))
     return ax

@@ -249,7 +249,8 @@ class FunctionalRun:
         self._chunk: tuple[list[int], np.ndarray] | None = None
 
     def train_chunk(self, starts: list[int], lrs: np.ndarray, rewindable: bool) -> np.ndarray:
-        lrs = np.minimum(lrs, MAX_APPLIED_LR)  # as the single run sets them on its optimizer (generic.py)
+        # as the single run sets them on its optimizer (generic.py): its one group's scale (task.lr_scales)
+        lrs = np.minimum(lrs, MAX_APPLIED_LR) * np.array([r.lr_scales[0] for r in self.runs])
         self._start = self.fstep.snapshot() if rewindable else None
         self._chunk = (starts, lrs)
         self._next = [s + len(lrs) for s in starts]

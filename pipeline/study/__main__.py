@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="range test -> pick -> decay grid -> report, resumable")
+    p = _Parser(prog=PROG, description="range test -> pick -> prove -> decay grid -> report, resumable")
     p.add_argument("--size", default="demo", choices=sorted(SIZES),
                    help="demo (minutes on 2 cores) or full (the seed's sizes)")
     p.add_argument("--out", default=None, help="study folder (default runs/study-<size>)")
@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="range test: first lr exponent, with --lre_max (default: the size's ranges, -3..0 in the demo)")
     p.add_argument("--lre_max", "--lre-max", type=float, default=None,
                    help="range test: last lr exponent, with --lre_min")
+    p.add_argument("--prove-steps", "--prove_steps", type=int, default=None,
+                   help="prove stage: steps each candidate trains at its constant lr (default: a third of the decay "
+                        "grid's steps; the budget decides the ranking)")
+    p.add_argument("--prove-seeds", "--prove_seeds", default="3",
+                   help="prove stage: a number of paired seeds (default 3) or a list, e.g. 1,2,3")
+    p.add_argument("--prove-lrs", "--prove_lrs", default="",
+                   help="prove stage: your own lrs to prove beside the range test's suggestions, e.g. 0.003,0.01")
+    p.add_argument("--no-prove", "--no_prove", action="store_true",
+                   help="skip the prove stage: the decay grid trains at the min-loss pick (the behaviour before it)")
     return p
 
 
@@ -66,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         Study(size=args.size, out=out, workers=args.workers, wandb_mode=args.wandb_mode, project=args.project,
               entity=entity, range_yaml=Path(args.range_yaml), decay_yaml=Path(args.decay_yaml),
               n_boot=args.n_boot, decay_factors=args.decay_factors, access=access, task=args.task,
-              task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack).run()
+              task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack,
+              prove=not args.no_prove, prove_steps=args.prove_steps, prove_seeds=args.prove_seeds,
+              prove_lrs=args.prove_lrs).run()
     except LrscanError as e:
         exit_with(e, PROG)
     except KeyboardInterrupt:

@@ -125,7 +125,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
 
     task: a Task to train (in-process); else cfg.task's make builds one; else the makemore MLP.
     on_steps(steps, columns): called with exactly the rows handed to the logger, in order (also with
-    wandb_mode="disabled"): int64 training steps and their lr, lre, loss, log10_loss (+ smooth_loss).
+    wandb_mode="disabled"): int64 training steps and their lr, lre, loss, log10_loss (+ smooth_loss), and
+    what an eval step logged (dev_loss, ...) as columns that are NaN on the other rows.
     env_run_id, env_resume: WANDB_RUN_ID and WANDB_RESUME as the command line found them (wandb agent
     and pipeline.sweep name a run, and ask for its resumption, that way); --run_id and --resume win.
     launch: the program and arguments W&B records for the run (default: this process's).

@@ -31,6 +31,16 @@ def chunk_end(step: int, cfg: TrainConfig) -> int:
     return end
 
 
+def with_evaluated(rows: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> dict[str, np.ndarray]:
+    """The chunk's columns plus what its eval step logged (dev_loss, ...), NaN on the rows without it."""
+    out = dict(columns)
+    for at, values in extra.items():
+        for name, value in values.items():
+            column = out.setdefault(name, np.full(len(rows), np.nan))
+            column[rows == at] = value
+    return out
+
+
 class Member:
     """A run being trained: what its single run holds between chunks (`cfg.run_id` names it).
 
@@ -55,7 +65,8 @@ class Member:
             self.step, self.elapsed_s = state["step"], state["elapsed_s"]
             self.diverged_at = state.get("diverged_at")
         self.lrs, self.lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
-                                           decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
+                                           decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs,
+                                           step_mode=cfg.step_mode)
         self.ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, cfg.run_id)
         self._logged_through = -1
         self._logger = None
@@ -147,7 +158,7 @@ class Member:
         rows, columns = np.arange(lo, hi)[first:], {k: v[first:] for k, v in columns.items()}
         self.logger.log_steps(rows, columns, extra)
         if self.on_steps is not None:
-            self.on_steps(rows, columns)
+            self.on_steps(rows, with_evaluated(rows, columns, extra))
 
     # -- its checkpoint and its end ----------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def test_loss_vs_lr_uses_a_log_axis(pick):
     assert ax.get_xlabel() == plots.LR_LABEL
     mean_line = next(line for line in ax.get_lines() if line.get_label().startswith("mean over"))
     np.testing.assert_allclose(mean_line.get_xdata(), 10.0 ** pick.curve["lre"])
-    assert any(t.startswith(f"minimum: lre {pick.best_lre:.2f}, lr {pick.best_lr:.3g}") for t in legend_texts(ax))
+    assert any(t.startswith(f"min_loss: lre {pick.best_lre:.2f}, lr {pick.best_lr:.3g}") for t in legend_texts(ax))
 
 
 def test_plots_draw_on_the_ax_they_are_given(pick, decay):

@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 
+from pipeline import config
 from pipeline.config import TrainConfig, field_names, help_text, parse_args, parse_value
 from pipeline.errors import LrscanError
 
@@ -167,3 +168,28 @@ def test_bad_task_flags_name_the_problem(argv, fragment):
     with pytest.raises(LrscanError) as e:
         parse_args(argv)
     assert fragment in str(e.value)
+
+
+def test_the_word_list_is_found_from_any_folder(tmp_path, monkeypatch):
+    """--data's default: $LRSCAN_DATA, else data/names.txt here, else the set-up's copy beside the package."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRSCAN_DATA", raising=False)
+    if config.SETUP_DATA.is_file():  # after `make data`: a folder without data/ uses the set-up's copy
+        assert config.default_data_path() == str(config.SETUP_DATA) == TrainConfig().data
+    else:
+        assert config.default_data_path() == "data/names.txt"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "names.txt").write_text("emma\n")
+    assert config.default_data_path() == "data/names.txt"
+    monkeypatch.setenv("LRSCAN_DATA", "/elsewhere/words.txt")
+    assert config.default_data_path() == "/elsewhere/words.txt" == TrainConfig().data
+    assert "make data" not in config.missing_data_message("x.txt")
+
+
+def test_step_mode_is_a_range_test_field():
+    assert TrainConfig().step_mode == "exp"
+    assert parse_args(["--step_mode=linear"]).step_mode == "linear"
+    with pytest.raises(LrscanError, match=r"^step_mode='log': expected one of exp, linear$"):
+        TrainConfig(step_mode="log")
+    with pytest.raises(LrscanError, match=r"lre_max=400.0 with step_mode=linear: 10\*\*lre_max overflows"):
+        TrainConfig(step_mode="linear", lre_max=400.0)

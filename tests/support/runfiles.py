@@ -107,8 +107,8 @@ def chunks(data: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-def history_records(data: bytes) -> list[tuple[int, int, int]]:
-    """(first chunk offset, end of last chunk, step) of every history record, via protobuf."""
+def records(data: bytes) -> list[tuple[int, int, Any]]:
+    """(first chunk offset, end of last chunk, wandb's Record) of every record in a .wandb file, via protobuf."""
     from wandb.proto import wandb_internal_pb2
 
     found, parts, first = [], [], 0
@@ -120,9 +120,14 @@ def history_records(data: bytes) -> list[tuple[int, int, int]]:
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(b"".join(parts))
-            if record.WhichOneof("record_type") == "history":
-                found.append((first, pos + 7 + length, record.history.step.num))
+            found.append((first, pos + 7 + length, record))
     return found
+
+
+def history_records(data: bytes) -> list[tuple[int, int, int]]:
+    """(first chunk offset, end of last chunk, step) of every history record, via protobuf."""
+    return [(first, end, record.history.step.num) for first, end, record in records(data)
+            if record.WhichOneof("record_type") == "history"]
 
 
 def assert_history_equal(actual: Mapping[str, np.ndarray], rows: Sequence[tuple[int, Mapping[str, Any]]],

@@ -158,8 +158,10 @@ def test_the_result_is_the_analysis_pick_of_the_logged_runs(words_file, tmp_path
     assert low <= result.best_lre <= high and result.ci_lr == pytest.approx((10**low, 10**high))
     assert any("only 2 seeds" in note for note in result.notes)
     assert result.steepest_lr == pytest.approx(10**result.steepest_lre) and np.isfinite(result.valley_lre)
-    assert set(result.suggestions) == {"minimum", "steepest", "valley"}
-    assert "pick (minimum): lre" in str(result)
+    assert set(result.suggestions) == {"min_loss", "fastai_minimum", "steepest", "valley"}
+    assert result.suggestions["minimum"] == result.suggestions["min_loss"] == result.best_lr  # the old name reads
+    assert result.suggestions["fastai_minimum"] == pytest.approx(result.best_lr / 10)  # fastai's minimum: / 10
+    assert "pick (min_loss of loss): lre" in str(result)
 
 
 def test_a_range_test_runs_in_a_thread_other_than_the_main_one(words_file, tmp_path):
@@ -204,8 +206,17 @@ def test_plot_and_repick_use_the_analysis(words_file):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"stepz": 10}, r"^range_test: unknown keyword\(s\) 'stepz'\. Valid keywords: lre_min, lre_max, steps, seeds, "
-                    r"pick_args, data, .*wandb_mode"),
+    ({"stepz": 10}, r"^range_test: unknown keyword\(s\) 'stepz'\. Valid keywords: lre_min, lre_max, start_lr, end_lr, "
+                    r"steps, seeds, pick_on, pick_args, data, .*step_mode, .*wandb_mode"),
+    ({"lre_min": -4.0, "start_lr": 1e-4}, r"^range_test: lre_min=-4.0 and start_lr=0.0001 name the same end of the "
+                                          r"range: give one \(lre_min = log10\(start_lr\)\)$"),
+    ({"lre_max": -1.0, "end_lr": 0.1}, r"lre_max=-1.0 and end_lr=0.1 name the same end"),
+    ({"start_lr": 0.0}, r"^range_test: start_lr=0.0: expected a learning rate > 0"),
+    ({"start_lr": 1.0, "end_lr": 1e-3}, r"lre_min=0.0 > lre_max=-3.0"),
+    ({"step_mode": "log"}, r"step_mode='log': expected one of exp, linear"),
+    ({"pick_on": "dev_loss", "eval_every_steps": 0}, r"pick_on='dev_loss' is logged on eval steps only, and "
+                                                     r"eval_every_steps=0 makes none"),
+    ({"pick_on": "dev_loss", "pick_args": {"column": "loss"}}, r"pick_on='dev_loss' and pick_args=\{'column'"),
     ({"schedule": "step"}, r"^range_test: schedule='step' is not a keyword here: range_test always runs"),
     ({"seeds": [1, 2]}, r"^range_test: seeds=\[1, 2\] needs a function make\(seed\) -> Task, one model per seed; "
                         r"a Task is one model$"),

@@ -158,7 +158,7 @@ def cadence(steps: np.ndarray) -> int:
 
     1 as well when it has no regular gap (fewer than half the gaps alike: say steps 1, 2, 4, 8, ...).
     """
-    return _regular_gap(np.unique(np.asarray(steps, dtype=np.int64))) or 1
+    return _regular_gap(_unique(steps)) or 1
 
 
 def missing_steps(steps: np.ndarray) -> tuple[int, int | None, int]:
@@ -167,7 +167,7 @@ def missing_steps(steps: np.ndarray) -> tuple[int, int | None, int]:
     A run that logs every 10 steps misses nothing between its logged steps; one of its gaps of 20 is
     one missing step. An irregular logger (no cadence) is never said to miss steps.
     """
-    unique = np.unique(np.asarray(steps, dtype=np.int64))
+    unique = _unique(steps)
     every = _regular_gap(unique)
     if every is None:
         return 0, None, 1
@@ -176,6 +176,11 @@ def missing_steps(steps: np.ndarray) -> tuple[int, int | None, int]:
     if not len(holes):
         return 0, None, every
     return int(((gaps[holes] - 1) // every).sum()), int(unique[holes[0]]), every
+
+
+def _unique(steps: np.ndarray) -> np.ndarray:
+    # return_index takes numpy's sorting path: plain np.unique (numpy 2.4) hashes, ~500x slower on 200k distinct steps
+    return np.unique(np.asarray(steps, dtype=np.int64), return_index=True)[0]
 
 
 def _regular_gap(unique_steps: np.ndarray) -> int | None:

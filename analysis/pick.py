@@ -351,7 +351,9 @@ def _named(run_ids: list[str], shown: int = 5) -> str:
 
 def range_runs(steps: pd.DataFrame) -> pd.DataFrame:
     if SCHEDULE in steps.columns:
-        steps = steps.loc[steps[SCHEDULE] == SCHEDULE_RANGE]
+        is_range = steps[SCHEDULE] == SCHEDULE_RANGE
+        if not is_range.all():  # no copy of a frame of range runs only
+            steps = steps.loc[is_range]
     if steps.empty:
         raise LrscanError("no range-test runs (schedule == 'range') to pick an exponent from")
     return steps

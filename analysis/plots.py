@@ -105,12 +105,68 @@ def plot_range_curve(
         sns.scatterplot(data=shown, x=last_x, y="last_loss", style="stop", color="black", s=60,
                         markers={"end of its range": ">", STOP_LABELS[keys.STOP_CLIMB]: "X",
                                  STOP_LABELS[keys.STOP_NON_FINITE]: "P"}, ax=ax, zorder=5)
+    _clip_diverged_tail(ax, data, x=x, y=y, run_curves=run_curves, stops=stops)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(LR_LABEL if log_x else LRE_LABEL)
     ax.set_ylabel(f"{y} (nats), mean per lre bin" if y == keys.LOSS else f"{y}, mean per lre bin")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return ax
+
+
+def informative_ylim(curve: Sequence[float], lowest: float | None = None,
+                     start: float | None = None) -> tuple[float, float] | None:
+    """The y range worth reading on a range test's figure, or None when the whole curve is.
+
+    As fastai and torch-lr-finder draw it: from just below the minimum to a few times it, or to a
+    little above where the curve started if that is higher; a loss that climbed past it diverged and
+    is cut. `curve` is the mean loss in x order; `lowest` the lowest value drawn anywhere (a seed's
+    curve may dip below the mean), `start` the highest drawn before the minimum (default: the curve's).
+    """
+    values = np.asarray(curve, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return None
+    low = float(values.min())
+    first = float(values[: int(values.argmin()) + 1].max()) if start is None else max(start, low)
+    if low > 0:  # a loss in nats: few times the minimum
+        top = max(DIVERGED_ABOVE_MIN * low, first + 0.1 * (first - low))
+    else:  # a log loss can be negative: the start's height again above it
+        top = first + max(first - low, 1e-3)
+    if not np.any(values > top):
+        return None
+    bottom = min(low, lowest if lowest is not None and math.isfinite(lowest) else low)
+    return bottom - 0.05 * (top - bottom), top
+
+
+DIVERGED_ABOVE_MIN = 2.0  # a mean loss above this many times its minimum (and above its start) has diverged
+
+
+def _clip_diverged_tail(ax: Axes, data: pd.DataFrame, *, x: str, y: str, run_curves: pd.DataFrame | None,
+                        stops: pd.DataFrame | None) -> None:
+    """Cut the y axis to `informative_ylim` when the tail diverged, and mark where the mean left the chart."""
+    ordered = data.sort_values(x).dropna(subset=[y])
+    if len(ordered) < 2:
+        return
+    # everything drawn counts: the seeds' own curves may start higher and dip lower than their mean
+    drawn = ordered if run_curves is None or run_curves.empty else pd.concat([ordered, run_curves])
+    x_at_min = ordered[x].iloc[int(np.argmin(ordered[y].to_numpy()))]
+    limits = informative_ylim(ordered[y].to_numpy(), lowest=float(np.nanmin(drawn[y])),
+                              start=float(np.nanmax(drawn.loc[drawn[x] <= x_at_min, y])))
+    if limits is None:
+        return
+    bottom, top = limits
+    ax.set_ylim(bottom, top)
+    above = ordered[ordered[y] > top]
+    peak = float(np.nanmax(ordered[y]))
+    ax.axvspan(float(above[x].iloc[0]), float(ordered[x].iloc[-1]), color="0.85", alpha=0.5, linewidth=0,
+               hatch="//", zorder=0, label=f"diverged: mean {y} above {top:.3g}, up to {peak:.3g} (axis cut)")
+    ax.plot(above[x], np.full(len(above), top), linestyle="none", marker="^", markersize=5, color="tab:blue",
+            clip_on=False, zorder=6)
+    if stops is not None and not stops.empty and f"last_{x}" in stops.columns:
+        off = stops[stops["last_loss"] > top]
+        ax.plot(off[f"last_{x}"], np.full(len(off), top), linestyle="none", marker="^", markersize=8,
+                color="black", clip_on=False, zorder=6)
 
 
 def plot_loss_vs_lre(data: ExponentPick, *, ax: Axes | None = None) -> Axes:

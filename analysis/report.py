@@ -110,14 +110,14 @@ def write_report(
         warnings.simplefilter("always")
         if is_range.any():
             try:
-                pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
+                pick = pick_exponent(_rows(steps, is_range), runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
                                      seed=seed, include_running=include_running)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[is_range, "run_id"]) from None
             notes += pick.notes
         if (~is_range).any():
             try:
-                decay = decay_summary(steps.loc[~is_range], runs, block_steps)
+                decay = decay_summary(_rows(steps, ~is_range), runs, block_steps)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[~is_range, "run_id"]) from None
         prove: list[ProveResult] = []
@@ -338,6 +338,11 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
     if summary["problems"] or summary["notes"]:
         lines += ["## Problems and notes", "", *[f"- {p}" for p in [*summary["problems"], *summary["notes"]]], ""]
     return "\n".join(lines)
+
+
+def _rows(steps: pd.DataFrame, which: pd.Series) -> pd.DataFrame:
+    """steps.loc[which], without copying the frame when every row is wanted (a sweep of range tests)."""
+    return steps if bool(which.all()) else steps.loc[which]
 
 
 def with_first_problem(err: LrscanError, problems: Sequence[str], run_ids: pd.Series) -> LrscanError:

@@ -23,6 +23,7 @@ import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LrscanError
@@ -34,8 +35,36 @@ WANDB_MODES = ("offline", "online", "disabled")
 DATA_ENV = "LRSCAN_DATA"  # environment variable naming the word list when --data is not given
 
 
+LOCAL_DATA = "data/names.txt"  # where a run looks first, from the folder it runs in
+SETUP_DATA = Path(__file__).resolve().parents[1] / LOCAL_DATA  # where the set-up (`make data`) puts the word list
+
+
+def cached_names_path(env: Mapping[str, str]) -> Path:
+    """An installed lrscan's per-user copy of names.txt: $XDG_CACHE_HOME/lrscan/names.txt, else
+    ~/.cache/lrscan/names.txt (`pipeline.train.data.find_names` downloads it there)."""
+    root = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(root) / "lrscan" / "names.txt"
+
+
 def default_data_path() -> str:
-    return os.environ.get(DATA_ENV) or "data/names.txt"
+    """--data's default, the one way the trainer, the study and the examples find the word list: $LRSCAN_DATA,
+    else data/names.txt in the current folder, else the set-up's copy (data/names.txt beside the pipeline package
+    the code runs from), else the per-user cache's copy of an installed lrscan, so a notebook or a script in any
+    folder finds it; else data/names.txt, which then does not exist and is named in the error."""
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    if Path(LOCAL_DATA).exists():
+        return LOCAL_DATA
+    for found in (SETUP_DATA, cached_names_path(os.environ)):
+        if found.is_file():
+            return str(found)
+    return LOCAL_DATA
+
+
+def missing_data_message(path: str) -> str:
+    """What to do when the word list `path` is not there, in words that work outside the repository."""
+    return (f"data file {path!r} does not exist: give the word list with --data=PATH or ${DATA_ENV}=PATH, or fetch "
+            f"makemore's names.txt with `python -m pipeline.train.data fetch {path}`")
 
 
 def default_wandb_mode() -> str:

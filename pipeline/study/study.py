@@ -36,6 +36,7 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ from pipeline.study.prove import (
 from pipeline.yamlfile import read_yaml_mapping
 
 PROG = "pipeline.study"
-REPO = Path(__file__).resolve().parents[2]
+# the sweep YAMLs the study starts from travel as package data (pipeline/study/yamls/, which the repo's
+# sweeps/ links to), so an installed lrscan finds them from any folder
+YAMLS = Path(str(resources.files("pipeline.study") / "yamls"))
 STATE_FILE = "state.json"
 # the decayed lrs, as factors of the picked lr: one option per tuple, one factor per decay boundary
 DEFAULT_DECAY_FACTORS = ((0.1,), (0.01,))
@@ -87,6 +90,15 @@ SIZES = {
         decay_overrides={"steps": {"value": 12000}, "decay_steps": {"values": [[3000], [6000], [9000]]},
                          "eval_every_steps": {"value": 3000}},
         block_steps=500,
+    ),
+    # seconds, not minutes: that an installed lrscan runs end to end (a 300-step range test on three seeds,
+    # a 600-step decay grid of two runs); its pick is not one to train with
+    "smoke": Size(
+        range_overrides={"steps": {"value": 300}, "lre_min": {"value": -3.0}, "lre_max": {"value": 0.0},
+                         "seed": {"values": [1, 2, 3]}},
+        decay_overrides={"steps": {"value": 600}, "decay_steps": {"values": [[300]]},
+                         "eval_every_steps": {"value": 300}},
+        block_steps=100,
     ),
     # the YAMLs as written: 1000-step range tests over several ranges and seeds, 200k-step decay runs
     "full": Size(range_overrides={}, decay_overrides={}, block_steps=1000),
@@ -269,6 +281,8 @@ class Study:
             self._check_online()  # in seconds, before anything is written or run
         if self.task:
             self._check_task()  # a task that does not load is one line, before anything is written or run
+        else:
+            self._check_data()  # so is a word list the MLP's points would not find
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -359,6 +373,19 @@ class Study:
         from pipeline.train.task import load_task
 
         load_task(self.task, TrainConfig().seed, self.task_args)
+
+    def _check_data(self) -> None:
+        """Read the word list(s) the MLP's points will read (the range sweep's `data`, else --data's default as a
+        point finds it): missing or bad is one line here, not every point of stage 1 failed."""
+        from pipeline.config import TrainConfig, missing_data_message
+        from pipeline.train.data import read_words
+
+        parameter = {**read_base(self.range_yaml)["parameters"], **self.spec.range_overrides}.get("data") or {}
+        paths = parameter.get("values") or [parameter.get("value") or TrainConfig().data]
+        for path in paths:
+            if not Path(str(path)).exists():
+                raise LrscanError(missing_data_message(str(path)))
+            read_words(path)
 
     def _check_online(self) -> None:
         if self.api is None:

@@ -45,6 +45,23 @@ def test_valley_lands_about_the_middle_of_a_clean_valley():
     assert valley_index(losses) == 18 == list(losses).index(fastai_valley(losses, list(losses)))
 
 
+def test_suggester_names_say_what_they_are_and_the_old_name_still_reads():
+    """lrscan's min-loss lr is `min_loss` (fastai's `minimum` is that / 10: `fastai_minimum`); `minimum` reads as
+    min_loss for old readers, in `suggestions` and in summary.json's `suggesters`."""
+    loaded = range_loaded(seeds=(1, 2), best_lre=-1.2)
+    pick = pick_exponent(loaded.steps, loaded.runs, bin_width=0.1, n_boot=0)
+    s = pick.suggestions
+    assert list(s) == ["min_loss", "fastai_minimum", "steepest", "valley"]
+    assert s["min_loss"] == s["minimum"] == s.get("minimum") == pick.best_lre and "minimum" in s
+    assert s["fastai_minimum"] == pytest.approx(pick.best_lre - 1.0)  # lr / 10
+    assert s["steepest"] == pick.steepest_lre and s["valley"] == pick.valley_lre
+    with pytest.raises(KeyError):
+        s["best"]
+    written = pick.to_dict()["suggesters"]
+    assert written == {**s, "minimum": pick.best_lre}
+    assert s.map(lambda lre: 10.0**lre)["minimum"] == pytest.approx(pick.best_lr)
+
+
 def test_pick_finds_the_known_minimum_with_a_ci_around_it():
     loaded = range_loaded(seeds=(1, 2, 3, 4, 5), best_lre=-1.2)
     pick = pick_exponent(loaded.steps, loaded.runs, bin_width=0.1, n_boot=500)

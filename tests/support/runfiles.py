@@ -68,7 +68,12 @@ def make_run(
         if summary:
             run.summary.update(dict(summary))
         run.finish(exit_code=exit_code)
-    files = sorted(Path(root).glob(f"wandb/offline-run-*-{run.id}/run-{run.id}.wandb"), key=os.path.getmtime)
+    pattern = f"wandb/offline-run-*-{run.id}/run-{run.id}.wandb"
+    deadline = time.monotonic() + 60.0
+    while not (files := sorted(Path(root).glob(pattern), key=os.path.getmtime)):
+        if time.monotonic() > deadline:  # wandb 0.28 creates the file only once wandb-core writes it
+            raise TimeoutError(f"{root}: no {pattern} 60 s after finish()")
+        time.sleep(0.05)
     wait_until_written(files[-1])
     return files[-1]
 

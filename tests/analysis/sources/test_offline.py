@@ -21,7 +21,7 @@ from analysis.pick import pick_exponent
 from analysis.sources import load_runs
 from pipeline.errors import LrscanError
 from tests.support.frames import expected_group_a_steps
-from tests.support.runfiles import copy_runs, make_run, rows_of
+from tests.support.runfiles import SPECS, copy_runs, make_run, rows_of
 from tests.support.user_runs import BEST_LRE, expected_steps, logged
 
 
@@ -30,6 +30,18 @@ def test_sources_of_every_shape(runs_dir: Path) -> None:
     one_file = next(one_run_folder.glob("run-*.wandb"))
     for source in (runs_dir / "b1", one_run_folder, one_file, str(one_file)):
         assert load_runs(source).runs["run_id"].tolist() == ["b1"], source
+
+
+def test_files_read_by_worker_processes_give_the_same_frames(runs_dir: Path, tmp_path: Path) -> None:
+    # a damaged file among them as well: its error comes back from the worker as from this process
+    source = copy_runs(runs_dir, tmp_path / "runs", *SPECS)
+    (tmp_path / "runs" / "junk").mkdir()
+    (tmp_path / "runs" / "junk" / "run-junk.wandb").write_bytes(b"not a wandb file")
+    alone, parallel = (load_runs(source, job_type=None, workers=w) for w in (1, 2))
+    assert_frame_equal(parallel.steps, alone.steps)
+    assert_frame_equal(parallel.runs.drop(columns="path"), alone.runs.drop(columns="path"))
+    assert parallel.problems == alone.problems and any("run-junk.wandb" in p for p in parallel.problems)
+    assert parallel.notes == alone.notes
 
 
 def test_dot_means_the_wandb_folder(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

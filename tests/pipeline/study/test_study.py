@@ -87,7 +87,8 @@ def test_tiny_study_end_to_end(study, monkeypatch):
     assert -3.0 <= summary["best_lre"] <= 0.0
     low, high = summary["best_lre_ci"]
     assert low <= summary["best_lre"] <= high
-    assert set(summary["suggesters"]) == {"minimum", "min_loss", "fastai_minimum", "steepest", "valley"}
+    assert set(summary["suggesters"]) == {"min_loss", "fastai_minimum", "steepest", "valley", "minimum"}
+    assert summary["suggesters"]["minimum"] == summary["suggesters"]["min_loss"] == summary["best_lre"]  # old readers
     assert summary["range"]["counts"]["runs_read"] == 4 and summary["decay"]["counts"]["runs_read"] == 2
     assert len(summary["commands"]) == 4
     report = (out / "report" / "report.md").read_text()
@@ -482,3 +483,24 @@ def test_a_task_that_does_not_load_is_one_line_before_anything_is_written(tmp_pa
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"pipeline.study: error: task='{WAVENET}': make(seed, **task_args)")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_missing_word_list_is_one_line_before_any_point_from_any_folder(tmp_path):
+    """Run from an empty folder: a word list that is not there stops the study before stage 1, saying how to give
+    one in words that work outside the repository (no `make data`)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "LRSCAN_DATA": str(tmp_path / "nowhere" / "names.txt"), "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--out=s"], cwd=empty, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"pipeline.study: error: data file '{tmp_path / 'nowhere' / 'names.txt'}' does not "
+                               f"exist: give the word list with --data=PATH or $LRSCAN_DATA=PATH")
+    assert "make data" not in p.stderr and "python -m pipeline.train.data fetch" in p.stderr
+    assert list(empty.iterdir()) == []  # no study folder, no point launched, no wandb folder
+    # a word list that is there but not one is found as early
+    (tmp_path / "bad.txt").write_text("")
+    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--out=s"], cwd=empty, capture_output=True, text=True,
+                       env={**env, "LRSCAN_DATA": str(tmp_path / "bad.txt")}, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "is empty" in p.stderr, p.stderr
+    assert list(empty.iterdir()) == []

@@ -148,7 +148,8 @@ def test_a_renamed_private_attribute_logs_through_run_log(tmp_path):
     run._interface = _Renamed(real)
     try:
         writer = history_writer(run)
-        assert not writer.fast and "_asyncer" in writer.why
+        assert not writer.fast
+        assert "_asyncer" in writer.why or "not a release it was tested with" in writer.why
         _write_chunks(writer)
     finally:
         run._interface = real

@@ -113,7 +113,8 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     for payload in scan.others:
         if not _apply_record(out, payload):
             out.skipped_records += 1
-    wanted = list(dict.fromkeys(keys)) if keys is not None else None
+    # a user's own `step` key never overwrites W&B's _step (read as 'step')
+    wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
     history, bad = _decode_history(scan.history, wanted)
     out.history = history
     out.skipped_records += bad
@@ -517,7 +518,7 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], i
         keys.update(dict.fromkeys(row))
     history = {"step": np.asarray(steps, np.int64)}
     for key in keys:
-        if key.startswith("_"):
+        if key.startswith("_") or key == "step":  # a user's own `step` never overwrites W&B's _step
             continue
         column = np.array([_number(row.get(key)) for row in rows], np.float64)
         logged = [row[key] for row in rows if key in row]

@@ -29,10 +29,10 @@ from analysis.columns import (
     LIGHTNING_LR,
     LOSS_NAMES,
     LR_NAMES,
-    canonical_frame,
     choose_keys,
     logged_keys,
     missing_steps,
+    read_columns,
 )
 from analysis.schedules import OTHER, classify_lr_trace
 from analysis.sources.cloud import CLOUD_PATH, load_cloud
@@ -126,9 +126,10 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
                 notes: list[str]) -> dict[str, Any]:
     """Turn `run.history` into the analysis' columns (in place); say which keys and schedule it has."""
     logged = logged_keys(run.history)
-    choice = choose_keys(logged, loss_key=loss_key, lr_key=lr_key)
-    frame = canonical_frame(pd.DataFrame(run.history), choice, OPTIONAL_KEYS)
-    run.history = {column: frame[column].to_numpy() for column in frame.columns}
+    columns = read_columns(pd.DataFrame(run.history), choose_keys(logged, loss_key=loss_key, lr_key=lr_key),
+                           OPTIONAL_KEYS, named_loss=loss_key is not None, named_lr=lr_key is not None)
+    choice = columns.choice
+    run.history = {column: columns.frame[column].to_numpy() for column in columns.frame.columns}
     absent = []
     if choice.loss is None:
         absent.append(("loss", loss_key or ", ".join(LOSS_NAMES)))
@@ -136,9 +137,7 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
         absent.append(("lr", lr_key or ", ".join([*LR_NAMES, LIGHTNING_LR])))
     if absent:
         problems.append(_absent_problem(run.run_id, absent, logged))
-    if choice.other_lrs:
-        notes.append(f"run {run.run_id}: lr read from {choice.lr}; it also logged {', '.join(choice.other_lrs)} "
-                     f"(--lr-key picks another)")
+    notes.extend(f"run {run.run_id}: {note}" for note in columns.notes)
     n_missing, after, every = missing_steps(run.history[K.STEP_COLUMN])
     if n_missing:
         cadence = f" (it logs every {every} steps)" if every > 1 else ""
@@ -146,7 +145,7 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
                         f"the first after step {after}")
     info: dict[str, Any] = {**choice.as_dict(), "schedule_from": "config", "schedule_note": None}
     if SCHEDULE not in run.config and len(run.history[K.STEP_COLUMN]):
-        guess = classify_lr_trace(run.history[K.STEP_COLUMN], run.history[K.LR])
+        guess = classify_lr_trace(columns.lr_step, columns.lr_logged)  # the lr as logged, not carried forward
         run.config.update({k: v for k, v in {SCHEDULE: guess.kind, **guess.config}.items() if k not in run.config})
         info.update(schedule_from="lr trace", schedule_note=guess.reason)
         if guess.kind == OTHER:

@@ -11,11 +11,13 @@ from analysis.columns import (
     KeyChoice,
     canonical_frame,
     choose_keys,
+    key_notes,
     keys_to_read,
     logged_keys,
     lr_in_force,
     missing_steps,
     on_step_key,
+    read_columns,
 )
 
 NAN = np.nan
@@ -23,7 +25,8 @@ NAN = np.nan
 
 @pytest.mark.parametrize("logged, expected", [
     # lrscan's own keys win
-    (["lr", "lre", "loss", "log10_loss", "train/loss", "learning_rate"], KeyChoice("loss", "lr")),
+    (["lr", "lre", "loss", "log10_loss", "train/loss", "learning_rate"],
+     KeyChoice("loss", "lr", other_losses=("train/loss",))),
     (["lre", "log10_loss"], KeyChoice("log10_loss", "lre")),
     # the HF Trainer's callback, with its step counter
     (["train/loss", "train/learning_rate", "train/epoch", "train/global_step"],
@@ -35,6 +38,13 @@ NAN = np.nan
      KeyChoice("loss_step", "lr-AdamW/pg2", "trainer/global_step", other_lrs=("lr-AdamW/pg10",))),
     (["loss", "lr-SGD-momentum", "lr-SGD-weight_decay"], KeyChoice("loss", None)),
     (["acc", "val_loss"], KeyChoice(None, None)),
+    # Lightning's self.log("train_loss", on_step=True, on_epoch=True): the _step key, never the _epoch one
+    (["train_loss_epoch", "train_loss_step", "lr-Adam", "epoch", "trainer/global_step"],
+     KeyChoice("train_loss_step", "lr-Adam", "trainer/global_step")),
+    (["val_loss_epoch", "train/loss_epoch", "lr-Adam"], KeyChoice(None, "lr-Adam")),
+    # fastai's WandbCallback: raw_loss is the batch's loss (train_loss is smoothed), lr_0 is param group 0
+    (["epoch", "train_loss", "raw_loss", "lr_0", "lr_1", "lr_10", "lr_2", "mom_0", "wd_0", "valid_loss"],
+     KeyChoice("raw_loss", "lr_0", other_lrs=("lr_1", "lr_2", "lr_10"), other_losses=("train_loss",))),
 ])
 def test_keys_are_chosen_in_the_documented_order(logged: list[str], expected: KeyChoice) -> None:
     assert choose_keys(logged) == expected
@@ -43,9 +53,24 @@ def test_keys_are_chosen_in_the_documented_order(logged: list[str], expected: Ke
 def test_named_keys_win_and_an_absent_named_key_is_none() -> None:
     logged = ["loss", "lr", "my/loss", "lr-Adam/pg1", "lr-Adam/pg2"]
     assert choose_keys(logged, loss_key="my/loss", lr_key="lr-Adam/pg2") == KeyChoice(
-        "my/loss", "lr-Adam/pg2", other_lrs=("lr-Adam/pg1",))
-    assert choose_keys(logged, loss_key="no/such/key") == KeyChoice(None, "lr",
-                                                                    other_lrs=("lr-Adam/pg1", "lr-Adam/pg2"))
+        "my/loss", "lr-Adam/pg2", other_lrs=("lr-Adam/pg1",), other_losses=("loss",))
+    assert choose_keys(logged, loss_key="no/such/key") == KeyChoice(
+        None, "lr", other_lrs=("lr-Adam/pg1", "lr-Adam/pg2"), other_losses=("loss",))
+
+
+def test_the_choice_among_several_candidates_is_said() -> None:
+    both = choose_keys(["loss", "train/loss", "lr", "lr-Adam/pg1", "lr-Adam/pg2"])
+    assert key_notes(both) == [
+        "loss read from loss; it also logged train/loss (--loss-key picks another)",
+        "lr read from lr; it also logged lr-Adam/pg1, lr-Adam/pg2 (--lr-key picks another)"]
+    assert key_notes(both, named_loss=True, named_lr=True) == []
+    fastai = choose_keys(["train_loss", "raw_loss", "lr_0", "lr_1"])
+    assert key_notes(fastai) == [
+        "loss read from raw_loss (fastai's loss of each batch (its train_loss is smoothed)); it also logged "
+        "train_loss (fastai's smoothed loss) (--loss-key picks another)",
+        "lr read from lr_0 (fastai's lr of param group 0); it also logged lr_1 (--lr-key picks another)"]
+    # lrscan's own pairs are one quantity each: nothing to say
+    assert key_notes(choose_keys(["lr", "lre", "loss", "log10_loss"])) == []
 
 
 def test_keys_to_read() -> None:
@@ -111,14 +136,68 @@ def test_a_global_step_counter_merges_the_rows_of_one_step() -> None:
     history = pd.DataFrame({
         "step": [0, 1, 2, 3, 4],
         "lr-SGD": [0.01, NAN, 0.1, NAN, NAN],
-        "loss_step": [NAN, 2.0, NAN, 1.5, 1.4],
-        "trainer/global_step": [0.0, 0.0, 50.0, 50.0, NAN],  # the last row logged no counter: left out
+        "loss_step": [NAN, 2.0, NAN, 1.5, NAN],
+        "trainer/global_step": [0.0, 0.0, 50.0, 50.0, 50.0],
     })
     expected_merged = pd.DataFrame({"step": np.array([0, 50], np.int64), "lr-SGD": [0.01, 0.1],
                                     "loss_step": [2.0, 1.5]})
     assert_frame_equal(on_step_key(history, "trainer/global_step"), expected_merged)
     got = canonical_frame(history, choose_keys(history.columns))
     assert got["step"].tolist() == [0, 50] and got["lr"].tolist() == [0.01, 0.1] and got["loss"].tolist() == [2.0, 1.5]
+
+
+def test_rows_without_the_counter_take_the_counter_in_force_at_their_wandb_step() -> None:
+    # a user's own wandb.log({"loss": ...}) beside Lightning's lr monitor (which logs the counter):
+    # each loss row belongs to the global step of the lr row before it; a row before any counter, to the first
+    history = pd.DataFrame({
+        "step": [0, 1, 2, 3, 4, 5, 6],
+        "lr-SGD": [NAN, 0.01, NAN, 0.1, NAN, 1.0, NAN],
+        "loss": [9.0, NAN, 3.0, NAN, 2.0, NAN, 1.0],
+        "trainer/global_step": [NAN, 0.0, NAN, 1.0, NAN, 2.0, NAN],
+    })
+    columns = read_columns(history, choose_keys(history.columns))
+    expected = pd.DataFrame({"step": np.array([0, 1, 2], np.int64), "lr": [0.01, 0.1, 1.0], "lre": [-2.0, -1.0, 0.0],
+                             "loss": [3.0, 2.0, 1.0], "log10_loss": np.log10([3.0, 2.0, 1.0])})
+    # step 0's loss: 9.0 was logged before the first training step, 3.0 at it; merged, the later one wins ...
+    assert columns.choice.step == "_step" and "loss logged more than once at one trainer/global_step (1 time(s))" in \
+        columns.notes[0]
+    # ... which is a clash: so the rows are numbered by W&B's _step, every loss kept, each with the lr in force
+    got = columns.frame
+    assert got["step"].tolist() == [0, 2, 4, 6] and got["loss"].tolist() == [9.0, 3.0, 2.0, 1.0]
+    np.testing.assert_array_equal(got["lr"], [NAN, 0.01, 0.1, 1.0])
+    # without the early row the counter tells the rows apart and numbers them
+    later = read_columns(history.iloc[1:], choose_keys(history.columns))
+    assert later.choice.step == "trainer/global_step" and later.notes == ()
+    assert_frame_equal(later.frame, expected)
+    np.testing.assert_array_equal(later.lr_step, [0, 1, 2])
+    np.testing.assert_array_equal(later.lr_logged, [0.01, 0.1, 1.0])
+
+
+def test_a_loss_logged_every_step_beside_a_counter_logged_every_50_keeps_every_row() -> None:
+    # Lightning logs every 50 steps (log_every_n_steps); the user's per-step wandb.log has no counter of its own
+    # (wandb's step_sync fills in the stale one): the counter can't tell the rows apart, W&B's _step can
+    n = 200
+    lightning = np.arange(n) % 50 == 0
+    history = pd.DataFrame({
+        "step": np.arange(n),
+        "lr-SGD": np.where(lightning, 10.0 ** (-3 + np.arange(n) / 100), NAN),
+        "loss": np.where(lightning, NAN, 2.0 + np.arange(n) / 1000),
+        "trainer/global_step": (np.arange(n) // 50) * 50.0,
+    })
+    columns = read_columns(history, choose_keys(history.columns))
+    assert columns.choice.step == "_step" and len(columns.frame) == n - 4
+    assert columns.frame["loss"].tolist() == history["loss"].dropna().tolist()
+    np.testing.assert_array_equal(columns.lr_step, [0, 50, 100, 150])
+
+
+def test_the_lr_trace_is_the_lr_as_logged_not_carried_forward() -> None:
+    # a range test whose lr is logged every 10 steps and its loss every step
+    step = np.arange(100)
+    history = pd.DataFrame({"step": step, "lr": np.where(step % 10 == 0, 10.0 ** (step / 10 - 5), NAN),
+                            "loss": np.ones(100)})
+    columns = read_columns(history, choose_keys(["lr", "loss"]))
+    np.testing.assert_array_equal(columns.lr_step, np.arange(0, 100, 10))
+    assert len(columns.frame) == 100 and columns.frame["lr"].nunique() == 10
 
 
 def test_lr_in_force() -> None:

@@ -57,7 +57,7 @@ FASTAI_LR = "lr_0"
 LR_NAMES = (K.LR, K.LRE, "learning_rate", "train/learning_rate", FASTAI_LR)
 # what a key means where its name alone doesn't say it (the runs table shows it beside the key)
 KEY_MEANINGS = {
-    "raw_loss": "fastai's loss of each batch (its train_loss is smoothed)",
+    "raw_loss": "fastai's loss of each batch, not its smoothed train_loss",
     FASTAI_LR: "fastai's lr of param group 0",
 }
 _FASTAI_LR = re.compile(r"^lr_\d+$")

@@ -98,7 +98,8 @@ def _warm_up_end(lr: np.ndarray) -> int | None:
 
     The hold is the run of points within the tolerance of the highest lr; it starts at its first point
     as close to its median as its own jitter (bf16 rounding) allows, must last `HOLD_MIN_SHARE` of the
-    trace, and must not be still rising inside the tolerance (the flat top of a cosine ramp: mostly rises).
+    trace, and must be flat: its lrs jitter up and down (bf16), where the top of a cosine ramp or a
+    one-cycle inside the tolerance rises (then falls) steadily.
     """
     near_top = lr >= lr.max() * (1.0 - RELATIVE_TOLERANCE)
     top = int(np.argmax(near_top))
@@ -109,8 +110,12 @@ def _warm_up_end(lr: np.ndarray) -> int | None:
     level = np.median(band)
     spread = np.quantile(np.abs(band - level), 0.9)
     end = top + int(np.argmax(np.abs(band - level) <= spread + 1e-12 * abs(level)))
-    hold = np.diff(lr[end:stop])
-    if stop - end < max(HOLD_MIN_POINTS, HOLD_MIN_SHARE * len(lr)) or np.sum(hold > 0) > 2 * np.sum(hold < 0) + 2:
+    moves = np.sign(np.diff(lr[end:stop]))
+    moves = moves[moves != 0]
+    # jitter goes up and down at random; the top of a cosine or a one-cycle goes up, then down, once
+    turns = np.count_nonzero(moves[1:] != moves[:-1])
+    flat = len(moves) == 0 or (turns >= len(moves) / 5 and np.sum(moves > 0) <= 2 * np.sum(moves < 0) + 2)
+    if stop - end < max(HOLD_MIN_POINTS, HOLD_MIN_SHARE * len(lr)) or not flat:
         return None
     return end
 

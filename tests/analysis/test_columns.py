@@ -66,7 +66,7 @@ def test_the_choice_among_several_candidates_is_said() -> None:
     assert key_notes(both, named_loss=True, named_lr=True) == []
     fastai = choose_keys(["train_loss", "raw_loss", "lr_0", "lr_1"])
     assert key_notes(fastai) == [
-        "loss read from raw_loss (fastai's loss of each batch (its train_loss is smoothed)); it also logged "
+        "loss read from raw_loss (fastai's loss of each batch, not its smoothed train_loss); it also logged "
         "train_loss (fastai's smoothed loss) (--loss-key picks another)",
         "lr read from lr_0 (fastai's lr of param group 0); it also logged lr_1 (--lr-key picks another)"]
     # lrscan's own pairs are one quantity each: nothing to say

@@ -31,9 +31,10 @@ not a measured step either; an infinite loss is kept.
 
 A step counter (Lightning's, HF's) numbers the rows by training step: a W&B row without it (a
 `wandb.log` of the user's own) takes the counter in force at its W&B `_step` (the last one logged
-before it; before the first, the first), so no row is dropped. When the counter can't tell the
-loss's rows apart (the loss logged twice at one counter value: a user's per-step `wandb.log` beside
-a logger that logs every 50 steps), the rows are numbered by W&B's `_step` instead, and a note says so.
+before it; before the first, the first), so no row is dropped. Loss rows sharing one counter value
+(a user's per-step `wandb.log` beside a logger that logs every 50 steps) are the steps after it, in
+W&B's order, while they fit before the next counter value; where they don't (the loss logged
+several times a step), the rows are numbered by W&B's `_step` instead. A note says which.
 The schedule is read from the lr as logged (`Columns.lr_trace`), not from the lr carried forward.
 """
 
@@ -164,18 +165,23 @@ class Columns:
 
 def read_columns(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[str] = (), *,
                  named_loss: bool = False, named_lr: bool = False) -> Columns:
-    """`canonical_frame`, the lr as logged, and notes on the keys; numbered by W&B's _step where the counter can't.
+    """`canonical_frame`, the lr as logged, and notes on the keys and on how the rows were numbered.
 
     `history` holds ``step`` (W&B's _step) and the logged keys, NaN where a row lacks one.
     """
     notes = key_notes(choice, named_loss=named_loss, named_lr=named_lr)
     if choice.step != WANDB_STEP and choice.loss is not None:
-        clashes = _counter_clashes(history, choice.step, choice.loss)
-        if clashes:
-            notes.append(f"{choice.loss} logged more than once at one {choice.step} ({clashes} time(s)): its rows "
-                         f"are numbered by W&B's _step instead, so none is lost")
+        frame = history.sort_values(K.STEP_COLUMN, kind="stable")
+        steps = counter_steps(frame, choice.step, choice.loss)
+        shared = _shared_counter(frame, choice.step, choice.loss)
+        if steps is None:
+            notes.append(f"{choice.loss} logged more often than {choice.step} counts steps ({shared} of its rows "
+                         f"share one): its rows are numbered by W&B's _step instead, so none is lost")
             choice = replace(choice, step=WANDB_STEP)
-    frame = _on_step(history, choice.step)
+        elif shared:
+            notes.append(f"{shared} row(s) of {choice.loss} share a {choice.step} with an earlier one (logged "
+                         f"without it: a wandb.log of your own): each is the step after the one before it")
+    frame = _on_step(history, choice.step, choice.loss)
     lr, _ = _pair(frame, choice.lr, K.LR, K.LRE)
     step = frame[K.STEP_COLUMN].to_numpy(dtype=np.int64)
     logged = ~np.isnan(lr)
@@ -186,11 +192,10 @@ def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[
     """``step, lr, lre, loss, log10_loss`` and the `carried` columns, one row per step the loss was logged at.
 
     `history` holds ``step`` (W&B's _step) and the logged keys, NaN where a row lacks one. The step
-    comes from `choice.step` when that is not _step (a row without it takes the counter in force at
-    its _step; rows sharing one merge, the last value logged winning); the lr is the lr in force at
-    each step.
+    comes from `choice.step` when that is not _step (see `on_step_key`); the lr is the lr in force
+    at each step.
     """
-    frame = _on_step(history, choice.step)
+    frame = _on_step(history, choice.step, choice.loss)
     loss, log10_loss = _pair(frame, choice.loss, K.LOSS, K.LOG10_LOSS)
     lr, lre = _pair(frame, choice.lr, K.LR, K.LRE)
     step = frame[K.STEP_COLUMN].to_numpy(dtype=np.int64)
@@ -208,45 +213,70 @@ def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[
     return out.loc[measured].reset_index(drop=True)
 
 
-def _on_step(history: pd.DataFrame, step_key: str) -> pd.DataFrame:
+def _on_step(history: pd.DataFrame, step_key: str, loss_key: str | None) -> pd.DataFrame:
     """The history in step order, numbered by `step_key` (W&B's _step: as it is)."""
     if step_key == WANDB_STEP:
         return history.sort_values(K.STEP_COLUMN, kind="stable")
-    return on_step_key(history, step_key)
+    return on_step_key(history, step_key, loss_key)
 
 
 def counter_in_force(history: pd.DataFrame, step_key: str) -> np.ndarray:
     """Per row (in W&B _step order), the step counter logged on it, else the last one logged before it.
 
     Rows before the first counter take the first one: they were logged before the first training step.
+    (wandb's `step_sync`, which Lightning's and HF's loggers ask for, writes that same last counter
+    into the rows of a user's own `wandb.log`.)
     """
     counter = history.sort_values(K.STEP_COLUMN, kind="stable")[step_key]
     return counter.ffill().bfill().round().to_numpy(dtype=np.int64)
 
 
-def on_step_key(history: pd.DataFrame, step_key: str) -> pd.DataFrame:
+def counter_steps(history: pd.DataFrame, step_key: str, loss_key: str | None) -> np.ndarray | None:
+    """Per row (in W&B _step order), its training step by the counter; None where the counter can't number them.
+
+    A logger that logs every k steps (Lightning's log_every_n_steps, HF's logging_steps) leaves its
+    counter standing between its logs, so a user's own per-step `wandb.log` of the loss gives rows
+    that share one counter value: they are the steps after it, in W&B's order (the i-th loss row
+    logged at counter c is step c + i). That holds while they fit before the next counter value;
+    when they don't (the loss logged several times per step), None: number by W&B's _step instead.
+    """
+    frame = history.sort_values(K.STEP_COLUMN, kind="stable")
+    counter = counter_in_force(frame, step_key)
+    if loss_key is None or loss_key not in frame.columns:
+        return counter
+    if np.any(np.diff(counter) < 0):
+        return None  # a counter that goes back (a resumed run logging it again): no order to number by
+    logged = frame[loss_key].notna().to_numpy()
+    rank = pd.Series(np.where(logged, 1, 0)).groupby(counter).cumsum().to_numpy() - 1
+    step = counter + np.where(logged, rank, 0)
+    values = np.unique(counter)
+    following = np.searchsorted(values, counter, side="right")
+    last = np.iinfo(np.int64).max
+    next_counter = np.where(following < len(values), values[np.minimum(following, len(values) - 1)], last)
+    return None if np.any(step[logged] >= next_counter[logged]) else step
+
+
+def on_step_key(history: pd.DataFrame, step_key: str, loss_key: str | None = None) -> pd.DataFrame:
     """The history re-indexed by a logged step counter (Lightning's and HF's global step).
 
     Those loggers call `wandb.log` several times per training step (the lr monitor, then the
     metrics), so several W&B rows share one global step: they merge into one row, and where two
     rows logged the same key, the later one wins. A row that did not log the counter (the user's own
-    `wandb.log`) takes the counter in force at its W&B _step (`counter_in_force`).
+    `wandb.log`) takes the counter in force at its W&B _step; rows of `loss_key` that share one are
+    numbered as the steps after it (`counter_steps`), where they fit.
     """
     frame = history.sort_values(K.STEP_COLUMN, kind="stable")
-    counter = counter_in_force(frame, step_key)
+    steps = counter_steps(frame, step_key, loss_key)
     frame = frame.drop(columns=[K.STEP_COLUMN, step_key])
-    frame[K.STEP_COLUMN] = counter
+    frame[K.STEP_COLUMN] = steps if steps is not None else counter_in_force(history, step_key)
     # GroupBy.last takes each column's last non-NaN value: the merge of the rows of one step
     return frame.groupby(K.STEP_COLUMN, sort=True).last().reset_index()
 
 
-def _counter_clashes(history: pd.DataFrame, step_key: str, loss_key: str) -> int:
+def _shared_counter(history: pd.DataFrame, step_key: str, loss_key: str) -> int:
     """How many of the loss's rows share a counter value with an earlier one (0: the counter tells them apart)."""
-    frame = history.sort_values(K.STEP_COLUMN, kind="stable")
-    counter = counter_in_force(frame, step_key)
-    logged = frame[loss_key].notna().to_numpy()
-    if not logged.any():
-        return 0
+    counter = counter_in_force(history, step_key)
+    logged = history.sort_values(K.STEP_COLUMN, kind="stable")[loss_key].notna().to_numpy()
     return int(logged.sum() - len(np.unique(counter[logged])))
 
 

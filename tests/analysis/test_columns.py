@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +22,11 @@ from analysis.columns import (
     on_step_key,
     read_columns,
 )
+from analysis.plain import frame_records
+from analysis.sources import load_runs
+from tests.support.library_runs import truth as library_truth
+
+REPO = Path(__file__).resolve().parents[2]
 
 NAN = np.nan
 
@@ -159,8 +167,9 @@ def test_rows_without_the_counter_take_the_counter_in_force_at_their_wandb_step(
     expected = pd.DataFrame({"step": np.array([0, 1, 2], np.int64), "lr": [0.01, 0.1, 1.0], "lre": [-2.0, -1.0, 0.0],
                              "loss": [3.0, 2.0, 1.0], "log10_loss": np.log10([3.0, 2.0, 1.0])})
     # step 0's loss: 9.0 was logged before the first training step, 3.0 at it; merged, the later one wins ...
-    assert columns.choice.step == "_step" and "loss logged more than once at one trainer/global_step (1 time(s))" in \
-        columns.notes[0]
+    assert columns.choice.step == "_step" and columns.notes == (
+        "loss logged more often than trainer/global_step counts steps (1 of its rows share one): its rows are "
+        "numbered by W&B's _step instead, so none is lost",)
     # ... which is a clash: so the rows are numbered by W&B's _step, every loss kept, each with the lr in force
     got = columns.frame
     assert got["step"].tolist() == [0, 2, 4, 6] and got["loss"].tolist() == [9.0, 3.0, 2.0, 1.0]
@@ -173,21 +182,37 @@ def test_rows_without_the_counter_take_the_counter_in_force_at_their_wandb_step(
     np.testing.assert_array_equal(later.lr_logged, [0.01, 0.1, 1.0])
 
 
-def test_a_loss_logged_every_step_beside_a_counter_logged_every_50_keeps_every_row() -> None:
-    # Lightning logs every 50 steps (log_every_n_steps); the user's per-step wandb.log has no counter of its own
-    # (wandb's step_sync fills in the stale one): the counter can't tell the rows apart, W&B's _step can
-    n = 200
-    lightning = np.arange(n) % 50 == 0
-    history = pd.DataFrame({
-        "step": np.arange(n),
-        "lr-SGD": np.where(lightning, 10.0 ** (-3 + np.arange(n) / 100), NAN),
-        "loss": np.where(lightning, NAN, 2.0 + np.arange(n) / 1000),
-        "trainer/global_step": (np.arange(n) // 50) * 50.0,
-    })
+def lightning_every_50_and_a_loss_of_your_own(steps: int, calls_per_step: int) -> pd.DataFrame:
+    """Lightning logs its lr and counter every 50 steps (log_every_n_steps); the user's own wandb.log of the loss
+    at every step carries the counter wandb's step_sync fills in: the last one Lightning logged."""
+    rows = []
+    for t in range(steps):
+        if t % 50 == 0:
+            rows.append({"lr-SGD": 10.0 ** (-3 + t / 100), "trainer/global_step": float(t)})
+        rows += [{"loss": 2.0 + t / 1000 + i / 10, "trainer/global_step": float(t - t % 50)}
+                 for i in range(calls_per_step)]
+    return pd.DataFrame(rows).assign(step=np.arange(len(rows)))
+
+
+def test_a_loss_logged_every_step_beside_a_counter_logged_every_50_is_numbered_step_by_step() -> None:
+    history = lightning_every_50_and_a_loss_of_your_own(200, 1)
     columns = read_columns(history, choose_keys(history.columns))
-    assert columns.choice.step == "_step" and len(columns.frame) == n - 4
+    assert columns.choice.step == "trainer/global_step"
+    assert columns.notes == ("196 row(s) of loss share a trainer/global_step with an earlier one (logged without it: "
+                             "a wandb.log of your own): each is the step after the one before it",)
+    expected_lr = 10.0 ** (-3 + (np.arange(200) // 50 * 50) / 100)
+    assert columns.frame["step"].tolist() == list(range(200))
     assert columns.frame["loss"].tolist() == history["loss"].dropna().tolist()
+    np.testing.assert_allclose(columns.frame["lr"], expected_lr)
     np.testing.assert_array_equal(columns.lr_step, [0, 50, 100, 150])
+
+
+def test_a_loss_logged_twice_a_step_is_numbered_by_wandbs_step_and_every_row_kept() -> None:
+    history = lightning_every_50_and_a_loss_of_your_own(200, 2)
+    columns = read_columns(history, choose_keys(history.columns))
+    assert columns.choice.step == "_step" and "numbered by W&B's _step instead" in columns.notes[0]
+    assert columns.frame["loss"].tolist() == history["loss"].dropna().tolist()
+    assert columns.frame["step"].tolist() == history["step"][history["loss"].notna()].tolist()
 
 
 def test_the_lr_trace_is_the_lr_as_logged_not_carried_forward() -> None:
@@ -216,3 +241,67 @@ def test_lr_in_force() -> None:
 ])
 def test_missing_steps_are_holes_in_the_runs_own_cadence(steps: np.ndarray, expected: tuple) -> None:
     assert missing_steps(steps) == expected
+
+
+# -- runs the real libraries wrote (tests/support/library_runs.py; fastai's committed in tests/fixtures) --
+
+FASTAI = REPO / "tests" / "fixtures" / "user_runs" / "fastai"
+
+
+def loaded_run(path: Path) -> tuple[pd.DataFrame, dict, list[str]]:
+    """(steps, the runs-table row, notes) of one run file as `load_runs` reads it."""
+    loaded = load_runs(path)
+    [info] = frame_records(loaded.runs)
+    return loaded.steps, info, loaded.notes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_id, keys", [
+    # self.log("train_loss", on_step=True, on_epoch=True): train_loss_step, never train_loss_epoch
+    ("lightning_every_step", ("train_loss_step", "lr-SGD", "trainer/global_step")),
+    # the user's own wandb.log({"loss"}) every step beside Lightning logging every 10: every row kept, step by step
+    ("lightning_own_loss", ("loss", "lr-SGD", "trainer/global_step")),
+])
+def test_lightning_runs_read_step_for_step_as_the_trainer_ran_them(library_runs, run_id, keys) -> None:
+    steps, info, notes = loaded_run(library_runs[run_id])
+    truth = pd.DataFrame(library_truth(library_runs[run_id]))
+    assert (info["loss_key"], info["lr_key"], info["step_key"], info["schedule"]) == (*keys, "range")
+    assert steps["step"].tolist() == truth["step"].tolist() == list(range(200))
+    np.testing.assert_allclose(steps["loss"], truth["loss"], rtol=1e-6)
+    if run_id == "lightning_every_step":
+        np.testing.assert_allclose(steps["lr"], truth["lr"], rtol=1e-12)
+        assert notes == []
+    else:  # Lightning logged the lr at steps 9, 19, ...: the lr in force is the last one it logged
+        logged_at = (np.arange(200) + 1) // 10 * 10 - 1
+        expected = np.where(logged_at >= 0, truth["lr"].to_numpy()[np.maximum(logged_at, 0)], np.nan)
+        np.testing.assert_allclose(steps["lr"], expected, rtol=1e-12)
+        assert notes == [f"run {run_id}: loss read from loss; it also logged train_loss_step (--loss-key picks "
+                         f"another)",
+                         f"run {run_id}: 179 row(s) of loss share a trainer/global_step with an earlier one (logged "
+                         f"without it: a wandb.log of your own): each is the step after the one before it"]
+
+
+@pytest.mark.slow
+def test_hf_trainer_runs_read_at_their_logging_steps(library_runs) -> None:
+    steps, info, notes = loaded_run(library_runs["hf_range"])
+    truth = pd.DataFrame(library_truth(library_runs["hf_range"])).set_index("step")
+    assert (info["loss_key"], info["lr_key"], info["step_key"]) == ("train/loss", "train/learning_rate",
+                                                                  "train/global_step")
+    assert steps["step"].tolist() == list(range(10, 201, 10)) and notes == []
+    # the lr logged at step k is the lr step k trained with
+    np.testing.assert_allclose(steps["lr"], truth.loc[steps["step"], "lr"], rtol=1e-12)
+
+
+def test_fastai_runs_read_the_raw_loss_and_group_0s_lr() -> None:
+    for name in ("range", "one_cycle"):
+        steps, info, notes = loaded_run(FASTAI / f"run-fastai_{name}.wandb")
+        truth = pd.DataFrame(json.loads((FASTAI / f"fastai_{name}.json").read_text()))
+        assert (info["loss_key"], info["lr_key"], info["step_key"]) == ("raw_loss", "lr_0", "_step")
+        assert notes[0] == (f"run fastai_{name}: loss read from raw_loss (fastai's loss of each batch, not its "
+                            f"smoothed train_loss); it also logged train_loss (fastai's smoothed loss) (--loss-key "
+                            f"picks another)")
+        # WandbCallback logs batch i at W&B step i (`step=` of its own); a raw loss logged as NaN is not a step
+        measured = ~np.isnan(truth["raw_loss"].to_numpy())
+        assert steps["step"].tolist() == np.flatnonzero(measured).tolist()
+        np.testing.assert_allclose(steps["loss"], truth["raw_loss"][measured], rtol=1e-6)
+        np.testing.assert_allclose(steps["lr"], truth["lr_0"][measured], rtol=1e-12)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from analysis.plain import frame_records
 from analysis.schedules import CONSTANT, OTHER, RANGE, STEP, ScheduleGuess, classify_lr_trace
+from analysis.sources import load_runs
+
+FASTAI = Path(__file__).resolve().parents[1] / "fixtures" / "user_runs" / "fastai"
 
 STEPS = np.arange(1000)
 
@@ -106,3 +113,37 @@ def test_the_tolerance_survives_bf16_and_fp16_rounded_lrs(dtype: torch.dtype) ->
         assert guess.kind == RANGE and "geometrically" in guess.reason, (steps, guess)
     warm = classify_lr_trace(STEPS, rounded(np.minimum(STEPS / 500, 1.0) * 0.1 * jitter, dtype))
     assert warm.kind == CONSTANT and warm.config["lr"] == pytest.approx(0.1, rel=0.01)
+
+
+# -- schedules of runs the real libraries wrote, read from the lr as they logged it --
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_id, kind, config", [
+    ("lightning_every_step", RANGE, {"lre_min": pytest.approx(-4.0), "lre_max": pytest.approx(0.0)}),
+    # the lr logged every 10 steps (the loss every step): still a range test
+    ("lightning_own_loss", RANGE, {"lre_min": pytest.approx(-4 + 4 * 9 / 199), "lre_max": pytest.approx(0.0)}),
+    ("hf_range", RANGE, {"lre_min": pytest.approx(-4 + 4 * 9 / 199), "lre_max": pytest.approx(0.0)}),
+    # warm-up from 0 over 30 steps, x0.1 from step 121 (the Trainer's steps start at 1), logged every 5 steps
+    ("hf_warm_up_step", STEP, {"lr": pytest.approx(0.05), "decay_steps": [125], "decay_lrs": [pytest.approx(0.005)]}),
+])
+def test_the_schedules_of_lightning_and_hf_trainer_runs(library_runs, run_id, kind, config) -> None:
+    loaded = load_runs(library_runs[run_id])
+    [info] = frame_records(loaded.runs)
+    assert (info["schedule"], info["schedule_from"]) == (kind, "lr trace")
+    # the runs table holds list fields as their text (one type per column)
+    assert {k: ast.literal_eval(v) if isinstance(v, str) else v for k, v in info.items() if k in config} == config
+    if run_id == "hf_warm_up_step":
+        assert info["schedule_note"] == ("lr warms up from 0.006667 to 0.05 over steps 5-35, then piecewise constant: "
+                                         "0.05, then 0.005 from step 125")
+
+
+def test_the_schedules_of_fastai_runs() -> None:
+    loaded = load_runs(FASTAI)
+    info = {r["run_id"]: r for r in frame_records(loaded.runs)}
+    assert info["fastai_range"]["schedule"] == RANGE
+    assert info["fastai_range"]["schedule_note"] == "lr rises geometrically from 0.0001 to 0.9698 over steps 0-299"
+    assert info["fastai_one_cycle"]["schedule"] == OTHER
+    assert "rises to 0.05 then falls" in info["fastai_one_cycle"]["schedule_note"]
+    assert any(n.startswith("run fastai_one_cycle: lr rises to 0.05") and "left out of the exponent pick" in n
+               for n in loaded.notes)

@@ -305,3 +305,18 @@ def test_fastai_runs_read_the_raw_loss_and_group_0s_lr() -> None:
         assert steps["step"].tolist() == np.flatnonzero(measured).tolist()
         np.testing.assert_allclose(steps["loss"], truth["raw_loss"][measured], rtol=1e-6)
         np.testing.assert_allclose(steps["lr"], truth["lr_0"][measured], rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_a_key_of_your_own_named_step_never_replaces_wandbs_step(tmp_path) -> None:
+    import wandb
+
+    run = wandb.init(mode="offline", dir=tmp_path, id="ownstep", settings=wandb.Settings(console="off"))
+    for i in range(50):
+        # an lr under a name of its own sends the reader through every key, `step` among them
+        run.log({"step": 1000 + 10 * i, "loss": 2.0 + i / 100, "my/lr": 0.1})
+    run.finish()
+    wandb.teardown()
+    loaded = load_runs(tmp_path / "wandb", lr_key=None)
+    assert loaded.steps["step"].tolist() == list(range(50))
+    assert loaded.steps["loss"].tolist() == pytest.approx([2.0 + i / 100 for i in range(50)])

@@ -61,7 +61,6 @@ KEY_MEANINGS = {
     "raw_loss": "fastai's loss of each batch, not its smoothed train_loss",
     FASTAI_LR: "fastai's lr of param group 0",
 }
-_FASTAI_LR = re.compile(r"^lr_\d+$")
 STEP_NAMES = ("trainer/global_step", "train/global_step")
 LIGHTNING_LR = "lr-<Optimizer>"
 # Lightning: "lr-" + optimizer class, "-N" for a second optimizer of the class, "/pgN" or "/<group name>"
@@ -101,7 +100,6 @@ def choose_keys(logged: Iterable[str], *, loss_key: str | None = None, lr_key: s
     have = set(logged)
     loss = loss_key if loss_key is not None else next((k for k in LOSS_NAMES if k in have), None)
     lightning = sorted((k for k in logged if is_lightning_lr(k)), key=_natural)
-    groups = [k for k in (FASTAI_LR, *sorted((k for k in logged if _FASTAI_LR.match(k)), key=_natural)) if k in have]
     if lr_key is not None:
         lr = lr_key
     else:
@@ -114,7 +112,9 @@ def choose_keys(logged: Iterable[str], *, loss_key: str | None = None, lr_key: s
     # lrscan's pairs (loss and log10_loss, lr and lre) are one quantity, not a choice
     pair = {K.LOSS: K.LOG10_LOSS, K.LOG10_LOSS: K.LOSS}.get(loss or "")
     other_losses = tuple(k for k in LOSS_NAMES if k in have and k not in (loss, pair))
-    other_lrs = tuple(dict.fromkeys(k for k in [*groups, *lightning] if k != lr))
+    # fastai's lr_1, lr_2, ... are not named: the offline reader reads keys by name and doesn't see them, and
+    # the runs table already says lr_0 is group 0
+    other_lrs = tuple(k for k in lightning if k != lr)
     return KeyChoice(loss=loss, lr=lr, step=step, other_lrs=other_lrs, other_losses=other_losses)
 
 

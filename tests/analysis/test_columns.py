@@ -52,7 +52,7 @@ NAN = np.nan
     (["val_loss_epoch", "train/loss_epoch", "lr-Adam"], KeyChoice(None, "lr-Adam")),
     # fastai's WandbCallback: raw_loss is the batch's loss (train_loss is smoothed), lr_0 is param group 0
     (["epoch", "train_loss", "raw_loss", "lr_0", "lr_1", "lr_10", "lr_2", "mom_0", "wd_0", "valid_loss"],
-     KeyChoice("raw_loss", "lr_0", other_lrs=("lr_1", "lr_2", "lr_10"), other_losses=("train_loss",))),
+     KeyChoice("raw_loss", "lr_0", other_losses=("train_loss",))),
 ])
 def test_keys_are_chosen_in_the_documented_order(logged: list[str], expected: KeyChoice) -> None:
     assert choose_keys(logged) == expected
@@ -75,8 +75,7 @@ def test_the_choice_among_several_candidates_is_said() -> None:
     fastai = choose_keys(["train_loss", "raw_loss", "lr_0", "lr_1"])
     assert key_notes(fastai) == [
         "loss read from raw_loss (fastai's loss of each batch, not its smoothed train_loss); it also logged "
-        "train_loss (fastai's smoothed loss) (--loss-key picks another)",
-        "lr read from lr_0 (fastai's lr of param group 0); it also logged lr_1 (--lr-key picks another)"]
+        "train_loss (fastai's smoothed loss) (--loss-key picks another)"]
     # lrscan's own pairs are one quantity each: nothing to say
     assert key_notes(choose_keys(["lr", "lre", "loss", "log10_loss"])) == []
 

@@ -293,4 +293,4 @@ def test_cli_names_the_real_cause_in_one_line(user_runs, tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and not (tmp_path / "report2").exists()
     assert done.stderr.startswith("analysis: error: no run has a full block of 1000 steps")
     assert done.stderr.endswith("(run mine1: no lr logged (looked for lr: lr, lre, learning_rate, train/learning_rate, "
-                                "lr-<Optimizer>; it logged my/loss, my/lr); --lr-key names another key)\n")
+                                "lr_0, lr-<Optimizer>; it logged my/loss, my/lr); --lr-key names another key)\n")

@@ -82,6 +82,9 @@ class RunFile:
     exit_code: int | None = None
     state: str = "running"  # 'finished' | 'crashed' | 'running'
     history: dict[str, np.ndarray] = field(default_factory=dict)
+    # per key with any: True on the rows that logged it as NaN (or as something not a number), which
+    # `history` cannot tell from rows that did not log it (both NaN there); other keys have no entry
+    nan_logged: dict[str, np.ndarray] = field(default_factory=dict)
     skipped_records: int = 0
     truncated: bool = False
     start_time: float = 0.0  # seconds since the epoch, from the run record (0 if absent)
@@ -94,7 +97,9 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     all numbers or booleans, except wandb's own `_step`, `_runtime`, `_timestamp` (slower: every
     history record is then parsed with protobuf). `history` holds
     'step' (int64) and one float64 array per kept key, NaN where a row lacks the key or its value
-    is not a number. Raises LrscanError if the file cannot be opened or is not a wandb log.
+    is not a number; `nan_logged` says which of those NaN were logged (as NaN, or as a value that is
+    not a number) rather than not logged at that step. Raises LrscanError if the file cannot be
+    opened or is not a wandb log.
     """
     path = os.fspath(path)
     try:
@@ -115,8 +120,9 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
             out.skipped_records += 1
     # a user's own `step` key never overwrites W&B's _step (read as 'step')
     wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
-    history, bad = _decode_history(scan.history, wanted)
+    history, nan_logged, bad = _decode_history(scan.history, wanted)
     out.history = history
+    out.nan_logged = nan_logged
     out.skipped_records += bad
     # the summary of a logged key is its last logged value; values set with run.summary win
     summary = {}
@@ -137,6 +143,43 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     if not out.name:
         out.name = out.run_id
     return out
+
+
+def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile | LrscanError:
+    """`read_run_file`, keeping only the keys some row logged, and the error as a value, not raised.
+
+    What a worker process hands back: a key no row logged would cross the process boundary as an
+    array of NaN per step (most of a run's bytes when half the keys looked for are absent); its
+    readers take a missing key as "not logged". Imports nothing beyond this module, so a worker
+    started for it stays small.
+    """
+    try:
+        run = read_run_file(path, keys)
+    except LrscanError as err:
+        return err
+    run.history = {k: v for k, v in run.history.items() if k == "step" or k in run.nan_logged or not np.isnan(v).all()}
+    return run
+
+
+def read_worker_main() -> None:
+    """A reading worker: `python -c "from pipeline.runlog import read_worker_main; read_worker_main()"`.
+
+    Reads a pickled `(out_dir, keys, [(index, path), ...])` from stdin and writes `read_logged(path,
+    keys)` of each file, pickled, to `out_dir/<index>.pkl` (written under a temporary name, then
+    renamed, so a file there is whole). A fresh interpreter, not a multiprocessing child: it never
+    re-runs the caller's main module (a script or notebook without a `__main__` guard works), and
+    it imports only this module.
+    """
+    import pickle
+    import sys
+
+    out_dir, keys, jobs = pickle.load(sys.stdin.buffer)
+    for index, path in jobs:
+        result = read_logged(path, keys)
+        target = os.path.join(out_dir, f"{index}.pkl")
+        with open(target + ".tmp", "wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(target + ".tmp", target)
 
 
 # -- framing ---------------------------------------------------------------------------------
@@ -378,20 +421,24 @@ def _json_value(raw: str) -> Any:
 # -- history -------------------------------------------------------------------------------
 
 
-def _decode_history(records: list[bytes], keys: list[str] | None) -> tuple[dict[str, np.ndarray], int]:
-    """'step' + one float64 array per key, in record order; and the number of unparsable records."""
+def _decode_history(records: list[bytes], keys: list[str] | None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """'step' + one float64 array per key, in record order; the rows each key was logged as NaN at
+    (keys with any only); and the number of unparsable records."""
     n = len(records)
     if keys is None:
         return _decode_history_slow(records)
     if n == 0:
-        return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in keys}}, 0
+        return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in keys}}, {}, 0
     blob = b"".join(records)
     ends = np.cumsum(np.fromiter(map(len, records), np.int64, n))
     needs_parse = np.zeros(n, bool)
     columns: dict[str, np.ndarray] = {}
+    logged: dict[str, np.ndarray | None] = {}
     for key in [STEP_ITEM, *keys]:
-        values, bad = _fast_key(blob, ends, key)
+        values, found, bad = _fast_key(blob, ends, key)
         columns[key] = values
+        logged[key] = found
         needs_parse |= bad
     bad_records = 0
     for i in np.flatnonzero(needs_parse):
@@ -403,17 +450,28 @@ def _decode_history(records: list[bytes], keys: list[str] | None) -> tuple[dict[
         step, items = parsed
         columns[STEP_ITEM][i] = step
         for key in keys:
-            columns[key][i] = _number(items.get(key))
+            raw = items.get(key)
+            columns[key][i] = _number(raw)
+            if raw is not None and logged[key] is None:
+                logged[key] = np.zeros(n, bool)
+            if logged[key] is not None:
+                logged[key][i] = raw is not None
     steps = columns.pop(STEP_ITEM)
     keep = ~np.isnan(steps)
     history = {"step": steps[keep].astype(np.int64)}
+    nan_logged = {}
     for key in keys:
         history[key] = columns[key][keep]
-    return history, bad_records
+        found = logged[key]
+        if found is not None:
+            marks = (found & np.isnan(columns[key]))[keep]
+            if marks.any():
+                nan_logged[key] = marks
+    return history, nan_logged, bad_records
 
 
-def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """One key's value in each history record, read from the raw bytes.
+def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One key's value in each history record, read from the raw bytes; where it was found; where to parse.
 
     A HistoryItem of a flat key, as wandb writes it, is `0a LEN 12 KLEN key 82 01 VLEN value_json`
     (item, nested_key, value_json; protobuf writers emit fields in number order, and value_json,
@@ -422,23 +480,24 @@ def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.n
     JSON value (a string, list, object) starts with a character outside that set, so the match is
     either the whole value or empty (not a number: NaN). The loose count finds the key's length
     byte and name anywhere (as `key`, as a `nested_key` part, in another encoding); records where
-    strict and loose disagree come back flagged for a real protobuf parse.
+    strict and loose disagree come back flagged for a real protobuf parse. "Found" is None when the
+    key is in no record (nothing logged it), else True on the records whose strict match was placed.
     """
     n = len(ends)
     name = key.encode()
     values = np.full(n, np.nan)
     if len(name) > 127:
-        return values, np.ones(n, bool)
+        return values, None, np.ones(n, bool)
     label = bytes([len(name)]) + name
     loose_count = blob.count(label)
     if loose_count == 0:
-        return values, np.zeros(n, bool)
+        return values, None, np.zeros(n, bool)
     strict = re.compile(rb"\x0a[\x00-\x7f][\x0a\x12]" + re.escape(label) + rb"\x82\x01[\x00-\x7f]([-+.0-9A-Za-z]*)")
     if loose_count == n:
         found = strict.findall(blob)
         if len(found) == n:
             # one item per record (a row is a dict: a key occurs at most once), so match i is record i
-            return _to_float(found), np.zeros(n, bool)
+            return _to_float(found), np.ones(n, bool), np.zeros(n, bool)
     # general case: place each match in its record by position
     starts, raw = [], []
     for m in strict.finditer(blob):
@@ -448,10 +507,13 @@ def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.n
     strict_rec = np.searchsorted(ends, np.asarray(starts, np.int64), side="right")
     loose_rec = np.searchsorted(ends, np.asarray(loose_starts, np.int64), side="right")
     bad = np.bincount(strict_rec, minlength=n) != np.bincount(loose_rec, minlength=n)
+    placed = np.zeros(n, bool)
     if raw:
         values[strict_rec] = _to_float(raw)
+        placed[strict_rec] = True
     values[bad] = np.nan
-    return values, bad
+    placed[bad] = False  # the parse decides
+    return values, placed, bad
 
 
 def _to_float(raw: list[bytes]) -> np.ndarray:
@@ -501,7 +563,7 @@ def _parse_history_record(payload: bytes) -> tuple[int, dict[str, str]] | None:
     return None
 
 
-def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], int]:
+def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
     """Every key whose logged values are all numbers, each record parsed with protobuf."""
     steps: list[int] = []
     rows: list[dict[str, str]] = []
@@ -517,6 +579,7 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], i
     for row in rows:
         keys.update(dict.fromkeys(row))
     history = {"step": np.asarray(steps, np.int64)}
+    nan_logged = {}
     for key in keys:
         if key.startswith("_") or key == "step":  # a user's own `step` never overwrites W&B's _step
             continue
@@ -524,7 +587,10 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], i
         logged = [row[key] for row in rows if key in row]
         if all(_is_number_token(v) for v in logged):
             history[key] = column
-    return history, bad_records
+            marks = np.isnan(column) & np.fromiter((key in row for row in rows), bool, len(rows))
+            if marks.any():
+                nan_logged[key] = marks
+    return history, nan_logged, bad_records
 
 
 def _is_number_token(raw: str) -> bool:

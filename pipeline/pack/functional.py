@@ -318,8 +318,8 @@ def _train_members(members: list[TaskMember], stop: dict) -> dict[str, dict]:
 
 
 def _lrs(active: list[TaskMember], starts: list[int], j: int) -> list[float]:
-    # as the single run sets them on its optimizer (pipeline/train/generic.py)
-    return [min(float(m.lrs[s + j]), MAX_APPLIED_LR) for m, s in zip(active, starts)]
+    # as the single run sets them on its optimizer (pipeline/train/generic.py): its one group's scale (task.lr_scales)
+    return [min(float(m.lrs[s + j]), MAX_APPLIED_LR) * m.run.lr_scales[0] for m, s in zip(active, starts)]
 
 
 def _steps(fstep: FunctionalStep, active: list[TaskMember], starts: list[int], n: int) -> np.ndarray:

@@ -64,6 +64,16 @@ def test_special_values_whole_floats_nested_keys(special_run: Path) -> None:
     assert np.signbit(run.history["log10_loss"][2])  # -0.0 survives
 
 
+def test_a_value_logged_as_nan_is_told_from_a_value_not_logged(special_run: Path) -> None:
+    # step 0 logged loss NaN; dev_loss was logged at step 1 only; `note` is text: logged, not a number
+    for keys in ([*KEYS, "dev_loss", "note", "absent"], None):
+        run = read_run_file(special_run, keys)
+        np.testing.assert_array_equal(run.nan_logged["loss"], [True, False, False, False])
+        assert "dev_loss" not in run.nan_logged and "absent" not in run.nan_logged
+        assert "lr" not in run.nan_logged and "log10_loss" not in run.nan_logged  # inf is a number
+    assert read_run_file(special_run, ["note"]).nan_logged["note"].tolist() == [False, True, False, False]
+
+
 def test_default_keys_are_the_numeric_ones(special_run: Path) -> None:
     run = read_run_file(special_run)
     assert set(run.history) == {"step", *KEYS, "opt.lr", "dev_loss", "flag"}

@@ -44,6 +44,7 @@ from pipeline.errors import LrscanError
 
 HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 BLOCK_BYTES = 32 * 1024
+SEGMENT_BYTES = 128 * BLOCK_BYTES  # read and decoded at a time (4 MiB)
 CHUNK_HEADER = struct.Struct("<IHB")
 CHUNK_HEADER_BYTES = CHUNK_HEADER.size
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
@@ -103,27 +104,54 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
         mtime = os.path.getmtime(path)
+        size = os.fstat(f.fileno()).st_size
     except OSError as err:
         raise LrscanError(f"cannot read {path}: {err.strerror or err}") from None
-    if data[: len(HEADER)] != HEADER:
-        if data[:4] == HEADER[:4]:
-            raise LrscanError(f"{path}: unsupported wandb log version (header {data[:7]!r})")
-        raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
-
-    scan = _scan(data)
+    with f:
+        head = f.read(len(HEADER))
+        if head != HEADER:
+            if head[:4] == HEADER[:4]:
+                raise LrscanError(f"{path}: unsupported wandb log version (header {head!r})")
+            raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
+        # a user's own `step` key never overwrites W&B's _step (read as 'step')
+        wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
+        # a segment of whole 32 KiB blocks at a time: chunks never cross a block, so only a record
+        # split over blocks carries over; what is held is a segment and its decoded columns, never
+        # the whole file (a 200k-step run is ~75 MB)
+        scan = _Scan([], [], 0, False)
+        pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        history_records: list[bytes] = []
+        offset = 0
+        f.seek(0)
+        while offset < size:
+            data = f.read(SEGMENT_BYTES)
+            if not data:
+                break
+            final = offset + len(data) >= size
+            scan = _scan(data, len(HEADER) if offset == 0 else 0, scan, final)
+            offset += len(data)
+            if wanted is None:
+                history_records += scan.history  # every key: decoded at the end, to know every key's values
+            elif scan.history:
+                history, nan_logged, bad = _decode_history(scan.history, wanted)
+                pieces.append((history, nan_logged))
+                scan.skipped += bad
+            scan.history = []
+    if scan.parts is not None:
+        scan.truncated = True  # the log ends inside a record
     out = RunFile(path=path, skipped_records=scan.skipped, truncated=scan.truncated)
+    if wanted is None:
+        history, nan_logged, bad = _decode_history(history_records, None)
+        out.skipped_records += bad
+    else:
+        history, nan_logged = _join_pieces(pieces, wanted)
+    out.history = history
+    out.nan_logged = nan_logged
     for payload in scan.others:
         if not _apply_record(out, payload):
             out.skipped_records += 1
-    # a user's own `step` key never overwrites W&B's _step (read as 'step')
-    wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
-    history, nan_logged, bad = _decode_history(scan.history, wanted)
-    out.history = history
-    out.nan_logged = nan_logged
-    out.skipped_records += bad
     # the summary of a logged key is its last logged value; values set with run.summary win
     summary = {}
     for key, values in history.items():
@@ -185,16 +213,33 @@ def read_worker_main() -> None:
 # -- framing ---------------------------------------------------------------------------------
 
 
+def _join_pieces(pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], keys: list[str]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The segments' columns end to end, and their NaN marks (keys with any)."""
+    if not pieces:
+        return _decode_history([], keys)[:2]
+    if len(pieces) == 1:
+        return pieces[0]
+    history = {k: np.concatenate([h[k] for h, _ in pieces]) for k in ["step", *keys]}
+    nan_logged = {}
+    for key in dict.fromkeys(k for _, marks in pieces for k in marks):
+        nan_logged[key] = np.concatenate([marks.get(key, np.zeros(len(h["step"]), bool)) for h, marks in pieces])
+    return history, nan_logged
+
+
 @dataclass
 class _Scan:
     history: list[bytes]
     others: list[bytes]
     skipped: int
     truncated: bool
+    parts: list[bytes] | None = None  # chunks of a FIRST..LAST record still being assembled
 
 
-def _scan(data: bytes) -> _Scan:
-    """Split the log into records; keep history records and the records worth parsing.
+def _scan(data: bytes, pos: int, before: _Scan, final: bool) -> _Scan:
+    """Split one segment of the log (whole blocks from a block boundary, or the file's tail) into
+    records; keep history records and the records worth parsing. `before`: the scan of the
+    segments before it (its records split over the boundary, its counts, its other records).
 
     One pass in pure Python: the chunk lengths chain, so there is nothing to vectorise. The crc of
     every chunk is checked. After a bad crc the chunk's length may itself be corrupt, so it is
@@ -207,24 +252,23 @@ def _scan(data: bytes) -> _Scan:
     mirror_step, mirror_runtime = _MIRROR_MARKS
     n = len(data)
     history: list[bytes] = []
-    others: list[bytes] = []
+    others = before.others
     keep_history = history.append
-    parts: list[bytes] | None = None  # chunks of a FIRST..LAST record being assembled
-    skipped = 0
-    truncated = False
-    pos = len(HEADER)
+    parts = before.parts
+    skipped = before.skipped
+    truncated = before.truncated
     while pos < n:
         block_left = BLOCK_BYTES - pos % BLOCK_BYTES
         if block_left < CHUNK_HEADER_BYTES:
             pos += block_left  # zero padding at the block tail
             continue
         if pos + CHUNK_HEADER_BYTES > n:
-            truncated = True
+            truncated = final  # else the header would cross a block: not written so, the rest is junk
             break
         crc, length, kind = unpack(data, pos)
         start = pos + CHUNK_HEADER_BYTES
         end = start + length
-        if end > n:
+        if end > n and final:
             truncated = True
             break
         record = data[start:end]
@@ -285,9 +329,7 @@ def _scan(data: bytes) -> _Scan:
             skipped += 1
         else:
             others.append(record)
-    if parts is not None:
-        truncated = True  # the log ends inside a record
-    return _Scan(history, others, skipped, truncated)
+    return _Scan(history, others, skipped, truncated, parts)
 
 
 def _resync(data: bytes, pos: int, end: int, block_left: int) -> int:

@@ -186,7 +186,7 @@ def read_columns(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[str
     lr, _ = _pair(frame, choice.lr, K.LR, K.LRE)
     step = frame[K.STEP_COLUMN].to_numpy(dtype=np.int64)
     logged = ~np.isnan(lr)
-    return Columns(canonical_frame(history, choice, carried), choice, step[logged], lr[logged], tuple(notes))
+    return Columns(_canonical(frame, choice, carried), choice, step[logged], lr[logged], tuple(notes))
 
 
 def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[str] = ()) -> pd.DataFrame:
@@ -196,7 +196,11 @@ def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[
     comes from `choice.step` when that is not _step (see `on_step_key`); the lr is the lr in force
     at each step.
     """
-    frame = _on_step(history, choice.step, choice.loss)
+    return _canonical(_on_step(history, choice.step, choice.loss), choice, carried)
+
+
+def _canonical(frame: pd.DataFrame, choice: KeyChoice, carried: Sequence[str]) -> pd.DataFrame:
+    """`canonical_frame` of a history already in step order and numbered (`_on_step`)."""
     loss, log10_loss = _pair(frame, choice.loss, K.LOSS, K.LOG10_LOSS)
     lr, lre = _pair(frame, choice.lr, K.LR, K.LRE)
     step = frame[K.STEP_COLUMN].to_numpy(dtype=np.int64)

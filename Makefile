@@ -60,6 +60,7 @@ bench: venv data
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_generic.py
 	$(BIN)/python benchmarks/bench_pack.py
+	$(BIN)/python benchmarks/bench_logger_paths.py
 	$(BIN)/python benchmarks/bench_prove.py
 
 clean:

@@ -129,7 +129,7 @@ def test_cli_end_to_end(runs_folder, tmp_path):
     assert list((tmp_path / "analysis_runs").rglob(f"run-{summary['wandb_run']['id']}.wandb"))
     printed = done.stdout
     assert f"picked lre {summary['best_lre']:.3f}" in printed and "CI [" in printed
-    assert "suggesters: minimum" in printed and "read 5 runs" in printed
+    assert "suggesters: min_loss" in printed and "read 5 runs" in printed
 
 
 def test_cli_filters_and_default_out(runs_folder, tmp_path, monkeypatch, capsys):

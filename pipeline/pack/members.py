@@ -109,6 +109,7 @@ class Member:
         self._logger = None
         self._open_runs: Callable[[], None] | None = None  # waits for the pack's runs, attaches every member
         self.ended = False  # its run was told to finish
+        self.on_steps: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None
 
     def attach_when_used(self, open_runs: Callable[[], None]) -> None:
         """The pack's runs open (wandb.init, seconds for K runs) while the first chunk trains; the first use of
@@ -205,7 +206,10 @@ class Member:
                    keys.LOG10_LOSS: np.log10(loss[:n])}
         if self.is_range:
             columns[keys.SMOOTH_LOSS] = smooth[:n]
-        self.logger.log_steps(np.arange(lo, hi)[first:], {k: v[first:] for k, v in columns.items()}, extra)
+        rows, columns = np.arange(lo, hi)[first:], {k: v[first:] for k, v in columns.items()}
+        self.logger.log_steps(rows, columns, extra)
+        if self.on_steps is not None:  # range_test's rows, as the single trainer's on_steps gets them
+            self.on_steps(rows, columns)
 
     def eval_due(self) -> bool:
         every = self.cfg.eval_every_steps

@@ -9,14 +9,15 @@ BIN := $(VENV)/bin
 export LRSCAN_DATA := $(abspath $(DATA))
 export WANDB_SILENT := true
 
-.PHONY: demo test lint data venv bench clean
+.PHONY: demo test lint data venv bench clean test-oldest constraints
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch==2.13.0 is pinned in pyproject.toml: the CPU wheel (a looser spec can pull a multi-GB CUDA build)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# the exact versions lrscan develops against (constraints.txt: torch 2.13.0's CPU wheel, wandb 0.31.0, ...);
+	# pyproject.toml holds only the ranges users install from
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
 data: $(DATA)
@@ -25,6 +26,26 @@ $(DATA): | venv
 
 test: venv data
 	$(BIN)/python -m pytest -q
+
+# The oldest supported releases (constraints-oldest.txt, pyproject's lower ends) in a second environment:
+# the W&B-facing tests against the oldest wandb, the training tests against the oldest torch.
+OLDEST ?= .venv-oldest
+OLDEST_TESTS ?= tests/pipeline/train tests/pipeline/pack/test_logger.py tests/pipeline/test_runlog.py \
+	tests/analysis/sources tests/pipeline/sweep/test_command.py tests/pipeline/sweep/test_agent.py
+test-oldest: data $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+$(OLDEST)/.installed: pyproject.toml constraints.txt constraints-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	# the oldest torch and wandb, everything else as constraints.txt pins it
+	grep -vE '^(torch|wandb)==' constraints.txt | cat - constraints-oldest.txt > $(OLDEST)/constraints.txt
+	$(OLDEST)/bin/python -m pip install --quiet -c $(OLDEST)/constraints.txt -e ".[test]"
+	touch $@
+
+# after upgrading a dependency in .venv: pin what it now holds
+constraints: venv
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^lrscan' \
+	  | sed 's/+cpu$$//'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 lint: venv
 	$(BIN)/ruff check .
@@ -42,6 +63,7 @@ bench: venv data
 	$(BIN)/python -m pip install --quiet torch-lr-finder==0.2.2 torch==2.13.0
 	$(BIN)/python benchmarks/bench_adam_pack.py
 	$(BIN)/python benchmarks/bench_adam_pack.py --sweep
+	$(BIN)/python benchmarks/bench_prove.py
 
 clean:
 	rm -rf wandb checkpoints runs reports

@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="only runs of this wandb group (a local sweep's key)")
     p.add_argument("--sweep", help="only runs of this sweep (id or group key)")
     p.add_argument("--tags", default="", help="only runs with all these tags, comma-separated")
-    p.add_argument("--state", help="only runs in these states, comma-separated, e.g. finished,crashed")
+    p.add_argument("--state", help="only runs in these states, comma-separated, e.g. finished,crashed (default: "
+                                   "every run, those still running named and left out of the pick; a state list "
+                                   "with 'running' puts them in the pick)")
     p.add_argument("--job-type", help="only runs of this job type; '!TYPE' for all but TYPE; 'all' for every run "
                                       "(default: every run but lrscan's analysis runs)")
     p.add_argument("--loss-key", help="the logged key of the training loss (default: lrscan's loss, else the first "
@@ -124,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             filters={"group": args.group, "sweep": args.sweep, "tags": list(tags), "state": args.state,
                      "job_type": job_type},
             log_to_wandb=args.log_to_wandb, wandb_mode=args.wandb_mode,
+            include_running=states is not None and "running" in states,
         )
     except LrscanError as err:
         exit_with(err, PROG)

@@ -148,13 +148,14 @@ def block_means(
 
 def _run_logging(run_id: pd.Series, step: np.ndarray) -> pd.DataFrame:
     """Per run (index: run id as str): its first and last logged step and its cadence."""
-    frame = pd.DataFrame({"run_id": np.asarray(run_id).astype(str), "step": step})
-    grouped = frame.groupby("run_id", sort=False)["step"]
+    # grouped by integer codes, not by the ids as strings: at 10M rows a str column costs GBs
+    codes, uniques = pd.factorize(run_id, sort=False)
+    grouped = pd.Series(step).groupby(codes, sort=True)
     return pd.DataFrame({
         "first": grouped.min(),
         "last": grouped.max(),
         "every": grouped.agg(lambda s: cadence(s.to_numpy())),
-    }).astype("int64")
+    }).astype("int64").set_axis(pd.Index(np.asarray(uniques).astype(str), name="run_id"), axis=0)
 
 
 # -- the step-decay grid -------------------------------------------------------------------------

@@ -4,14 +4,17 @@ The range runs' steps are binned by lr exponent (``lre``), so runs over differen
 share one curve: each run is averaged per bin, runs of one seed are averaged, and the seeds give
 the mean and its band. Three suggesters read that curve side by side, inside a skip window:
 
-- minimum: the bin of lowest mean loss (the seed's "look where the loss is lowest");
+- min_loss: the bin of lowest mean loss (the seed's "look where the loss is lowest"); the pick. It was
+  called ``minimum``, which still reads as an alias; fastai's ``minimum`` is another lr, this one / 10,
+  here as ``fastai_minimum`` (one decade below min_loss);
 - steepest: the bin where the loss falls fastest per decade, ``d loss / d lre`` (fastai's
   ``steep``, differentiated in log space so small lrs are not favoured, cf. Lightning #21141);
 - valley: fastai's longest-decreasing-subsequence rule (``fastai/callback/schedule.py``), whose
   index lands about the middle of the valley, not 2/3 through as its docs say.
 
 A run that stopped early (climb or non-finite loss) has no rows past its stop: those lrs are simply
-not measured by it. Non-finite losses, and everything a run logged after its first one, are left out.
+not measured by it. Infinite losses, and everything a run logged after its first one, are left out;
+a loss logged as NaN is a step not measured (as one not logged), the run goes on after it.
 """
 
 from __future__ import annotations
@@ -30,10 +33,15 @@ from pipeline import keys
 from pipeline.errors import LrscanError
 
 DEFAULT_N_BINS = 50
+# an old suggester name -> its name now: old readers' keys keep working (lrscan's `minimum` was the min-loss lr
+# itself, easy to confuse with fastai's `minimum`, which is that lr / 10)
+SUGGESTER_ALIASES = {"minimum": "min_loss"}
+FASTAI_MINIMUM_DECADES = 1.0  # fastai's `minimum` suggester: the min-loss lr / 10, one decade below it
 # below this many seeds a bootstrap over seeds has too few distinct resamples (3 seeds: 10) for its
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
+RUNNING = "running"  # a run's state while it has no exit record (offline) or W&B says so (cloud)
 
 
 @dataclass
@@ -68,6 +76,7 @@ class ExponentPick:
     per_run: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     unit: str = "seed"            # what the bootstrap resamples: "seed", or "run" when runs have no seed
+    left_out_running: list[str] = field(default_factory=list)  # range runs still running, not picked from
 
     @property
     def ci_method(self) -> dict[str, Any]:
@@ -82,9 +91,16 @@ class ExponentPick:
         }
 
     @property
-    def suggestions(self) -> dict[str, float]:
-        """Suggester name -> picked exponent (lre)."""
-        return {"minimum": self.best_lre, "steepest": self.steepest_lre, "valley": self.valley_lre}
+    def fastai_minimum_lre(self) -> float:
+        """fastai's `minimum` suggester: the min-loss lr / 10 (its docs: "min loss divided by 10")."""
+        return self.best_lre - FASTAI_MINIMUM_DECADES
+
+    @property
+    def suggestions(self) -> Suggestions:
+        """Suggester name -> picked exponent (lre): min_loss (the pick), fastai_minimum, steepest, valley.
+        `suggestions["minimum"]`, the old name of min_loss, still reads."""
+        return Suggestions({"min_loss": self.best_lre, "fastai_minimum": self.fastai_minimum_lre,
+                            "steepest": self.steepest_lre, "valley": self.valley_lre})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able scalars and the per-run table (NaN -> None)."""
@@ -93,12 +109,36 @@ class ExponentPick:
             "steepest_lre": self.steepest_lre, "steepest_lr": self.steepest_lr,
             "steepest_lre_ci": list(self.steepest_lre_ci),
             "valley_lre": self.valley_lre, "valley_lr": self.valley_lr,
+            "suggesters": self.suggestions.with_aliases(),
             "n_runs": self.n_runs, "n_seeds": self.n_seeds, "n_steps": self.n_steps, "column": self.column,
             "bin_width": self.bin_width, "skip_start_frac": self.skip_start_frac, "skip_end_frac": self.skip_end_frac,
             "ci_level": self.ci_level, "n_boot": self.n_boot, "ci_method": self.ci_method, "notes": list(self.notes),
-            "per_run": frame_records(self.per_run),
+            "per_run": frame_records(self.per_run), "left_out_running": list(self.left_out_running),
         }
         return json_safe(scalars)
+
+
+class Suggestions(dict):
+    """Suggester name -> value, listing the names of now; an old name (SUGGESTER_ALIASES) reads as its new one."""
+
+    def __missing__(self, key: str) -> float:
+        if key in SUGGESTER_ALIASES:
+            return self[SUGGESTER_ALIASES[key]]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(SUGGESTER_ALIASES.get(key, key) if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def map(self, fn) -> Suggestions:
+        """fn of every value (e.g. lre -> lr), the same names and aliases."""
+        return Suggestions({name: fn(value) for name, value in self.items()})
+
+    def with_aliases(self) -> dict[str, float]:
+        """A plain dict with the old names too, as summary.json writes it for readers of either."""
+        return {**self, **{old: self[new] for old, new in SUGGESTER_ALIASES.items() if new in self}}
 
 
 def pick_exponent(
@@ -113,6 +153,7 @@ def pick_exponent(
     n_boot: int = 1000,
     ci_level: float = 0.95,
     seed: int = 0,
+    include_running: bool = False,
 ) -> ExponentPick:
     """Pick the best lr exponent from the range-test runs in `steps`.
 
@@ -139,6 +180,10 @@ def pick_exponent(
         Coverage of the percentile CI.
     seed : int
         Seed of the bootstrap's RNG, so a report is reproducible.
+    include_running : bool
+        Pick from runs still running too (`runs`' ``state`` is ``running``). By default they are
+        left out, and named in ``left_out_running`` and the notes: a partial range test is not a
+        range test (`python -m analysis --state running` asks for them).
 
     Returns
     -------
@@ -165,7 +210,14 @@ def pick_exponent(
     if n_boot < 0:
         raise LrscanError(f"n_boot={n_boot}: must be >= 0")
 
-    rows = _measured_rows(range_runs(steps), runs, column)
+    steps = range_runs(steps)
+    running = [] if include_running else [r for r in running_runs(runs) if r in set(steps["run_id"].astype(str))]
+    if running:
+        steps = steps.loc[~steps["run_id"].astype(str).isin(running)]
+        if steps.empty:
+            raise LrscanError(f"every range-test run is still running ({_named(running)}): a partial range test is not "
+                              f"a range test; --state running (include_running=True) picks from them as they are")
+    rows = _measured_rows(steps, runs, column)
     edges = _bin_edges(rows.lre, bin_width, n_bins)
     centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
     n_total_bins = len(centres)
@@ -193,6 +245,9 @@ def pick_exponent(
     valley_lre = float(x[valley_index(y)])
 
     notes: list[str] = []
+    if running:
+        notes.append(f"left out of the pick: {len(running)} range run(s) still running ({_named(running)}); a partial "
+                     f"range test is not a range test (--state running includes them)")
     best_ci, steep_ci = (math.nan, math.nan), (math.nan, math.nan)
     unit = "seed" if has_seed else "run"
     if n_boot and len(units) >= 2:
@@ -235,7 +290,7 @@ def pick_exponent(
         n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column,
         bin_width=round(float(edges[1] - edges[0]), 10),
         skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
-        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit,
+        curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit, left_out_running=running,
     )
 
 
@@ -283,9 +338,22 @@ def valley_index(losses: np.ndarray) -> int:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+def running_runs(runs: pd.DataFrame | None) -> list[str]:
+    """The ids of the runs still running, from the runs frame's ``state`` (sorted; none without one)."""
+    if runs is None or "state" not in runs.columns or "run_id" not in runs.columns:
+        return []
+    return sorted(runs.loc[runs["state"] == RUNNING, "run_id"].astype(str).unique())
+
+
+def _named(run_ids: list[str], shown: int = 5) -> str:
+    return ", ".join(run_ids[:shown]) + (f" and {len(run_ids) - shown} more" if len(run_ids) > shown else "")
+
+
 def range_runs(steps: pd.DataFrame) -> pd.DataFrame:
     if SCHEDULE in steps.columns:
-        steps = steps.loc[steps[SCHEDULE] == SCHEDULE_RANGE]
+        is_range = steps[SCHEDULE] == SCHEDULE_RANGE
+        if not is_range.all():  # no copy of a frame of range runs only
+            steps = steps.loc[is_range]
     if steps.empty:
         raise LrscanError("no range-test runs (schedule == 'range') to pick an exponent from")
     return steps
@@ -314,8 +382,9 @@ def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) 
     step = steps[keys.STEP_COLUMN].to_numpy(dtype=np.int64)
     lre = steps[keys.LRE].to_numpy(dtype="float64")
     value = steps[column].to_numpy(dtype="float64")
-    bad = ~np.isfinite(value)
-    # a run counts up to (not including) its first non-finite loss: what follows is after divergence
+    # a NaN loss (logged as NaN) is a step not measured, as a step not logged; an infinite one is a
+    # divergence: the run counts up to (not including) it, what follows is after divergence
+    bad = np.isinf(value)
     cut = np.full(len(run_ids), np.iinfo(np.int64).max)
     np.minimum.at(cut, code[bad], step[bad])
     if runs is not None and keys.DIVERGED_AT_STEP in runs.columns:
@@ -323,7 +392,7 @@ def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) 
                     [keys.DIVERGED_AT_STEP].astype("float64").reindex(run_ids).to_numpy())
         known = np.isfinite(diverged)
         cut[known] = np.minimum(cut[known], diverged[known].astype(np.int64))
-    keep = ~bad & np.isfinite(lre) & (step < cut[code])
+    keep = np.isfinite(value) & np.isfinite(lre) & (step < cut[code])
     if not keep.any():
         raise LrscanError(f"the range runs have no finite '{column}' before they diverged")
     _, first_row = np.unique(code, return_index=True)

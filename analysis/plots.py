@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 LRE_LABEL = "lr exponent  lre = log10(lr)"
 LR_LABEL = "learning rate (log scale)"
-SUGGESTER_STYLE = {  # colour, marker, line style per suggester; the minimum is the pick
+SUGGESTER_STYLE = {  # colour, marker, line style per suggester; min_loss is the pick ("minimum": its old name)
+    "min_loss": ("tab:red", "o", "-"),
     "minimum": ("tab:red", "o", "-"),
+    "fastai_minimum": ("tab:orange", "^", "-."),
     "steepest": ("tab:green", "v", "--"),
     "valley": ("tab:purple", "s", ":"),
 }
@@ -103,12 +105,68 @@ def plot_range_curve(
         sns.scatterplot(data=shown, x=last_x, y="last_loss", style="stop", color="black", s=60,
                         markers={"end of its range": ">", STOP_LABELS[keys.STOP_CLIMB]: "X",
                                  STOP_LABELS[keys.STOP_NON_FINITE]: "P"}, ax=ax, zorder=5)
+    _clip_diverged_tail(ax, data, x=x, y=y, run_curves=run_curves, stops=stops)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(LR_LABEL if log_x else LRE_LABEL)
     ax.set_ylabel(f"{y} (nats), mean per lre bin" if y == keys.LOSS else f"{y}, mean per lre bin")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return ax
+
+
+def informative_ylim(curve: Sequence[float], lowest: float | None = None,
+                     start: float | None = None) -> tuple[float, float] | None:
+    """The y range worth reading on a range test's figure, or None when the whole curve is.
+
+    As fastai and torch-lr-finder draw it: from just below the minimum to a few times it, or to a
+    little above where the curve started if that is higher; a loss that climbed past it diverged and
+    is cut. `curve` is the mean loss in x order; `lowest` the lowest value drawn anywhere (a seed's
+    curve may dip below the mean), `start` the highest drawn before the minimum (default: the curve's).
+    """
+    values = np.asarray(curve, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return None
+    low = float(values.min())
+    first = float(values[: int(values.argmin()) + 1].max()) if start is None else max(start, low)
+    if low > 0:  # a loss in nats: few times the minimum
+        top = max(DIVERGED_ABOVE_MIN * low, first + 0.1 * (first - low))
+    else:  # a log loss can be negative: the start's height again above it
+        top = first + max(first - low, 1e-3)
+    if not np.any(values > top):
+        return None
+    bottom = min(low, lowest if lowest is not None and math.isfinite(lowest) else low)
+    return bottom - 0.05 * (top - bottom), top
+
+
+DIVERGED_ABOVE_MIN = 2.0  # a mean loss above this many times its minimum (and above its start) has diverged
+
+
+def _clip_diverged_tail(ax: Axes, data: pd.DataFrame, *, x: str, y: str, run_curves: pd.DataFrame | None,
+                        stops: pd.DataFrame | None) -> None:
+    """Cut the y axis to `informative_ylim` when the tail diverged, and mark where the mean left the chart."""
+    ordered = data.sort_values(x).dropna(subset=[y])
+    if len(ordered) < 2:
+        return
+    # everything drawn counts: the seeds' own curves may start higher and dip lower than their mean
+    drawn = ordered if run_curves is None or run_curves.empty else pd.concat([ordered, run_curves])
+    x_at_min = ordered[x].iloc[int(np.argmin(ordered[y].to_numpy()))]
+    limits = informative_ylim(ordered[y].to_numpy(), lowest=float(np.nanmin(drawn[y])),
+                              start=float(np.nanmax(drawn.loc[drawn[x] <= x_at_min, y])))
+    if limits is None:
+        return
+    bottom, top = limits
+    ax.set_ylim(bottom, top)
+    above = ordered[ordered[y] > top]
+    peak = float(np.nanmax(ordered[y]))
+    ax.axvspan(float(above[x].iloc[0]), float(ordered[x].iloc[-1]), color="0.85", alpha=0.5, linewidth=0,
+               hatch="//", zorder=0, label=f"diverged: mean {y} above {top:.3g}, up to {peak:.3g} (axis cut)")
+    ax.plot(above[x], np.full(len(above), top), linestyle="none", marker="^", markersize=5, color="tab:blue",
+            clip_on=False, zorder=6)
+    if stops is not None and not stops.empty and f"last_{x}" in stops.columns:
+        off = stops[stops["last_loss"] > top]
+        ax.plot(off[f"last_{x}"], np.full(len(off), top), linestyle="none", marker="^", markersize=8,
+                color="black", clip_on=False, zorder=6)
 
 
 def plot_loss_vs_lre(data: ExponentPick, *, ax: Axes | None = None) -> Axes:
@@ -209,4 +267,60 @@ def plot_decay_heatmap(
     ax.set_ylabel(f"{row_name} (steps at which the lr drops)" if row_name == "decay_steps" else row_name)
     ax.set_xlabel(f"{column_name} (lr after the drop)" if column_name == "decay_lrs" else column_name)
     ax.set_title(f"Decay grid: {value_label} (lower is better)")
+    return ax
+
+
+def plot_prove(data: pd.DataFrame, *, steps: int | None = None, judged_by: str = "held-out loss",
+               ax: Axes | None = None) -> Axes:
+    """The prove stage: each candidate's judged loss after the budget against its lr (log x).
+
+    `data`: `analysis.prove.prove_table`'s frame, best first. Each seed is a small dot, the mean over
+    seeds a large marker joined across lrs, each candidate labelled by its suggesters; the winner's
+    marker is red.
+    """
+    from analysis.prove import long_losses
+
+    ax = _new_ax(ax)
+    points = long_losses(data)
+    finite = points.loc[np.isfinite(points["loss"].to_numpy(dtype="float64"))]
+    if not finite.empty:
+        sns.scatterplot(data=finite.assign(seed=finite["seed"].astype(str)), x="lr", y="loss", hue="seed",
+                        palette="Greys", s=28, alpha=0.8, ax=ax, legend=len(finite["seed"].unique()) <= 10)
+    mean = data.loc[np.isfinite(data["mean"].to_numpy(dtype="float64"))].sort_values("lr")
+    ax.plot(mean["lr"], mean["mean"], color="tab:blue", linewidth=1.2, marker="o", markersize=8,
+            label="mean over seeds")
+    if len(data) and math.isfinite(float(data["mean"].iloc[0])):
+        best = data.iloc[0]
+        ax.plot([best["lr"]], [best["mean"]], marker="*", markersize=18, color="tab:red", linestyle="none",
+                label=f"proven: {best['name']}, lr {best['lr']:.3g}")
+    for _, row in mean.iterrows():
+        ax.annotate(f"{row['suggested_by']}\nlr {row['lr']:.3g}", (row["lr"], row["mean"]), xytext=(6, 8),
+                    textcoords="offset points", fontsize="x-small")
+    diverged = data.loc[~np.isfinite(data["mean"].to_numpy(dtype="float64"))]
+    for _, row in diverged.iterrows():
+        ax.axvline(row["lr"], color="0.4", linestyle=":", linewidth=1)
+        ax.annotate(f"{row['suggested_by']}: diverged", (row["lr"], 0.95), xycoords=("data", "axes fraction"),
+                    rotation=90, fontsize="x-small", va="top")
+    ax.set_xscale("log")
+    ax.set_xlabel(LR_LABEL)
+    ax.set_ylabel(f"{judged_by} after {steps} steps" if steps else judged_by)
+    ax.set_title("Prove: the suggestions trained at a constant lr; lowest mean wins")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return ax
+
+
+def plot_range_candidates(data: ExponentPick, candidates: pd.DataFrame, *, winner: str | None = None,
+                          ax: Axes | None = None) -> Axes:
+    """The range-test curve against lr with the prove candidates marked and the winner highlighted."""
+    ax = plot_range_curve(data.curve, x=keys.LR, y=data.column, run_curves=data.run_curves, log_x=True, ax=ax)
+    for _, row in candidates.iterrows():
+        won = row["name"] == winner
+        at = np.interp(row["lre"], data.curve[keys.LRE], data.curve[data.column])
+        ax.axvline(row["lr"], color="tab:red" if won else "0.35", linestyle="-" if won else ":",
+                   linewidth=2.2 if won else 1.0)
+        ax.plot([row["lr"]], [at], marker="*" if won else "o", markersize=16 if won else 7,
+                color="tab:red" if won else "0.25", linestyle="none",
+                label=f"{'PROVEN ' if won else ''}{row['suggested_by']}: lr {row['lr']:.3g}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Range test with the prove candidates" + (f"; proven: {winner}" if winner else ""))
     return ax

@@ -25,8 +25,9 @@ import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
 from analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
-from analysis.pick import ExponentPick, ci_description, pick_exponent
+from analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from analysis.plain import frame_records, json_safe, object_frame
+from analysis.prove import ProveResult, constant_lr_grids, prove_markdown, prove_results
 from analysis.zoom import write_sweep_yaml, zoom_sweep
 from pipeline import keys
 from pipeline.errors import LrscanError
@@ -42,8 +43,9 @@ FIGURES = {
     "heatmap": "decay_heatmap.png",
 }
 # every name a report folder can hold (see _write_files)
+PROVE_FIGURE, PROVE_TABLE = "prove_loss_vs_lr.png", "prove_table.csv"  # a second grid's get _2, ...
 REPORT_FILE_NAMES = frozenset({SUMMARY_FILE, REPORT_FILE, BLOCKS_FILE, "zoom.yaml", "range_curve.csv",
-                               "range_per_run.csv", "decay_table.csv", *FIGURES.values()})
+                               "range_per_run.csv", "decay_table.csv", PROVE_FIGURE, PROVE_TABLE, *FIGURES.values()})
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Report:
     pick: ExponentPick | None = None
     decay: DecaySummary | None = None
     files: list[str] = field(default_factory=list)
+    prove: list[ProveResult] = field(default_factory=list)
 
 
 def write_report(
@@ -72,6 +75,8 @@ def write_report(
     log_to_wandb: bool = False,
     wandb_mode: str = "offline",
     dpi: int = 110,
+    include_running: bool = False,
+    prove_candidates: pd.DataFrame | None = None,
 ) -> Report:
     """Analyse `loaded` (an `analysis.sources.Loaded`) and write the report folder `out_dir`.
 
@@ -80,7 +85,10 @@ def write_report(
     the final dev loss over the grid and the best config. Files: ``summary.json`` (pick, CI,
     suggesters, per-run table, decay table, counts of runs/steps read and records skipped,
     problems), ``blocks.csv`` (block means of every run), the PNGs, ``zoom.yaml`` and
-    ``report.md`` linking them.
+    ``report.md`` linking them. Runs still running are named there and left out of the pick
+    unless `include_running` (`--state running`). Constant-lr runs that differ in lr (a group's lr
+    grid, or the study's prove stage with its `prove_candidates`, `analysis.prove`) get the prove
+    table (``prove_table.csv``, summary's ``prove``) and its figure.
 
     `out_dir` must not exist, be empty, or be a report this function wrote, with nothing added
     (it is then replaced in one step; see `check_out_dir`). With `log_to_wandb`, a run with
@@ -102,16 +110,19 @@ def write_report(
         warnings.simplefilter("always")
         if is_range.any():
             try:
-                pick = pick_exponent(steps.loc[is_range], runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
-                                     seed=seed)
+                pick = pick_exponent(_rows(steps, is_range), runs, bin_width=bin_width, n_bins=n_bins, n_boot=n_boot,
+                                     seed=seed, include_running=include_running)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[is_range, "run_id"]) from None
             notes += pick.notes
         if (~is_range).any():
             try:
-                decay = decay_summary(steps.loc[~is_range], runs, block_steps)
+                decay = decay_summary(_rows(steps, ~is_range), runs, block_steps)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[~is_range, "run_id"]) from None
+        prove: list[ProveResult] = []
+        if prove_candidates is not None or constant_lr_grids(runs):
+            prove = prove_results(steps, runs, prove_candidates)
         blocks = block_means(steps, keys.LOG10_LOSS, block_steps)
     notes += list(dict.fromkeys(str(w.message) for w in caught))
 
@@ -140,14 +151,18 @@ def write_report(
                          "rows": int(len(blocks))}
     summary["decay"] = None if decay is None else {
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
+    summary["prove"] = [r.to_dict() for r in prove]
     summary["runs"] = run_keys(runs)
+    summary["running"] = {"runs": running_runs(runs), "in_pick": include_running}
+    if include_running and summary["running"]["runs"]:
+        notes.append(f"still running, in the pick as asked (--state running): {', '.join(summary['running']['runs'])}")
 
     parent, tmp = staging_dir(out_dir)
     try:
-        files = _write_files(tmp, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi)
+        files = _write_files(tmp, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi, prove)
         summary["files"] = files
         _write_json(tmp / SUMMARY_FILE, summary)
-        (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files))
+        (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files, prove))
         _write_json(tmp / MARKER_FILE, {"written_by": "lrscan analysis.report.write_report",
                                         "created": summary["created"], "files": [SUMMARY_FILE, REPORT_FILE, *files]})
         replace_dir(tmp, parent / out_dir.name)
@@ -155,7 +170,8 @@ def write_report(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    report = Report(out_dir=out_dir, summary=summary, pick=pick, decay=decay, files=[SUMMARY_FILE, REPORT_FILE, *files])
+    report = Report(out_dir=out_dir, summary=summary, pick=pick, decay=decay, files=[SUMMARY_FILE, REPORT_FILE, *files],
+                    prove=prove)
     if log_to_wandb:
         summary["wandb_run"] = log_report_to_wandb(report, steps, mode=wandb_mode)
         _write_json(out_dir / SUMMARY_FILE, summary)
@@ -199,7 +215,7 @@ def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "off
 # -- files -------------------------------------------------------------------------------------------
 
 
-def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi) -> list[str]:
+def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi, prove) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window, work without a display
@@ -242,10 +258,17 @@ def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps,
             grid = decay_grid(decay.table, index, columns, decay.metric)
             label = "final dev loss (nats)" if decay.metric == "final_dev_loss" else f"final block {decay.column}"
             save(plots.plot_decay_heatmap(grid, value_label=label), FIGURES["heatmap"])
+    for i, result in enumerate(prove):
+        suffix = f"_{i + 1}" if i else ""
+        result.table.to_csv(folder / PROVE_TABLE.replace(".csv", f"{suffix}.csv"), index=False)
+        files.append(PROVE_TABLE.replace(".csv", f"{suffix}.csv"))
+        save(plots.plot_prove(result.table, steps=result.steps, judged_by=result.judged_text()),
+             PROVE_FIGURE.replace(".png", f"{suffix}.png"))
     return files
 
 
-def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySummary | None, files: list[str]) -> str:
+def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySummary | None, files: list[str],
+              prove: Sequence[ProveResult] = ()) -> str:
     c = summary["counts"]
     lines = [
         "# lrscan report",
@@ -268,9 +291,9 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
             f"How the CI was made: {ci_description(pick.ci_method)}.",
             "",
             markdown_table(pd.DataFrame({
-                "suggester": ["minimum", "steepest", "valley"],
-                "lre": [pick.best_lre, pick.steepest_lre, pick.valley_lre],
-                "lr": [pick.best_lr, pick.steepest_lr, pick.valley_lr],
+                "suggester": list(pick.suggestions),
+                "lre": list(pick.suggestions.values()),
+                "lr": [10.0 ** lre for lre in pick.suggestions.values()],
             })),
             "",
             f"![loss vs lre]({FIGURES['range_lre']})",
@@ -299,6 +322,8 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
         ]
         if FIGURES["heatmap"] in files:
             lines += [f"![decay heatmap]({FIGURES['heatmap']})", ""]
+    for i, result in enumerate(prove):
+        lines += prove_markdown(result, PROVE_FIGURE.replace(".png", f"_{i + 1}.png" if i else ".png"))
     if summary.get("runs"):
         lines += ["## Runs read", "", *[f"- {line}" for line in keys_lines(summary["runs"])], ""]
     lines += [
@@ -313,6 +338,11 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
     if summary["problems"] or summary["notes"]:
         lines += ["## Problems and notes", "", *[f"- {p}" for p in [*summary["problems"], *summary["notes"]]], ""]
     return "\n".join(lines)
+
+
+def _rows(steps: pd.DataFrame, which: pd.Series) -> pd.DataFrame:
+    """steps.loc[which], without copying the frame when every row is wanted (a sweep of range tests)."""
+    return steps if bool(which.all()) else steps.loc[which]
 
 
 def with_first_problem(err: LrscanError, problems: Sequence[str], run_ids: pd.Series) -> LrscanError:
@@ -465,7 +495,7 @@ def summary_lines(report: Report) -> Sequence[str]:
         lines.append(f"picked lre {s['best_lre']:.3f} (lr {s['best_lr']:.4g}), {s['ci_level']:.0%} CI {ci_text}, "
                      f"{s['n_runs']} range runs over {s['n_seeds']} seeds")
         lines.append(f"CI: {ci_description(s.get('ci_method'))}")
-        lines.append(f"suggesters: minimum {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
+        lines.append(f"suggesters: min_loss {s['best_lre']:.3f}, steepest {s['steepest_lre']:.3f}, "
                      f"valley {s['valley_lre']:.3f}")
     else:
         lines.append("no range-test runs: no exponent picked")

@@ -17,17 +17,15 @@ so a resumed run sees exactly the batches it would have seen (exact resume).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.errors import LrscanError
+from pipeline.config import default_data_path
+from pipeline.errors import LrscanError, exit_with
 from pipeline.train.data import load_splits
 from pipeline.train.task import Task
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "names.txt"  # the repo's, wherever it is run from
 
 
 class FlattenConsecutive(nn.Module):
@@ -71,11 +69,13 @@ def make(seed: int, *, data: str | None = None, block_size: int = 8, n_embd: int
          batch_size: int = 32, weight_decay: float = 0.01, split_seed: int = 42, device: str = "cpu") -> Task:
     """The lecture's WaveNet (block_size 8, n_embd 24, n_hidden 128: 76k parameters) as a Task.
 
-    data: the word list (default the repo's data/names.txt); split 80/10/10 by `split_seed` as the MLP's.
+    data: the word list; default: found as the trainer finds its --data (`pipeline.config.default_data_path`:
+    $LRSCAN_DATA, else data/names.txt here, else the set-up's copy), so it works from any folder. Split
+    80/10/10 by `split_seed` as the MLP's.
     """
     if block_size < 2 or block_size & (block_size - 1):
         raise LrscanError(f"block_size={block_size}: must be a power of 2 >= 2 (the model fuses positions pairwise)")
-    splits = load_splits(data or DEFAULT_DATA, block_size, split_seed)
+    splits = load_splits(data or default_data_path(), block_size, split_seed)
     Xtr, Ytr = (t.to(device) for t in splits.train)
     held_out = {"dev_loss": splits.dev, "test_loss": splits.test}
 
@@ -121,15 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline import range_test
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=None, help="word list (default the repo's data/names.txt)")
+    p.add_argument("--data", default=None, help="word list (default: $LRSCAN_DATA, else data/names.txt here, else "
+                                                "the set-up's copy, as the trainer finds it)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
     p.add_argument("--lre_min", type=float, default=-5.0)
     p.add_argument("--lre_max", type=float, default=-1.0)
     p.add_argument("--out", default="wavenet.png")
     args = p.parse_args(argv)
-    result = range_test(make, seeds=args.seeds, steps=args.steps, lre_min=args.lre_min, lre_max=args.lre_max,
-                        task_args={"data": args.data} if args.data else {})
+    data = args.data or default_data_path()  # the CLI's edge: the environment is read here
+    try:
+        result = range_test(make, seeds=args.seeds, steps=args.steps, lre_min=args.lre_min, lre_max=args.lre_max,
+                            task_args={"data": data})
+    except LrscanError as e:
+        exit_with(e, "examples/wavenet.py")
     print(result)
     result.plot().figure.savefig(args.out, dpi=120)
     print(f"figure: {args.out}")

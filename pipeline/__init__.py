@@ -8,14 +8,14 @@
 The Python API on your own model, loaded on first use so that `import pipeline` (which the analysis
 does for the contract) never pulls in torch:
 
-    from pipeline import Task, range_test
+    from pipeline import Task, prove, range_test
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RangeTestResult", "Task", "range_test"]
+__all__ = ["Proof", "RangeTestResult", "Task", "prove", "range_test"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from pipeline.study.range_test import RangeTestResult, range_test
 
         return range_test if name == "range_test" else RangeTestResult
+    if name in ("prove", "Proof"):
+        from pipeline.study.proof import Proof, prove
+
+        return prove if name == "prove" else Proof
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
 
 

@@ -23,18 +23,48 @@ import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LrscanError
 
 SCHEDULES = ("range", "step", "constant")
+STEP_MODES = ("exp", "linear")  # torch-lr-finder's words for the range test's spacing
 INITS = ("lecture", "scaled")
 WANDB_MODES = ("offline", "online", "disabled")
 DATA_ENV = "LRSCAN_DATA"  # environment variable naming the word list when --data is not given
 
 
+LOCAL_DATA = "data/names.txt"  # where a run looks first, from the folder it runs in
+SETUP_DATA = Path(__file__).resolve().parents[1] / LOCAL_DATA  # where the set-up (`make data`) puts the word list
+
+
+def cached_names_path(env: Mapping[str, str]) -> Path:
+    """An installed lrscan's per-user copy of names.txt: $XDG_CACHE_HOME/lrscan/names.txt, else
+    ~/.cache/lrscan/names.txt (`pipeline.train.data.find_names` downloads it there)."""
+    root = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(root) / "lrscan" / "names.txt"
+
+
 def default_data_path() -> str:
-    return os.environ.get(DATA_ENV) or "data/names.txt"
+    """--data's default, the one way the trainer, the study and the examples find the word list: $LRSCAN_DATA,
+    else data/names.txt in the current folder, else the set-up's copy (data/names.txt beside the pipeline package
+    the code runs from), else the per-user cache's copy of an installed lrscan, so a notebook or a script in any
+    folder finds it; else data/names.txt, which then does not exist and is named in the error."""
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    if Path(LOCAL_DATA).exists():
+        return LOCAL_DATA
+    for found in (SETUP_DATA, cached_names_path(os.environ)):
+        if found.is_file():
+            return str(found)
+    return LOCAL_DATA
+
+
+def missing_data_message(path: str) -> str:
+    """What to do when the word list `path` is not there, in words that work outside the repository."""
+    return (f"data file {path!r} does not exist: give the word list with --data=PATH or ${DATA_ENV}=PATH, or fetch "
+            f"makemore's names.txt with `python -m pipeline.train.data fetch {path}`")
 
 
 def default_wandb_mode() -> str:
@@ -105,6 +135,8 @@ class TrainConfig:
     schedule: str = hyper("range", "lr schedule: range (10**linspace(lre_min, lre_max, steps)), step, constant")
     lre_min: float = hyper(-3.0, "range test: first lr exponent (lr = 10**lre_min)")
     lre_max: float = hyper(0.0, "range test: last lr exponent, reached on the last step")
+    step_mode: str = hyper("exp", "range test: exp (lr = 10**linspace(lre_min, lre_max, steps), the default) or "
+                                  "linear (lr = linspace(10**lre_min, 10**lre_max, steps))")
     lr: float = hyper(0.1, "lr of schedule=constant, and the lr before the first decay step of schedule=step")
     decay_steps: tuple[int, ...] = hyper((100000,), "schedule=step: steps at which the lr drops, increasing, "
                                                     "e.g. [100000, 150000]")
@@ -447,6 +479,7 @@ def _validate(c: TrainConfig) -> None:
             raise LrscanError(message)
 
     need(c.schedule in SCHEDULES, f"schedule={c.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    need(c.step_mode in STEP_MODES, f"step_mode={c.step_mode!r}: expected one of {', '.join(STEP_MODES)}")
     need(c.init in INITS, f"init={c.init!r}: expected one of {', '.join(INITS)}")
     need(c.wandb_mode in WANDB_MODES, f"wandb_mode={c.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
     need(c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:"),
@@ -459,6 +492,8 @@ def _validate(c: TrainConfig) -> None:
     for name in ("lre_min", "lre_max", "lr", "climb_factor", "smooth_beta"):
         need(math.isfinite(getattr(c, name)), f"{name}={getattr(c, name)}: must be a finite number")
     need(c.lre_min <= c.lre_max, f"lre_min={c.lre_min} > lre_max={c.lre_max}: the range test goes from low to high lr")
+    need(c.step_mode != "linear" or c.lre_max < 308,
+         f"lre_max={c.lre_max} with step_mode=linear: 10**lre_max overflows (lre_max must be < 308)")
     need(c.lr > 0, f"lr={c.lr}: must be > 0")
     need(c.climb_factor > 1, f"climb_factor={c.climb_factor}: must be > 1")
     need(0 <= c.smooth_beta < 1, f"smooth_beta={c.smooth_beta}: must be in [0, 1)")

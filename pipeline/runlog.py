@@ -44,6 +44,7 @@ from pipeline.errors import LrscanError
 
 HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 BLOCK_BYTES = 32 * 1024
+SEGMENT_BYTES = 128 * BLOCK_BYTES  # read and decoded at a time (4 MiB)
 CHUNK_HEADER = struct.Struct("<IHB")
 CHUNK_HEADER_BYTES = CHUNK_HEADER.size
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
@@ -82,6 +83,9 @@ class RunFile:
     exit_code: int | None = None
     state: str = "running"  # 'finished' | 'crashed' | 'running'
     history: dict[str, np.ndarray] = field(default_factory=dict)
+    # per key with any: True on the rows that logged it as NaN (or as something not a number), which
+    # `history` cannot tell from rows that did not log it (both NaN there); other keys have no entry
+    nan_logged: dict[str, np.ndarray] = field(default_factory=dict)
     skipped_records: int = 0
     truncated: bool = False
     start_time: float = 0.0  # seconds since the epoch, from the run record (0 if absent)
@@ -94,29 +98,59 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     all numbers or booleans, except wandb's own `_step`, `_runtime`, `_timestamp` (slower: every
     history record is then parsed with protobuf). `history` holds
     'step' (int64) and one float64 array per kept key, NaN where a row lacks the key or its value
-    is not a number. Raises LrscanError if the file cannot be opened or is not a wandb log.
+    is not a number; `nan_logged` says which of those NaN were logged (as NaN, or as a value that is
+    not a number) rather than not logged at that step. Raises LrscanError if the file cannot be
+    opened or is not a wandb log.
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
         mtime = os.path.getmtime(path)
+        size = os.fstat(f.fileno()).st_size
     except OSError as err:
         raise LrscanError(f"cannot read {path}: {err.strerror or err}") from None
-    if data[: len(HEADER)] != HEADER:
-        if data[:4] == HEADER[:4]:
-            raise LrscanError(f"{path}: unsupported wandb log version (header {data[:7]!r})")
-        raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
-
-    scan = _scan(data)
+    with f:
+        head = f.read(len(HEADER))
+        if head != HEADER:
+            if head[:4] == HEADER[:4]:
+                raise LrscanError(f"{path}: unsupported wandb log version (header {head!r})")
+            raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
+        wanted = list(dict.fromkeys(keys)) if keys is not None else None
+        # a segment of whole 32 KiB blocks at a time: chunks never cross a block, so only a record
+        # split over blocks carries over; what is held is a segment and its decoded columns, never
+        # the whole file (a 200k-step run is ~75 MB)
+        scan = _Scan([], [], 0, False)
+        pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        history_records: list[bytes] = []
+        offset = 0
+        f.seek(0)
+        while offset < size:
+            data = f.read(SEGMENT_BYTES)
+            if not data:
+                break
+            final = offset + len(data) >= size
+            scan = _scan(data, len(HEADER) if offset == 0 else 0, scan, final)
+            offset += len(data)
+            if wanted is None:
+                history_records += scan.history  # every key: decoded at the end, to know every key's values
+            elif scan.history:
+                history, nan_logged, bad = _decode_history(scan.history, wanted)
+                pieces.append((history, nan_logged))
+                scan.skipped += bad
+            scan.history = []
+    if scan.parts is not None:
+        scan.truncated = True  # the log ends inside a record
     out = RunFile(path=path, skipped_records=scan.skipped, truncated=scan.truncated)
+    if wanted is None:
+        history, nan_logged, bad = _decode_history(history_records, None)
+        out.skipped_records += bad
+    else:
+        history, nan_logged = _join_pieces(pieces, wanted)
+    out.history = history
+    out.nan_logged = nan_logged
     for payload in scan.others:
         if not _apply_record(out, payload):
             out.skipped_records += 1
-    wanted = list(dict.fromkeys(keys)) if keys is not None else None
-    history, bad = _decode_history(scan.history, wanted)
-    out.history = history
-    out.skipped_records += bad
     # the summary of a logged key is its last logged value; values set with run.summary win
     summary = {}
     for key, values in history.items():
@@ -138,7 +172,58 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     return out
 
 
+def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile | LrscanError:
+    """`read_run_file`, keeping only the keys some row logged, and the error as a value, not raised.
+
+    What a worker process hands back: a key no row logged would cross the process boundary as an
+    array of NaN per step (most of a run's bytes when half the keys looked for are absent); its
+    readers take a missing key as "not logged". Imports nothing beyond this module, so a worker
+    started for it stays small.
+    """
+    try:
+        run = read_run_file(path, keys)
+    except LrscanError as err:
+        return err
+    run.history = {k: v for k, v in run.history.items() if k == "step" or k in run.nan_logged or not np.isnan(v).all()}
+    return run
+
+
+def read_worker_main() -> None:
+    """A reading worker: `python -c "from pipeline.runlog import read_worker_main; read_worker_main()"`.
+
+    Reads a pickled `(out_dir, keys, [(index, path), ...])` from stdin and writes `read_logged(path,
+    keys)` of each file, pickled, to `out_dir/<index>.pkl` (written under a temporary name, then
+    renamed, so a file there is whole). A fresh interpreter, not a multiprocessing child: it never
+    re-runs the caller's main module (a script or notebook without a `__main__` guard works), and
+    it imports only this module.
+    """
+    import pickle
+    import sys
+
+    out_dir, keys, jobs = pickle.load(sys.stdin.buffer)
+    for index, path in jobs:
+        result = read_logged(path, keys)
+        target = os.path.join(out_dir, f"{index}.pkl")
+        with open(target + ".tmp", "wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(target + ".tmp", target)
+
+
 # -- framing ---------------------------------------------------------------------------------
+
+
+def _join_pieces(pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], keys: list[str]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The segments' columns end to end, and their NaN marks (keys with any)."""
+    if not pieces:
+        return _decode_history([], keys)[:2]
+    if len(pieces) == 1:
+        return pieces[0]
+    history = {k: np.concatenate([h[k] for h, _ in pieces]) for k in ["step", *keys]}
+    nan_logged = {}
+    for key in dict.fromkeys(k for _, marks in pieces for k in marks):
+        nan_logged[key] = np.concatenate([marks.get(key, np.zeros(len(h["step"]), bool)) for h, marks in pieces])
+    return history, nan_logged
 
 
 @dataclass
@@ -147,10 +232,13 @@ class _Scan:
     others: list[bytes]
     skipped: int
     truncated: bool
+    parts: list[bytes] | None = None  # chunks of a FIRST..LAST record still being assembled
 
 
-def _scan(data: bytes) -> _Scan:
-    """Split the log into records; keep history records and the records worth parsing.
+def _scan(data: bytes, pos: int, before: _Scan, final: bool) -> _Scan:
+    """Split one segment of the log (whole blocks from a block boundary, or the file's tail) into
+    records; keep history records and the records worth parsing. `before`: the scan of the
+    segments before it (its records split over the boundary, its counts, its other records).
 
     One pass in pure Python: the chunk lengths chain, so there is nothing to vectorise. The crc of
     every chunk is checked. After a bad crc the chunk's length may itself be corrupt, so it is
@@ -163,24 +251,23 @@ def _scan(data: bytes) -> _Scan:
     mirror_step, mirror_runtime = _MIRROR_MARKS
     n = len(data)
     history: list[bytes] = []
-    others: list[bytes] = []
+    others = before.others
     keep_history = history.append
-    parts: list[bytes] | None = None  # chunks of a FIRST..LAST record being assembled
-    skipped = 0
-    truncated = False
-    pos = len(HEADER)
+    parts = before.parts
+    skipped = before.skipped
+    truncated = before.truncated
     while pos < n:
         block_left = BLOCK_BYTES - pos % BLOCK_BYTES
         if block_left < CHUNK_HEADER_BYTES:
             pos += block_left  # zero padding at the block tail
             continue
         if pos + CHUNK_HEADER_BYTES > n:
-            truncated = True
+            truncated = final  # else the header would cross a block: not written so, the rest is junk
             break
         crc, length, kind = unpack(data, pos)
         start = pos + CHUNK_HEADER_BYTES
         end = start + length
-        if end > n:
+        if end > n and final:
             truncated = True
             break
         record = data[start:end]
@@ -241,9 +328,7 @@ def _scan(data: bytes) -> _Scan:
             skipped += 1
         else:
             others.append(record)
-    if parts is not None:
-        truncated = True  # the log ends inside a record
-    return _Scan(history, others, skipped, truncated)
+    return _Scan(history, others, skipped, truncated, parts)
 
 
 def _resync(data: bytes, pos: int, end: int, block_left: int) -> int:
@@ -377,20 +462,24 @@ def _json_value(raw: str) -> Any:
 # -- history -------------------------------------------------------------------------------
 
 
-def _decode_history(records: list[bytes], keys: list[str] | None) -> tuple[dict[str, np.ndarray], int]:
-    """'step' + one float64 array per key, in record order; and the number of unparsable records."""
+def _decode_history(records: list[bytes], keys: list[str] | None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """'step' + one float64 array per key, in record order; the rows each key was logged as NaN at
+    (keys with any only); and the number of unparsable records."""
     n = len(records)
     if keys is None:
         return _decode_history_slow(records)
     if n == 0:
-        return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in keys}}, 0
+        return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in keys}}, {}, 0
     blob = b"".join(records)
     ends = np.cumsum(np.fromiter(map(len, records), np.int64, n))
     needs_parse = np.zeros(n, bool)
     columns: dict[str, np.ndarray] = {}
+    logged: dict[str, np.ndarray | None] = {}
     for key in [STEP_ITEM, *keys]:
-        values, bad = _fast_key(blob, ends, key)
+        values, found, bad = _fast_key(blob, ends, key)
         columns[key] = values
+        logged[key] = found
         needs_parse |= bad
     bad_records = 0
     for i in np.flatnonzero(needs_parse):
@@ -402,17 +491,28 @@ def _decode_history(records: list[bytes], keys: list[str] | None) -> tuple[dict[
         step, items = parsed
         columns[STEP_ITEM][i] = step
         for key in keys:
-            columns[key][i] = _number(items.get(key))
+            raw = items.get(key)
+            columns[key][i] = _number(raw)
+            if raw is not None and logged[key] is None:
+                logged[key] = np.zeros(n, bool)
+            if logged[key] is not None:
+                logged[key][i] = raw is not None
     steps = columns.pop(STEP_ITEM)
     keep = ~np.isnan(steps)
     history = {"step": steps[keep].astype(np.int64)}
+    nan_logged = {}
     for key in keys:
         history[key] = columns[key][keep]
-    return history, bad_records
+        found = logged[key]
+        if found is not None:
+            marks = (found & np.isnan(columns[key]))[keep]
+            if marks.any():
+                nan_logged[key] = marks
+    return history, nan_logged, bad_records
 
 
-def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """One key's value in each history record, read from the raw bytes.
+def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One key's value in each history record, read from the raw bytes; where it was found; where to parse.
 
     A HistoryItem of a flat key, as wandb writes it, is `0a LEN 12 KLEN key 82 01 VLEN value_json`
     (item, nested_key, value_json; protobuf writers emit fields in number order, and value_json,
@@ -421,23 +521,24 @@ def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.n
     JSON value (a string, list, object) starts with a character outside that set, so the match is
     either the whole value or empty (not a number: NaN). The loose count finds the key's length
     byte and name anywhere (as `key`, as a `nested_key` part, in another encoding); records where
-    strict and loose disagree come back flagged for a real protobuf parse.
+    strict and loose disagree come back flagged for a real protobuf parse. "Found" is None when the
+    key is in no record (nothing logged it), else True on the records whose strict match was placed.
     """
     n = len(ends)
     name = key.encode()
     values = np.full(n, np.nan)
     if len(name) > 127:
-        return values, np.ones(n, bool)
+        return values, None, np.ones(n, bool)
     label = bytes([len(name)]) + name
     loose_count = blob.count(label)
     if loose_count == 0:
-        return values, np.zeros(n, bool)
+        return values, None, np.zeros(n, bool)
     strict = re.compile(rb"\x0a[\x00-\x7f][\x0a\x12]" + re.escape(label) + rb"\x82\x01[\x00-\x7f]([-+.0-9A-Za-z]*)")
     if loose_count == n:
         found = strict.findall(blob)
         if len(found) == n:
             # one item per record (a row is a dict: a key occurs at most once), so match i is record i
-            return _to_float(found), np.zeros(n, bool)
+            return _to_float(found), np.ones(n, bool), np.zeros(n, bool)
     # general case: place each match in its record by position
     starts, raw = [], []
     for m in strict.finditer(blob):
@@ -447,10 +548,13 @@ def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.n
     strict_rec = np.searchsorted(ends, np.asarray(starts, np.int64), side="right")
     loose_rec = np.searchsorted(ends, np.asarray(loose_starts, np.int64), side="right")
     bad = np.bincount(strict_rec, minlength=n) != np.bincount(loose_rec, minlength=n)
+    placed = np.zeros(n, bool)
     if raw:
         values[strict_rec] = _to_float(raw)
+        placed[strict_rec] = True
     values[bad] = np.nan
-    return values, bad
+    placed[bad] = False  # the parse decides
+    return values, placed, bad
 
 
 def _to_float(raw: list[bytes]) -> np.ndarray:
@@ -500,7 +604,7 @@ def _parse_history_record(payload: bytes) -> tuple[int, dict[str, str]] | None:
     return None
 
 
-def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], int]:
+def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
     """Every key whose logged values are all numbers, each record parsed with protobuf."""
     steps: list[int] = []
     rows: list[dict[str, str]] = []
@@ -516,6 +620,7 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], i
     for row in rows:
         keys.update(dict.fromkeys(row))
     history = {"step": np.asarray(steps, np.int64)}
+    nan_logged = {}
     for key in keys:
         if key.startswith("_"):
             continue
@@ -523,7 +628,10 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], i
         logged = [row[key] for row in rows if key in row]
         if all(_is_number_token(v) for v in logged):
             history[key] = column
-    return history, bad_records
+            marks = np.isnan(column) & np.fromiter((key in row for row in rows), bool, len(rows))
+            if marks.any():
+                nan_logged[key] = marks
+    return history, nan_logged, bad_records
 
 
 def _is_number_token(raw: str) -> bool:

@@ -1,12 +1,19 @@
 """The package as a new user installs it: pyproject.toml builds cleanly, environment.yml asks for the same packages."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.conftest import REPO
 
@@ -15,14 +22,56 @@ def _norm(spec: str) -> str:
     return spec.replace(" ", "").lower()
 
 
+def _requirements() -> dict[str, Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {r.name.lower(): r for r in map(Requirement, project["dependencies"])}
+
+
+def _pins(name: str) -> dict[str, Version]:
+    pins = {}
+    for line in (REPO / name).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            package, version = line.split("==")
+            pins[canonicalize_name(package)] = Version(version)
+    return pins
+
+
 def test_environment_yml_matches_pyproject():
+    """`conda env create -f environment.yml` + README's conda lines install what pip would: the same specs."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = {_norm(s) for s in project["dependencies"]} | {_norm(s) for s in project["optional-dependencies"]["test"]}
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert {_norm(s) for s in pip} == wanted
-    assert "python=3.11" in env["dependencies"]
-    assert "torch==2.13.0" in wanted  # the CPU wheel; a looser spec can pull a multi-GB CUDA build
+    assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
+    readme = (REPO / "README.md").read_text()
+    assert "conda env create -f environment.yml" in readme and "pip install -e . --no-deps" in readme
+
+
+def test_runtime_dependencies_are_ranges_that_keep_a_users_torch_and_wandb():
+    needs = _requirements()
+    torch, wandb = needs["torch"].specifier, needs["wandb"].specifier
+    # a lower end only for torch (a user's CUDA build of any newer release stays), a tested window for wandb
+    assert [s.operator for s in torch] == [">="]
+    assert sorted(s.operator for s in wandb) == ["<", ">="]
+    oldest, newest = _pins("constraints-oldest.txt"), _pins("constraints.txt")
+    for name in ("torch", "wandb"):
+        # the lower end is the oldest release tested, and the newest pins lie inside the range
+        [low] = [s for s in needs[name].specifier if s.operator == ">="]
+        assert Version(low.version).release == oldest[name].release[: len(Version(low.version).release)]
+        assert needs[name].specifier.contains(oldest[name]) and needs[name].specifier.contains(newest[name])
+    # wandb's upper end: the minor after the newest tested
+    [high] = [s for s in wandb if s.operator == "<"]
+    assert Version(high.version).release == (newest["wandb"].major, newest["wandb"].minor + 1)
+    # every dependency pinned for CI satisfies pyproject's range
+    for name, req in needs.items():
+        assert req.specifier.contains(newest[canonicalize_name(name)], prereleases=True), name
+
+
+def test_make_and_ci_install_with_the_constraints():
+    makefile, ci = (REPO / "Makefile").read_text(), (REPO / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in makefile and "constraints-oldest.txt" in makefile
+    assert "make test-oldest" in ci
 
 
 def test_the_package_metadata_builds_without_a_deprecation(tmp_path):
@@ -45,3 +94,53 @@ def test_the_package_metadata_builds_without_a_deprecation(tmp_path):
     assert "deprecat" not in done.stderr.lower(), done.stderr
     metadata = (tmp_path / done.stdout.strip().splitlines()[-1] / "METADATA").read_text()
     assert "License-Expression: MIT" in metadata
+
+
+def _build_wheel(dest: Path) -> Path:
+    """lrscan's wheel built from a copy of the sources (the build leaves nothing in the repo)."""
+    src = dest / "src"
+    for name in ("pipeline", "analysis"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src)
+    # no build isolation: the setuptools at hand (the build-system's >=77) builds it, nothing is downloaded
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--wheel-dir", str(dest / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [wheel] = (dest / "dist").glob("lrscan-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_installed_wheel_runs_the_demo_study_from_an_empty_folder(tmp_path, real_names):
+    wheel = _build_wheel(tmp_path)
+    # a fresh venv whose dependencies are this environment's (torch, wandb, ...): a .pth line puts our
+    # site-packages after the venv's own, where the wheel goes (a path in a .pth runs none of its .pth files,
+    # so this environment's editable lrscan stays out of sight)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    [site] = venv.glob("lib/python*/site-packages")
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                           "--quiet", "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    # from an empty folder, with no repo, no $LRSCAN_DATA and makemore's names.txt in the per-user cache
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    (home / ".cache" / "lrscan").mkdir(parents=True)
+    shutil.copy(real_names, home / ".cache" / "lrscan" / "names.txt")
+    env = {k: v for k, v in os.environ.items() if k not in ("LRSCAN_DATA", "XDG_CACHE_HOME", "PYTHONPATH")}
+    env |= {"HOME": str(home), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "WANDB_DIR": str(work)}
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pipeline, analysis; "
+                            "print(pipeline.__file__); print(analysis.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0, where.stderr
+    assert all(Path(line).is_relative_to(site) for line in where.stdout.split()), where.stdout
+    done = subprocess.run([str(venv / "bin" / "lrscan-study"), "--size=smoke", "--out=study"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((work / "study" / "report" / "summary.json").read_text())
+    assert summary["size"] == "smoke" and summary["best_lr"] > 0 and len(summary["best_lre_ci"]) == 2
+    assert sorted(p.name for p in work.iterdir()) == ["study"]  # everything the study wrote is in its folder

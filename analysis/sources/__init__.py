@@ -23,21 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.columns import (
     LIGHTNING_LR,
+    LOSS_LOGGED,
     LOSS_NAMES,
     LR_NAMES,
+    KeyChoice,
     canonical_frame,
     choose_keys,
     logged_keys,
     missing_steps,
 )
 from analysis.schedules import OTHER, classify_lr_trace
-from analysis.sources.cloud import CLOUD_PATH, load_cloud
+from analysis.sources.cloud import CLOUD_PATH, Retry, load_cloud
 from analysis.sources.filters import ALL_BUT_ANALYSIS, Filters, LeftOut
-from analysis.sources.frame import DEFAULT_KEYS, OPTIONAL_KEYS, build_frames, has_values
+from analysis.sources.frame import DEFAULT_KEYS, OPTIONAL_KEYS, build_frames, has_values, value_dtype
 from analysis.sources.offline import load_offline
 from pipeline import keys as K
 from pipeline.errors import LrscanError
@@ -70,6 +73,8 @@ def load_runs(
     lr_key: str | None = None,
     api: Any = None,
     cache_dir: str | os.PathLike | None = None,
+    retry: Retry | None = None,
+    workers: int | None = None,
 ) -> Loaded:
     """Every step of the matching runs, as `Loaded(steps, runs, skipped_records, problems, notes)`.
 
@@ -86,7 +91,9 @@ def load_runs(
     where its schedule came from (schedule_from: its config, or its lr trace).
     keys: read these history keys as they are instead (no choosing, deriving or aligning).
     api: a `wandb.Api` (cloud only; made when needed). cache_dir: where ended cloud runs are
-    cached (default $LRSCAN_CACHE or ~/.cache/lrscan).
+    cached (default $LRSCAN_CACHE or ~/.cache/lrscan). retry: how a 429 or 5xx from the cloud is
+    tried again (bounded, honouring Retry-After; analysis.sources.cloud.Retry). workers: processes
+    reading offline files in parallel (default: one per core this process may use, for big files).
 
     Raises LrscanError for an unknown source, a source without runs, no run matching the filters
     (saying how many runs the filters left out, and by which), or no run with a loss (naming the
@@ -100,11 +107,12 @@ def load_runs(
     problems: list[str] = []
     path = Path(os.fspath(source))
     if path.exists() or api is None and not CLOUD_PATH.match(str(source)):
-        runs, skipped, left_out = load_offline(path, filters, explicit, problems, loss_key=loss_key, lr_key=lr_key)
+        runs, skipped, left_out = load_offline(path, filters, explicit, problems, loss_key=loss_key, lr_key=lr_key,
+                                               workers=workers)
         where = str(path)
     else:
         runs, left_out = load_cloud(str(source), filters, explicit, api, cache_dir, problems,
-                                    loss_key=loss_key, lr_key=lr_key)
+                                    loss_key=loss_key, lr_key=lr_key, retry=retry or Retry())
         skipped, where = 0, str(source)
     if not runs:
         raise LrscanError(f"no runs in {where} match {filters.describe()}{_nothing_left(left_out)}")
@@ -127,8 +135,13 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
     """Turn `run.history` into the analysis' columns (in place); say which keys and schedule it has."""
     logged = logged_keys(run.history)
     choice = choose_keys(logged, loss_key=loss_key, lr_key=lr_key)
-    frame = canonical_frame(pd.DataFrame(run.history), choice, OPTIONAL_KEYS)
-    run.history = {column: frame[column].to_numpy() for column in frame.columns}
+    carried = [k for k in OPTIONAL_KEYS if has_values(run.history, k)]  # a key never logged is no column
+    frame = canonical_frame(pd.DataFrame({**run.history, **_loss_logged(run, choice)}), choice, carried)
+    # the frame's dtypes from here on (losses float32): the runs wait in these until build_frames
+    run.history = {column: frame[column].to_numpy(dtype=value_dtype(column) if column != K.STEP_COLUMN else None)
+                   for column in frame.columns}
+    del frame
+    run.nan_logged = {}  # the rows are the measured steps now: a NaN there was logged as NaN
     absent = []
     if choice.loss is None:
         absent.append(("loss", loss_key or ", ".join(LOSS_NAMES)))
@@ -153,6 +166,17 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
             notes.append(f"run {run.run_id}: {guess.reason}, and its config names no schedule: left out of the "
                          f"exponent pick, shown in the block means")
     return info
+
+
+def _loss_logged(run: RunFile, choice: KeyChoice) -> dict[str, np.ndarray]:
+    """The LOSS_LOGGED column when the run logged its loss as NaN somewhere (else none: NaN is "not logged")."""
+    pair = (K.LOSS, K.LOG10_LOSS)
+    loss_keys = pair if choice.loss in pair else (choice.loss,) if choice.loss is not None else ()
+    marks = [run.nan_logged[k] for k in loss_keys if k in run.nan_logged]
+    if not marks:
+        return {}
+    logged = np.logical_or.reduce([*marks, *(~np.isnan(run.history[k]) for k in loss_keys if k in run.history)])
+    return {LOSS_LOGGED: np.where(logged, 1.0, np.nan)}
 
 
 def _absent_problem(run_id: str, absent: list[tuple[str, str]], logged: list[str]) -> str:

@@ -16,8 +16,12 @@ import json
 import os
 import pickle
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,7 +38,99 @@ SCAN_PAGE_STEPS = 10_000  # scan_history's page_size counts steps
 WIDE_RUN_EXTRA_KEYS = 32  # more logged keys than this beyond the wanted ones: keyed scans, not keys=None
 UNSETTLED_STATES = ("running", "pending", "preempting", "")
 RUNS_PAGE_SIZE = 200
+CACHE_FORMAT = 2  # 2: the rows logged as NaN are kept (columns NAN_LOGGED_PREFIX + key)
+NAN_LOGGED_PREFIX = "__nan_logged__/"
 CLOUD_PATH = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
+
+
+_T = TypeVar("_T")
+RETRY_STATUSES = frozenset((429, *range(500, 600)))  # rate limited, or the server's own trouble
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a listing or a history scan that meets a 429 or 5xx is tried again: at most `attempts` tries,
+    waiting the reply's Retry-After when it gives one (at most `max_wait_seconds`), else
+    `first_wait_seconds` doubling each time. `sleep` is injectable so tests need not wait."""
+
+    attempts: int = 5
+    first_wait_seconds: float = 2.0
+    max_wait_seconds: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait_seconds(self, attempt: int, retry_after: float | None) -> float:
+        """The wait after failed try number `attempt` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_wait_seconds)
+        return min(self.first_wait_seconds * 2 ** (attempt - 1), self.max_wait_seconds)
+
+
+class GaveUp(Exception):
+    """A request still failing with a 429/5xx after the last try; its message says so."""
+
+
+def http_status(err: BaseException) -> tuple[int | None, float | None]:
+    """(HTTP status, Retry-After seconds) of an error the Public API raised, from its chain.
+
+    wandb 0.31 raises `CommError(message, exc)` around `requests.HTTPError` (its `response` has the
+    status and headers) or around wandb-core's `WandbApiFailedError` (its `response.http_status`).
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None) or getattr(response, "http_status", None)
+        if isinstance(status, int) and status:
+            headers = getattr(response, "headers", None) or {}
+            return status, _retry_after_seconds(headers.get("Retry-After") if hasattr(headers, "get") else None)
+        todo += [getattr(e, "exc", None), e.__cause__, e.__context__]
+    return None, None
+
+
+def _retry_after_seconds(value: Any) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+def with_retries(call: Callable[[], _T], retry: Retry, before_retry: Callable[[], None] | None = None) -> _T:
+    """`call()`, tried again after a 429 or 5xx as `retry` says; GaveUp when the last try fails so."""
+    waited = 0.0
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            return call()
+        except Exception as err:
+            status, retry_after = http_status(err)
+            if status not in RETRY_STATUSES:
+                raise
+            if attempt == retry.attempts:
+                raise GaveUp(f"{_first_line(err)} (HTTP {status}; gave up after {attempt} tries over "
+                             f"{waited:.0f} s)") from err
+            seconds = retry.wait_seconds(attempt, retry_after)
+            retry.sleep(seconds)
+            waited += seconds
+            if before_retry is not None:
+                before_retry()
+    raise AssertionError("unreachable")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def default_cache_dir() -> Path:
@@ -42,11 +138,15 @@ def default_cache_dir() -> Path:
 
 
 def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, cache_dir: Any, problems: list[str],
-               *, loss_key: str | None = None, lr_key: str | None = None) -> tuple[list[RunFile], LeftOut]:
+               *, loss_key: str | None = None, lr_key: str | None = None,
+               retry: Retry = Retry()) -> tuple[list[RunFile], LeftOut]:
     """The runs of `entity/project[/sweep_id]` that pass `filters`, with every step of their history.
 
     keys: the history keys to read, as they are; None: the loss, lr and step keys each run logged
     (chosen from its `history_keys` as `analysis.columns` says) and the optional lrscan keys.
+    A 429 or 5xx while listing or scanning is tried again as `retry` says. A run whose history
+    cannot be read is named in `problems` and the others are read; when none can be, the first
+    one's cause is the error.
     """
     if not CLOUD_PATH.match(source):
         raise LrscanError(f"no such file or folder, and not a W&B path entity/project[/sweep_id]: {source}")
@@ -63,18 +163,24 @@ def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, 
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise LrscanError(f"{source}: not a file or folder, and the W&B cloud cannot be reached: {first}") from None
     cache = Path(os.fspath(cache_dir)) if cache_dir is not None else default_cache_dir()
-    try:
-        # a wandb.Api keeps every listing it made and hands it out again: forget them, or a run
-        # that finished (or was resumed) since an earlier call would come back as it was then
-        flush = getattr(api, "flush", None)
-        if callable(flush):
-            flush()
+    # a wandb.Api keeps every listing it made and hands it out again: forget them, or a run
+    # that finished (or was resumed) since an earlier call would come back as it was then
+    flush = getattr(api, "flush", None)
+    forget = flush if callable(flush) else None
+
+    def listing() -> list[Any]:
         # lazy=False: config, summary and history keys come with the listing, not a request per run
-        listed = api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE, lazy=False)
-        cloud_runs = list(listed)
+        return list(api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE,
+                             lazy=False))
+
+    try:
+        if forget is not None:
+            forget()
+        cloud_runs = with_retries(listing, retry, before_retry=forget)
     except Exception as err:  # the Public API raises its own CommError/ValueError types
         raise LrscanError(f"cannot list the runs of {entity}/{project}: {err}") from None
     out = []
+    unread = []
     left_out = LeftOut(filters)
     for run in cloud_runs:
         meta = _cloud_meta(run, entity, project)
@@ -83,14 +189,18 @@ def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, 
         try:
             logged = _logged_counts(run)
             wanted = keys if keys is not None else _keys_for(logged, loss_key, lr_key)
-            meta.history = _cloud_history(run, meta, wanted, logged, cache, problems)
+            meta.history = with_retries(partial(_cloud_history, run, meta, wanted, logged, cache, problems), retry)
         except Exception as err:  # one bad run must not sink the others
-            problems.append(f"run {meta.run_id}: history not read: {err}")
+            unread.append(f"run {meta.run_id}: history not read: {_first_line(err)}")
             continue
         # as offline (read_run_file): a logged key's summary is its last logged value, unless the run
         # set it; a run synced from offline holds only what lrscan set, so the frames match either way
         meta.summary = {**_last_values(meta.history), **meta.summary}
         out.append(meta)
+    problems += unread
+    if not out and unread:
+        more = f" (and {len(unread) - 1} more run(s) like it)" if len(unread) > 1 else ""
+        raise LrscanError(f"{entity}/{project}: {unread[0]}{more}")
     if not out and not left_out.seen:
         left_out.seen = _count_runs(api, f"{entity}/{project}")  # the server's filters hid them all
     return out, left_out
@@ -157,7 +267,7 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: di
     """
     to_read = None if wanted is None else [k for k in wanted if logged is None or k in logged]
     stamp = _cloud_stamp(run)
-    keys_hash = hashlib.sha1(json.dumps(wanted).encode()).hexdigest()[:10]
+    keys_hash = hashlib.sha1(json.dumps([CACHE_FORMAT, wanted]).encode()).hexdigest()[:10]
     # a run that ended (finished, crashed, failed, killed) no longer changes unless resumed, which
     # moves its heartbeat, so the stamp keys the cache
     cacheable = bool(stamp) and meta.state not in UNSETTLED_STATES
@@ -165,7 +275,8 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: di
     if cacheable:
         cached = _cache_read(base)
         if cached is not None:
-            return cached
+            history, meta.nan_logged = _split_marks(cached)
+            return history
     if to_read is not None and not to_read:  # the run says it logged none of them (an analysis run, no history)
         return {"step": np.zeros(0, np.int64), **{k: np.zeros(0, np.float64) for k in wanted or ()}}
     columns: dict[str, dict[int, float]] = {k: {} for k in wanted or ()}
@@ -187,6 +298,10 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: di
     for key in wanted if wanted is not None else sorted(columns):
         values = columns[key]
         history[key] = np.array([values.get(int(s), np.nan) for s in steps], np.float64)
+        # a value logged as NaN is in `values` (a row, NaN); a step that did not log it is not
+        logged_nan = np.isnan(history[key]) & np.fromiter((int(s) in values for s in steps), bool, len(steps))
+        if logged_nan.any():
+            meta.nan_logged[key] = logged_nan
     if not cacheable:
         return history
     if logged is None:
@@ -198,7 +313,7 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: di
         # never cached: a history read while W&B was still exporting it would come back on every call
         problems.append(f"run {meta.run_id}: scan_history returned {short}; not cached, read again next time")
     else:
-        _cache_write(base, history)
+        _cache_write(base, {**history, **{NAN_LOGGED_PREFIX + k: v for k, v in meta.nan_logged.items()}})
     return history
 
 
@@ -259,6 +374,13 @@ def _have_pyarrow() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _split_marks(cached: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(history, nan_logged) of a cached history, whose marks are columns named NAN_LOGGED_PREFIX + key."""
+    history = {k: v for k, v in cached.items() if not k.startswith(NAN_LOGGED_PREFIX)}
+    marks = {k[len(NAN_LOGGED_PREFIX):]: v.astype(bool) for k, v in cached.items() if k.startswith(NAN_LOGGED_PREFIX)}
+    return history, marks
 
 
 def _cache_read(base: Path) -> dict[str, np.ndarray] | None:

@@ -70,9 +70,10 @@ def _sort_by_step(run: RunFile) -> None:
         _, first_rev = np.unique(steps[::-1], return_index=True)
         order = len(steps) - 1 - first_rev
         run.history = {k: v[order] for k, v in run.history.items()}
+        run.nan_logged = {k: v[order] for k, v in run.nan_logged.items()}
 
 
-def _value_dtype(key: str) -> np.dtype:
+def value_dtype(key: str) -> np.dtype:
     return np.dtype(np.float32) if key in FLOAT32_KEYS else np.dtype(np.float64)
 
 
@@ -164,13 +165,16 @@ def _steps_frame(runs: list[RunFile], value_keys: list[str], config_fields: list
         columns[name] = _categorical([_typed(r.config.get(name), tp) for r in runs], lengths, _category_dtype(tp))
     columns[K.STEP_COLUMN] = np.concatenate([r.history["step"] for r in runs]).astype(np.int64, copy=False)
     for key in value_keys:
-        dtype = _value_dtype(key)
+        dtype = value_dtype(key)
         out = np.empty(int(lengths.sum()), dtype)
         at = 0
         for run, n in zip(runs, lengths):
             values = run.history.get(key)
             out[at : at + n] = values if values is not None else np.nan
             at += n
+            # the run's copy goes as soon as the frame has it: runs and frame never both held whole
+            # (a new dict: the caller's, shared with copies of the run, stays as it was)
+            run.history = {k: v for k, v in run.history.items() if k != key}
         columns[key] = out
     return pd.DataFrame(columns, copy=False)
 

@@ -9,20 +9,28 @@ Lightning's lr-<Optimizer> names are found and an error can say what the run did
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from analysis.columns import LOSS_NAMES, LR_NAMES, STEP_NAMES, choose_keys, logged_keys
+from analysis.prove import HELD_OUT_KEYS
 from analysis.sources.filters import Filters, LeftOut
 from analysis.sources.frame import DEFAULT_KEYS
 from pipeline.errors import LrscanError
-from pipeline.runlog import RunFile, read_run_file
+from pipeline.runlog import RunFile, read_logged
 
 RUN_FILE_GLOB = "run-*.wandb"
 _FOLDER_STAMP = re.compile(r"-(\d{8}_\d{6})-")
 EVERY_KEY = None  # read_run_file(path, None): every key whose values are numbers
+# files this big in all are read by worker processes in parallel: ~2.5 s of run files per start-up of one
+PARALLEL_READ_BYTES = 48 * 2**20
+READ_WORKER = "from pipeline.runlog import read_worker_main; read_worker_main()"
 
 
 def find_run_files(source: str | os.PathLike) -> list[Path]:
@@ -45,20 +53,23 @@ def find_run_files(source: str | os.PathLike) -> list[Path]:
 
 
 def load_offline(path: Path, filters: Filters, keys: list[str] | None, problems: list[str], *,
-                 loss_key: str | None = None, lr_key: str | None = None) -> tuple[list[RunFile], int, LeftOut]:
+                 loss_key: str | None = None, lr_key: str | None = None,
+                 workers: int | None = None) -> tuple[list[RunFile], int, LeftOut]:
     """The runs below `path` that pass `filters`, their resumed segments joined; and the records skipped.
 
     keys: the history keys to read, as they are; None: the loss, lr and step keys each run logged
-    (see `analysis.columns`), found as the module's docstring says.
+    (see `analysis.columns`), found as the module's docstring says. workers: processes reading the
+    files in parallel (None: one per core this process may use, when the files are big; 1: none).
     """
     files = find_run_files(path)
     if not files:
         raise LrscanError(f"no wandb runs in {path}: no {RUN_FILE_GLOB} file below it")
     first_keys = keys if keys is not None else list(dict.fromkeys(
-        [*DEFAULT_KEYS, *STEP_NAMES, *(k for k in (loss_key, lr_key) if k is not None)]))
+        [*DEFAULT_KEYS, *STEP_NAMES, *(k for k in (loss_key, lr_key) if k is not None),
+         *HELD_OUT_KEYS]))  # held-out losses: read so their last value is in the run's summary (analysis.prove)
     segments: list[RunFile] = []
     skipped = unreadable = 0
-    for file, run in zip(files, _read_all(files, first_keys)):
+    for file, run in zip(files, _read_all(files, first_keys, workers)):
         if isinstance(run, LrscanError):
             problems.append(f"skipped {run}")  # the message starts with the file's path
             unreadable += 1
@@ -93,16 +104,49 @@ def _with_other_names(run: RunFile, segments: list[RunFile], first_keys: list[st
     return run
 
 
-def _read_one(path: Path, keys: list[str] | None) -> RunFile | LrscanError:
+def _read_all(files: list[Path], keys: list[str] | None, workers: int | None = None) -> list[RunFile | LrscanError]:
+    """Each file read (in order), by `workers` processes (None: as many as this process may use cores,
+    when the files are big enough to pay for starting them; 1: in this process)."""
+    if workers is None:
+        big = sum(_size_bytes(f) for f in files) >= PARALLEL_READ_BYTES
+        workers = min(len(os.sched_getaffinity(0)), len(files)) if big else 1
+    if workers <= 1 or len(files) < 2:
+        return [read_logged(f, keys) for f in files]
+    # the files dealt to the workers biggest first, each to the least loaded: even shares of bytes
+    shares: list[list[tuple[int, str]]] = [[] for _ in range(min(workers, len(files)))]
+    loads = [0] * len(shares)
+    for i in sorted(range(len(files)), key=lambda i: -_size_bytes(files[i])):
+        least = loads.index(min(loads))
+        shares[least].append((i, str(files[i])))
+        loads[least] += _size_bytes(files[i])
+    with tempfile.TemporaryDirectory(prefix="lrscan-read-") as out_dir:
+        procs = []
+        for share in shares:
+            # fresh interpreters that import only pipeline.runlog (numpy, wandb's protobuf classes),
+            # ~50 MiB each, not this process' pandas; each hands back only the keys its runs logged
+            proc = subprocess.Popen([sys.executable, "-c", READ_WORKER], stdin=subprocess.PIPE)
+            proc.stdin.write(pickle.dumps((out_dir, keys, share)))
+            proc.stdin.close()
+            procs.append(proc)
+        codes = [proc.wait() for proc in procs]
+        out: list[RunFile | LrscanError] = []
+        for i, file in enumerate(files):
+            done = Path(out_dir) / f"{i}.pkl"
+            if not done.is_file():
+                code = next(c for c, share in zip(codes, shares) if any(j == i for j, _ in share))
+                out.append(LrscanError(f"{file}: its reading process ended with exit code {code} before reading it"))
+                continue
+            with open(done, "rb") as f:
+                out.append(pickle.load(f))
+            done.unlink()
+    return out
+
+
+def _size_bytes(path: Path) -> int:
     try:
-        return read_run_file(path, keys)
-    except LrscanError as err:
-        return err
-
-
-def _read_all(files: list[Path], keys: list[str] | None) -> list[RunFile | LrscanError]:
-    # one process on purpose: worker processes (forkserver) measured slower here on 2 busy cores
-    return [_read_one(f, keys) for f in files]
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _segment_order(run: RunFile) -> tuple[str, float, str]:
@@ -138,6 +182,11 @@ def _merge_segments(segments: list[RunFile], problems: list[str]) -> list[RunFil
             if key != "step":
                 values = [p.history.get(key, np.full(len(p.history["step"]), np.nan)) for p in parts]
                 history[key] = np.concatenate(values)[keep]
+        nan_logged = {}
+        for key in dict.fromkeys(k for p in parts for k in p.nan_logged):
+            marks = np.concatenate([p.nan_logged.get(key, np.zeros(len(p.history["step"]), bool)) for p in parts])[keep]
+            if marks.any():
+                nan_logged[key] = marks
         config: dict = {}
         summary: dict = {}
         for p in parts:
@@ -147,7 +196,7 @@ def _merge_segments(segments: list[RunFile], problems: list[str]) -> list[RunFil
             path=last.path, run_id=run_id, name=last.name, project=last.project, entity=last.entity,
             group=last.group, tags=last.tags, job_type=last.job_type, sweep_id=last.sweep_id,
             config=config, summary=summary, exit_code=last.exit_code, state=last.state, history=history,
-            skipped_records=sum(p.skipped_records for p in parts), truncated=last.truncated,
+            nan_logged=nan_logged, skipped_records=sum(p.skipped_records for p in parts), truncated=last.truncated,
             start_time=parts[0].start_time,
         )
         if duplicates:

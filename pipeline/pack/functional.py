@@ -162,8 +162,8 @@ class FunctionalStep:
     """K members' parameters and buffers stacked (name -> (K, ...)), one vmapped step at a time: each member's
     gradients and buffer updates by vmap(grad(loss)), then its optimizer's update (pipeline/pack/updates.py)."""
 
-    def __init__(self, tasks: list[Task], stepped: set[str] | None = None):
-        self.tasks = tasks
+    def __init__(self, tasks: list[Task], stepped: set[str] | None = None, scales: list[float] | None = None):
+        self.tasks, self.scales = tasks, scales
         model = tasks[0].model
         self.template = _LossOf(model, tasks[0].loss_fn)
         if stepped is None:
@@ -177,7 +177,7 @@ class FunctionalStep:
         own = [{**dict(t.model.named_parameters()), **dict(t.model.named_buffers())} for t in tasks]
         self.params = {n: torch.stack([o[n].detach() for o in own]).clone() for n in self.names}
         self.consts = {n: torch.stack([o[n].detach() for o in own]).clone() for n in self.const_names}
-        self.update = make_update(tasks, stepped, self.params)
+        self.update = make_update(tasks, stepped, self.params, scales)
 
         def loss_one(params, consts, batch):
             return functional_call(self.template, ({"model." + n: p for n, p in params.items()},
@@ -250,7 +250,7 @@ class FunctionalStep:
         """The members `rows` only, as they are now."""
         for k in range(len(self.tasks)):
             self.write_back(k)
-        return FunctionalStep([self.tasks[k] for k in rows], self.stepped)
+        return FunctionalStep([self.tasks[k] for k in rows], self.stepped, self.scales)
 
 
 class _LossOf(torch.nn.Module):
@@ -377,7 +377,7 @@ def _train_members(members: list[TaskMember], stop: dict) -> dict[str, dict]:
     from pipeline.pack.loop import PackStopRequested
 
     active = list(members)
-    fstep = FunctionalStep([m.run.task for m in active])
+    fstep = FunctionalStep([m.run.task for m in active], scales=active[0].run.lr_scales)
     print(f"pack of {len(active)} run(s) of {members[0].cfg.task}: {members[0].cfg.schedule} schedule, "
           f"{members[0].cfg.steps} steps, {active[0].run.describe()}, stepped with torch.func", flush=True)
     summaries: dict[str, dict] = {}
@@ -428,7 +428,7 @@ def _train_members(members: list[TaskMember], stop: dict) -> dict[str, dict]:
 
 
 def _lrs(active: list[TaskMember], starts: list[int], j: int) -> list[float]:
-    # as the single run sets them on its optimizer (pipeline/train/generic.py)
+    # as the single run sets them on its optimizer (pipeline/train/generic.py); each group's scale: the update's
     return [min(float(m.lrs[s + j]), MAX_APPLIED_LR) for m, s in zip(active, starts)]
 
 
@@ -442,7 +442,7 @@ def _replay(fstep: FunctionalStep, start, active: list[TaskMember], starts: list
     """The members that stopped inside the chunk rewound to its start and trained again up to their stop steps
     (alone in a small step); their rows of `fstep` then hold their weights at their stop steps."""
     rows = sorted(kept)
-    sub = FunctionalStep([fstep.tasks[k] for k in rows], fstep.stepped)
+    sub = FunctionalStep([fstep.tasks[k] for k in rows], fstep.stepped, fstep.scales)
     sub.restore(fstep.rows(start, rows))
     sub_active, sub_starts = [active[k] for k in rows], [starts[k] for k in rows]
     for j in range(max(kept.values())):

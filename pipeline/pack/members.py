@@ -103,7 +103,8 @@ class Member:
             self.step, self.elapsed_s = state["step"], state["elapsed_s"]
             self.diverged_at = state.get("diverged_at")
         self.lrs, self.lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
-                                           decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
+                                           decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs,
+                                           step_mode=cfg.step_mode)
         self.ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, point.run_id)
         self._logged_through = -1
         self._logger = None

@@ -15,7 +15,7 @@ rounding where a tensor of scalars would give two), it is applied member by memb
 own Python scalar, as torch does.
 
 Param groups: every member's groups hold the same parameter names with the same options; group g's
-lr is the member's schedule lr times its ratio `lr_scales` (the single run's rule, TaskRun._set_lr).
+lr is the member's schedule lr times its scale (`pipeline.train.task.lr_scales`, the single run's rule).
 A parameter whose gradient is None in the single run (unused in the loss, or frozen) is left alone,
 as torch.optim leaves it: `stepped` names the others, found by a dry backward (functional.py).
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from pipeline.train.task import Task
+from pipeline.train.task import Task, lr_scales, set_lr
 
 # the state's entry for the lrs each member's last step applied (its groups' lrs in its checkpoint)
 APPLIED = "(applied)"
@@ -35,13 +35,6 @@ APPLIED = "(applied)"
 SGD_OPTIONS = {"momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable", "fused"}
 ADAM_OPTIONS = {"betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable",
                 "fused", "decoupled_weight_decay"}
-
-
-def lr_scales(optimizer: torch.optim.Optimizer) -> list[float]:
-    """Each param group's lr as a multiple of group 0's, as the single run keeps them (TaskRun._set_lr)."""
-    groups = optimizer.param_groups
-    base = float(groups[0]["lr"])
-    return [float(g["lr"]) / base if base else 1.0 for g in groups]
 
 
 def why_not_update(task: Task) -> str:
@@ -80,13 +73,13 @@ class Group:
     scale: float
 
 
-def groups_of(tasks: list[Task], stepped: set[str]) -> list[Group]:
+def groups_of(tasks: list[Task], stepped: set[str], scales: list[float]) -> list[Group]:
     """Member 0's param groups by parameter name (the members' are checked equal by `why_not_members`)."""
     task = tasks[0]
     name_of = {id(p): n for n, p in task.model.named_parameters()}
     return [Group(tuple(name_of[id(p)] for p in g["params"] if name_of[id(p)] in stepped),
                   {k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}, scale)
-            for g, scale in zip(task.optimizer.param_groups, lr_scales(task.optimizer))]
+            for g, scale in zip(task.optimizer.param_groups, scales)]
 
 
 def why_not_members(tasks: list[Task]) -> str:
@@ -133,12 +126,7 @@ class StackedUpdate:
         lrs as the last step set them, and each parameter's state."""
         applied = self.state.get(APPLIED)
         if applied is not None:
-            lr = float(applied["lr"][k])
-            for group, g in zip(task.optimizer.param_groups, self.groups):
-                if isinstance(group["lr"], torch.Tensor):  # as TaskRun._set_lr keeps a tensor lr one
-                    group["lr"].fill_(lr * g.scale)
-                else:
-                    group["lr"] = lr * g.scale
+            set_lr(task.optimizer, float(applied["lr"][k]), [g.scale for g in self.groups])
         self._write_back(k, task)
 
     def _write_back(self, k: int, task: Task) -> None:
@@ -284,7 +272,10 @@ UPDATES: dict[type, type[StackedUpdate]] = {torch.optim.SGD: SGDUpdate, torch.op
                                             torch.optim.AdamW: AdamUpdate}
 
 
-def make_update(tasks: list[Task], stepped: set[str], params: dict[str, torch.Tensor]) -> StackedUpdate:
-    """The stacked update of these members' optimizer (checked by `why_not_update`), from their current state."""
-    groups = groups_of(tasks, stepped)
+def make_update(tasks: list[Task], stepped: set[str], params: dict[str, torch.Tensor],
+                scales: list[float] | None = None) -> StackedUpdate:
+    """The stacked update of these members' optimizer (checked by `why_not_update`), from their current state.
+
+    scales: the groups' lr scales as the tasks were built (TaskRun.lr_scales); default from their optimizer now."""
+    groups = groups_of(tasks, stepped, lr_scales(tasks[0].optimizer) if scales is None else scales)
     return UPDATES[type(tasks[0].optimizer)].from_tasks(tasks, groups, params)

@@ -2,12 +2,16 @@
 
     from pipeline import Task, range_test
     result = range_test(make, seeds=[1, 2, 3, 4, 5], lre_min=-4, lre_max=-1)   # make(seed) -> Task
+    result = range_test(make, seeds=[1, 2, 3], start_lr=1e-4, end_lr=0.1)     # the same, in lr units
     result.best_lr, result.ci, result.steepest_lr, result.valley_lr
     result.steps          # one row per measured step: run_id, seed, step, lr, lre, loss, log10_loss, smooth_loss
+                          # (+ dev_loss ... on eval steps when the task has evaluate)
     result.plot()         # analysis.plots' range-test figure, every suggester marked
+    result.apply(optimizer)   # the picked lr on every param group, keeping their ratios
 
 Each range test is one real training run of `pipeline.train.loop.train`: the same schedule
-(lr = 10**linspace(lre_min, lre_max, steps), both ends), the same climb and non-finite stops, every
+(lr = 10**linspace(lre_min, lre_max, steps), both ends; step_mode="linear": lr evenly spaced instead),
+the same climb and non-finite stops, every
 step logged to W&B by the same logger process (offline by default). The pick, its suggesters and
 its CI across seeds come from `analysis.pick.pick_exponent`, run on the frames `analysis.load_runs`
 would read back from those runs, so a result here and a report on the same runs cannot disagree.
@@ -40,28 +44,32 @@ from pipeline.errors import LrscanError
 from pipeline.pack.functional import train_seeds
 from pipeline.train import rngstate
 from pipeline.train.loop import new_run_id
-from pipeline.train.task import Task, check_task
+from pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, set_lr
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 # range_test's own keywords; every other keyword is a TrainConfig field
-OWN_KEYWORDS = ("lre_min", "lre_max", "steps", "seeds", "pick_args")
+OWN_KEYWORDS = ("lre_min", "lre_max", "start_lr", "end_lr", "steps", "seeds", "pick_on", "pick_args")
 # fields range_test sets itself: the schedule is the range test's, the seed comes from `seeds`
 NOT_KEYWORDS = {"schedule": "range_test always runs schedule='range'",
                 "task": "pass the task itself (a Task, a function make(seed) -> Task, or 'path/file.py:make')",
                 "resume": "a range test on a live model starts from the model as it is; it is not resumed",
                 "run_id": "each range test run gets its own id (see result.run_ids)"}
 SEED_COLUMN = "seed"
+PICK_COLUMN = "column"  # pick_exponent's argument naming the column it reads
+# what every step logs; any other pick_on is a value of the task's evaluate, logged on eval steps only
+STEP_COLUMNS = (keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS)
 
 
 @dataclass
 class RangeTestResult:
     """What `range_test` measured and what the analysis picked from it.
 
-    steps: one row per measured step (run_id, seed, step, lr, lre, loss, log10_loss, smooth_loss);
+    steps: one row per measured step (run_id, seed, step, lr, lre, loss, log10_loss, smooth_loss, and what
+           the task's evaluate returned (dev_loss, ...) on eval steps, NaN on the others);
     runs: one row per run (run_id, seed and its summary: stop_step, stop_reason, dev_loss, ...);
-    pick: `analysis.pick.ExponentPick`, the minimum (the pick), steepest and valley suggesters, the CI.
+    pick: `analysis.pick.ExponentPick`: min_loss (the pick), fastai_minimum, steepest, valley, the CI.
     """
 
     pick: ExponentPick
@@ -73,8 +81,12 @@ class RangeTestResult:
     wandb_mode: str
     seconds: float
     pick_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    # what built the runs, for `prove`: the task (make or spec), its args, the TrainConfig fields given
+    task: Any = field(default=None, repr=False)
+    task_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    # the pick: the exponent of lowest mean loss, the seed study's "look where the loss is lowest"
+    # the pick (min_loss): the exponent of lowest mean loss, the seed study's "look where the loss is lowest"
     @property
     def best_lre(self) -> float:
         return float(self.pick.best_lre)
@@ -118,8 +130,26 @@ class RangeTestResult:
 
     @property
     def suggestions(self) -> dict[str, float]:
-        """Suggester name -> lr: minimum (the pick), steepest, valley."""
-        return {name: 10.0 ** lre for name, lre in self.pick.suggestions.items()}
+        """Suggester name -> lr: min_loss (the pick), fastai_minimum (min_loss / 10), steepest, valley;
+        `suggestions["minimum"]`, min_loss's old name, still reads."""
+        return self.pick.suggestions.map(lambda lre: 10.0 ** lre)
+
+    def apply(self, optimizer: torch.optim.Optimizer, suggester: str = "min_loss") -> float:
+        """Set the suggested lr (default the pick) on every param group of `optimizer`, keeping the groups'
+        ratios by the trainer's rule (`pipeline.train.task.lr_scales`: a scheduler's initial_lr, else the
+        lr; a group at 0 stays 0); `initial_lr` too where a scheduler keeps one, so a scheduler built
+        afterwards starts from it. Returns the lr set (on the first group built with a non-zero lr)."""
+        if suggester not in self.pick.suggestions:
+            raise LrscanError(f"apply(suggester={suggester!r}): expected one of {', '.join(self.pick.suggestions)}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise LrscanError(f"apply: {type(optimizer).__name__} is not a torch.optim.Optimizer")
+        lr = self.suggestions[suggester]
+        scales = lr_scales(optimizer)
+        set_lr(optimizer, lr, scales)
+        for group, scale in zip(optimizer.param_groups, scales):
+            if "initial_lr" in group:
+                group["initial_lr"] = lr * scale
+        return lr
 
     @property
     def notes(self) -> list[str]:
@@ -142,21 +172,38 @@ class RangeTestResult:
         args = {**self.pick_args, **pick_args}
         return dataclasses.replace(self, pick=_pick(self.steps, self.runs, args), pick_args=args)
 
+    def prove(self, *, steps: int, seeds: Sequence[int] = (1, 2, 3), lrs: Sequence[float] = (), **fields: Any):
+        """Train the range test's suggestions (and `lrs`) against each other: `pipeline.study.proof.prove`.
+
+        Candidates: `analysis.prove.prove_candidates(self.pick, lrs)` (min_loss, fastai_minimum, steepest,
+        valley, the CI's ends, merged within 0.1 decade). Returns a `Proof` (table, best_lr, plot()).
+        """
+        from analysis.prove import prove_candidates
+        from pipeline.study.proof import prove
+
+        if isinstance(self.task, Task):
+            raise LrscanError("prove: this range test ran on a Task object, one model: proving trains a fresh "
+                              "one per candidate and seed; run range_test(make, ...) with the function that builds it")
+        given = {**{k: v for k, v in self.fields.items() if k != "seed"}, "task_args": self.task_args, **fields}
+        return prove(self.task, prove_candidates(self.pick, lrs), steps=steps, seeds=seeds, **given)
+
     def __str__(self) -> str:
         ci = f"[{self.ci[0]:.3f}, {self.ci[1]:.3f}]" if self.ci is not None else "none"
         lines = [
             f"range test: {len(self.run_ids)} run(s), seeds {self.seeds}, {len(self.steps)} measured steps, "
             f"{self.seconds:.1f} s (W&B {self.wandb_mode}, group {self.group})",
-            f"pick (minimum): lre {self.best_lre:.3f} -> lr {self.best_lr:.4g}; 95% CI {ci} ({self.ci_method})",
+            f"pick (min_loss of {self.pick.column}): lre {self.best_lre:.3f} -> lr {self.best_lr:.4g}; 95% CI {ci} "
+            f"({self.ci_method})",
             f"steepest: lre {self.steepest_lre:.3f} -> lr {self.steepest_lr:.4g}; "
             f"valley: lre {self.valley_lre:.3f} -> lr {self.valley_lr:.4g}",
         ]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0, lre_max: float = 0.0,
-               steps: int = 1000, seeds: Sequence[int] | None = None, pick_args: Mapping[str, Any] | None = None,
-               **fields: Any) -> RangeTestResult:
+def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None = None, lre_max: float | None = None,
+               start_lr: float | None = None, end_lr: float | None = None, steps: int = 1000,
+               seeds: Sequence[int] | None = None, pick_on: str | None = None,
+               pick_args: Mapping[str, Any] | None = None, **fields: Any) -> RangeTestResult:
     """Run the lr range test on `task` (once per seed) and pick the exponent.
 
     Parameters
@@ -165,16 +212,27 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0,
         A `pipeline.Task`; or a function `make(seed, **task_args) -> Task`, called once per seed; or
         a spec "path/to/file.py:make" / "package.module:make" (as `--task` takes it).
     lre_min, lre_max, steps : float, float, int
-        lr = 10**linspace(lre_min, lre_max, steps), one training step per lr.
+        lr = 10**linspace(lre_min, lre_max, steps), one training step per lr (default -3, 0).
+    start_lr, end_lr : float, optional
+        The same ends in lr units (torch-lr-finder's and fastai's words): lre_min = log10(start_lr).
+        Give each end one way: lre_min or start_lr, lre_max or end_lr.
     seeds : list of int, optional
         One range test per seed (needs a function or spec: a Task is one model, it has one seed),
         and the pick's bootstrap CI across them. Default: one run (`seed=` or TrainConfig's seed).
+        python, numpy and torch are seeded with the seed before each make (as `--task` does), so a
+        seed's curve depends neither on the route nor on the seeds before it.
+    pick_on : str, optional
+        The column the pick reads: "loss" (default), "smooth_loss", "log10_loss", or a value of the
+        task's evaluate, e.g. "dev_loss" (torch-lr-finder's val_loader mode): then evaluate runs every
+        step unless eval_every_steps says otherwise, and only eval steps are picked on.
     pick_args : mapping, optional
         Settings of `analysis.pick.pick_exponent` (n_bins, bin_width, column, skip_start_frac,
         skip_end_frac, n_boot, ci_level, seed); `result.repick(...)` changes them without training.
     **fields
-        TrainConfig's fields by name: wandb_mode (offline unless $WANDB_MODE says otherwise), wandb_project,
-        wandb_group (default a new "range-test-<id>", `python -m analysis wandb --group ...` reads it),
+        TrainConfig's fields by name: step_mode ("exp", the default, or "linear": lr evenly spaced from
+        the first lr to the last; the pick still reads lre), eval_every_steps, wandb_mode (offline unless
+        $WANDB_MODE says otherwise), wandb_project, wandb_group (default a new "range-test-<id>",
+        `python -m analysis wandb --group ...` reads it),
         stop_on_climb, climb_factor, smooth_beta, device, num_threads, task_args, ... Checkpoints go
         to a temporary folder unless ckpt_dir is given.
 
@@ -204,6 +262,15 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0,
         raise LrscanError("range_test: task_args go to a function make(seed, **task_args); a Task is already made")
     pick_args = dict(pick_args or {})
     _check_pick_args(pick_args)
+    lre_min, lre_max = _lre_range(lre_min, lre_max, start_lr, end_lr)
+    column = _pick_column(pick_on, pick_args)
+    pick_args[PICK_COLUMN] = column
+    on_eval_steps = column not in STEP_COLUMNS
+    if on_eval_steps:
+        if fields.get("eval_every_steps", 1) < 1:
+            raise LrscanError(f"range_test: pick_on={column!r} is logged on eval steps only, and "
+                              f"eval_every_steps={fields['eval_every_steps']!r} makes none: give eval_every_steps >= 1")
+        fields.setdefault("eval_every_steps", 1)  # torch-lr-finder's val_loader mode: every step
 
     label = _task_label(task)
     own_ckpt = "ckpt_dir" not in fields
@@ -220,6 +287,9 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0,
         if own_ckpt:
             base = base.replace(ckpt_dir=tmp)
         tasks = [_make(task, seed, task_args) for seed in seeds]
+        if on_eval_steps and any(one.evaluate is None for one in tasks):
+            raise LrscanError(f"range_test: pick_on={column!r} needs a task with evaluate(model) -> "
+                              f"{{{column!r}: ...}}; this task has none")
         cfgs = [base.replace(run_id=new_run_id(), seed=seed, device=_device_of(one.model, fields.get("device")))
                 for seed, one in zip(seeds, tasks)]
         chunks: list[list[tuple[np.ndarray, dict[str, np.ndarray]]]] = [[] for _ in seeds]
@@ -237,6 +307,10 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0,
         for cfg, rows, summary in zip(cfgs, chunks, summaries):
             collected.append(_steps_frame(cfg, rows))
             runs.append({"run_id": cfg.run_id, SEED_COLUMN: cfg.seed, **summary})
+            if column not in collected[-1].columns:
+                logged = [c for c in collected[-1].columns if c not in ("run_id", SEED_COLUMN, keys.STEP_COLUMN)]
+                raise LrscanError(f"range_test: pick_on={column!r}, but run {cfg.run_id} logged no {column!r} "
+                                  f"(its columns: {', '.join(logged)}); evaluate(model) must return it")
 
     steps_frame = pd.concat(collected, ignore_index=True)
     runs_frame = pd.DataFrame(runs)
@@ -250,6 +324,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float = -3.0,
         pick=pick, steps=steps_frame, runs=runs_frame,
         run_ids=[r["run_id"] for r in runs], seeds=[int(r[SEED_COLUMN]) for r in runs], group=group,
         wandb_mode=base.wandb_mode, seconds=time.monotonic() - t0, pick_args=pick_args,
+        task=task, task_args=task_args, fields={k: v for k, v in fields.items() if k != "wandb_group"},
     )
 
 
@@ -279,15 +354,13 @@ def _seeds(task: Any, seeds: Sequence[int] | None, fields: Mapping[str, Any]) ->
 
 
 def _make(task: Any, seed: int, task_args: Mapping[str, Any]) -> Task:
-    from pipeline.train.task import load_task
-
+    """The seed's task: a function and a spec are built by `make_task`, as `--task` builds one (seeded first)."""
     if isinstance(task, Task):
         return check_task(task, where="range_test(task)")
     if isinstance(task, str):
         return load_task(task, seed, task_args)
     if callable(task):
-        name = getattr(task, "__name__", type(task).__name__)
-        return check_task(task(seed, **task_args), where=f"range_test: {name}(seed={seed}, ...)")
+        return make_task(task, seed, task_args, where="range_test")
     raise LrscanError(f"range_test: task is a {type(task).__name__}; expected a pipeline.Task, a function "
                       f"make(seed) -> Task or 'path/to/file.py:make'")
 
@@ -388,6 +461,35 @@ def _steps_frame(cfg: TrainConfig, chunks: list[tuple[np.ndarray, dict[str, np.n
     })
 
 
+def _lre_range(lre_min: float | None, lre_max: float | None, start_lr: float | None,
+               end_lr: float | None) -> tuple[float, float]:
+    """The range's ends as exponents, each given as an exponent or as an lr (not both); default -3, 0."""
+    ends = []
+    for exponent, lr, (lre_name, lr_name), default in ((lre_min, start_lr, ("lre_min", "start_lr"), -3.0),
+                                                        (lre_max, end_lr, ("lre_max", "end_lr"), 0.0)):
+        if exponent is not None and lr is not None:
+            raise LrscanError(f"range_test: {lre_name}={exponent!r} and {lr_name}={lr!r} name the same end of the "
+                              f"range: give one ({lre_name} = log10({lr_name}))")
+        if lr is None:
+            ends.append(default if exponent is None else exponent)
+            continue
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not (math.isfinite(lr) and lr > 0):
+            raise LrscanError(f"range_test: {lr_name}={lr!r}: expected a learning rate > 0, e.g. 1e-5")
+        ends.append(math.log10(lr))
+    return ends[0], ends[1]
+
+
+def _pick_column(pick_on: str | None, pick_args: Mapping[str, Any]) -> str:
+    """The column the pick reads: pick_on, or pick_args' column (not two different ones), default the loss."""
+    given = pick_args.get(PICK_COLUMN)
+    if pick_on is not None and given is not None and pick_on != given:
+        raise LrscanError(f"range_test: pick_on={pick_on!r} and pick_args={{'column': {given!r}}}: give one")
+    column = pick_on if pick_on is not None else given if given is not None else keys.LOSS
+    if not isinstance(column, str) or not column:
+        raise LrscanError(f"range_test: pick_on={column!r}: expected a column name, e.g. 'loss' or 'dev_loss'")
+    return column
+
+
 def _check_pick_args(pick_args: Mapping[str, Any]) -> None:
     import inspect
 
@@ -400,4 +502,9 @@ def _check_pick_args(pick_args: Mapping[str, Any]) -> None:
 
 def _pick(steps: pd.DataFrame, runs: pd.DataFrame, pick_args: Mapping[str, Any]) -> ExponentPick:
     _check_pick_args(pick_args)
+    column = pick_args.get(PICK_COLUMN, keys.LOSS)
+    if column not in STEP_COLUMNS and column in steps.columns:
+        # an evaluate value exists on eval steps only: the other rows are not measured, not a divergence
+        # (a run that diverged says so in runs' diverged_at_step, which the pick cuts at)
+        steps = steps.loc[steps[column].notna()]
     return pick_exponent(steps, runs, **pick_args)

@@ -1,4 +1,4 @@
-"""The whole study in one command: range test -> picked exponent -> decay grid -> report.
+"""The whole study in one command: range test -> picked exponent -> prove -> decay grid -> report.
 
     python -m pipeline.study                      # the demo: minutes on 2 CPU cores, offline
     python -m pipeline.study --size=full          # the seed's sizes: 1000-step range tests, 200k-step runs
@@ -10,10 +10,13 @@ Stages, each resumable (kill the study anywhere, run the same command again):
 
 1. the range-test sweep (sweeps/lr_range.yaml, several seeds) through the local runner;
 2. the analysis picks the exponent, with its bootstrap CI and the other suggesters;
-3. the decay-grid sweep (sweeps/decay_grid.yaml) with the picked lr, exactly, as the base lr, and
-   decayed lrs that follow it: the picked lr times each of --decay_factors (default 0.1 and 0.01,
+3. the prove sweep (stages/prove.yaml, pipeline/study/prove.py): the suggesters' lrs (and --prove-lrs)
+   trained at a constant lr for --prove-steps on --prove-seeds paired seeds; the lowest mean held-out
+   loss wins (--no-prove: skipped, the decay grid trains at the min-loss pick);
+4. the decay-grid sweep (sweeps/decay_grid.yaml) with the proven lr, exactly, as the base lr, and
+   decayed lrs that follow it: that lr times each of --decay_factors (default 0.1 and 0.01,
    the seed's 0.1 -> 0.01 is a factor of 0.1), so a decay always lowers the lr;
-4. the analysis of that grid.
+5. the analysis of that grid.
 
 Online, credentials (WANDB_API_KEY or the netrc entry `wandb login` writes), the server (a few
 seconds' check of its URL) and the entity are checked before stage 1: a missing one is one line.
@@ -33,6 +36,7 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +52,21 @@ from pipeline.study.online import (
     default_entity,
     public_api,
 )
+from pipeline.study.prove import (
+    DEFAULT_SEEDS,
+    check_prove_flags,
+    opening_sentence,
+    prove_table_lines,
+    run_prove_stage,
+    save_range_candidates,
+    study_prove_entries,
+)
 from pipeline.yamlfile import read_yaml_mapping
 
 PROG = "pipeline.study"
-REPO = Path(__file__).resolve().parents[2]
+# the sweep YAMLs the study starts from travel as package data (pipeline/study/yamls/, which the repo's
+# sweeps/ links to), so an installed lrscan finds them from any folder
+YAMLS = Path(str(resources.files("pipeline.study") / "yamls"))
 STATE_FILE = "state.json"
 # the decayed lrs, as factors of the picked lr: one option per tuple, one factor per decay boundary
 DEFAULT_DECAY_FACTORS = ((0.1,), (0.01,))
@@ -75,6 +90,15 @@ SIZES = {
         decay_overrides={"steps": {"value": 12000}, "decay_steps": {"values": [[3000], [6000], [9000]]},
                          "eval_every_steps": {"value": 3000}},
         block_steps=500,
+    ),
+    # seconds, not minutes: that an installed lrscan runs end to end (a 300-step range test on three seeds,
+    # a 600-step decay grid of two runs); its pick is not one to train with
+    "smoke": Size(
+        range_overrides={"steps": {"value": 300}, "lre_min": {"value": -3.0}, "lre_max": {"value": 0.0},
+                         "seed": {"values": [1, 2, 3]}},
+        decay_overrides={"steps": {"value": 600}, "decay_steps": {"values": [[300]]},
+                         "eval_every_steps": {"value": 300}},
+        block_steps=100,
     ),
     # the YAMLs as written: 1000-step range tests over several ranges and seeds, 200k-step decay runs
     "full": Size(range_overrides={}, decay_overrides={}, block_steps=1000),
@@ -123,8 +147,8 @@ def _fmt(value: Any) -> str:
     return f"{float(value):.3f}"
 
 
-def _stage(n: int, text: str) -> None:
-    print(f"\n[{n}/4] {text}", flush=True)
+def _stage(n: int, text: str, of: int = 5) -> None:
+    print(f"\n[{n}/{of}] {text}", flush=True)
 
 
 # -- the decay grid follows the pick -----------------------------------------------------------------
@@ -212,7 +236,9 @@ class Study:
                  range_yaml: Path, decay_yaml: Path, n_boot: int, api: Any = None,
                  decay_factors: Any = DEFAULT_DECAY_FACTORS, access: WandbAccess | None = None,
                  check_seconds: float = ONLINE_CHECK_SECONDS, task: str = "", task_args: Any = None,
-                 lre_min: float | None = None, lre_max: float | None = None, pack: int | None = None):
+                 lre_min: float | None = None, lre_max: float | None = None, pack: int | None = None,
+                 prove: bool = True, prove_steps: int | None = None, prove_seeds: Any = DEFAULT_SEEDS,
+                 prove_lrs: Any = ()):
         if isinstance(size, str) and size not in SIZES:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
@@ -225,6 +251,8 @@ class Study:
             raise LrscanError(f"--pack={pack}: need at least 1 (1: one process per run)")
         self.pack = pack  # runs stacked per process in the sweeps (None: the sweep runner's default for the device)
         self.decay_factors = check_decay_factors(decay_factors)
+        self.prove = prove  # the prove stage between the pick and the decay grid (pipeline/study/prove.py)
+        self.prove_steps, self.prove_seeds, self.prove_lrs = check_prove_flags(prove_steps, prove_seeds, prove_lrs)
         # both base sweeps are read before anything is written, so a bad one leaves no folder behind
         read_base(range_yaml)
         read_base(decay_yaml)
@@ -250,6 +278,8 @@ class Study:
             self._check_online()  # in seconds, before anything is written or run
         if self.task:
             self._check_task()  # a task that does not load is one line, before anything is written or run
+        else:
+            self._check_data()  # so is a word list the MLP's points would not find
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -261,10 +291,11 @@ class Study:
                                   {**self.spec.range_overrides, **self.task_parameters(), **self.range_parameters()},
                                   self._note())
         range_sweep = load_sweep(range_path)
-        _stage(1, f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
+        of = 5 if self.prove else 4
+        _stage(1, of=of, text=f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
         self._sweep(range_sweep)
 
-        _stage(2, "picking the exponent")
+        _stage(2, "picking the exponent", of)
         range_report = self._analyse(range_sweep, "range")
         pick = range_report.summary
         if pick.get("best_lre") is None:
@@ -280,19 +311,25 @@ class Study:
               f"steepest {_fmt(pick.get('steepest_lre'))}, valley {_fmt(pick.get('valley_lre'))}", flush=True)
         print(f"CI: {ci_description(pick.get('ci_method'))}", flush=True)
 
-        decay_sweep = self.decay_sweep(best_lre)
-        _stage(3, f"decay grid at lr {best_lr:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})")
+        proof, chosen_lre = None, best_lre
+        if self.prove:
+            proof = run_prove_stage(self, pick, state, lambda text: _stage(3, text, of))
+            chosen_lre = math.log10(proof.decision.lr)
+        decay_sweep = self.decay_sweep(chosen_lre, "the prove stage" if proof else "the range test")
+        _stage(of - 1, f"decay grid at lr {10.0 ** chosen_lre:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})",
+               of)
         self._sweep(decay_sweep)
 
-        _stage(4, "analysing the decay grid")
+        _stage(of, "analysing the decay grid", of)
         decay_report = self._analyse(decay_sweep, "decay")
-        summary = self._write_top(range_report, decay_report, best_lre, time.monotonic() - t0)
-        print(f"\n{best_decay_sentence(summary['decay'], best_lr)}", flush=True)
+        summary = self._write_top(range_report, decay_report, best_lre, time.monotonic() - t0, proof)
+        print(f"\n{summary['opening']}" if proof else "", flush=True)
+        print(f"\n{best_decay_sentence(summary['decay'], summary['chosen_lr'])}", flush=True)
         print(f"report: {self.out / 'report' / 'report.md'}", flush=True)
         return summary
 
-    def decay_sweep(self, best_lre: float):
-        """Stage 3's sweep, written to stages/decay_grid.yaml: the decay grid at the picked lr.
+    def decay_sweep(self, best_lre: float, by: str = "the range test"):
+        """The decay stage's sweep, written to stages/decay_grid.yaml: the decay grid at the chosen lr (`by`).
 
         The lr is the pick exactly (rounding it would train at an lr nobody picked: round(lr, 6)
         is 0 below lre -6.3), and the decayed lrs follow it as factors, so a decay always lowers it.
@@ -305,7 +342,7 @@ class Study:
                      "decay_lrs": {"values": decay_lr_values(best_lr, self.decay_factors)}}
         factors = ", ".join(value_label(list(f)) for f in self.decay_factors)
         path = derive_sweep(self.decay_yaml, self.out / "stages" / "decay_grid.yaml", overrides,
-                            f"{self._note()}, base lr 10**{best_lre:.3f} from the range test, "
+                            f"{self._note()}, base lr 10**{best_lre:.3f} from {by}, "
                             f"decay_lrs = that lr x {factors}")
         sweep = load_sweep(path)
         check_decay_points(sweep)
@@ -334,6 +371,19 @@ class Study:
 
         load_task(self.task, TrainConfig().seed, self.task_args)
 
+    def _check_data(self) -> None:
+        """Read the word list(s) the MLP's points will read (the range sweep's `data`, else --data's default as a
+        point finds it): missing or bad is one line here, not every point of stage 1 failed."""
+        from pipeline.config import TrainConfig, missing_data_message
+        from pipeline.train.data import read_words
+
+        parameter = {**read_base(self.range_yaml)["parameters"], **self.spec.range_overrides}.get("data") or {}
+        paths = parameter.get("values") or [parameter.get("value") or TrainConfig().data]
+        for path in paths:
+            if not Path(str(path)).exists():
+                raise LrscanError(missing_data_message(str(path)))
+            read_words(path)
+
     def _check_online(self) -> None:
         if self.api is None:
             check_credentials(self.access)
@@ -356,7 +406,7 @@ class Study:
                    or f"{sweep.key}: points that did not finish; run the same command again to retry them")
             raise LrscanError(f"sweep {why} (manifest: {out / sweep.key / 'manifest.jsonl'})")
 
-    def _analyse(self, sweep, name: str):
+    def _analyse(self, sweep, name: str, **report_args: Any):
         from analysis.report import adopt_unmarked_report, write_report
         from analysis.sources import load_runs
 
@@ -372,14 +422,17 @@ class Study:
         self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} "
                              f"--out {shlex.quote(str(dest))} --block-steps {self.spec.block_steps}")
         return write_report(dest, loaded, block_steps=self.spec.block_steps, n_boot=self.n_boot, source=source,
-                            filters={"group": sweep.key})
+                            filters={"group": sweep.key}, **report_args)
 
-    def _write_top(self, range_report, decay_report, best_lre: float, seconds: float) -> dict[str, Any]:
+    def _write_top(self, range_report, decay_report, best_lre: float, seconds: float, proof: Any = None
+                   ) -> dict[str, Any]:
         from analysis.pick import ci_description
 
         folder = self.out / "report"
         rs, ds = range_report.summary, decay_report.summary
         best_lr = 10.0 ** best_lre
+        chosen_lr = proof.decision.lr if proof is not None else best_lr
+        table = study_prove_entries(proof.table.to_dict("records")) if proof is not None else []
         summary = {
             "size": self.size,
             "task": self.task or "makemore MLP",
@@ -391,18 +444,38 @@ class Study:
             "best_lre_ci": rs.get("best_lre_ci"),
             "ci_method": rs.get("ci_method"),
             "n_seeds": rs.get("n_seeds"),
-            "suggesters": {"minimum": rs.get("best_lre"), "steepest": rs.get("steepest_lre"),
-                           "valley": rs.get("valley_lre")},
+            # lre per suggester, "minimum" kept beside "min_loss" (its old name) for readers of older summaries
+            "suggesters": rs.get("suggesters") or {"min_loss": rs.get("best_lre"), "minimum": rs.get("best_lre"),
+                                                   "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
+            "chosen_lr": chosen_lr,
+            "chosen_by": "prove" if proof is not None else "pick",
+            "prove": table,
+            "prove_decision": {k: v for k, v in proof.to_dict().items() if k != "table"} if proof else None,
             "range": {"report": "range/report.md", "counts": rs.get("counts"), "per_run": rs.get("per_run")},
-            "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": best_lr,
+            "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": chosen_lr,
                       "decay_factors": [list(f) for f in self.decay_factors], **(ds.get("decay") or {})},
             "notes": list(dict.fromkeys([*rs.get("notes", []), *ds.get("notes", [])])),
             "commands": list(self.commands),
         }
+        opening = opening_sentence(summary["prove_decision"], table) if proof else (
+            f"The range test picked lr {best_lr:.4g} (min loss); --no-prove: the decay grid trained at it unproven.")
+        summary["opening"] = opening
         atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
         figures = [f for f in range_report.files if f.endswith(".png")]
         decay_figs = [f for f in decay_report.files if f.endswith(".png")]
+        prove_lines = []
+        if proof is not None:
+            save_range_candidates(range_report.pick, proof.table, proof.decision.winner,
+                                  folder / "prove_range_candidates.png")
+            prove_lines = ["## Prove", "", *([f"Judged by {proof.judged_text()}.", ""] if proof.on_training_loss
+                                             else []),
+                           proof.decision.verdict(), "", *prove_table_lines(proof), "",
+                           "![prove](prove/prove_loss_vs_lr.png)", "",
+                           "![candidates on the range test](prove_range_candidates.png)", "",
+                           "Full report: [prove](prove/report.md).", ""]
         lines = [
+            *([opening, *([f"Judged by {proof.judged_text()}."] if proof.on_training_loss else []), ""]
+              if proof is not None else []),
             f"# lrscan study ({self.size}" + (f", task {self.task}" if self.task else "") + ")",
             "",
             f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "
@@ -412,9 +485,10 @@ class Study:
             "",
             *[f"![{f}](range/{f})" for f in figures],
             "",
-            best_decay_sentence(summary["decay"], best_lr),
+            *prove_lines,
+            best_decay_sentence(summary["decay"], chosen_lr),
             "",
-            decay_table_markdown(summary["decay"], best_lr),
+            decay_table_markdown(summary["decay"], chosen_lr),
             "",
             *[f"![{f}](decay/{f})" for f in decay_figs],
             "",

@@ -8,7 +8,8 @@ Also a small command that puts the data file in place on a fresh machine:
     python -m pipeline.train.data fetch [DEST] [--shared DIR]
 
 copies `names.txt` from the shared folder when it exists, else downloads makemore's file, and in
-both cases checks its sha256 before moving it into place.
+both cases checks its sha256 before moving it into place. An installed lrscan with no --data or
+$LRSCAN_DATA keeps its copy in a per-user cache (`find_names`: ~/.cache/lrscan/names.txt).
 """
 
 from __future__ import annotations
@@ -190,6 +191,24 @@ def fetch_names(dest: str | os.PathLike, shared: str | os.PathLike | None = None
         raise LrscanError(f"{origin}: sha256 {digest} does not match makemore's names.txt ({NAMES_SHA256})")
     atomic_write_bytes(dest, payload)
     return origin
+
+
+def find_names(given: str, cache: Path, url: str = NAMES_URL) -> str:
+    """The word list to train on: `given` (--data or $LRSCAN_DATA) when set, else the per-user cache's
+    names.txt, else makemore's names.txt downloaded into the cache (sha256 checked).
+
+    Offline with none of these: one LrscanError naming the three ways to provide it.
+    """
+    if given:
+        if not Path(given).is_file():
+            raise LrscanError(f"data file {given!r} does not exist")
+        return given
+    try:
+        fetch_names(cache, url=url)
+    except LrscanError as e:
+        raise LrscanError(f"no word list: pass --data=PATH, set LRSCAN_DATA=PATH, or put makemore's names.txt at "
+                          f"{cache} (downloading it there failed: {e})") from None
+    return str(cache)
 
 
 def main(argv: list[str] | None = None) -> None:

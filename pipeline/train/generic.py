@@ -1,7 +1,8 @@
 """Any task's training: autograd and the task's own optimizer, driven by the loop like the makemore MLP.
 
-Per training step: the schedule's lr is set on every param group (group g gets lr * its initial lr /
-group 0's initial lr, so the groups keep their ratios; the lr logged is group 0's), the gradients are
+Per training step: the schedule's lr is set on every param group keeping the ratios the groups were
+built with (`task.lr_scales`: a scheduler's `initial_lr`, else the lr at the start; a group built at 0
+stays at 0; the lr logged is that of the first group built non-zero, group 0 unless frozen), the gradients are
 zeroed, `accumulation_steps` micro-batches each add loss / k to them, and the optimizer steps once.
 With a GradScaler, a step whose gradients overflow is skipped by the scaler and tried again with
 the next micro-batches at the same lr: it does not advance the schedule and is not a measured point
@@ -34,7 +35,7 @@ import torch
 from pipeline import keys
 from pipeline.errors import LrscanError
 from pipeline.train import rngstate
-from pipeline.train.task import Task
+from pipeline.train.task import Task, lr_scales, set_lr
 
 # an lr past this, far beyond any divergence, is applied as this: torch's optimizers turn lr-derived scalars into
 # float32 (Adam's lr / bias correction) and fail on one that overflows, where the run should diverge instead
@@ -146,10 +147,8 @@ class TaskRun:
         self.loss_fn, self.k = task.loss_fn, task.accumulation_steps
         self.batches = Batches(task.batches)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        groups = self.optimizer.param_groups
-        base = float(groups[0]["lr"])
-        # the groups' ratios to the first group, from the lrs the task built the optimizer with
-        self._ratios = [float(g["lr"]) / base if base else 1.0 for g in groups]
+        # the groups' ratios, from the lrs the task built the optimizer with (before any step of ours)
+        self.lr_scales = lr_scales(self.optimizer)
         self._snapshot: dict | None = None
         self._chunk: tuple[int, int, np.ndarray] | None = None
         self.scaler_gave_up: list[int] = []  # steps counted after MAX_SCALER_RETRIES skips
@@ -165,13 +164,8 @@ class TaskRun:
     # -- training ----------------------------------------------------------------------------------------
 
     def _set_lr(self, lr: float) -> None:
-        lr = min(lr, MAX_APPLIED_LR)
         # the optimizer's groups, not a list kept from before: load_state_dict (a resume, a rewind) replaces them
-        for group, ratio in zip(self.optimizer.param_groups, self._ratios):
-            if isinstance(group["lr"], torch.Tensor):  # an optimizer built with a tensor lr keeps it one
-                group["lr"].fill_(lr * ratio)
-            else:
-                group["lr"] = lr * ratio
+        set_lr(self.optimizer, min(lr, MAX_APPLIED_LR), self.lr_scales)
 
     def _attempt(self, lr: float) -> torch.Tensor:
         """One optimizer step at `lr` over k micro-batches; the mean micro-batch loss, on the device."""
@@ -245,16 +239,18 @@ class TaskRun:
     # -- evaluation ---------------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """Task.evaluate(model), under no_grad, with the model's train/eval mode and the random states put
-        back after: an eval step leaves no trace in training (eval_every_steps may change on resume)."""
+        """Task.evaluate(model), under no_grad, with every submodule's train/eval mode (a BatchNorm the user
+        froze in eval stays in eval) and the random states put back after: an eval step leaves no trace in
+        training (eval_every_steps may change on resume)."""
         if self.task.evaluate is None:
             return {}
-        rng, training = rngstate.capture(), self.model.training
+        rng, modes = rngstate.capture(), [(m, m.training) for m in self.model.modules()]
         try:
             with torch.no_grad():
                 out = self.task.evaluate(self.model)
         finally:
-            self.model.train(training)
+            for module, training in modes:
+                module.training = training
             rngstate.restore(rng)
         if not isinstance(out, Mapping):
             raise LrscanError(f"Task.evaluate(model) returned a {type(out).__name__}, not a mapping of names to "

@@ -123,7 +123,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
 
     task: a Task to train (in-process); else cfg.task's make builds one; else the makemore MLP.
     on_steps(steps, columns): called with exactly the rows handed to the logger, in order (also with
-    wandb_mode="disabled"): int64 training steps and their lr, lre, loss, log10_loss (+ smooth_loss).
+    wandb_mode="disabled"): int64 training steps and their lr, lre, loss, log10_loss (+ smooth_loss), and
+    what an eval step logged (dev_loss, ...) as columns that are NaN on the other rows.
     env_run_id, env_resume: WANDB_RUN_ID and WANDB_RESUME as the command line found them (wandb agent
     and pipeline.sweep name a run, and ask for its resumption, that way); --run_id and --resume win.
     launch: the program and arguments W&B records for the run (default: this process's).
@@ -221,7 +222,7 @@ def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | 
         diverged_at = state.get("diverged_at")
         runner.load(state, cfg.run_id)  # last: a task's random states are restored here
     lrs, lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
-                             decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
+                             decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs, step_mode=cfg.step_mode)
     ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, cfg.run_id)
     is_range = cfg.schedule == "range"
     print(f"run {cfg.run_id}: {cfg.schedule} schedule, {cfg.steps} steps, {runner.describe()}")
@@ -292,7 +293,7 @@ def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | 
                 rows, columns = np.arange(step, step + n)[first:], {k: v[first:] for k, v in columns.items()}
                 logger.log_steps(rows, columns, extra)
                 if on_steps is not None:
-                    on_steps(rows, columns)
+                    on_steps(rows, with_evaluated(rows, columns, extra))
             step += n
             bar.update(n)
             bar.set_postfix(loss=f"{loss[n - 1]:.4f}", lr=f"{lrs[step - 1]:.3g}", refresh=False)
@@ -331,6 +332,16 @@ def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | 
     why = f", stopped at step {stop_step} ({stop_reason})" if stop_step is not None else ""
     runner.report(cfg.run_id, summary, f"{summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why}")
     return summary
+
+
+def with_evaluated(rows: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> dict[str, np.ndarray]:
+    """The chunk's columns plus what its eval step logged (dev_loss, ...), NaN on the rows without it."""
+    out = dict(columns)
+    for at, values in extra.items():
+        for name, value in values.items():
+            column = out.setdefault(name, np.full(len(rows), np.nan))
+            column[rows == at] = value
+    return out
 
 
 def chunk_end(step: int, cfg: TrainConfig) -> int:

@@ -1,6 +1,8 @@
 """Learning-rate schedules as small pure functions: the lr of every step, computed up front.
 
-- range:    lre = linspace(lre_min, lre_max, steps), lr = 10**lre  (the seed's range test; both ends included)
+- range:    lre = linspace(lre_min, lre_max, steps), lr = 10**lre  (the seed's range test; both ends included);
+            with step_mode="linear", lr = linspace(10**lre_min, 10**lre_max, steps) (torch-lr-finder's and
+            Lightning's linear mode; lre is still log10 of each lr, so the pick reads it in lre as ever)
 - step:     lr before the first decay step, then decay_lrs[k] from decay_steps[k] on
             (`lr = 0.1 if i < 100000 else 0.01` is decay_steps=[100000], decay_lrs=[0.01], lr=0.1)
 - constant: lr at every step
@@ -22,6 +24,16 @@ def range_lres(lre_min: float, lre_max: float, steps: int) -> np.ndarray:
     return np.linspace(lre_min, lre_max, steps, dtype=np.float64)
 
 
+def range_lrs(lre_min: float, lre_max: float, steps: int, step_mode: str = "exp") -> np.ndarray:
+    """The range test's lrs: exponential (evenly spaced in lre) or linear (evenly spaced in lr); both ends included."""
+    with np.errstate(over="ignore"):  # an lre past ~308 is an inf lr: the run diverges there, as it should
+        if step_mode == "exp":
+            return np.power(10.0, range_lres(lre_min, lre_max, steps))
+        if step_mode == "linear":
+            return np.linspace(10.0 ** lre_min, 10.0 ** lre_max, steps, dtype=np.float64)
+    raise ValueError(f"unknown step_mode {step_mode!r}")
+
+
 def step_lrs(lr: float, decay_steps: tuple[int, ...], decay_lrs: tuple[float, ...], steps: int) -> np.ndarray:
     lrs = np.full(steps, lr, dtype=np.float64)
     for boundary, value in zip(decay_steps, decay_lrs):
@@ -30,13 +42,16 @@ def step_lrs(lr: float, decay_steps: tuple[int, ...], decay_lrs: tuple[float, ..
 
 
 def schedule_lrs(schedule: str, steps: int, *, lre_min: float, lre_max: float, lr: float,
-                 decay_steps: tuple[int, ...], decay_lrs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+                 decay_steps: tuple[int, ...], decay_lrs: tuple[float, ...],
+                 step_mode: str = "exp") -> tuple[np.ndarray, np.ndarray]:
     """(lr, lre) for steps 0..steps-1; lre is log10 of the lr actually used."""
     if schedule == "range":
-        lres = range_lres(lre_min, lre_max, steps)
-        with np.errstate(over="ignore"):  # an lre past ~308 is an inf lr: the run diverges there, as it should
-            return np.power(10.0, lres), lres
-    if schedule == "step":
+        if step_mode == "exp":  # the lres themselves, not log10 of their powers: lre_min and lre_max exactly
+            lres = range_lres(lre_min, lre_max, steps)
+            with np.errstate(over="ignore"):
+                return np.power(10.0, lres), lres
+        lrs = range_lrs(lre_min, lre_max, steps, step_mode)
+    elif schedule == "step":
         lrs = step_lrs(lr, decay_steps, decay_lrs, steps)
     elif schedule == "constant":
         lrs = np.full(steps, lr, dtype=np.float64)

@@ -19,7 +19,9 @@ one real forward pass (`check_task`'s dry run); it leaves no trace (see `_dry_ru
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import itertools
@@ -67,23 +69,63 @@ class Task:
 
 
 def load_task(spec: str, seed: int, task_args: Mapping[str, Any] | None = None) -> Task:
-    """`spec` is "path/to/file.py:make" or "package.module:make"; returns the checked `make(seed, **task_args)`.
+    """`spec` is "path/to/file.py:make" or "package.module:make"; returns the checked `make(seed, **task_args)`
+    (built by `make_task`, as every route builds a task)."""
+    return make_task(load_make(spec), seed, task_args, where=f"task={spec!r}")
 
-    python, numpy and torch are seeded with `seed` first, so a make that forgets to seed still builds
-    the same task every time (and a resumed run the same one as the run it continues)."""
-    make = load_make(spec)
+
+def make_task(make: Callable[..., Any], seed: int, task_args: Mapping[str, Any] | None = None, *,
+              where: str = "task") -> Task:
+    """`make(seed, **task_args)`, checked: the one way every route builds a task (`--task`, a sweep point, a
+    pack member, `range_test(make)`, `range_test("file.py:make")`).
+
+    The arguments are checked against make's signature first, then python, numpy and torch are
+    seeded with `seed` (`seed_everything`), so a make that forgets to seed still builds the same task
+    every time: a seed's curve depends neither on the route nor on which seeds ran before it (and a
+    resumed run continues the very task it was)."""
     task_args = dict(task_args or {})
+    name = getattr(make, "__name__", type(make).__name__)
     try:
         inspect.signature(make).bind(seed, **task_args)
     except TypeError as e:
-        raise LrscanError(f"task={spec!r}: make(seed, **task_args) with task_args={task_args!r} does not fit "
-                          f"{make.__name__}{_signature(make)}: {e}") from None
+        raise LrscanError(f"{where}: make(seed, **task_args) with task_args={task_args!r} does not fit "
+                          f"{name}{_signature(make)}: {e}") from None
     except ValueError:  # a builtin without a signature: let the call say it
         pass
+    seed_everything(seed)
+    return check_task(make(seed, **task_args), where=f"{where}: {name}(seed={seed}, ...)")
+
+
+def seed_everything(seed: int) -> None:
+    """python's, numpy's and torch's global generators (CPU and every CUDA device) seeded with `seed`."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return check_task(make(seed, **task_args), where=f"task={spec!r}: {make.__name__}(seed={seed}, ...)")
+    np.random.seed(seed % 2**32)  # numpy takes 0 <= seed < 2**32
+    torch.manual_seed(seed)       # seeds every CUDA device too
+
+
+def lr_scales(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each param group's lr as a multiple of the scheduled lr: the ratios the groups were built with.
+
+    A group's built lr is its `initial_lr` where a scheduler recorded one (LambdaLR, OneCycleLR,
+    CosineAnnealingLR ... set it when built, and may already have moved `lr`: a warm-up starts it at
+    0), else its `lr`. The scheduled lr is that of the first group built with a non-zero lr (group 0
+    unless it is frozen): a group built with lr 0 stays at 0. When every group was built with 0, every
+    group gets the scheduled lr. The trainer, the packs and `RangeTestResult.apply` all use this rule.
+    """
+    built = [float(group.get("initial_lr", group["lr"])) for group in optimizer.param_groups]
+    reference = next((lr for lr in built if lr != 0.0), 0.0)
+    if reference == 0.0:
+        return [1.0] * len(built)
+    return [lr / reference for lr in built]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, scales: list[float]) -> None:
+    """lr x scale on each param group (in place when the group's lr is a tensor, as torch wants it kept one)."""
+    for group, scale in zip(optimizer.param_groups, scales):
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr * scale)
+        else:
+            group["lr"] = lr * scale
 
 
 def load_make(spec: str) -> Callable[..., Any]:
@@ -109,18 +151,21 @@ def load_make(spec: str) -> Callable[..., Any]:
 def _module_from_file(spec: str, path: Path):
     if not path.is_file():
         raise LrscanError(f"task={spec!r}: task file {str(path)!r} does not exist")
-    name = f"lrscan_task_{path.stem}_{abs(hash(str(path.resolve()))):x}"
-    if name in sys.modules:
-        return sys.modules[name]
+    path = path.resolve()
+    # as `python file.py` would: the file's folder is importable (its helpers beside it), and the module is
+    # registered under a name that imports it again in another process: a DataLoader worker started with
+    # spawn unpickles the task's Dataset by `module.Class`, with this process's sys.path
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = task_module_name(path)
+    loaded = sys.modules.get(name)
+    if loaded is not None and _file_of(loaded) == path:
+        return loaded
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise LrscanError(f"task={spec!r}: cannot load {str(path)!r} as Python")
     module = importlib.util.module_from_spec(module_spec)
-    # as `python file.py` would: the file's folder is importable (its helpers beside it), and the module is
-    # registered (dataclasses and pickling look a module up by name)
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
@@ -131,6 +176,31 @@ def _module_from_file(spec: str, path: Path):
         del sys.modules[name]
         raise
     return module
+
+
+def task_module_name(path: Path) -> str:
+    """The module name a task file loads under: its stem (`net.py` -> `net`), as `import net` from its folder
+    names it, wherever the import system finds that name to be this very file; else (the stem is another
+    module, e.g. a task file called random.py) a name of its own, stable across processes (a digest of the
+    path, not hash(), which differs per process), which only this process knows."""
+    path = path.resolve()
+    stem = path.stem
+    if stem.isidentifier():
+        loaded = sys.modules.get(stem)
+        if loaded is not None:
+            if _file_of(loaded) == path:
+                return stem
+        else:
+            found = importlib.machinery.PathFinder.find_spec(stem, sys.path)
+            if found is not None and found.origin and Path(found.origin).resolve() == path:
+                return stem
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    return f"lrscan_task_{stem if stem.isidentifier() else 'file'}_{digest}"
+
+
+def _file_of(module) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file else None
 
 
 def _module_by_name(spec: str, target: str):

@@ -294,3 +294,53 @@ def test_cli_names_the_real_cause_in_one_line(user_runs, tmp_path):
     assert done.stderr.startswith("analysis: error: no run has a full block of 1000 steps")
     assert done.stderr.endswith("(run mine1: no lr logged (looked for lr: lr, lre, learning_rate, train/learning_rate, "
                                 "lr-<Optimizer>; it logged my/loss, my/lr); --lr-key names another key)\n")
+
+
+LIVE_RUN = '''
+import math, os, signal, sys, time
+import wandb
+run = wandb.init(mode="offline", dir=sys.argv[1], id="live1", project="lrscan", group=sys.argv[2], job_type="train",
+                 config={"schedule": "range", "lre_min": -3.0, "lre_max": 0.0, "steps": 400, "seed": 4},
+                 settings=wandb.Settings(console="off", x_disable_stats=True, x_transaction_log_flush_interval=0.1))
+for step in range(150):  # the first 150 of its 400 steps: the loss still falling, nowhere near the minimum
+    lre = -3.0 + 3.0 * step / 399
+    loss = 0.5 + 0.1 * step / 150
+    run.log({"lr": 10 ** lre, "lre": lre, "loss": loss, "log10_loss": math.log10(loss)}, step=step)
+time.sleep(1.0)  # flushed to the .wandb file, then killed: no exit record, as a run still training
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_runs_still_running_are_named_and_left_out_of_the_pick_unless_asked(runs_folder, tmp_path, capsys):
+    folder, _ = runs_folder
+    source = tmp_path / "source"
+    shutil.copytree(folder, source, symlinks=True)
+    script = tmp_path / "live.py"
+    script.write_text(LIVE_RUN)
+    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, str(script), str(source), RANGE_GROUP], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    # default: read, named in report.md and summary.json, left out of the pick
+    assert main([str(source), "--group", RANGE_GROUP, "--out", str(tmp_path / "r1"), "--n-boot", "0"]) == 0
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["running"] == {"runs": ["live1"], "in_pick": False} and summary["left_out_running"] == ["live1"]
+    assert summary["counts"]["runs_read"] == 4 and summary["n_runs"] == 3
+    assert "live1" not in {r["run_id"] for r in summary["per_run"]}
+    note = "left out of the pick: 1 range run(s) still running (live1)"
+    assert any(note in n for n in summary["notes"]) and note in (tmp_path / "r1" / "report.md").read_text()
+    assert abs(summary["best_lre"] - BEST_LRE) <= 0.1
+    # --state running asks for them: in the pick, and said so
+    assert main([str(source), "--group", RANGE_GROUP, "--state", "finished,running", "--out", str(tmp_path / "r2"),
+                 "--n-boot", "0"]) == 0
+    summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert summary["running"] == {"runs": ["live1"], "in_pick": True} and summary["left_out_running"] == []
+    assert summary["n_runs"] == 4 and "live1" in {r["run_id"] for r in summary["per_run"]}
+    assert any("still running, in the pick as asked" in n for n in summary["notes"])
+    # only running runs and not asked for: one line, the cause
+    only = tmp_path / "only"
+    shutil.copytree(next(source.glob("wandb/offline-run-*-live1")), only / "wandb" / "offline-run-live1")
+    with pytest.raises(SystemExit) as exited:
+        main([str(only), "--out", str(tmp_path / "r3")])
+    assert exited.value.code == 2
+    assert "every range-test run is still running (live1)" in capsys.readouterr().err

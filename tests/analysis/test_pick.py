@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.pick import MIN_SEEDS_FOR_CI, ci_description, pick_exponent, valley_index
@@ -42,6 +43,23 @@ def test_valley_lands_about_the_middle_of_a_clean_valley():
     # 22; fastai's formula gives max_start = 29 - 21 = 8, idx = 8 + 7 + 3 = 18: about the middle (19)
     losses = np.r_[np.full(10, 5.0), np.linspace(5, 1, 21)[1:], np.linspace(1, 5, 10)]
     assert valley_index(losses) == 18 == list(losses).index(fastai_valley(losses, list(losses)))
+
+
+def test_suggester_names_say_what_they_are_and_the_old_name_still_reads():
+    """lrscan's min-loss lr is `min_loss` (fastai's `minimum` is that / 10: `fastai_minimum`); `minimum` reads as
+    min_loss for old readers, in `suggestions` and in summary.json's `suggesters`."""
+    loaded = range_loaded(seeds=(1, 2), best_lre=-1.2)
+    pick = pick_exponent(loaded.steps, loaded.runs, bin_width=0.1, n_boot=0)
+    s = pick.suggestions
+    assert list(s) == ["min_loss", "fastai_minimum", "steepest", "valley"]
+    assert s["min_loss"] == s["minimum"] == s.get("minimum") == pick.best_lre and "minimum" in s
+    assert s["fastai_minimum"] == pytest.approx(pick.best_lre - 1.0)  # lr / 10
+    assert s["steepest"] == pick.steepest_lre and s["valley"] == pick.valley_lre
+    with pytest.raises(KeyError):
+        s["best"]
+    written = pick.to_dict()["suggesters"]
+    assert written == {**s, "minimum": pick.best_lre}
+    assert s.map(lambda lre: 10.0**lre)["minimum"] == pytest.approx(pick.best_lr)
 
 
 def test_pick_finds_the_known_minimum_with_a_ci_around_it():
@@ -89,7 +107,7 @@ def test_diverged_and_non_finite_steps_do_not_count():
     hist = range_history(1)
     poisoned = hist.copy()
     poisoned.loc[poisoned["lre"] > -0.6, "loss"] = 0.0  # "lowest loss" after divergence: must be ignored
-    poisoned.loc[poisoned["lre"].between(-0.61, -0.6), "loss"] = np.nan
+    poisoned.loc[poisoned["lre"].between(-0.61, -0.6), "loss"] = np.inf
     runs = [({"seed": 1, "schedule": "range"}, poisoned), ({"seed": 2, "schedule": "range"}, range_history(2))]
     loaded = make_loaded(runs)
     pick = pick_exponent(loaded.steps, n_boot=0)
@@ -97,10 +115,40 @@ def test_diverged_and_non_finite_steps_do_not_count():
     assert pick.per_run.set_index("run_id").loc["run000", "last_lre"] < -0.6
 
     # the summary's diverged_at_step cuts a run as well, even where its losses look finite
-    loaded = make_loaded([({"seed": 1, "schedule": "range"}, poisoned.fillna(0.0))],
+    loaded = make_loaded([({"seed": 1, "schedule": "range"}, poisoned.replace(np.inf, 0.0))],
                          summaries={0: {"diverged_at_step": int(poisoned.loc[poisoned["lre"] > -0.61, "step"].min())}})
     pick = pick_exponent(loaded.steps, loaded.runs, n_boot=0)
     assert -1.5 < pick.best_lre < -0.9
+
+
+def test_a_nan_loss_is_a_step_not_measured_not_a_divergence():
+    # a loss logged as NaN (a row with NaN, as wandb's reader gives it) picks as if the step were not logged
+    hists = {s: range_history(s) for s in (1, 2, 3)}
+    holed = {s: h.copy() for s, h in hists.items()}
+    holed[2].loc[holed[2]["lre"].between(-1.51, -1.49), "loss"] = np.nan
+    dropped = {s: h.loc[h["loss"].notna()].reset_index(drop=True) for s, h in holed.items()}
+    picks = [pick_exponent(make_loaded([({"seed": s, "schedule": "range"}, h) for s, h in hs.items()]).steps,
+                           bin_width=0.1, n_boot=50) for hs in (holed, dropped)]
+    with_nan, without = picks
+    assert (with_nan.best_lre, with_nan.best_lre_ci, with_nan.valley_lre) == (
+        without.best_lre, without.best_lre_ci, without.valley_lre)
+    pd.testing.assert_frame_equal(with_nan.curve, without.curve)
+    assert with_nan.per_run.set_index("run_id").loc["run001", "last_lre"] > -0.1  # the run went on after it
+
+
+def test_runs_still_running_are_left_out_unless_asked_for():
+    runs = [({"seed": s, "schedule": "range"}, range_history(s)) for s in (1, 2, 3)]
+    loaded = make_loaded(runs, summaries={1: {"state": "running"}})  # a cloud run's state, or no exit record yet
+    pick = pick_exponent(loaded.steps, loaded.runs, n_boot=0)
+    assert pick.left_out_running == ["run001"] and pick.n_runs == 2
+    assert "run001" not in set(pick.per_run["run_id"]) and any("still running (run001)" in n for n in pick.notes)
+    alone = pick_exponent(make_loaded([runs[0], runs[2]]).steps, n_boot=0)
+    assert (pick.best_lre, pick.valley_lre) == (alone.best_lre, alone.valley_lre)
+    asked = pick_exponent(loaded.steps, loaded.runs, n_boot=0, include_running=True)
+    assert asked.left_out_running == [] and asked.n_runs == 3
+    with pytest.raises(LrscanError, match=r"every range-test run is still running \(run000\)"):
+        one = make_loaded(runs[:1], summaries={0: {"state": "running"}})
+        pick_exponent(one.steps, one.runs, n_boot=0)
 
 
 def test_a_run_that_stopped_early_is_not_measured_past_its_stop():

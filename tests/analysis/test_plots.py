@@ -66,7 +66,7 @@ def test_loss_vs_lr_uses_a_log_axis(pick):
     assert ax.get_xlabel() == plots.LR_LABEL
     mean_line = next(line for line in ax.get_lines() if line.get_label().startswith("mean over"))
     np.testing.assert_allclose(mean_line.get_xdata(), 10.0 ** pick.curve["lre"])
-    assert any(t.startswith(f"minimum: lre {pick.best_lre:.2f}, lr {pick.best_lr:.3g}") for t in legend_texts(ax))
+    assert any(t.startswith(f"min_loss: lre {pick.best_lre:.2f}, lr {pick.best_lr:.3g}") for t in legend_texts(ax))
 
 
 def test_plots_draw_on_the_ax_they_are_given(pick, decay):
@@ -108,3 +108,54 @@ def test_heatmap_annotates_every_cell(decay):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["2000", "4000"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.001", "0.01"]
     assert ax.get_ylabel().startswith("decay_steps") and ax.get_xlabel().startswith("decay_lrs")
+
+
+def diverging_pick():
+    """A range test whose tail blows up to ~28 nats, as a 1000-step HF run's did: a parabola to 2 nats, then exp."""
+    runs = []
+    for s in (1, 2, 3):
+        hist = range_history(s, lre_min=-3.0, lre_max=0.5)
+        blow_up = (np.exp(8.0 * (hist["lre"] + 0.1)) - 1.0) * (hist["lre"] > -0.1)
+        hist = hist.assign(loss=hist["loss"] + blow_up)
+        runs.append(({"seed": s, "schedule": "range"}, hist))
+    loaded = make_loaded(runs)
+    return pick_exponent(loaded.steps, loaded.runs, bin_width=0.05, n_boot=100)
+
+
+@pytest.mark.parametrize("plot", [plots.plot_loss_vs_lre, plots.plot_loss_vs_lr])
+def test_a_diverged_tail_is_cut_from_the_y_axis_and_marked(plot, tmp_path):
+    pick = diverging_pick()
+    curve = pick.curve["loss"]
+    assert curve.max() > 20 and curve.min() < 2.2  # the figure today would span ~2 to ~28 nats
+    ax = plot(pick)
+    bottom, top = ax.get_ylim()
+    # from just below the minimum to a few times it: the informative part fills the axes
+    assert curve.min() - 0.2 < bottom < curve.min()
+    # the top: a little above where the seeds started (5.24 nats at lre -3), far below the tail
+    low, first = curve.min(), 2.0 + (-3.0 + 1.2) ** 2
+    assert top == pytest.approx(first + 0.1 * (first - low), abs=0.2)
+    assert top < 6 < 20 < curve.max()
+    assert (curve.min() - bottom) / (top - bottom) < 0.1
+    # the cut is said: a shaded span from where the mean left the chart, in the legend with the peak
+    [note] = [t for t in legend_texts(ax) if t.startswith("diverged:")]
+    assert f"up to {curve.max():.3g}" in note
+    span = next(p for p in ax.patches if p.get_label().startswith("diverged:"))
+    first_off = pick.curve.loc[curve > top].iloc[0]
+    x_key = "lre" if plot is plots.plot_loss_vs_lre else "lr"
+    assert span.get_x() == pytest.approx(first_off[x_key])
+    ax.figure.savefig(tmp_path / f"{plot.__name__}.png")
+
+
+def test_a_curve_that_stays_in_range_is_not_cut(pick):
+    ax = plots.plot_loss_vs_lre(pick)
+    bottom, top = ax.get_ylim()
+    assert bottom < pick.curve["loss"].min() and top > pick.curve["loss"].max()
+    assert not any(t.startswith("diverged:") for t in legend_texts(ax))
+
+
+def test_informative_ylim_of_a_log_loss_below_zero():
+    # log10 loss: values can be negative, "a few times the minimum" means nothing there
+    curve = np.array([0.5, 0.2, -0.3, -0.2, 0.6, 2.5, 9.0])
+    bottom, top = plots.informative_ylim(curve)
+    assert bottom < -0.3 < 0.5 < top < 2.5
+    assert plots.informative_ylim(np.array([3.3, 2.5, 2.1, 2.4])) is None

@@ -95,3 +95,38 @@ def test_the_trainer_runs_it_from_the_command_line(words_file, tmp_path):
     assert steps["loss"].iloc[-10:].mean() < steps["loss"].iloc[:10].mean()  # AdamW at 3e-3 learns
     run = loaded.runs.iloc[0]
     assert run["task"] == "examples/wavenet.py:make" and np.isfinite(run["dev_loss"]) and np.isfinite(run["test_loss"])
+
+
+def test_it_finds_its_data_as_the_trainer_does_from_any_folder(tmp_path, monkeypatch):
+    """$LRSCAN_DATA (then data/names.txt here, then the set-up's copy), through the trainer's own default_data_path."""
+    (tmp_path / "ab.txt").write_text("ab\nba\naab\nbba\nabab\n" * 20)
+    elsewhere = tmp_path / "notebook"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("LRSCAN_DATA", str(tmp_path / "ab.txt"))
+    assert make(1, **TINY).model[-1].out_features == 3  # a, b and the end mark: the list $LRSCAN_DATA names
+    monkeypatch.setenv("LRSCAN_DATA", str(tmp_path / "missing.txt"))
+    with pytest.raises(LrscanError, match=f"data file '{tmp_path / 'missing.txt'}' does not exist"):
+        make(1, **TINY)
+    monkeypatch.delenv("LRSCAN_DATA")
+    from pipeline.config import SETUP_DATA
+
+    if SETUP_DATA.is_file():  # after `make data`: the set-up's copy, from a folder without data/
+        assert make(1, **TINY).model[-1].out_features == 27
+
+
+@pytest.mark.slow
+def test_the_script_runs_from_another_folder(words_file, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = str(REPO / "examples" / "wavenet.py")
+    env = {**os.environ, "LRSCAN_DATA": str(words_file), "WANDB_DIR": str(tmp_path), "WANDB_MODE": "disabled"}
+    done = subprocess.run([sys.executable, script, "--steps=40", "--seeds=1", "--lre_min=-3", "--lre_max=-1"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pick (min_loss of loss)" in done.stdout and (elsewhere / "wavenet.png").is_file()
+    env["LRSCAN_DATA"] = str(tmp_path / "missing.txt")
+    done = subprocess.run([sys.executable, script, "--steps=40", "--seeds=1"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
+    assert f"data file '{tmp_path / 'missing.txt'}' does not exist" in done.stderr

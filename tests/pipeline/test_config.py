@@ -1,7 +1,9 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
+from pipeline import config
 from pipeline.config import TrainConfig, field_names, help_text, parse_args, parse_value
 from pipeline.errors import LrscanError
 
@@ -167,3 +169,47 @@ def test_bad_task_flags_name_the_problem(argv, fragment):
     with pytest.raises(LrscanError) as e:
         parse_args(argv)
     assert fragment in str(e.value)
+
+
+def test_the_word_list_is_found_from_any_folder(tmp_path, monkeypatch):
+    """--data's default: $LRSCAN_DATA, else data/names.txt here, else the set-up's copy beside the package."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRSCAN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
+    if config.SETUP_DATA.is_file():  # after `make data`: a folder without data/ uses the set-up's copy
+        assert config.default_data_path() == str(config.SETUP_DATA) == TrainConfig().data
+    else:
+        assert config.default_data_path() == "data/names.txt"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "names.txt").write_text("emma\n")
+    assert config.default_data_path() == "data/names.txt"
+    monkeypatch.setenv("LRSCAN_DATA", "/elsewhere/words.txt")
+    assert config.default_data_path() == "/elsewhere/words.txt" == TrainConfig().data
+    assert "make data" not in config.missing_data_message("x.txt")
+
+
+def test_the_per_user_cache_follows_xdg():
+    assert config.cached_names_path({"XDG_CACHE_HOME": "/x/cache", "HOME": "/h"}) == Path("/x/cache/lrscan/names.txt")
+    assert config.cached_names_path({"HOME": "/h"}) == Path("/h/.cache/lrscan/names.txt")
+
+
+def test_an_installed_lrscan_finds_the_word_list_in_the_per_user_cache(tmp_path, monkeypatch):
+    # no $LRSCAN_DATA, no data/ here, no set-up copy beside the package (an installed wheel has none)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRSCAN_DATA", raising=False)
+    monkeypatch.setattr(config, "SETUP_DATA", tmp_path / "site-packages" / "data" / "names.txt")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert config.default_data_path() == "data/names.txt"  # none yet: the error will name it
+    cached = tmp_path / "cache" / "lrscan" / "names.txt"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("emma\n")
+    assert config.default_data_path() == str(cached) == TrainConfig().data
+
+
+def test_step_mode_is_a_range_test_field():
+    assert TrainConfig().step_mode == "exp"
+    assert parse_args(["--step_mode=linear"]).step_mode == "linear"
+    with pytest.raises(LrscanError, match=r"^step_mode='log': expected one of exp, linear$"):
+        TrainConfig(step_mode="log")
+    with pytest.raises(LrscanError, match=r"lre_max=400.0 with step_mode=linear: 10\*\*lre_max overflows"):
+        TrainConfig(step_mode="linear", lre_max=400.0)

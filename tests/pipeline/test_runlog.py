@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import runlog
 from pipeline.errors import LrscanError
 from pipeline.runlog import BLOCK_BYTES, HEADER, read_run_file
 from tests.support.runfiles import (
@@ -42,10 +43,17 @@ def long_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     return make_run(tmp_path_factory.mktemp("long"), rows, run_id="long1"), rows
 
 
+@pytest.fixture(params=[None, 1, 3], ids=["4MiB-segments", "1-block-segments", "3-block-segments"])
+def segments(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file read a few blocks at a time too: every record split over a segment boundary, damage at one."""
+    if request.param is not None:
+        monkeypatch.setattr(runlog, "SEGMENT_BYTES", request.param * BLOCK_BYTES)
+
+
 # -- tests ----------------------------------------------------------------------------------------
 
 
-def test_every_step_read_back_exactly(long_run: tuple[Path, list]) -> None:
+def test_every_step_read_back_exactly(long_run: tuple[Path, list], segments: None) -> None:
     path, rows = long_run
     run = read_run_file(path, KEYS)
     assert_history_equal(run.history, rows, KEYS)
@@ -62,6 +70,31 @@ def test_special_values_whole_floats_nested_keys(special_run: Path) -> None:
     np.testing.assert_array_equal(run.history["note"], np.full(4, np.nan))  # text is not a number
     np.testing.assert_array_equal(run.history["absent"], np.full(4, np.nan))
     assert np.signbit(run.history["log10_loss"][2])  # -0.0 survives
+
+
+def test_segments_read_the_same_as_the_whole_file(long_run: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    path, rows = long_run
+    whole = read_run_file(path, KEYS)
+    monkeypatch.setattr(runlog, "SEGMENT_BYTES", BLOCK_BYTES)
+    assert path.stat().st_size > 15 * BLOCK_BYTES
+    for keys in (KEYS, None):
+        parts = read_run_file(path, keys)
+        assert parts.history.keys() == whole.history.keys()
+        for key, values in whole.history.items():
+            np.testing.assert_array_equal(parts.history[key], values, err_msg=key)
+        assert (parts.config, parts.summary, parts.state, parts.skipped_records, parts.truncated) == (
+            whole.config, whole.summary, whole.state, whole.skipped_records, whole.truncated)
+
+
+def test_a_value_logged_as_nan_is_told_from_a_value_not_logged(special_run: Path) -> None:
+    # step 0 logged loss NaN; dev_loss was logged at step 1 only; `note` is text: logged, not a number
+    for keys in ([*KEYS, "dev_loss", "note", "absent"], None):
+        run = read_run_file(special_run, keys)
+        np.testing.assert_array_equal(run.nan_logged["loss"], [True, False, False, False])
+        assert "dev_loss" not in run.nan_logged and "absent" not in run.nan_logged
+        assert "lr" not in run.nan_logged and "log10_loss" not in run.nan_logged  # inf is a number
+    assert read_run_file(special_run, ["note"]).nan_logged["note"].tolist() == [False, True, False, False]
 
 
 def test_default_keys_are_the_numeric_ones(special_run: Path) -> None:
@@ -96,7 +129,7 @@ def test_nonzero_exit_is_crashed(tmp_path: Path) -> None:
     assert_history_equal(run.history, range_rows(3), KEYS)
 
 
-def test_truncated_file_keeps_every_complete_step(long_run: tuple[Path, list], tmp_path: Path) -> None:
+def test_truncated_file_keeps_every_complete_step(long_run: tuple[Path, list], tmp_path: Path, segments: None) -> None:
     path, rows = long_run
     data = path.read_bytes()
     layout = chunks(data)
@@ -126,7 +159,8 @@ def test_truncated_file_keeps_every_complete_step(long_run: tuple[Path, list], t
     assert_history_equal(run.history, rows[: len(records) // 2 + 1], KEYS)
 
 
-def test_bit_flip_in_a_record_skips_only_that_record(long_run: tuple[Path, list], tmp_path: Path) -> None:
+def test_bit_flip_in_a_record_skips_only_that_record(long_run: tuple[Path, list], tmp_path: Path,
+                                                     segments: None) -> None:
     path, rows = long_run
     data = bytearray(path.read_bytes())
     victim = 700
@@ -138,7 +172,8 @@ def test_bit_flip_in_a_record_skips_only_that_record(long_run: tuple[Path, list]
     assert_history_equal(run.history, rows[:victim] + rows[victim + 1 :], KEYS)
 
 
-def test_bit_flip_in_a_length_drops_at_most_its_block(long_run: tuple[Path, list], tmp_path: Path) -> None:
+def test_bit_flip_in_a_length_drops_at_most_its_block(long_run: tuple[Path, list], tmp_path: Path,
+                                                      segments: None) -> None:
     path, rows = long_run
     data = bytearray(path.read_bytes())
     records = history_records(bytes(data))

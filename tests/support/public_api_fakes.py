@@ -227,6 +227,14 @@ class FakeBackend:
         self.pages: list[tuple[str, int, int]] = []            # (run id, min_step, max_step) per page read
         self._open_scans: dict[int, tuple[SyncedRun, list[str] | None]] = {}
         self._next_scan = 1
+        # errors to raise instead of answering, in order: "Runs" (a page of the listing), "scan <run id>"
+        # (a page of that run's history scan); what the server or wandb-core would fail with
+        self.failures: dict[str, list[BaseException]] = {}
+
+    def _maybe_fail(self, what: str) -> None:
+        queued = self.failures.get(what)
+        if queued:
+            raise queued.pop(0)
 
     # GraphQL
 
@@ -239,6 +247,7 @@ class FakeBackend:
         if (variables.get("entity"), variables.get("project")) != (self.entity, self.project):
             return {"project": None}
         if name == "Runs":
+            self._maybe_fail("Runs")
             return self._runs_page(query, variables)
         run = self.runs.get(variables.get("name", ""))
         if name == "Run":
@@ -286,6 +295,7 @@ class FakeBackend:
         if request.request_id not in self._open_scans:
             raise WandbApiFailedError("Run history scan not initialized.")
         run, keys = self._open_scans[request.request_id]
+        self._maybe_fail(f"scan {run.run_id}")
         self.pages.append((run.run_id, request.min_step, request.max_step))
         exported_through = max(run.rows, default=-1) + 1 if run.exported_through is None else run.exported_through
         columns = sorted({key for step, row in run.rows.items() if step < exported_through for key in row})
@@ -303,6 +313,26 @@ class FakeBackend:
 
     def scan_cleanup(self, request: Any) -> None:
         self._open_scans.pop(request.request_id, None)
+
+
+def http_error(status: int, retry_after: str | None = None, text: str = "") -> Exception:
+    """`requests.HTTPError` with a real `requests.Response`, as a request to the W&B server fails."""
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    response.reason = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+                       503: "Service Unavailable", 404: "Not Found"}.get(status, "")
+    response.url = "https://api.wandb.ai/graphql"
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    response._content = text.encode()
+    return requests.HTTPError(f"{status} Server Error: {response.reason} for url: {response.url}", response=response)
+
+
+def core_error(status: int, message: str) -> WandbApiFailedError:
+    """wandb-core's failure of an API request with the server's HTTP status (`ApiErrorResponse.http_status`)."""
+    return WandbApiFailedError(message, response=apb.ApiErrorResponse(message=message, http_status=status))
 
 
 def _json_token(value: Any) -> str:

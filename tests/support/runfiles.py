@@ -68,7 +68,12 @@ def make_run(
         if summary:
             run.summary.update(dict(summary))
         run.finish(exit_code=exit_code)
-    files = sorted(Path(root).glob(f"wandb/offline-run-*-{run.id}/run-{run.id}.wandb"), key=os.path.getmtime)
+    pattern = f"wandb/offline-run-*-{run.id}/run-{run.id}.wandb"
+    deadline = time.monotonic() + 60.0
+    while not (files := sorted(Path(root).glob(pattern), key=os.path.getmtime)):
+        if time.monotonic() > deadline:  # wandb 0.28 creates the file only once wandb-core writes it
+            raise TimeoutError(f"{root}: no {pattern} 60 s after finish()")
+        time.sleep(0.05)
     wait_until_written(files[-1])
     return files[-1]
 
@@ -107,8 +112,8 @@ def chunks(data: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-def history_records(data: bytes) -> list[tuple[int, int, int]]:
-    """(first chunk offset, end of last chunk, step) of every history record, via protobuf."""
+def records(data: bytes) -> list[tuple[int, int, Any]]:
+    """(first chunk offset, end of last chunk, wandb's Record) of every record in a .wandb file, via protobuf."""
     from wandb.proto import wandb_internal_pb2
 
     found, parts, first = [], [], 0
@@ -120,9 +125,14 @@ def history_records(data: bytes) -> list[tuple[int, int, int]]:
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(b"".join(parts))
-            if record.WhichOneof("record_type") == "history":
-                found.append((first, pos + 7 + length, record.history.step.num))
+            found.append((first, pos + 7 + length, record))
     return found
+
+
+def history_records(data: bytes) -> list[tuple[int, int, int]]:
+    """(first chunk offset, end of last chunk, step) of every history record, via protobuf."""
+    return [(first, end, record.history.step.num) for first, end, record in records(data)
+            if record.WhichOneof("record_type") == "history"]
 
 
 def assert_history_equal(actual: Mapping[str, np.ndarray], rows: Sequence[tuple[int, Mapping[str, Any]]],

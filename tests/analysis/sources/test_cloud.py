@@ -18,6 +18,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from analysis.sources import cloud, load_runs
+from analysis.sources.cloud import Retry
 from analysis.sources.frame import RUN_INFO_COLUMNS
 from pipeline.errors import LrscanError
 from tests.conftest import make_words, train_argv
@@ -28,6 +29,8 @@ from tests.support.public_api_fakes import (
     FakeRun,
     OfflineApi,
     SyncedRun,
+    core_error,
+    http_error,
     sync_offline_run,
     synced_from_rows,
 )
@@ -218,3 +221,84 @@ def test_runs_of_your_own_code_load_from_the_cloud_as_offline(user_runs: dict[st
     assert cloud.problems == offline.problems and cloud.notes == offline.notes
     [(_, keys)] = backend.scans  # one keyed pass for these narrow runs: the keys chosen, nothing more
     assert keys is None
+
+
+# -- the real cause of a failure, and retries of 429 / 5xx (wandb's own exception types) ----------
+
+
+def two_runs() -> FakeBackend:
+    return FakeBackend([synced_from_rows(run_id, rows_of([-3.0, -2.0, -1.0]), config={"schedule": "range"})
+                        for run_id in ("r1", "r2")])
+
+
+def test_a_run_whose_history_cannot_be_read_is_the_errors_cause(tmp_path: Path) -> None:
+    backend = two_runs()
+    backend.failures["scan r1"] = [core_error(403, "permission denied on run r1's history")]
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path, retry=Retry(sleep=no_wait))
+    assert loaded.runs["run_id"].tolist() == ["r2"]  # the other run is still read
+    assert loaded.problems == ["run r1: history not read: permission denied on run r1's history"]
+    # none readable: the cause, never "none passes these filters"
+    backend = FakeBackend([synced_from_rows("r1", rows_of([-3.0, -2.0]))])
+    backend.failures["scan r1"] = [http_error(404, text="no history")]
+    with pytest.raises(LrscanError, match=r"^me/lrscan: run r1: history not read: .*404") as caught:
+        load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path, retry=Retry(sleep=no_wait))
+    assert "filters" not in str(caught.value)
+
+
+def no_wait(seconds: float) -> None:
+    raise AssertionError(f"a retry where none was due (would wait {seconds} s)")
+
+
+def test_429_and_5xx_are_retried_with_backoff_honouring_retry_after(tmp_path: Path) -> None:
+    backend = two_runs()
+    backend.failures["Runs"] = [core_error(503, "service unavailable"), http_error(429, retry_after="7")]
+    backend.failures["scan r2"] = [http_error(502), http_error(500)]
+    waits: list[float] = []
+    retry = Retry(attempts=5, first_wait_seconds=1.5, max_wait_seconds=60, sleep=waits.append)
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path, retry=retry)
+    assert loaded.runs["run_id"].tolist() == ["r1", "r2"] and loaded.problems == []
+    assert loaded.steps.groupby("run_id", observed=True).size().tolist() == [3, 3]
+    # listing: backoff 1.5 s, then the server's Retry-After; r2's scan: 1.5 s, then 3 s
+    assert waits == [1.5, 7.0, 1.5, 3.0]
+
+
+def test_a_429_that_never_ends_is_said_and_the_other_runs_are_read(tmp_path: Path) -> None:
+    backend = two_runs()
+    backend.failures["scan r1"] = [http_error(429, retry_after="120") for _ in range(3)]
+    waits: list[float] = []
+    retry = Retry(attempts=3, first_wait_seconds=1.0, max_wait_seconds=30, sleep=waits.append)
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path, retry=retry)
+    assert loaded.runs["run_id"].tolist() == ["r2"]
+    assert waits == [30, 30]  # Retry-After honoured up to the cap, bounded tries
+    [problem] = loaded.problems
+    assert problem.startswith("run r1: history not read: ") and "HTTP 429; gave up after 3 tries over 60 s" in problem
+    # the listing itself: one line, the cause and the tries
+    backend.failures["Runs"] = [core_error(500, "internal error") for _ in range(3)]
+    with pytest.raises(LrscanError, match=r"cannot list the runs of me/lrscan: internal error \(HTTP 500; gave up "
+                                          r"after 3 tries over 3 s\)"):
+        load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path,
+                  retry=Retry(attempts=3, first_wait_seconds=1.0, sleep=lambda s: None))
+
+
+def test_http_status_is_found_in_the_public_apis_exceptions() -> None:
+    from wandb.errors import CommError
+
+    assert cloud.http_status(CommError("HTTP 429", http_error(429, retry_after="3"))) == (429, 3.0)
+    assert cloud.http_status(CommError("boom", core_error(502, "bad gateway"))) == (502, None)
+    assert cloud.http_status(ValueError("no status")) == (None, None)
+    status, seconds = cloud.http_status(http_error(503, retry_after="Wed, 21 Oct 2099 07:28:00 GMT"))
+    assert status == 503 and seconds > 1e6
+
+
+def test_a_loss_logged_as_nan_is_a_row_from_the_cloud_as_offline(tmp_path: Path) -> None:
+    rows = rows_of([-3.0, -2.5, -2.0, -1.5, -1.0])
+    rows[2][1].update(loss=float("nan"), log10_loss=float("nan"))
+    rows[3] = (3, {"lr": rows[3][1]["lr"], "lre": rows[3][1]["lre"]})  # no loss logged at step 3
+    for exported_through in (None, 0):  # parquet (NaN as a float) and live (the token "NaN")
+        backend = FakeBackend([synced_from_rows("n1", rows, exported_through=exported_through)])
+        steps = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path / str(exported_through)).steps
+        assert steps["step"].tolist() == [0, 1, 2, 4]
+        assert np.isnan(steps["loss"].iloc[2]) and steps["lr"].iloc[2] == rows[2][1]["lr"]
+    # from the cache as well
+    cached = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path / "0").steps
+    assert cached["step"].tolist() == [0, 1, 2, 4]

@@ -4,7 +4,10 @@ logged by other code (plain wandb scripts in the styles of the seed's loop, Ligh
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from analysis.pick import pick_exponent
 from analysis.sources import load_runs
 from pipeline.errors import LrscanError
 from tests.support.frames import expected_group_a_steps
-from tests.support.runfiles import copy_runs, make_run, rows_of
+from tests.support.runfiles import SPECS, copy_runs, make_run, rows_of
 from tests.support.user_runs import BEST_LRE, expected_steps, logged
 
 
@@ -27,6 +30,18 @@ def test_sources_of_every_shape(runs_dir: Path) -> None:
     one_file = next(one_run_folder.glob("run-*.wandb"))
     for source in (runs_dir / "b1", one_run_folder, one_file, str(one_file)):
         assert load_runs(source).runs["run_id"].tolist() == ["b1"], source
+
+
+def test_files_read_by_worker_processes_give_the_same_frames(runs_dir: Path, tmp_path: Path) -> None:
+    # a damaged file among them as well: its error comes back from the worker as from this process
+    source = copy_runs(runs_dir, tmp_path / "runs", *SPECS)
+    (tmp_path / "runs" / "junk").mkdir()
+    (tmp_path / "runs" / "junk" / "run-junk.wandb").write_bytes(b"not a wandb file")
+    alone, parallel = (load_runs(source, job_type=None, workers=w) for w in (1, 2))
+    assert_frame_equal(parallel.steps, alone.steps)
+    assert_frame_equal(parallel.runs.drop(columns="path"), alone.runs.drop(columns="path"))
+    assert parallel.problems == alone.problems and any("run-junk.wandb" in p for p in parallel.problems)
+    assert parallel.notes == alone.notes
 
 
 def test_dot_means_the_wandb_folder(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,6 +111,36 @@ def test_a_history_with_a_hole_is_reported(tmp_path):
     loaded = load_runs(tmp_path / "wandb")
     assert loaded.steps["step"].tolist() == list(range(0, 10)) + list(range(15, 20))
     assert any("holey1: 5 step(s) missing from its history, the first after step 9" in p for p in loaded.problems)
+
+
+def wandb_leet_rows(path: Path) -> list[dict[str, Any]]:
+    """Every history row of a run file as wandb's own reader gives it (`wandb leet inspect --json`)."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(path)], check=True, capture_output=True,
+                         text=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+
+
+def test_a_loss_logged_as_nan_is_a_row_as_in_wandbs_own_reading(tmp_path: Path) -> None:
+    rows = rows_of([-3.0 + 3.0 * i / 1999 for i in range(2000)])
+    rows[234][1].update(loss=float("nan"), log10_loss=float("nan"))
+    rows[1500] = (1500, {"lr": rows[1500][1]["lr"], "lre": rows[1500][1]["lre"]})  # lr only: no loss logged
+    path = make_run(tmp_path, rows, run_id="nanloss1", config={"schedule": "range", "steps": 2000})
+    steps = load_runs(path).steps
+    theirs = pd.DataFrame([row for row in wandb_leet_rows(path) if "loss" in row]).replace("NaN", np.nan)
+    assert len(theirs) == len(steps) == 1999  # the NaN row is there; the lr-only row is not a loss row
+    np.testing.assert_array_equal(steps["step"].to_numpy(), theirs["_step"].to_numpy(np.int64))
+    for key in ("lr", "lre", "loss", "log10_loss"):  # the frame's losses are float32, its lrs float64
+        expected = theirs[key].to_numpy(np.float64).astype(steps[key].dtype)
+        np.testing.assert_array_equal(steps[key].to_numpy(), expected, err_msg=key)
+    at = steps.set_index("step").loc[234]
+    assert np.isnan(at["loss"]) and at["lr"] == rows[234][1]["lr"]
+    # the pick treats it as a step not measured; the block mean with a NaN inside is NaN, as torch's mean
+    blocks = block_means(steps, "loss", 1000, keep_partial=True).set_index("block")
+    assert np.isnan(blocks.loc[0, "loss"]) and np.isfinite(blocks.loc[1, "loss"])
+    pick = pick_exponent(steps, n_boot=0)
+    assert pick.per_run["last_step"].iloc[0] == 1999
 
 
 # -- runs you logged yourself: plain wandb scripts in other code's styles (tests/support/user_runs.py) --

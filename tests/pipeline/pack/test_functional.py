@@ -315,13 +315,14 @@ def test_range_test_trains_its_seeds_as_one_pack_with_the_results_of_one_after_a
     assert packed.best_lre == alone.best_lre and packed.ci == pytest.approx(alone.ci, rel=1e-6)
 
 
+@pytest.mark.timeout(900)  # three packs of three runs (killed, resumed, the reference), on a shared machine
 def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same_command(net_file, tmp_path):
     from pipeline.runlog import read_run_file
 
-    steps = 3000
+    steps = 1200
     task_args = {"opt": "adamw", "norm": True, "groups": True}
     base = [f"--task={net_file}:make", f"--task_args={task_args!r}", "--wandb_mode=offline", "--schedule=step",
-            f"--steps={steps}", "--ckpt_every_steps=200", "--log_chunk_steps=50", "--decay_steps=[1500]",
+            f"--steps={steps}", "--ckpt_every_steps=100", "--log_chunk_steps=50", "--decay_steps=[600]",
             f"--ckpt_dir={tmp_path / 'ck'}"]
     points = {f"k-{s}": [f"--seed={s}", f"--lr={lr}", f"--decay_lrs=[{lr / 10}]"]
               for s, lr in ((1, 1e-3), (2, 3e-3), (3, 1e-2))}

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 import random
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,8 @@ from analysis.sources import load_runs
 from pipeline import Task, range_test
 from pipeline.errors import LrscanError
 from pipeline.train.data import load_splits
+from pipeline.train.task import load_make
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -156,8 +163,10 @@ def test_the_result_is_the_analysis_pick_of_the_logged_runs(words_file, tmp_path
     assert low <= result.best_lre <= high and result.ci_lr == pytest.approx((10**low, 10**high))
     assert any("only 2 seeds" in note for note in result.notes)
     assert result.steepest_lr == pytest.approx(10**result.steepest_lre) and np.isfinite(result.valley_lre)
-    assert set(result.suggestions) == {"minimum", "steepest", "valley"}
-    assert "pick (minimum): lre" in str(result)
+    assert set(result.suggestions) == {"min_loss", "fastai_minimum", "steepest", "valley"}
+    assert result.suggestions["minimum"] == result.suggestions["min_loss"] == result.best_lr  # the old name reads
+    assert result.suggestions["fastai_minimum"] == pytest.approx(result.best_lr / 10)  # fastai's minimum: / 10
+    assert "pick (min_loss of loss): lre" in str(result)
 
 
 def test_one_seed_has_no_ci_and_says_so(words_file):
@@ -179,8 +188,17 @@ def test_plot_and_repick_use_the_analysis(words_file):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"stepz": 10}, r"^range_test: unknown keyword\(s\) 'stepz'\. Valid keywords: lre_min, lre_max, steps, seeds, "
-                    r"pick_args, data, .*wandb_mode"),
+    ({"stepz": 10}, r"^range_test: unknown keyword\(s\) 'stepz'\. Valid keywords: lre_min, lre_max, start_lr, end_lr, "
+                    r"steps, seeds, pick_on, pick_args, data, .*step_mode, .*wandb_mode"),
+    ({"lre_min": -4.0, "start_lr": 1e-4}, r"^range_test: lre_min=-4.0 and start_lr=0.0001 name the same end of the "
+                                          r"range: give one \(lre_min = log10\(start_lr\)\)$"),
+    ({"lre_max": -1.0, "end_lr": 0.1}, r"lre_max=-1.0 and end_lr=0.1 name the same end"),
+    ({"start_lr": 0.0}, r"^range_test: start_lr=0.0: expected a learning rate > 0"),
+    ({"start_lr": 1.0, "end_lr": 1e-3}, r"lre_min=0.0 > lre_max=-3.0"),
+    ({"step_mode": "log"}, r"step_mode='log': expected one of exp, linear"),
+    ({"pick_on": "dev_loss", "eval_every_steps": 0}, r"pick_on='dev_loss' is logged on eval steps only, and "
+                                                     r"eval_every_steps=0 makes none"),
+    ({"pick_on": "dev_loss", "pick_args": {"column": "loss"}}, r"pick_on='dev_loss' and pick_args=\{'column'"),
     ({"schedule": "step"}, r"^range_test: schedule='step' is not a keyword here: range_test always runs"),
     ({"seeds": [1, 2]}, r"^range_test: seeds=\[1, 2\] needs a function make\(seed\) -> Task, one model per seed; "
                         r"a Task is one model$"),
@@ -219,3 +237,127 @@ def test_the_package_exports_the_api():
 
     assert pipeline.RangeTestResult is RangeTestResult and "range_test" in dir(pipeline)
     assert Path(pipeline.range_test.__code__.co_filename).name == "range_test.py"
+
+
+# -- one seed, one curve: whichever route, whichever seeds ran before --------------------------------------------
+
+UNSEEDED = textwrap.dedent('''
+    """A make that seeds nothing: its data, init, batches and dropout all come from the global generators."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from pipeline.train.task import Task
+
+
+    def make(seed):
+        X = torch.from_numpy(np.random.randn(256, 4).astype("float32"))
+        Y = (X.sum(1, keepdim=True) > 0).float()
+        model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+        def batch(i):
+            ix = torch.randint(0, len(X), (32,))
+            return X[ix], Y[ix]
+
+        return Task(model, torch.optim.SGD(model.parameters(), lr=0.1), batch,
+                    lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[1]))
+''')
+ROUTE = {"lre_min": -3.0, "lre_max": 1.0, "steps": 60, "climb_burn_in_steps": 30, "num_threads": 1}
+
+
+def losses_by_seed(result) -> dict[int, np.ndarray]:
+    return {int(seed): rows.sort_values("step")["loss"].to_numpy() for seed, rows in result.steps.groupby("seed")}
+
+
+def test_a_seed_gives_one_curve_by_every_route_and_in_any_seed_order(tmp_path):
+    (tmp_path / "unseeded_task.py").write_text(UNSEEDED)
+    spec = f"{tmp_path}/unseeded_task.py:make"
+    make = load_make(spec)
+    forward = losses_by_seed(range_test(make, seeds=[1, 2], wandb_mode="disabled", **ROUTE))
+    torch.manual_seed(7), np.random.seed(7)  # whatever state the caller is in
+    backward = losses_by_seed(range_test(make, seeds=[2, 1], wandb_mode="disabled", **ROUTE))
+    by_spec = losses_by_seed(range_test(spec, seeds=[2], wandb_mode="disabled", **ROUTE))
+    for seed in (1, 2):
+        np.testing.assert_array_equal(forward[seed], backward[seed])
+    np.testing.assert_array_equal(forward[2], by_spec[2])
+    assert not np.array_equal(forward[1][:len(forward[2])], forward[2][:len(forward[1])])
+    # the command line: python -m pipeline.train --task=file.py:make --seed=2
+    flags = [f"--{k}={v}" for k, v in ROUTE.items()]
+    env = {**os.environ, "WANDB_DIR": str(tmp_path / "cli"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.train", f"--task={spec}", "--seed=2", "--run_id=cli2",
+                           "--schedule=range", "--ckpt_every_steps=0", *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cli = load_runs(tmp_path / "cli" / "wandb").steps.sort_values("step")["loss"].to_numpy()
+    np.testing.assert_allclose(cli, forward[2], rtol=1e-6)  # float32 in the .wandb file
+
+
+# -- what evaluate returns: in result.steps, and picked on -------------------------------------------------------
+
+
+def test_dev_loss_is_in_the_steps_and_pick_on_picks_on_it(words_file, tmp_path):
+    result = range_test(tiny_make, seeds=[1], task_args={"data": str(words_file)}, pick_on="dev_loss", **SMALL)
+    steps = result.steps
+    assert np.isfinite(steps["dev_loss"]).all()  # torch-lr-finder's val_loader mode: evaluated at every step
+    assert result.pick.column == "dev_loss" and result.pick_args["column"] == "dev_loss"
+    assert "pick (min_loss of dev_loss)" in str(result)
+    again = pick_exponent(steps, result.runs, column="dev_loss")
+    assert again.best_lre == result.best_lre and not np.array_equal(steps["dev_loss"], steps["loss"])
+    # the same values as W&B has them
+    loaded = load_runs(tmp_path / "wandb", group=result.group).steps
+    for run_id, ours in steps.groupby("run_id"):
+        theirs = loaded[loaded["run_id"] == run_id].sort_values("step")
+        np.testing.assert_allclose(theirs["dev_loss"].to_numpy(), ours["dev_loss"].to_numpy(), rtol=1e-6)
+    # every 4th step: dev_loss there only, NaN elsewhere, and the pick reads the measured rows
+    sparse = range_test(tiny_make, seeds=[1], task_args={"data": str(words_file)}, pick_on="dev_loss",
+                        eval_every_steps=4, wandb_mode="disabled", **SMALL)
+    measured = sparse.steps.loc[sparse.steps["dev_loss"].notna(), "step"].to_numpy()
+    assert measured.tolist() == list(range(3, int(sparse.steps["step"].max()) + 1, 4))
+    assert sparse.pick.n_steps <= len(measured) and np.isfinite(sparse.best_lre)
+    # on the loss (the default), dev_loss rides along in the steps at the eval steps
+    plain = range_test(tiny_make, seeds=[1], task_args={"data": str(words_file)}, eval_every_steps=10,
+                       wandb_mode="disabled", **SMALL)
+    assert plain.pick.column == "loss" and plain.steps["dev_loss"].notna().sum() == len(plain.steps) // 10
+
+
+def test_pick_on_an_evaluate_value_needs_an_evaluate(words_file, tmp_path):
+    task = dataclasses.replace(tiny_make(1, data=str(words_file)), evaluate=None)
+    with pytest.raises(LrscanError, match=r"^range_test: pick_on='dev_loss' needs a task with evaluate\(model\)"):
+        range_test(task, pick_on="dev_loss", **SMALL)
+    assert not (tmp_path / "wandb").exists()
+    with pytest.raises(LrscanError, match=r"pick_on='dev_acc', but run \w+ logged no 'dev_acc' \(its columns: "):
+        range_test(tiny_make(1, data=str(words_file)), pick_on="dev_acc", wandb_mode="disabled", **SMALL)
+
+
+# -- the words users know: start_lr/end_lr, step_mode, apply -------------------------------------------------------
+
+
+def test_start_lr_end_lr_linear_steps_and_apply(words_file):
+    args = {"task_args": {"data": str(words_file)}, "steps": 80, "climb_burn_in_steps": 40, "wandb_mode": "disabled",
+            "stop_on_climb": False}
+    in_lr = range_test(tiny_make, start_lr=1e-4, end_lr=1.0, **args)
+    in_lre = range_test(tiny_make, lre_min=-4.0, lre_max=0.0, **args)
+    np.testing.assert_array_equal(in_lr.steps["lre"], in_lre.steps["lre"])
+    np.testing.assert_array_equal(in_lr.steps["loss"], in_lre.steps["loss"])
+    assert in_lr.steps["lre"].iloc[0] == -4.0 and in_lr.steps["lre"].iloc[-1] == 0.0
+    # linear: evenly spaced in lr from the first to the last, the pick read in lre as ever
+    linear = range_test(tiny_make, start_lr=1e-4, end_lr=1.0, step_mode="linear", **args)
+    lrs = linear.steps.sort_values("step")["lr"].to_numpy()
+    np.testing.assert_allclose(lrs, np.linspace(1e-4, 1.0, 80)[:len(lrs)], rtol=1e-12)
+    np.testing.assert_array_equal(linear.steps.sort_values("step")["lre"].to_numpy(), np.log10(lrs))
+    assert np.log10(1e-4) <= linear.best_lre <= 0.0
+    # apply: the pick on every param group, keeping the ratios the groups were built with (a warm-up's
+    # initial_lr, a frozen group at 0), and initial_lr moved with it
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2))
+    opt = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 1e-3},
+                             {"params": model[1].parameters(), "lr": 0.0},
+                             {"params": model[2].parameters(), "lr": 1e-2}])
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: step / 10)
+    assert in_lr.apply(opt) == in_lr.best_lr
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([in_lr.best_lr, 0.0, 10 * in_lr.best_lr])
+    assert [g["initial_lr"] for g in opt.param_groups] == pytest.approx([in_lr.best_lr, 0.0, 10 * in_lr.best_lr])
+    in_lr.apply(opt, "valley")
+    assert opt.param_groups[2]["lr"] == pytest.approx(10 * in_lr.valley_lr)
+    with pytest.raises(LrscanError, match=r"apply\(suggester='best'\): expected one of min_loss, fastai_minimum"):
+        in_lr.apply(opt, "best")

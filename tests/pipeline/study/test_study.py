@@ -44,6 +44,7 @@ TINY = Size(
 def tiny_study(out: Path, **kw) -> Study:
     kw.setdefault("decay_factors", (0.1,))  # two decay points: decay_steps 100 and 200, each to lr x 0.1
     kw.setdefault("wandb_mode", "offline")
+    kw.setdefault("prove", False)  # these tests are about the other stages; the prove stage's are in test_prove.py
     return Study(size=kw.pop("size", TINY), out=out, workers=2, project=kw.pop("project", ""),
                  entity=kw.pop("entity", ""), range_yaml=REPO / "sweeps" / "lr_range.yaml",
                  decay_yaml=REPO / "sweeps" / "decay_grid.yaml",
@@ -86,7 +87,8 @@ def test_tiny_study_end_to_end(study, monkeypatch):
     assert -3.0 <= summary["best_lre"] <= 0.0
     low, high = summary["best_lre_ci"]
     assert low <= summary["best_lre"] <= high
-    assert set(summary["suggesters"]) == {"minimum", "steepest", "valley"}
+    assert set(summary["suggesters"]) == {"min_loss", "fastai_minimum", "steepest", "valley", "minimum"}
+    assert summary["suggesters"]["minimum"] == summary["suggesters"]["min_loss"] == summary["best_lre"]  # old readers
     assert summary["range"]["counts"]["runs_read"] == 4 and summary["decay"]["counts"]["runs_read"] == 2
     assert len(summary["commands"]) == 4
     report = (out / "report" / "report.md").read_text()
@@ -99,6 +101,8 @@ def test_tiny_study_end_to_end(study, monkeypatch):
     decay_runs = load_runs(next((out / "sweeps").glob("decay_grid-*")) / "wandb").runs
     assert decay_runs["lr"].tolist() == [best_lr, best_lr]
     assert summary["decay"]["lr"] == best_lr and summary["decay"]["decay_factors"] == [[0.1]]
+    # --no-prove: the decay grid trains at the min-loss pick, as before the prove stage
+    assert (summary["chosen_by"], summary["chosen_lr"], summary["prove"]) == ("pick", best_lr, [])
     # the winner in words and a table of 4 significant digits: never a Python dict, never [200]
     last = next(line for line in study["stdout"].decode().splitlines() if line.startswith("Best decay config"))
     assert last.startswith(f"Best decay config at lr {best_lr:.4g}: decay_steps ") and "(the picked lr x 0.1)" in last
@@ -479,3 +483,24 @@ def test_a_task_that_does_not_load_is_one_line_before_anything_is_written(tmp_pa
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"pipeline.study: error: task='{WAVENET}': make(seed, **task_args)")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_missing_word_list_is_one_line_before_any_point_from_any_folder(tmp_path):
+    """Run from an empty folder: a word list that is not there stops the study before stage 1, saying how to give
+    one in words that work outside the repository (no `make data`)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "LRSCAN_DATA": str(tmp_path / "nowhere" / "names.txt"), "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--out=s"], cwd=empty, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"pipeline.study: error: data file '{tmp_path / 'nowhere' / 'names.txt'}' does not "
+                               f"exist: give the word list with --data=PATH or $LRSCAN_DATA=PATH")
+    assert "make data" not in p.stderr and "python -m pipeline.train.data fetch" in p.stderr
+    assert list(empty.iterdir()) == []  # no study folder, no point launched, no wandb folder
+    # a word list that is there but not one is found as early
+    (tmp_path / "bad.txt").write_text("")
+    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--out=s"], cwd=empty, capture_output=True, text=True,
+                       env={**env, "LRSCAN_DATA": str(tmp_path / "bad.txt")}, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "is empty" in p.stderr, p.stderr
+    assert list(empty.iterdir()) == []

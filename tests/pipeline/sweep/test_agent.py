@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -44,6 +45,26 @@ class Heartbeat:
         return commands
 
 
+def serve_the_sweep(monkeypatch, config: str, heartbeat: Heartbeat) -> SimpleNamespace:
+    """The W&B server's three answers to the agent: the sweep (our YAML), an agent id, each heartbeat's commands.
+
+    wandb 0.31 asks through `wandb.apis.public.sweeps`' helpers; older releases (down to lrscan's oldest
+    supported) through the InternalApi the agent is handed and rebuilds after each run. Both are served.
+    """
+    server = SimpleNamespace(sweep=lambda sweep_id, specs, **kw: {"config": config},
+                             register_agent=lambda host, **kw: {"id": "agent1"},
+                             agent_heartbeat=lambda agent_id, metrics, run_states:
+                             heartbeat(None, agent_id, metrics, run_states))
+    if hasattr(wandb_sweeps, "_sweep_with_runs"):
+        monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": config})
+        monkeypatch.setattr(wandb_sweeps, "_register_agent", lambda api, host, **kw: {"id": "agent1"})
+        monkeypatch.setattr(wandb_sweeps, "_agent_heartbeat", heartbeat)
+    else:
+        monkeypatch.setattr(wandb.apis, "InternalApi", lambda *a, **k: server)
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: object())  # the real one logs in to the server
+    return server
+
+
 def test_wandb_agent_runs_the_sweep_yaml_and_each_run_gets_exactly_its_parameters(tmp_path, words_file, monkeypatch):
     yaml_path = REPO / "sweeps" / "demo.yaml"
     sweep = load_sweep(yaml_path, count=2)
@@ -63,13 +84,10 @@ def test_wandb_agent_runs_the_sweep_yaml_and_each_run_gets_exactly_its_parameter
 
     heartbeat = Heartbeat(points, sweep.program)
     config = yaml_path.read_text()
-    monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": config})
-    monkeypatch.setattr(wandb_sweeps, "_register_agent", lambda api, host, **kw: {"id": "agent1"})
-    monkeypatch.setattr(wandb_sweeps, "_agent_heartbeat", heartbeat)
-    monkeypatch.setattr(wandb, "Api", lambda *a, **k: object())  # the real one logs in to the server
+    server = serve_the_sweep(monkeypatch, config, heartbeat)
     monkeypatch.setattr(wandb_agent.Agent, "POLL_INTERVAL", 0.2)   # instead of 5 s between heartbeats
 
-    agent = wandb_agent.Agent(object(), multiprocessing.Queue(), sweep_id="sweep123", count=len(points))
+    agent = wandb_agent.Agent(server, multiprocessing.Queue(), sweep_id="sweep123", count=len(points))
     agent.run()
 
     assert agent._finished == len(points) and agent._failed == 0
@@ -114,12 +132,9 @@ def test_wandb_agent_and_the_local_runner_launch_the_same_command_lines(tmp_path
     heartbeat.commands = [{"type": "run", "run_id": f"agentrun{i}", "program": sweep.program,
                            "args": wandb_run_args(yaml_path, point)} for i, point in enumerate(sweep.points)]
     config = yaml_path.read_text()
-    monkeypatch.setattr(wandb_sweeps, "_sweep_with_runs", lambda api, sweep_id, specs, **kw: {"config": config})
-    monkeypatch.setattr(wandb_sweeps, "_register_agent", lambda api, host, **kw: {"id": "agent1"})
-    monkeypatch.setattr(wandb_sweeps, "_agent_heartbeat", heartbeat)
-    monkeypatch.setattr(wandb, "Api", lambda *a, **k: object())
+    server = serve_the_sweep(monkeypatch, config, heartbeat)
     monkeypatch.setattr(wandb_agent.Agent, "POLL_INTERVAL", 0.2)
-    agent = wandb_agent.Agent(object(), multiprocessing.Queue(), sweep_id="sweep123", count=len(sweep.points))
+    agent = wandb_agent.Agent(server, multiprocessing.Queue(), sweep_id="sweep123", count=len(sweep.points))
     agent.run()
     assert agent._finished == len(sweep.points) and agent._failed == 0
 

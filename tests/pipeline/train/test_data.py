@@ -1,11 +1,23 @@
+import functools
 import hashlib
+import http.server
 import random
+import threading
 
 import pytest
 import torch
 
 from pipeline.errors import LrscanError
-from pipeline.train.data import NAMES_SHA256, Vocab, build_dataset, fetch_names, load_splits, read_words, split_words
+from pipeline.train.data import (
+    NAMES_SHA256,
+    Vocab,
+    build_dataset,
+    fetch_names,
+    find_names,
+    load_splits,
+    read_words,
+    split_words,
+)
 
 
 def test_vocab_and_context_windows_follow_the_lecture():
@@ -95,6 +107,60 @@ def test_fetch_refuses_a_wrong_file(tmp_path):
     with pytest.raises(LrscanError, match="does not match"):
         fetch_names(dest, shared, url="file:///nonexistent")
     assert not dest.exists() and not list(tmp_path.glob(".names-*"))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A real HTTP server on loopback serving tmp_path/www; yields the folder and its base URL."""
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+DEAD_URL = "http://127.0.0.1:9/names.txt"  # the discard port: nothing listens, the connection is refused at once
+
+
+def test_find_names_downloads_into_the_cache_once_and_checks_it(tmp_path, served, real_names):
+    www, url = served
+    (www / "names.txt").write_bytes(real_names.read_bytes())
+    cache = tmp_path / "cache" / "lrscan" / "names.txt"
+    assert find_names("", cache, url=f"{url}/names.txt") == str(cache)
+    assert hashlib.sha256(cache.read_bytes()).hexdigest() == NAMES_SHA256
+    # the next time it is found in the cache: nothing is downloaded
+    assert find_names("", cache, url=DEAD_URL) == str(cache)
+
+
+def test_find_names_refuses_a_download_that_is_not_makemores_file(tmp_path, served):
+    www, url = served
+    (www / "names.txt").write_text("emma\nolivia\n")
+    cache = tmp_path / "cache" / "names.txt"
+    with pytest.raises(LrscanError, match="does not match makemore's names.txt"):
+        find_names("", cache, url=f"{url}/names.txt")
+    assert not cache.exists()
+
+
+def test_find_names_offline_says_the_three_ways_to_provide_it(tmp_path):
+    cache = tmp_path / "cache" / "names.txt"
+    with pytest.raises(LrscanError) as err:
+        find_names("", cache, url=DEAD_URL)
+    message = str(err.value)
+    assert "--data=PATH" in message and "LRSCAN_DATA=PATH" in message and str(cache) in message
+    assert "\n" not in message and not cache.exists()
+
+
+def test_find_names_takes_the_given_file_first(tmp_path, words_file):
+    assert find_names(str(words_file), tmp_path / "unused.txt", url=DEAD_URL) == str(words_file)
+    with pytest.raises(LrscanError, match="does not exist"):
+        find_names(str(tmp_path / "missing.txt"), tmp_path / "unused.txt", url=DEAD_URL)
 
 
 def test_array_build_equals_the_lectures_loop(words_file):

@@ -95,8 +95,8 @@ def logged(cfg: TrainConfig, task: Task | None = None) -> tuple[dict, dict[str, 
     chunks = []
     summary = train(cfg, task=task, on_steps=lambda steps, cols: chunks.append((steps, cols)))
     rows = {"step": np.concatenate([s for s, _ in chunks])}
-    for k in chunks[0][1]:
-        rows[k] = np.concatenate([c[k] for _, c in chunks])
+    for k in dict.fromkeys(k for _, c in chunks for k in c):  # an eval step's keys are in its chunk only
+        rows[k] = np.concatenate([c.get(k, np.full(len(s), np.nan)) for s, c in chunks])
     return summary, rows
 
 
@@ -138,6 +138,51 @@ def test_every_param_group_follows_the_schedule_keeping_its_ratio(tmp_path, sche
     assert summary[keys.FINAL_STEP] == 59
     if schedule["schedule"] == "step":
         np.testing.assert_array_equal(lrs, step_lrs(0.01, (30, 45), (0.001, 0.0001), 60))
+
+
+def test_a_warm_up_built_in_make_and_a_frozen_group_keep_their_ratios(tmp_path):
+    """LambdaLR at 0 in make moved every group's lr to 0; the ratios come from its initial_lr, and a group built at
+    lr 0 (a frozen part) is never trained."""
+    seen = []
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 1e-3},
+                           {"params": model[2].parameters(), "lr": 0.0},
+                           {"params": model[4].parameters(), "lr": 1e-2}])
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, step / 100))  # a warm-up: every lr is 0 now
+    frozen = [p.detach().clone() for p in model[2].parameters()]
+
+    def loss_fn(m, b):
+        seen.append([g["lr"] for g in opt.param_groups])
+        return F.mse_loss(m(b), b[:, :1])
+
+    task = Task(model, opt, lambda i: torch.ones(4, 3) * (i % 5) / 10, loss_fn)
+    summary, rows = logged(cfg_for(tmp_path, schedule="range", lre_min=-3.0, lre_max=-1.0, steps=20,
+                                   stop_on_climb=False), task)
+    seen = np.array(seen[1:])  # after the dry run
+    np.testing.assert_allclose(seen[:, 0], rows[keys.LR], rtol=1e-12)  # the lr logged is group 0's
+    np.testing.assert_array_equal(seen[:, 1], 0.0)
+    np.testing.assert_allclose(seen[:, 2], 10 * rows[keys.LR], rtol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model[2].parameters()))
+
+
+def test_evaluate_leaves_every_submodule_in_the_mode_it_was_in():
+    """A BatchNorm the user froze in eval stays in eval; the rest, in train, stays in train."""
+    from pipeline.train.generic import TaskRun
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 1))
+    model.train()
+    model[1].eval()
+    before = [m.training for m in model.modules()]
+
+    def evaluate(m):
+        m.eval()  # as users write it, without putting anything back
+        return {"dev_loss": float(F.mse_loss(m(torch.ones(4, 3)), torch.zeros(4, 1)))}
+
+    run = TaskRun(Task(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda i: torch.ones(4, 3),
+                       lambda m, b: m(b).mean(), evaluate=evaluate))
+    assert set(run.evaluate()) == {"dev_loss"}
+    assert [m.training for m in model.modules()] == before == [True, True, False, True, True]
 
 
 # -- accumulation and the GradScaler ------------------------------------------------------------------------
@@ -268,6 +313,9 @@ def test_evaluate_is_logged_at_eval_steps_summarised_and_leaves_training_alone(t
     at = np.flatnonzero(np.isfinite(h[keys.DEV_LOSS]))
     assert h["step"][at].tolist() == [99, 199, 299]
     assert summary[keys.DEV_LOSS] == pytest.approx(h[keys.DEV_LOSS][at[-1]])
+    # on_steps is handed what the logger was: the eval steps' values too, NaN on the other rows
+    np.testing.assert_allclose(rows[keys.DEV_LOSS], h[keys.DEV_LOSS], rtol=1e-6, equal_nan=True)
+    assert np.flatnonzero(np.isfinite(rows["dev_accuracy"])).tolist() == [99, 199, 299]
     assert summary["dev_accuracy"] == 0.5 and rf.summary[keys.DEV_LOSS] == pytest.approx(summary[keys.DEV_LOSS])
 
 

@@ -88,3 +88,12 @@ def test_climb_stop_state_round_trip():
         a.update(s, 1.0 + s)
     b.load(a.state())
     assert a.update(10, 3.0) == b.update(10, 3.0)
+
+
+def test_a_linear_range_is_evenly_spaced_in_lr_and_its_lre_is_log10_of_it():
+    lrs, lres = schedule_lrs("range", 5, lre_min=-3.0, lre_max=0.0, lr=0.1, decay_steps=(), decay_lrs=(),
+                             step_mode="linear")
+    np.testing.assert_allclose(lrs, [0.001, 0.25075, 0.5005, 0.75025, 1.0])
+    np.testing.assert_array_equal(lres, np.log10(lrs))
+    exp_lrs, exp_lres = schedule_lrs("range", 5, lre_min=-3.0, lre_max=0.0, lr=0.1, decay_steps=(), decay_lrs=())
+    np.testing.assert_array_equal(exp_lres, [-3.0, -2.25, -1.5, -0.75, 0.0])  # the default: even in lre

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.errors import LrscanError
-from pipeline.train.task import Task, check_task, load_task
+from pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, task_module_name
 from tests.conftest import REPO
 
 TASKS = textwrap.dedent('''
@@ -171,3 +171,105 @@ def test_the_cli_help_documents_task_and_task_args():
     assert p.returncode == 0
     assert "--task=" in p.stdout and "path/to/file.py:make or package.module:make" in p.stdout
     assert "--task_args={}" in p.stdout and "{'width': 64}" in p.stdout
+
+
+# -- the lr of every param group: the ratios the task was built with --------------------------------------------
+
+
+def three_groups(lrs=(1e-3, 0.0, 1e-2)) -> torch.optim.Optimizer:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2))
+    return torch.optim.AdamW([{"params": m.parameters(), "lr": lr} for m, lr in zip(model, lrs)])
+
+
+def test_lr_scales_keep_the_built_ratios_and_a_frozen_group_at_zero():
+    assert lr_scales(three_groups()) == pytest.approx([1.0, 0.0, 10.0])
+    # a warm-up built in make moved every lr to 0: initial_lr keeps the ratios
+    opt = three_groups()
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: step / 100)
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0, 0.0]
+    assert lr_scales(opt) == pytest.approx([1.0, 0.0, 10.0])
+    # group 0 frozen: the scheduled lr is the first group built non-zero
+    assert lr_scales(three_groups((0.0, 1e-3, 1e-2))) == pytest.approx([0.0, 1.0, 10.0])
+    # nothing built non-zero (an optimizer made with lr=0 for the trainer to set): every group gets the lr
+    assert lr_scales(three_groups((0.0, 0.0, 0.0))) == [1.0, 1.0, 1.0]
+    # a tensor lr reads too
+    model = nn.Linear(2, 1)
+    assert lr_scales(torch.optim.Adam(model.parameters(), lr=torch.tensor(0.01))) == [1.0]
+
+
+# -- every route builds the task the same way -------------------------------------------------------------------
+
+
+def test_make_task_is_the_one_way_a_function_is_built(tmp_path):
+    """A function and a file spec of the same make build the same task for a seed, whatever the global state."""
+    (tmp_path / "unseeded_make.py").write_text(textwrap.dedent('''
+        import random
+        import numpy as np
+        import torch
+        from pipeline.train.task import Task
+
+        def make(seed, width=2):
+            model = torch.nn.Linear(width, 1)
+            model.drawn = (random.random(), float(np.random.rand()))
+            return Task(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda i: torch.ones(3, width),
+                        lambda m, b: m(b).mean())
+    '''))
+    spec = f"{tmp_path}/unseeded_make.py:make"
+    from_file = load_task(spec, 5, {})
+    torch.manual_seed(123), random.seed(9)  # another state before the next route
+    from pipeline.train.task import load_make
+
+    from_function = make_task(load_make(spec), 5, {}, where="range_test")
+    assert torch.equal(from_file.model.weight, from_function.model.weight)
+    assert from_file.model.drawn == from_function.model.drawn
+    with pytest.raises(LrscanError, match=r"^range_test: make\(seed, \*\*task_args\) with task_args=\{'depth': 2\} "
+                                          r"does not fit make\(seed, width=2\)"):
+        make_task(load_make(spec), 5, {"depth": 2}, where="range_test")
+
+
+# -- task files under a name another process can import ---------------------------------------------------------
+
+SPAWNED = textwrap.dedent('''
+    """A task whose batches come from a Dataset defined here, through a DataLoader whose worker is spawned."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from pipeline.train.task import Task
+
+
+    class Squares(Dataset):
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, i):
+            return torch.tensor([float(i)]), torch.tensor([float(i) ** 2])
+
+
+    def make(seed):
+        model = torch.nn.Linear(1, 1)
+        loader = DataLoader(Squares(), batch_size=8, num_workers=1, multiprocessing_context="spawn")
+        return Task(model, torch.optim.SGD(model.parameters(), lr=1e-4), loader,
+                    lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]))
+''')
+
+
+@pytest.mark.slow
+def test_a_task_files_dataset_unpickles_in_a_spawned_dataloader_worker(tmp_path):
+    (tmp_path / "squares_task.py").write_text(SPAWNED)
+    task = load_task(f"{tmp_path}/squares_task.py:make", 1)  # the dry run iterates it: a spawned worker
+    assert type(task.batches.dataset).__module__ == "squares_task" == task_module_name(tmp_path / "squares_task.py")
+    X, Y = next(iter(task.batches))  # and again, through a fresh worker
+    assert X.flatten().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert torch.equal(Y, X**2)
+    # loaded again: the same module, not a second copy of its classes
+    assert type(load_task(f"{tmp_path}/squares_task.py:make", 2).batches.dataset) is type(task.batches.dataset)
+
+
+def test_a_task_file_named_like_another_module_gets_a_stable_name_of_its_own(tmp_path):
+    (tmp_path / "random.py").write_text("x = 1\n")  # `random` is taken: the stdlib's, already imported
+    name = task_module_name(tmp_path / "random.py")
+    assert name.startswith("lrscan_task_random_") and name == task_module_name(tmp_path / "random.py")
+    code = "from pipeline.train.task import task_module_name; print(task_module_name(__import__('pathlib').Path("
+    code += f"{str(tmp_path / 'random.py')!r})))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert other.stdout.strip() == name  # the same in another process (no per-process hash())

@@ -299,10 +299,13 @@ def why_not_packed_task(cfg: TrainConfig) -> str:
     return why_not_functional(tasks)
 
 
-def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list) -> list[dict]:
+def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made: list[dict]) -> list[dict]:
     """range_test's seeds (cfgs[k] trains tasks[k], rows to on_steps[k]): one pack in this process when their tasks
     can pack (one vmapped step, one logger process holding the K runs), else one after another with the single
-    trainer, saying why once; the summaries in order, the same either way (within rtol 1e-5)."""
+    trainer, saying why once; the summaries in order, the same either way (within rtol 1e-5).
+
+    made[k]: the global random states tasks[k]'s make left; a seed run alone starts from them, as it does
+    from the command line (a pack's tasks draw nothing from them: why_not_functional)."""
     from pipeline.pack.loop import run_members
     from pipeline.train.loop import train
     from pipeline.train.tracking import this_process_launch
@@ -311,7 +314,11 @@ def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list) -> l
     if why:
         if len(tasks) > 1:
             print(f"range_test: the {len(tasks)} seeds train one after another, not packed: {why}", flush=True)
-        return [train(cfg, task=task, on_steps=o) for cfg, task, o in zip(cfgs, tasks, on_steps)]
+        summaries = []
+        for cfg, task, o, rng in zip(cfgs, tasks, on_steps, made):
+            rngstate.restore(rng)
+            summaries.append(train(cfg, task=task, on_steps=o))
+        return summaries
     torch.set_num_threads(cfgs[0].num_threads)
     checkpoint.make_dir(cfgs[0].ckpt_dir)
     launch = this_process_launch()

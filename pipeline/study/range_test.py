@@ -286,7 +286,10 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
                                else _nothing()) as tmp:
         if own_ckpt:
             base = base.replace(ckpt_dir=tmp)
-        tasks = [_make(task, seed, task_args) for seed in seeds]
+        tasks, made = [], []  # each seed's task, and the global random states its make left (its run starts there)
+        for seed in seeds:
+            tasks.append(_make(task, seed, task_args))
+            made.append(rngstate.capture())
         if on_eval_steps and any(one.evaluate is None for one in tasks):
             raise LrscanError(f"range_test: pick_on={column!r} needs a task with evaluate(model) -> "
                               f"{{{column!r}: ...}}; this task has none")
@@ -303,7 +306,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         with ExitStack() as restoring:
             for one in tasks:
                 restoring.enter_context(_restored(one))
-            summaries = train_seeds(cfgs, tasks, [on_steps(k) for k in range(len(seeds))])
+            summaries = train_seeds(cfgs, tasks, [on_steps(k) for k in range(len(seeds))], made)
         for cfg, rows, summary in zip(cfgs, chunks, summaries):
             collected.append(_steps_frame(cfg, rows))
             runs.append({"run_id": cfg.run_id, SEED_COLUMN: cfg.seed, **summary})

@@ -56,6 +56,7 @@ demo: venv data
 bench: venv data
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_read.py
+	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_generic.py
 	$(BIN)/python benchmarks/bench_pack.py
@@ -63,6 +64,7 @@ bench: venv data
 	$(BIN)/python -m pip install --quiet torch-lr-finder==0.2.2 torch==2.13.0
 	$(BIN)/python benchmarks/bench_adam_pack.py
 	$(BIN)/python benchmarks/bench_adam_pack.py --sweep
+	$(BIN)/python benchmarks/bench_logger_paths.py
 	$(BIN)/python benchmarks/bench_prove.py
 
 clean:

@@ -8,11 +8,17 @@ other names, fewer keys, and on other steps; the analysis reads them all the sam
 
 Names tried, in this order (the first one a run logged wins; `--loss-key` / `--lr-key` name another):
 
-    loss   loss, log10_loss (lrscan's), train/loss (HF Trainer), train_loss, training_loss, loss_step
-    lr     lr, lre (lrscan's), learning_rate, train/learning_rate (HF Trainer), lr-<Optimizer> as
-           Lightning's LearningRateMonitor writes it (lr-SGD, lr-AdamW; lr-Adam/pg1, lr-Adam/pg2 for
-           param groups: the first, in name order)
+    loss   loss, log10_loss (lrscan's), train/loss (HF Trainer), raw_loss (fastai's batch loss: its
+           train_loss is smoothed), train_loss, training_loss; then each with Lightning's _step suffix
+           (`self.log("train_loss", on_step=True, on_epoch=True)` logs train_loss_step, a per-step
+           loss, and train_loss_epoch, which never is one)
+    lr     lr, lre (lrscan's), learning_rate, train/learning_rate (HF Trainer), lr_0 (fastai: param
+           group 0 of lr_0, lr_1, ...), lr-<Optimizer> as Lightning's LearningRateMonitor writes it
+           (lr-SGD, lr-AdamW; lr-Adam/pg1, lr-Adam/pg2 for param groups: the first, in name order)
     step   trainer/global_step (Lightning's WandbLogger), train/global_step (HF Trainer), else W&B's _step
+
+When a run logged more than one of the names (a `loss` and a `train/loss`, fastai's raw_loss and
+train_loss, two param groups' lrs), the choice is said in a note (`key_notes`).
 
 Derived when missing: lre = log10(lr), lr = 10**lre, log10_loss = log10(loss), loss = 10**log10_loss.
 
@@ -22,13 +28,21 @@ step k and the loss on step k+1, an lr logged once per epoch). Rows where only t
 carry no loss and are left out (their lr lives on in the rows after them). A loss logged as NaN
 is a row with a NaN loss (the history frame's `LOSS_LOGGED` column marks the rows that logged
 the loss, NaN or not; the readers fill it), as wandb's own reader gives it; an infinite loss is kept.
+
+A step counter (Lightning's, HF's) numbers the rows by training step: a W&B row without it (a
+`wandb.log` of the user's own) takes the counter in force at its W&B `_step` (the last one logged
+before it; before the first, the first), so no row is dropped. Loss rows sharing one counter value
+(a user's per-step `wandb.log` beside a logger that logs every 50 steps) are the steps after it, in
+W&B's order, while they fit before the next counter value; where they don't (the loss logged
+several times a step), the rows are numbered by W&B's `_step` instead. A note says which.
+The schedule is read from the lr as logged (`Columns.lr_step`, `lr_logged`), not the lr carried forward.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -36,8 +50,17 @@ import pandas as pd
 from pipeline import keys as K
 
 WANDB_STEP = "_step"
-LOSS_NAMES = (K.LOSS, K.LOG10_LOSS, "train/loss", "train_loss", "training_loss", "loss_step")
-LR_NAMES = (K.LR, K.LRE, "learning_rate", "train/learning_rate")
+LIGHTNING_STEP_SUFFIX = "_step"  # self.log(..., on_step=True, on_epoch=True): <name>_step and <name>_epoch
+_LOSS_BASES = (K.LOSS, "train/loss", "raw_loss", "train_loss", "training_loss")
+LOSS_NAMES = (K.LOSS, K.LOG10_LOSS, "train/loss", "raw_loss", "train_loss", "training_loss",
+              *(name + LIGHTNING_STEP_SUFFIX for name in _LOSS_BASES))
+FASTAI_LR = "lr_0"
+LR_NAMES = (K.LR, K.LRE, "learning_rate", "train/learning_rate", FASTAI_LR)
+# what a key means where its name alone doesn't say it (the runs table shows it beside the key)
+KEY_MEANINGS = {
+    "raw_loss": "fastai's loss of each batch, not its smoothed train_loss",
+    FASTAI_LR: "fastai's lr of param group 0",
+}
 STEP_NAMES = ("trainer/global_step", "train/global_step")
 LOSS_LOGGED = "_loss_logged"  # history column: 1.0 where the row logged the loss (even as NaN), else NaN
 LIGHTNING_LR = "lr-<Optimizer>"
@@ -56,7 +79,8 @@ class KeyChoice:
     loss: str | None
     lr: str | None
     step: str = WANDB_STEP
-    other_lrs: tuple[str, ...] = ()   # further lr-<Optimizer> keys the run logged, not used
+    other_lrs: tuple[str, ...] = ()     # further lr keys the run logged (param groups, optimizers), not used
+    other_losses: tuple[str, ...] = ()  # further loss names it logged, not used
 
     def as_dict(self) -> dict[str, str | None]:
         return {"loss_key": self.loss, "lr_key": self.lr, "step_key": self.step}
@@ -86,7 +110,35 @@ def choose_keys(logged: Iterable[str], *, loss_key: str | None = None, lr_key: s
         loss = None
     if lr is not None and lr not in have:
         lr = None
-    return KeyChoice(loss=loss, lr=lr, step=step, other_lrs=tuple(k for k in lightning if k != lr))
+    # lrscan's pairs (loss and log10_loss, lr and lre) are one quantity, not a choice
+    pair = {K.LOSS: K.LOG10_LOSS, K.LOG10_LOSS: K.LOSS}.get(loss or "")
+    other_losses = tuple(k for k in LOSS_NAMES if k in have and k not in (loss, pair))
+    # fastai's lr_1, lr_2, ... are not named: the offline reader reads keys by name and doesn't see them, and
+    # the runs table already says lr_0 is group 0
+    other_lrs = tuple(k for k in lightning if k != lr)
+    return KeyChoice(loss=loss, lr=lr, step=step, other_lrs=other_lrs, other_losses=other_losses)
+
+
+def key_notes(choice: KeyChoice, named_loss: bool = False, named_lr: bool = False) -> list[str]:
+    """What a person should know of `choice`: the key used where the run logged several candidates.
+
+    named_loss / named_lr: the key was named (--loss-key / --lr-key), so there was nothing to choose.
+    """
+    notes = []
+    if choice.loss is not None and choice.other_losses and not named_loss:
+        others = [f"{k} (fastai's smoothed loss)" if k == "train_loss" and choice.loss == "raw_loss" else k
+                  for k in choice.other_losses]
+        notes.append(f"loss read from {_with_meaning(choice.loss)}; it also logged {', '.join(others)} "
+                     f"(--loss-key picks another)")
+    if choice.lr is not None and choice.other_lrs and not named_lr:
+        notes.append(f"lr read from {_with_meaning(choice.lr)}; it also logged {', '.join(choice.other_lrs)} "
+                     f"(--lr-key picks another)")
+    return notes
+
+
+def _with_meaning(key: str) -> str:
+    meaning = KEY_MEANINGS.get(key)
+    return f"{key} ({meaning})" if meaning else key
 
 
 def keys_to_read(choice: KeyChoice, carried: Sequence[str] = ()) -> list[str]:
@@ -101,15 +153,54 @@ def keys_to_read(choice: KeyChoice, carried: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys([*out, *carried]))
 
 
+@dataclass(frozen=True)
+class Columns:
+    """A run's history as the analysis reads it (`read_columns`)."""
+
+    frame: pd.DataFrame     # step, lr, lre, loss, log10_loss and the carried keys: one row per loss logged
+    choice: KeyChoice       # the keys used; `step` the one its rows are numbered by
+    lr_step: np.ndarray     # the lr as logged: the steps it was logged at ...
+    lr_logged: np.ndarray   # ... and its values there (what a schedule is read from)
+    notes: tuple[str, ...] = ()  # what a person should know of the keys and the alignment
+
+
+def read_columns(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[str] = (), *,
+                 named_loss: bool = False, named_lr: bool = False) -> Columns:
+    """`canonical_frame`, the lr as logged, and notes on the keys and on how the rows were numbered.
+
+    `history` holds ``step`` (W&B's _step) and the logged keys, NaN where a row lacks one.
+    """
+    notes = key_notes(choice, named_loss=named_loss, named_lr=named_lr)
+    if choice.step != WANDB_STEP and choice.loss is not None:
+        frame = history.sort_values(K.STEP_COLUMN, kind="stable")
+        steps = counter_steps(frame, choice.step, choice.loss)
+        shared = _shared_counter(frame, choice.step, choice.loss)
+        if steps is None:
+            notes.append(f"{choice.loss} logged more often than {choice.step} counts steps ({shared} of its rows "
+                         f"share one): its rows are numbered by W&B's _step instead, so none is lost")
+            choice = replace(choice, step=WANDB_STEP)
+        elif shared:
+            notes.append(f"{shared} row(s) of {choice.loss} share a {choice.step} with an earlier one (logged "
+                         f"without it: a wandb.log of your own): each is the step after the one before it")
+    frame = _on_step(history, choice.step, choice.loss)
+    lr, _ = _pair(frame, choice.lr, K.LR, K.LRE)
+    step = frame[K.STEP_COLUMN].to_numpy(dtype=np.int64)
+    logged = ~np.isnan(lr)
+    return Columns(_canonical(frame, choice, carried), choice, step[logged], lr[logged], tuple(notes))
+
+
 def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[str] = ()) -> pd.DataFrame:
     """``step, lr, lre, loss, log10_loss`` and the `carried` columns, one row per step the loss was logged at.
 
     `history` holds ``step`` (W&B's _step) and the logged keys, NaN where a row lacks one. The step
-    comes from `choice.step` when that is not _step (rows without it are left out; rows sharing one
-    merge, the last value logged winning); the lr is the lr in force at each step.
+    comes from `choice.step` when that is not _step (see `on_step_key`); the lr is the lr in force
+    at each step.
     """
-    frame = history if choice.step == WANDB_STEP else on_step_key(history, choice.step)
-    frame = frame.sort_values(K.STEP_COLUMN, kind="stable")
+    return _canonical(_on_step(history, choice.step, choice.loss), choice, carried)
+
+
+def _canonical(frame: pd.DataFrame, choice: KeyChoice, carried: Sequence[str]) -> pd.DataFrame:
+    """`canonical_frame` of a history already in step order and numbered (`_on_step`)."""
     loss, log10_loss = _pair(frame, choice.loss, K.LOSS, K.LOG10_LOSS)
     lr, lre = _pair(frame, choice.lr, K.LR, K.LRE)
     step = frame[K.STEP_COLUMN].to_numpy(dtype=np.int64)
@@ -129,18 +220,79 @@ def canonical_frame(history: pd.DataFrame, choice: KeyChoice, carried: Sequence[
     return out.loc[measured].reset_index(drop=True)
 
 
-def on_step_key(history: pd.DataFrame, step_key: str) -> pd.DataFrame:
+def _on_step(history: pd.DataFrame, step_key: str, loss_key: str | None) -> pd.DataFrame:
+    """The history in step order, numbered by `step_key` (W&B's _step: as it is)."""
+    if step_key == WANDB_STEP:
+        return history.sort_values(K.STEP_COLUMN, kind="stable")
+    return on_step_key(history, step_key, loss_key)
+
+
+def counter_in_force(history: pd.DataFrame, step_key: str) -> np.ndarray:
+    """Per row (in W&B _step order), the step counter logged on it, else the last one logged before it.
+
+    Rows before the first counter take the first one: they were logged before the first training step.
+    (wandb's `step_sync`, which Lightning's and HF's loggers ask for, writes that same last counter
+    into the rows of a user's own `wandb.log`.)
+    """
+    counter = history.sort_values(K.STEP_COLUMN, kind="stable")[step_key]
+    return counter.ffill().bfill().round().to_numpy(dtype=np.int64)
+
+
+def counter_steps(history: pd.DataFrame, step_key: str, loss_key: str | None) -> np.ndarray | None:
+    """Per row (in W&B _step order), its training step by the counter; None where the counter can't number them.
+
+    A logger that logs every k steps (Lightning's log_every_n_steps, HF's logging_steps) leaves its
+    counter standing between its logs, so a user's own per-step `wandb.log` of the loss gives rows
+    that share one counter value: they are the steps after it, in W&B's order (the i-th loss row
+    logged at counter c is step c + i). That holds while they fit before the next counter value;
+    when they don't (the loss logged several times per step), None: number by W&B's _step instead.
+    """
+    frame = history.sort_values(K.STEP_COLUMN, kind="stable")
+    counter = counter_in_force(frame, step_key)
+    if loss_key is None or loss_key not in frame.columns:
+        return counter
+    if np.any(np.diff(counter) < 0):
+        return None  # a counter that goes back (a resumed run logging it again): no order to number by
+    logged = _loss_rows(frame, loss_key)
+    rank = pd.Series(np.where(logged, 1, 0)).groupby(counter).cumsum().to_numpy() - 1
+    step = counter + np.where(logged, rank, 0)
+    values = np.unique(counter)
+    following = np.searchsorted(values, counter, side="right")
+    last = np.iinfo(np.int64).max
+    next_counter = np.where(following < len(values), values[np.minimum(following, len(values) - 1)], last)
+    return None if np.any(step[logged] >= next_counter[logged]) else step
+
+
+def on_step_key(history: pd.DataFrame, step_key: str, loss_key: str | None = None) -> pd.DataFrame:
     """The history re-indexed by a logged step counter (Lightning's and HF's global step).
 
     Those loggers call `wandb.log` several times per training step (the lr monitor, then the
     metrics), so several W&B rows share one global step: they merge into one row, and where two
-    rows logged the same key, the later one wins. Rows that did not log the counter are left out.
+    rows logged the same key, the later one wins. A row that did not log the counter (the user's own
+    `wandb.log`) takes the counter in force at its W&B _step; rows of `loss_key` that share one are
+    numbered as the steps after it (`counter_steps`), where they fit.
     """
-    frame = history.loc[history[step_key].notna()]
-    frame = frame.drop(columns=[K.STEP_COLUMN]).rename(columns={step_key: K.STEP_COLUMN})
-    frame[K.STEP_COLUMN] = frame[K.STEP_COLUMN].round().astype(np.int64)
+    frame = history.sort_values(K.STEP_COLUMN, kind="stable")
+    steps = counter_steps(frame, step_key, loss_key)
+    frame = frame.drop(columns=[K.STEP_COLUMN, step_key])
+    frame[K.STEP_COLUMN] = steps if steps is not None else counter_in_force(history, step_key)
     # GroupBy.last takes each column's last non-NaN value: the merge of the rows of one step
     return frame.groupby(K.STEP_COLUMN, sort=True).last().reset_index()
+
+
+def _shared_counter(history: pd.DataFrame, step_key: str, loss_key: str) -> int:
+    """How many of the loss's rows share a counter value with an earlier one (0: the counter tells them apart)."""
+    counter = counter_in_force(history, step_key)
+    logged = _loss_rows(history.sort_values(K.STEP_COLUMN, kind="stable"), loss_key)
+    return int(logged.sum() - len(np.unique(counter[logged])))
+
+
+def _loss_rows(frame: pd.DataFrame, loss_key: str) -> np.ndarray:
+    """The rows that logged the loss: a value, or NaN where `LOSS_LOGGED` marks it."""
+    logged = frame[loss_key].notna().to_numpy()
+    if LOSS_LOGGED in frame.columns:
+        logged |= frame[LOSS_LOGGED].notna().to_numpy()
+    return logged
 
 
 def lr_in_force(step: np.ndarray, lr: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
+from analysis.columns import KEY_MEANINGS
 from analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
 from analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from analysis.plain import frame_records, json_safe, object_frame
@@ -372,12 +373,19 @@ def keys_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
             by_guess.setdefault(str(r.get(SCHEDULE)), []).append(r)
     lines = []
     for (loss, lr, step), group in by_keys.items():
-        lines.append(f"loss from {loss or '(none)'}, lr from {lr or '(none)'}, step from {step or '_step'}: "
+        lines.append(f"loss from {_key_text(loss)}, lr from {_key_text(lr)}, step from {step or '_step'}: "
                      f"{_runs_text(group)}")
     for kind, group in by_guess.items():
         lines.append(f"schedule {kind}, read from the lr trace (no schedule in the config): "
                      f"{_runs_text(group, with_note=True)}")
     return lines
+
+
+def _key_text(key: str | None) -> str:
+    """A logged key as the runs table names it: with what it means where its name alone doesn't say (fastai's)."""
+    if not key:
+        return "(none)"
+    return f"{key} ({KEY_MEANINGS[key]})" if key in KEY_MEANINGS else key
 
 
 def _runs_text(records: Sequence[Mapping[str, Any]], with_note: bool = False) -> str:

@@ -115,7 +115,8 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
             if head[:4] == HEADER[:4]:
                 raise LrscanError(f"{path}: unsupported wandb log version (header {head!r})")
             raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
-        wanted = list(dict.fromkeys(keys)) if keys is not None else None
+        # a user's own `step` key never overwrites W&B's _step (read as 'step')
+        wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
         # a segment of whole 32 KiB blocks at a time: chunks never cross a block, so only a record
         # split over blocks carries over; what is held is a segment and its decoded columns, never
         # the whole file (a 200k-step run is ~75 MB)
@@ -622,7 +623,7 @@ def _decode_history_slow(records: list[bytes]) -> tuple[dict[str, np.ndarray], d
     history = {"step": np.asarray(steps, np.int64)}
     nan_logged = {}
     for key in keys:
-        if key.startswith("_"):
+        if key.startswith("_") or key == "step":  # a user's own `step` never overwrites W&B's _step
             continue
         column = np.array([_number(row.get(key)) for row in rows], np.float64)
         logged = [row[key] for row in rows if key in row]

@@ -129,6 +129,8 @@ def test_tests_mirror_the_modules() -> None:
             continue
         module = REPO / rel.parent / rel.stem.removeprefix("test_")
         main = REPO / rel.parent / "__main__.py"
-        if not (module.with_suffix(".py").is_file() or module.is_dir() or (rel.stem == "test_main" and main.is_file())):
+        notebook = module.with_suffix(".ipynb").is_file()  # examples/range_test.ipynb, run by its test
+        if not (module.with_suffix(".py").is_file() or module.is_dir() or notebook
+                or (rel.stem == "test_main" and main.is_file())):
             lonely.append(rel.as_posix())
     assert not lonely, f"tests without their module: {lonely}"

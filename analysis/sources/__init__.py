@@ -32,10 +32,10 @@ from analysis.columns import (
     LOSS_NAMES,
     LR_NAMES,
     KeyChoice,
-    canonical_frame,
     choose_keys,
     logged_keys,
     missing_steps,
+    read_columns,
 )
 from analysis.schedules import OTHER, classify_lr_trace
 from analysis.sources.cloud import CLOUD_PATH, Retry, load_cloud
@@ -136,11 +136,14 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
     logged = logged_keys(run.history)
     choice = choose_keys(logged, loss_key=loss_key, lr_key=lr_key)
     carried = [k for k in OPTIONAL_KEYS if has_values(run.history, k)]  # a key never logged is no column
-    frame = canonical_frame(pd.DataFrame({**run.history, **_loss_logged(run, choice)}), choice, carried)
+    columns = read_columns(pd.DataFrame({**run.history, **_loss_logged(run, choice)}), choice, carried,
+                           named_loss=loss_key is not None, named_lr=lr_key is not None)
+    choice, key_notes, lr_step, lr_logged = columns.choice, columns.notes, columns.lr_step, columns.lr_logged
+    frame = columns.frame
     # the frame's dtypes from here on (losses float32): the runs wait in these until build_frames
     run.history = {column: frame[column].to_numpy(dtype=value_dtype(column) if column != K.STEP_COLUMN else None)
                    for column in frame.columns}
-    del frame
+    del frame, columns
     run.nan_logged = {}  # the rows are the measured steps now: a NaN there was logged as NaN
     absent = []
     if choice.loss is None:
@@ -149,9 +152,7 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
         absent.append(("lr", lr_key or ", ".join([*LR_NAMES, LIGHTNING_LR])))
     if absent:
         problems.append(_absent_problem(run.run_id, absent, logged))
-    if choice.other_lrs:
-        notes.append(f"run {run.run_id}: lr read from {choice.lr}; it also logged {', '.join(choice.other_lrs)} "
-                     f"(--lr-key picks another)")
+    notes.extend(f"run {run.run_id}: {note}" for note in key_notes)
     n_missing, after, every = missing_steps(run.history[K.STEP_COLUMN])
     if n_missing:
         cadence = f" (it logs every {every} steps)" if every > 1 else ""
@@ -159,7 +160,7 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
                         f"the first after step {after}")
     info: dict[str, Any] = {**choice.as_dict(), "schedule_from": "config", "schedule_note": None}
     if SCHEDULE not in run.config and len(run.history[K.STEP_COLUMN]):
-        guess = classify_lr_trace(run.history[K.STEP_COLUMN], run.history[K.LR])
+        guess = classify_lr_trace(lr_step, lr_logged)  # the lr as logged, not carried forward
         run.config.update({k: v for k, v in {SCHEDULE: guess.kind, **guess.config}.items() if k not in run.config})
         info.update(schedule_from="lr trace", schedule_note=guess.reason)
         if guess.kind == OTHER:

@@ -30,9 +30,6 @@ SIGTERM, the end).
 from __future__ import annotations
 
 import random
-import signal
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,13 +38,13 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
-from pipeline import keys
 from pipeline.config import TrainConfig
 from pipeline.errors import LrscanError
-from pipeline.pack.members import FINISHED, Member, Point, load_resume_state, write_end
+from pipeline.pack.members import PackMember, Point, resume_members
 from pipeline.pack.updates import make_update, why_not_members, why_not_update
 from pipeline.train import checkpoint, rngstate
 from pipeline.train.generic import MAX_APPLIED_LR, TaskRun
+from pipeline.train.loop import train_members
 from pipeline.train.task import Task, load_task
 
 
@@ -264,28 +261,6 @@ class _LossOf(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-class TaskMember(Member):
-    """A pack member that trains a task: its own TaskRun (model, optimizer, batch(step), evaluate)."""
-
-    def __init__(self, point: Point, state: dict | None, run: TaskRun):
-        super().__init__(point, state, "", ())
-        self.run = run
-        if state is not None:
-            run.load(state, point.run_id)
-
-    def save_checkpoint(self, flat=None, finished: bool = False, summary: dict | None = None) -> None:
-        # the single task run's format (pipeline/train/loop.py): resumes alone or in a pack
-        self.run.batches.drawn = self.step  # batch(i): the next i to ask is the next step
-        checkpoint.save(self.ckpt_file, {
-            "config": self.cfg.to_dict(), "run_id": self.run_id, "step": self.step, "finished": finished,
-            **self.run.state(), "climb": self.climb.state(), "vocab": [], "data_sha256": "",
-            "diverged_at": self.diverged_at, "elapsed_s": self.elapsed_s, "summary": summary or {},
-        })
-
-    def task_summary(self) -> dict:
-        return self.end_summary(self.run.n_params, self.run.final_summary())
-
-
 def load_tasks(points: list[Point]) -> list[Task]:
     return [load_task(p.cfg.task, p.cfg.seed, p.cfg.task_args) for p in points]
 
@@ -323,10 +298,11 @@ def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made
     checkpoint.make_dir(cfgs[0].ckpt_dir)
     launch = this_process_launch()
     members = []
-    for cfg, task, o in zip(cfgs, tasks, on_steps):
-        members.append(TaskMember(Point(run_id=cfg.run_id, args=launch.args, cfg=cfg), None, TaskRun(task)))
+    for cfg, o in zip(cfgs, on_steps):
+        members.append(PackMember(Point(run_id=cfg.run_id, args=launch.args, cfg=cfg), None))
         members[-1].on_steps = o
-    summaries = run_members(members, launch.program, _train)
+    runs = [TaskRun(task) for task in tasks]
+    summaries = run_members(members, launch.program, lambda ms: _train(ms, runs))
     return [summaries[cfg.run_id] for cfg in cfgs]
 
 
@@ -344,127 +320,84 @@ def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[s
         raise LrscanError(f"point {points[0].run_id} trains its own task ({cfg0.task}): a pack stacks the makemore "
                           f"MLP or a task torch.func can step; this one cannot: {why}. Run it with --pack=1")
     checkpoint.make_dir(cfg0.ckpt_dir)
-    summaries: dict[str, dict] = {}
-    members: list[TaskMember] = []
-    for point, task in zip(points, tasks):
-        state = load_resume_state(point, task=True)
-        if state is not None and state["finished"]:
-            print(f"run {point.run_id} already finished at step {state['step'] - 1}; nothing to do")
-            summaries[point.run_id] = state.get("summary", {})
-            write_end(point, FINISHED, 0)
-            continue
-        members.append(TaskMember(point, state, TaskRun(task)))
-        if state is not None:
-            print(f"resuming run {point.run_id} at step {state['step']} from {members[-1].ckpt_file}")
+    members, summaries = resume_members(points, task=True)
+    task_of = {p.run_id: t for p, t in zip(points, tasks)}
+    runs = [TaskRun(task_of[m.run_id]) for m in members]
+    for m, run in zip(members, runs):
+        if m.state is not None:
+            run.load(m.state, m.run_id)  # its model, optimizer, batch position and random states
     if members:
-        summaries.update(run_members(members, program, _train))
+        summaries.update(run_members(members, program, lambda ms: _train(ms, runs)))
     return summaries
 
 
-def _train(members: list[TaskMember]) -> dict[str, dict]:
-    """The pack's training loop (pipeline.pack.loop's, for a task): chunks, per-member stops with a replay
-    of the stopped members, logging, eval and checkpoints on each member's own steps; SIGTERM or Ctrl-C
-    checkpoint every member still training."""
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    # Python lets only the main thread install handlers (range_test may run in a notebook's or a server's thread)
-    main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
-    try:
-        return _train_members(members, stop)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _train(members: list[PackMember], runs: list[TaskRun]) -> dict[str, dict]:
+    stepper = FunctionalRun(runs)
+    print(f"pack of {len(members)} run(s) of {members[0].cfg.task}: {members[0].cfg.schedule} schedule, "
+          f"{members[0].cfg.steps} steps, {runs[0].describe()}, stepped with torch.func", flush=True)
+    return train_members(members, stepper)
 
 
-def _train_members(members: list[TaskMember], stop: dict) -> dict[str, dict]:
-    from pipeline.pack.loop import PackStopRequested
+class FunctionalRun:
+    """K members of a task as the loop's stepper (pipeline/train/stepper.py): their copies stepped together
+    (`FunctionalStep`); member k's own TaskRun evaluates, checkpoints and reports it, once its weights and
+    optimizer state are written back into its own model and optimizer."""
 
-    active = list(members)
-    fstep = FunctionalStep([m.run.task for m in active], scales=active[0].run.lr_scales)
-    print(f"pack of {len(active)} run(s) of {members[0].cfg.task}: {members[0].cfg.schedule} schedule, "
-          f"{members[0].cfg.steps} steps, {active[0].run.describe()}, stepped with torch.func", flush=True)
-    summaries: dict[str, dict] = {}
-    while True:
-        leaving = [k for k, m in enumerate(active) if m.done]
-        for k in leaving:
-            m = active[k]
-            fstep.write_back(k)
-            summaries[m.run_id] = _end(m)
-        if stop["signal"] is not None:
-            raise PackStopRequested([m.run_id for m in active if not m.done], stop["signal"])
-        if leaving:
-            rows = [k for k in range(len(active)) if k not in leaving]
-            active = [active[k] for k in rows]
-            if not active:
-                break
-            fstep = fstep.keep(rows)
+    def __init__(self, runs: list[TaskRun], fstep: FunctionalStep | None = None):
+        self.runs = runs
+        self.fstep = fstep or FunctionalStep([r.task for r in runs], scales=runs[0].lr_scales)
+        self.n_params = runs[0].n_params
+        self._next = [r.batches.drawn for r in runs]  # each member's next step: batch(i) asks this i next
+        self._start = None
+        self._chunk: tuple[list[int], np.ndarray] | None = None
 
-        # one chunk, as long as the shortest of the members' own chunks (each member at its own step)
-        n = min(m.chunk_end() - m.step for m in active)
-        t0 = time.perf_counter()
-        start = fstep.snapshot() if any(m.can_stop for m in active) else None
-        starts = [m.step for m in active]
-        loss = _steps(fstep, active, starts, n)
-        chunk_s = time.perf_counter() - t0
-        kept = [m.scan(loss[:, k]) for k, m in enumerate(active)]
-        stopped = {k: n_k for k, (n_k, _) in enumerate(kept) if n_k < n}
-        if stopped:
-            _replay(fstep, start, active, starts, stopped)
-        for k, m in enumerate(active):
-            n_k, smooth = kept[k]
-            m.elapsed_s += chunk_s * n_k / n
-            extra = {}
-            if m.cfg.eval_every_steps and (m.step + n_k) % m.cfg.eval_every_steps == 0 and m.stop_step is None:
-                fstep.write_back(k)
-                evaluated = m.run.evaluate()
-                fstep.read_buffers(k)
-                if evaluated:
-                    extra[m.step + n_k - 1] = evaluated
-            m.log(n_k, loss[:, k], smooth, extra)
-            m.step += n_k
-        for k, m in enumerate(active):
-            if not m.done and m.checkpoint_due(stop["signal"] is not None):
-                m.logger.flush()
-                fstep.write_back(k)
-                m.save_checkpoint(finished=False)
-    return summaries
+    def train_chunk(self, starts: list[int], lrs: np.ndarray, rewindable: bool) -> np.ndarray:
+        # as the single run sets them on its optimizer (generic.py); each group's scale: the stacked update's
+        lrs = np.minimum(lrs, MAX_APPLIED_LR)
+        self._start = self.fstep.snapshot() if rewindable else None
+        self._chunk = (starts, lrs)
+        self._next = [s + len(lrs) for s in starts]
+        return _steps(self.fstep, starts, lrs)
 
+    def replay(self, kept: dict[int, int]) -> None:
+        # the stopped members rewound to the chunk's start and trained again, alone in a small step, up to their
+        # stop steps; their rows of fstep then hold their weights at their stop steps
+        rows = sorted(kept)
+        starts, lrs = self._chunk
+        sub = FunctionalStep([self.fstep.tasks[k] for k in rows], self.fstep.stepped, self.fstep.scales)
+        sub.restore(self.fstep.rows(self._start, rows))
+        for j in range(max(kept.values())):
+            _steps(sub, [starts[k] + j for k in rows], lrs[j:j + 1, rows])
+            for i, k in enumerate(rows):
+                if kept[k] == j + 1:
+                    self.fstep.copy_row(k, sub, i)
+                    self._next[k] = starts[k] + j + 1
 
-def _lrs(active: list[TaskMember], starts: list[int], j: int) -> list[float]:
-    # as the single run sets them on its optimizer (pipeline/train/generic.py); each group's scale: the update's
-    return [min(float(m.lrs[s + j]), MAX_APPLIED_LR) for m, s in zip(active, starts)]
+    def keep(self, rows: list[int]) -> FunctionalRun:
+        kept = FunctionalRun([self.runs[k] for k in rows], self.fstep.keep(rows))
+        kept._next = [self._next[k] for k in rows]
+        return kept
+
+    def evaluate(self, k: int) -> dict[str, float]:
+        self.fstep.write_back(k)
+        evaluated = self.runs[k].evaluate()
+        self.fstep.read_buffers(k)  # an evaluate in training mode moves BatchNorm's statistics alone too
+        return evaluated
+
+    def final_losses(self, ks: list[int]) -> dict[int, dict[str, float]]:
+        return {k: self.evaluate(k) for k in ks}
+
+    def state(self, k: int) -> dict:
+        # the single task run's checkpoint (pipeline/train/generic.py): it resumes alone or in a pack
+        self.fstep.write_back(k)
+        self.runs[k].batches.drawn = self._next[k]
+        return self.runs[k].state()
+
+    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
+        self.runs[k].report(0, run_id, summary, tail)
 
 
-def _steps(fstep: FunctionalStep, active: list[TaskMember], starts: list[int], n: int) -> np.ndarray:
+def _steps(fstep: FunctionalStep, starts: list[int], lrs: np.ndarray) -> np.ndarray:
     # members resumed from different checkpoints are at different steps: each asks its own batch(step)
-    out = [fstep.step([s + j for s in starts], _lrs(active, starts, j)) for j in range(n)]
+    out = [fstep.step([s + j for s in starts], lrs[j].tolist()) for j in range(len(lrs))]
     return torch.stack(out).double().cpu().numpy()  # (n, K)
-
-
-def _replay(fstep: FunctionalStep, start, active: list[TaskMember], starts: list[int], kept: dict[int, int]) -> None:
-    """The members that stopped inside the chunk rewound to its start and trained again up to their stop steps
-    (alone in a small step); their rows of `fstep` then hold their weights at their stop steps."""
-    rows = sorted(kept)
-    sub = FunctionalStep([fstep.tasks[k] for k in rows], fstep.stepped, fstep.scales)
-    sub.restore(fstep.rows(start, rows))
-    sub_active, sub_starts = [active[k] for k in rows], [starts[k] for k in rows]
-    for j in range(max(kept.values())):
-        _steps(sub, sub_active, [s + j for s in sub_starts], 1)
-        for i, k in enumerate(rows):
-            if kept[k] == j + 1:
-                fstep.copy_row(k, sub, i)
-
-
-def _end(m: TaskMember) -> dict:
-    summary = m.task_summary()
-    m.logger.summary(summary)
-    m.save_checkpoint(finished=True, summary=summary)
-    m.logger_finish(0)
-    write_end(m.point, FINISHED, 0)
-    why = f", stopped at step {m.stop_step} ({m.stop_reason})" if m.stop_step is not None else ""
-    m.run.report(m.run_id, summary, f"{summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why}")
-    return summary

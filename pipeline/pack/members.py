@@ -1,30 +1,21 @@
-"""One member of a pack: its point, lr schedule, stop rules, checkpoint and W&B run, as the single trainer keeps them.
+"""One member of a pack: its point, its resume, its W&B run opened with its packmates', the end file it writes.
 
-A member is a sweep point trained inside a pack. Everything that makes it a run of its own lives
-here, with the single trainer's rules (pipeline/train/loop.py): the lrs of its schedule, the climb and
-non-finite stops on its own losses, its checkpoint (the single trainer's format, so a member resumes
-alone with `python -m pipeline.train ... --resume` or in a pack), its history rows and its summary.
+A member is a sweep point trained inside a pack. What makes it a run of its own (its schedule, stops,
+history rows, checkpoint and summary) is the single run's, pipeline/train/member.py: the one loop
+(pipeline/train/loop.py) trains a single run and a pack's members alike. Here: what a pack adds.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from pipeline import keys
 from pipeline.config import TrainConfig, parse_args
 from pipeline.errors import LrscanError
 from pipeline.fsutil import atomic_write_text
 from pipeline.train import checkpoint
-from pipeline.train.data import Splits
-from pipeline.train.loop import chunk_end, compatible, same_data
-from pipeline.train.model import MLP, NonFiniteModel
-from pipeline.train.schedule import ClimbStop, schedule_lrs
+from pipeline.train.loop import compatible, same_data
+from pipeline.train.member import Member
 from pipeline.train.tracking import InitArgs, Launch, RunInfo
 
 # how a member's run ended, as its end file says (the sweep runner reads it for the point's state)
@@ -81,68 +72,32 @@ def load_resume_state(point: Point, *, data_sha256: str = "", vocab: tuple[str, 
     return state
 
 
-class Member:
-    """A point being trained in a pack: what its single run would hold between chunks."""
-
-    def __init__(self, point: Point, state: dict | None, data_sha256: str, vocab: tuple[str, ...]):
-        self.point = point
-        self.cfg = point.cfg
-        self.state = state
-        self.data_sha256 = data_sha256
-        self.vocab = vocab
-        cfg = self.cfg
-        self.climb = ClimbStop(beta=cfg.smooth_beta, factor=cfg.climb_factor, burn_in_steps=cfg.climb_burn_in_steps)
-        self.is_range = cfg.schedule == "range"
-        self.can_stop = cfg.stop_on_nonfinite or (self.is_range and cfg.stop_on_climb)
-        self.step, self.elapsed_s = 0, 0.0  # step: the next step to train
-        self.stop_step: int | None = None
-        self.stop_reason: str | None = None
-        self.diverged_at: int | None = None
+def resume_members(points: list[Point], *, data_sha256: str = "", vocab: tuple[str, ...] = (),
+                   task: bool = False) -> tuple[list[PackMember], dict[str, dict]]:
+    """The points' members, each from its checkpoint where it has one; the summaries of those finished already
+    (nothing to train: their end files say so). Checked as `load_resume_state` says."""
+    members: list[PackMember] = []
+    finished: dict[str, dict] = {}
+    for point in points:
+        state = load_resume_state(point, data_sha256=data_sha256, vocab=vocab, task=task)
+        if state is not None and state["finished"]:
+            print(f"run {point.run_id} already finished at step {state['step'] - 1}; nothing to do")
+            finished[point.run_id] = state.get("summary", {})
+            write_end(point, FINISHED, 0)
+            continue
+        members.append(PackMember(point, state, data_sha256, vocab))
         if state is not None:
-            self.climb.load(state["climb"])
-            self.step, self.elapsed_s = state["step"], state["elapsed_s"]
-            self.diverged_at = state.get("diverged_at")
-        self.lrs, self.lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
-                                           decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs,
-                                           step_mode=cfg.step_mode)
-        self.ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, point.run_id)
-        self._logged_through = -1
-        self._logger = None
-        self._open_runs: Callable[[], None] | None = None  # waits for the pack's runs, attaches every member
-        self.ended = False  # its run was told to finish
-        self.on_steps: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None
+            print(f"resuming run {point.run_id} at step {state['step']} from {members[-1].ckpt_file}")
+    return members, finished
 
-    def attach_when_used(self, open_runs: Callable[[], None]) -> None:
-        """The pack's runs open (wandb.init, seconds for K runs) while the first chunk trains; the first use of
-        the member's run waits for them (bounded) and attaches every member: `open_runs()`."""
-        self._open_runs = open_runs
 
-    @property
-    def logger(self):
-        if self._logger is None and self._open_runs is not None:
-            self._open_runs()
-        return self._logger
+class PackMember(Member):
+    """A point trained in a pack: a member of the one loop (pipeline/train/member.py) whose run opens with its
+    packmates' in the pack's logging process, and whose end is said in its point's end file."""
 
-    @property
-    def logged_through(self) -> int:
-        """The last step its run's history already holds (a resumed run), -1 for none."""
-        self.logger  # noqa: B018 (known once its run is open)
-        return self._logged_through
-
-    def logger_finish(self, exit_code: int) -> None:
-        """End the member's run (once)."""
-        if not self.ended:
-            self.ended = True
-            if self.logger is not None:
-                self.logger.finish(exit_code)
-
-    @property
-    def run_id(self) -> str:
-        return self.point.run_id
-
-    @property
-    def done(self) -> bool:
-        return self.stop_step is not None or self.step >= self.cfg.steps
+    def __init__(self, point: Point, state: dict | None, data_sha256: str = "", vocab: tuple[str, ...] = ()):
+        super().__init__(point.cfg, state, data_sha256, vocab)
+        self.point = point
 
     def init_args(self, launch: Launch) -> InitArgs:
         cfg = self.cfg
@@ -162,104 +117,8 @@ class Member:
             changed = sorted(k for k, v in merged.to_dict().items() if self.cfg.to_dict()[k] != v)
             raise LrscanError(f"run {self.run_id}: W&B's config changes {', '.join(changed)}; a packed run takes its "
                               f"config from its arguments only (run it alone with python -m pipeline.train)")
-        self._logger = logger
-        self._logged_through = info.logged_through_step
+        self.use(logger, info.logged_through_step)
 
-    def initial_weights(self, vocab_size: int, device: torch.device) -> torch.Tensor:
-        """The member's flat parameters to start from: its init, or its checkpoint's weights."""
-        cfg = self.cfg
-        model = MLP.create(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed, init=cfg.init,
-                           device=device)
-        if self.state is not None:
-            model.flat.copy_(self.state["flat"].to(device))
-        return model.flat
-
-    def chunk_end(self) -> int:
-        """The end of this member's next chunk alone, by the single trainer's rule."""
-        return chunk_end(self.step, self.cfg)
-
-    def scan(self, loss: np.ndarray) -> tuple[int, np.ndarray]:
-        """The stop rules over this chunk's losses in order: how many steps the member keeps, and their
-        smoothed losses. A stop inside the chunk cuts it there (the stop step included)."""
-        cfg, n = self.cfg, len(loss)
-        smooth = np.full(n, np.nan)
-        for k in range(n):
-            s = self.step + k
-            if not math.isfinite(loss[k]) and self.diverged_at is None:
-                self.diverged_at = s
-                if cfg.stop_on_nonfinite:
-                    self.stop_step, self.stop_reason = s, keys.STOP_NON_FINITE
-                    return k + 1, smooth
-            if self.is_range:
-                smooth[k], climbed = self.climb.update(s, float(loss[k]))
-                if climbed and cfg.stop_on_climb:
-                    self.stop_step, self.stop_reason = s, keys.STOP_CLIMB
-                    return k + 1, smooth
-        return n, smooth
-
-    def log(self, n: int, loss: np.ndarray, smooth: np.ndarray, extra: dict[int, dict]) -> None:
-        """Hand the chunk's kept steps to the run; a resumed run does not log again what its history has."""
-        first = max(0, self.logged_through + 1 - self.step)
-        if first >= n:
-            return
-        lo, hi = self.step, self.step + n
-        columns = {keys.LR: self.lrs[lo:hi], keys.LRE: self.lres[lo:hi], keys.LOSS: loss[:n],
-                   keys.LOG10_LOSS: np.log10(loss[:n])}
-        if self.is_range:
-            columns[keys.SMOOTH_LOSS] = smooth[:n]
-        rows, columns = np.arange(lo, hi)[first:], {k: v[first:] for k, v in columns.items()}
-        self.logger.log_steps(rows, columns, extra)
-        if self.on_steps is not None:  # range_test's rows, as the single trainer's on_steps gets them
-            self.on_steps(rows, columns)
-
-    def eval_due(self) -> bool:
-        every = self.cfg.eval_every_steps
-        return bool(every) and self.step % every == 0 and self.stop_step is None
-
-    def checkpoint_due(self, stopping: bool) -> bool:
-        every = self.cfg.ckpt_every_steps
-        return stopping or (bool(every) and self.step % every == 0 and self.step < self.cfg.steps)
-
-    def save_checkpoint(self, flat: torch.Tensor, finished: bool, summary: dict | None = None) -> None:
-        # the single trainer's format: this member resumes alone (pipeline.train --resume) or in a pack
-        checkpoint.save(self.ckpt_file, {
-            "config": self.cfg.to_dict(), "run_id": self.run_id, "step": self.step, "finished": finished,
-            "flat": flat.detach().cpu().clone(), "climb": self.climb.state(), "vocab": list(self.vocab),
-            "data_sha256": self.data_sha256, "diverged_at": self.diverged_at, "elapsed_s": self.elapsed_s,
-            "summary": summary or {},
-        })
-
-    def summarize(self, model: MLP, splits: Splits, device: torch.device) -> dict:
-        """The run's summary, with the single trainer's keys and values."""
-        losses = {key: model.loss(X.to(device), Y.to(device))
-                  for key, (X, Y) in ((keys.TRAIN_LOSS, splits.train), (keys.DEV_LOSS, splits.dev),
-                                      (keys.TEST_LOSS, splits.test))}
-        return self.end_summary(model.n_params, losses)
-
-    def end_summary(self, n_params: int, losses: dict) -> dict:
-        """The single trainer's summary keys, around the final losses a member's model gave."""
-        summary = {
-            keys.FINAL_STEP: self.step - 1,
-            keys.STEPS_PER_SECOND: self.step / self.elapsed_s if self.elapsed_s > 0 else 0.0,
-            "n_params": n_params,
-            **losses,
-        }
-        if self.stop_step is not None:
-            summary[keys.STOP_STEP], summary[keys.STOP_REASON] = self.stop_step, self.stop_reason
-        if self.diverged_at is not None:
-            summary[keys.DIVERGED_AT_STEP] = self.diverged_at
-        if self.is_range and math.isfinite(self.climb.best):
-            summary[keys.BEST_SMOOTH_LOSS] = self.climb.best
-        return summary
-
-    def report(self, summary: dict, model: MLP, vocab_itos: tuple[str, ...]) -> None:
-        why = f", stopped at step {self.stop_step} ({self.stop_reason})" if self.stop_step is not None else ""
-        print(f"run {self.run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
-              f"test {summary[keys.TEST_LOSS]:.4f}  ({summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why})", flush=True)
-        if self.cfg.samples:
-            g = torch.Generator().manual_seed(self.cfg.seed + 10)
-            try:
-                names = ["".join(vocab_itos[i] for i in w) for w in model.sample(self.cfg.samples, g)]
-                print(f"run {self.run_id} samples: " + ", ".join(names), flush=True)
-            except NonFiniteModel as e:
-                print(f"run {self.run_id} samples: none, the model diverged ({e})", flush=True)
+    def end(self, summary: dict, weights: dict) -> None:
+        super().end(summary, weights)
+        write_end(self.point, FINISHED, 0)

@@ -9,18 +9,26 @@ Member k's row holds exactly what `pipeline.train.model.MLP.flat` holds for that
 row is checkpointed, evaluated and sampled as a lone MLP (`member`). `StackedSGDStep` is
 `pipeline.train.model.SGDStep` with every op batched over the K members and a (K,) tensor of lrs:
 the per-op overhead that dominates a step of this small model is paid once for the K members.
-Each member sees only its own rows (its batch, its parameters): members never mix.
+Each member sees only its own rows (its batch, its parameters): members never mix. `StackedRun` is
+the pack's stepper for the one loop (pipeline/train/stepper.py): each member's batches drawn from its
+own (seed, step) with `batch_indices`, the K steps of a chunk batched, a replay of the members that
+stopped inside it, their evaluations and final losses.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, param_shapes
+from pipeline import keys
+from pipeline.config import TrainConfig
+from pipeline.train.data import Splits, batch_indices
+from pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes
 
 
 @dataclass
@@ -157,3 +165,93 @@ def batch_mean(nll: np.ndarray) -> np.ndarray:
         for level in levels:
             total = total + level
     return total / np.float32(B)
+
+
+class StackedRun:
+    """A pack's K makemore MLPs as the loop's stepper: row k of the stack is member k (`cfgs[k]`)."""
+
+    def __init__(self, stack: StackedMLP, cfgs: list[TrainConfig], splits: Splits, device: torch.device):
+        self.stack, self.cfgs, self.splits, self.device = stack, cfgs, splits, device
+        self.step_fn = StackedSGDStep(stack)
+        self.Xtr, self.Ytr = (t.to(device) for t in splits.train)
+        self.n_params = stack.flat.shape[1]
+        self._batches: list = []
+        self._chunk_start: torch.Tensor | None = None
+        self._stopped: dict[int, torch.Tensor] = {}  # the weights of members that stopped inside the last chunk
+
+    def train_chunk(self, starts: list[int], lrs: np.ndarray, rewindable: bool) -> np.ndarray:
+        n, K = lrs.shape
+        B = self.cfgs[0].batch_size
+        ix = torch.stack([batch_indices(cfg.seed, s, n, self.Xtr.shape[0], B) for cfg, s in zip(self.cfgs, starts)],
+                         1).to(self.device)                                 # (n, K, B)
+        Xc, Yc = self.Xtr[ix], self.Ytr[ix]                                 # (n, K, B, block_size), (n, K, B)
+        Xc = Xc.view(n, K, -1)                                              # (n, K, B * block_size)
+        alphas = self.step_fn.alphas(torch.from_numpy(lrs).to(self.device), B)  # (n, K)
+        self._batches = list(zip(Xc.unbind(0), Yc.unbind(0), alphas.unbind(0)))
+        self._chunk_start = self.stack.flat.clone() if rewindable else None
+        self._stopped = {}
+        nll = torch.stack([self.step_fn(*batch) for batch in self._batches]).cpu().numpy()  # (n, K, B)
+        return batch_mean(nll).astype(np.float64)                           # (n, K): each member's minibatch loss
+
+    def replay(self, kept: dict[int, int]) -> None:
+        # the stopped members' rows rewound to the chunk's start and trained again, alone in a small stack, up to
+        # the step each keeps; the members that go on are not touched
+        rows = sorted(kept)
+        start = self._chunk_start[rows].clone()                             # (K', P)
+        sub = StackedMLP(self.stack.vocab_size, self.stack.block_size, self.stack.n_embd, self.stack.n_hidden,
+                         start, torch.zeros_like(start))
+        sub_step = StackedSGDStep(sub)
+        index = torch.tensor(rows, device=start.device)
+        for j in range(max(kept.values())):
+            X, Y, alpha = self._batches[j]
+            sub_step(X[index], Y[index], alpha[index])
+            for i, k in enumerate(rows):
+                if kept[k] == j + 1:
+                    self._stopped[k] = sub.flat[i].clone()
+
+    def keep(self, rows: list[int]) -> StackedRun:
+        return StackedRun(self.stack.keep(rows), [self.cfgs[k] for k in rows], self.splits, self.device)
+
+    def model(self, k: int) -> MLP:
+        """Member k as a lone MLP: its row, or its weights at its stop step when it stopped inside the last chunk."""
+        return self.stack.member_of(self._stopped[k]) if k in self._stopped else self.stack.member(k)
+
+    def evaluate(self, k: int) -> dict[str, float]:
+        return {keys.DEV_LOSS: self.model(k).loss(*(t.to(self.device) for t in self.splits.dev))}
+
+    def final_losses(self, ks: list[int]) -> dict[int, dict[str, float]]:
+        """A summary's train loss is a pass over the whole training split (~0.5 s for the lecture's model on
+        one core), and a pack's members usually end at the same step: one thread per member, up to the cores
+        the members' own `num_threads` leave, each thread with the single run's thread count, so every loss
+        is the number the member's single run gives."""
+        num_threads = self.cfgs[ks[0]].num_threads
+        # the cores this process may use (a Slurm allocation or taskset limits them), not the machine's
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = max(1, min(len(ks), cores // max(1, num_threads)))
+
+        def losses(k: int) -> dict[str, float]:
+            torch.set_num_threads(num_threads)  # per thread: a new thread would take OpenMP's default
+            model = self.model(k)
+            return {key: model.loss(X.to(self.device), Y.to(self.device))
+                    for key, (X, Y) in ((keys.TRAIN_LOSS, self.splits.train), (keys.DEV_LOSS, self.splits.dev),
+                                        (keys.TEST_LOSS, self.splits.test))}
+
+        if workers == 1:
+            return {k: losses(k) for k in ks}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(zip(ks, pool.map(losses, ks)))
+
+    def state(self, k: int) -> dict:
+        return {"flat": self.model(k).flat.detach().cpu().clone()}
+
+    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
+        print(f"run {run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
+              f"test {summary[keys.TEST_LOSS]:.4f}  ({tail})", flush=True)
+        cfg = self.cfgs[k]
+        if cfg.samples:
+            g = torch.Generator().manual_seed(cfg.seed + 10)
+            try:
+                names = ["".join(self.splits.vocab.itos[i] for i in w) for w in self.model(k).sample(cfg.samples, g)]
+                print(f"run {run_id} samples: " + ", ".join(names), flush=True)
+            except NonFiniteModel as e:
+                print(f"run {run_id} samples: none, the model diverged ({e})", flush=True)

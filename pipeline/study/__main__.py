@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="prove stage: your own lrs to prove beside the range test's suggestions, e.g. 0.003,0.01")
     p.add_argument("--no-prove", "--no_prove", action="store_true",
                    help="skip the prove stage: the decay grid trains at the min-loss pick (the behaviour before it)")
+    p.add_argument("--zoom", action="store_true",
+                   help="before proving, run the range report's zoom sweep (a narrower range test around the pick), "
+                        "pick again on it and prove the zoomed candidates")
     return p
 
 
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               n_boot=args.n_boot, decay_factors=args.decay_factors, access=access, task=args.task,
               task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack,
               prove=not args.no_prove, prove_steps=args.prove_steps, prove_seeds=args.prove_seeds,
-              prove_lrs=args.prove_lrs).run()
+              prove_lrs=args.prove_lrs, zoom=args.zoom).run()
     except LrscanError as e:
         exit_with(e, PROG)
     except KeyboardInterrupt:

@@ -155,11 +155,15 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
     from pipeline.study.study import _write_state, read_base
     from pipeline.sweep import load_sweep
 
-    if state.get("prove_candidates") and state.get("prove_lrs") == list(study.prove_lrs):
+    if study.zoom:  # the zoomed range test's pick and CI are the candidates' source
+        pick_summary = run_zoom_stage(study, stage).summary
+    asked = {"prove_lrs": list(study.prove_lrs), "prove_zoom": study.zoom}
+    if state.get("prove_candidates") and all(state.get(k) == v for k, v in asked.items()):
         candidates = pd.DataFrame(state["prove_candidates"])
     else:
-        candidates = prove_candidates({**pick_summary, "best_lre": state["best_lre"]}, study.prove_lrs)
-        state.update(prove_candidates=candidates.to_dict("records"), prove_lrs=list(study.prove_lrs))
+        best = pick_summary["best_lre"] if study.zoom else state["best_lre"]
+        candidates = prove_candidates({**pick_summary, "best_lre": best}, study.prove_lrs)
+        state.update(prove_candidates=candidates.to_dict("records"), **asked)
         _write_state(study.out, state)
     steps = study.prove_steps or default_prove_steps(decay_grid_steps(read_base(study.decay_yaml),
                                                                       study.spec.decay_overrides))
@@ -175,11 +179,34 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
     stage(f"prove: {len(candidates)} candidates x {len(study.prove_seeds)} seeds at a constant lr for {steps} steps "
           f"({sweep.key}): {names}")
     study._sweep(sweep)
-    report = study._analyse(sweep, "prove", prove_candidates=candidates)
+    # blocks no longer than a quarter of a prove run, so a short --prove-steps still has block means
+    report = study._analyse(sweep, "prove", prove_candidates=candidates,
+                            block_steps=min(study.spec.block_steps, max(1, steps // 4)))
     result = report.prove[0]
     print(f"proven: {result.decision.winner} lr {result.decision.lr:.4g} ({result.judged_text()} "
           f"{result.decision.mean:.4f}). {result.decision.verdict()}", flush=True)
     return result
+
+
+def run_zoom_stage(study: Any, stage: Any) -> Any:
+    """--zoom: run the zoom sweep the range report wrote (report/range/zoom.yaml, a narrower range test
+    around the pick, copied to stages/lr_zoom.yaml) and pick again on it; returns its report."""
+    from pipeline.sweep import load_sweep
+
+    written = study.out / "report" / "range" / "zoom.yaml"
+    if not written.is_file():
+        raise LrscanError(f"--zoom: the range report wrote no zoom sweep ({written})")
+    dest = study.out / "stages" / "lr_zoom.yaml"
+    if not dest.exists() or dest.read_text() != written.read_text():
+        atomic_write_text(dest, written.read_text())
+    sweep = load_sweep(dest)
+    stage(f"zoom: a narrower range test around the pick, {len(sweep.points)} runs ({sweep.key})")
+    study._sweep(sweep)
+    report = study._analyse(sweep, "zoom")
+    if report.summary.get("best_lre") is None:
+        raise LrscanError(f"--zoom: the zoomed range test gave no pick; see {study.out / 'report' / 'zoom'}")
+    print(f"zoomed pick: lre {report.summary['best_lre']:.3f} (95% CI {report.summary.get('best_lre_ci')})", flush=True)
+    return report
 
 
 def save_range_candidates(pick: Any, candidates: pd.DataFrame, winner: str, dest: Path, dpi: int = 110) -> None:

@@ -238,7 +238,7 @@ class Study:
                  check_seconds: float = ONLINE_CHECK_SECONDS, task: str = "", task_args: Any = None,
                  lre_min: float | None = None, lre_max: float | None = None, pack: int | None = None,
                  prove: bool = True, prove_steps: int | None = None, prove_seeds: Any = DEFAULT_SEEDS,
-                 prove_lrs: Any = ()):
+                 prove_lrs: Any = (), zoom: bool = False):
         if isinstance(size, str) and size not in SIZES:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
@@ -252,6 +252,9 @@ class Study:
         self.pack = pack  # runs stacked per process in the sweeps (None: the sweep runner's default for the device)
         self.decay_factors = check_decay_factors(decay_factors)
         self.prove = prove  # the prove stage between the pick and the decay grid (pipeline/study/prove.py)
+        if zoom and not prove:
+            raise LrscanError("--zoom proves the zoomed range test's candidates: drop --no-prove")
+        self.zoom = zoom  # before proving: the zoom sweep around the pick, whose pick gives the candidates
         self.prove_steps, self.prove_seeds, self.prove_lrs = check_prove_flags(prove_steps, prove_seeds, prove_lrs)
         # both base sweeps are read before anything is written, so a bad one leaves no folder behind
         read_base(range_yaml)
@@ -407,6 +410,7 @@ class Study:
             raise LrscanError(f"sweep {why} (manifest: {out / sweep.key / 'manifest.jsonl'})")
 
     def _analyse(self, sweep, name: str, **report_args: Any):
+        block_steps = report_args.pop("block_steps", self.spec.block_steps)
         from analysis.report import adopt_unmarked_report, write_report
         from analysis.sources import load_runs
 
@@ -420,8 +424,8 @@ class Study:
         adopt_unmarked_report(dest)  # the study's own report from before reports carried a marker
         loaded = load_runs(source, group=sweep.key, api=self.api)
         self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} "
-                             f"--out {shlex.quote(str(dest))} --block-steps {self.spec.block_steps}")
-        return write_report(dest, loaded, block_steps=self.spec.block_steps, n_boot=self.n_boot, source=source,
+                             f"--out {shlex.quote(str(dest))} --block-steps {block_steps}")
+        return write_report(dest, loaded, block_steps=block_steps, n_boot=self.n_boot, source=source,
                             filters={"group": sweep.key}, **report_args)
 
     def _write_top(self, range_report, decay_report, best_lre: float, seconds: float, proof: Any = None

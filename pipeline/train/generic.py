@@ -114,7 +114,7 @@ class Batches:
 
     # -- checkpoints -----------------------------------------------------------------------------------
 
-    def state(self) -> dict:
+    def state(self, k: int = 0) -> dict:
         return {"drawn": self.drawn, "passes": self.passes, "in_pass": self.in_pass,
                 "pass_rng": rngstate.for_checkpoint(self.pass_rng) if self.pass_rng is not None else None}
 
@@ -150,7 +150,7 @@ class TaskRun:
         # the groups' ratios, from the lrs the task built the optimizer with (before any step of ours)
         self.lr_scales = lr_scales(self.optimizer)
         self._snapshot: dict | None = None
-        self._chunk: tuple[int, int, np.ndarray] | None = None
+        self._chunk: tuple[int, np.ndarray] | None = None
         self.scaler_gave_up: list[int] = []  # steps counted after MAX_SCALER_RETRIES skips
 
     def describe(self) -> str:
@@ -195,28 +195,29 @@ class TaskRun:
         self.scaler_gave_up.append(step)
         return loss
 
-    def train_chunk(self, step: int, end: int, lrs: np.ndarray, rewindable: bool) -> np.ndarray:
-        """Train steps [step, end) with lrs[step:end]; their losses, float64. rewindable: keep what `rewind` needs."""
+    def train_chunk(self, starts: list[int], lrs: np.ndarray, rewindable: bool) -> np.ndarray:
+        """Train steps [starts[0], starts[0] + n) with lrs (n, 1); their losses (n, 1) float64. rewindable: keep
+        what `replay` needs (pipeline/train/stepper.py)."""
         self._snapshot = self._take_snapshot() if rewindable else None
         if not rewindable:
             self.batches.mark(record=False)
-        self._chunk = (step, end, lrs)
-        return self._train(step, end, lrs)
+        self._chunk = (starts[0], lrs[:, 0])
+        return self._train(starts[0], lrs[:, 0])[:, None]
 
-    def _train(self, step: int, end: int, lrs: np.ndarray) -> np.ndarray:
+    def _train(self, step: int, lrs: np.ndarray) -> np.ndarray:
         if self.scaler is None:
-            losses = [self._attempt(lr) for lr in lrs[step:end].tolist()]
+            losses = [self._attempt(lr) for lr in lrs.tolist()]
         else:
-            losses = [self._scaled_step(s, lr) for s, lr in zip(range(step, end), lrs[step:end].tolist())]
+            losses = [self._scaled_step(s, lr) for s, lr in zip(range(step, step + len(lrs)), lrs.tolist())]
         try:
             stacked = torch.stack(losses)
         except RuntimeError:  # losses of mixed dtypes (autocast in some steps only)
             stacked = torch.stack([loss.float() for loss in losses])
         return stacked.double().cpu().numpy()
 
-    def rewind(self, n: int) -> None:
-        """Back to the start of the last chunk, then its first n steps again (same batches, lrs, random draws)."""
-        snap, (step, _, lrs) = self._snapshot, self._chunk
+    def replay(self, kept: dict[int, int]) -> None:
+        """Back to the start of the last chunk, then its first kept[0] steps again (same batches, lrs, random draws)."""
+        snap, (step, lrs) = self._snapshot, self._chunk
         self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optimizer"])
         if self.scaler is not None:
@@ -224,7 +225,10 @@ class TaskRun:
         rngstate.restore(snap["rng"])
         self.batches.replay_from(snap["batches"])
         del self.scaler_gave_up[len(snap["gave_up"]):]
-        self._train(step, step + n, lrs)
+        self._train(step, lrs[:kept[0]])
+
+    def keep(self, rows: list[int]) -> TaskRun:
+        return self  # one member: it goes on, or the loop ends
 
     def _take_snapshot(self) -> dict:
         return {
@@ -238,7 +242,7 @@ class TaskRun:
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, k: int = 0) -> dict[str, float]:
         """Task.evaluate(model), under no_grad, with every submodule's train/eval mode (a BatchNorm the user
         froze in eval stays in eval) and the random states put back after: an eval step leaves no trace in
         training (eval_every_steps may change on resume)."""
@@ -266,12 +270,12 @@ class TaskRun:
                 raise LrscanError(f"Task.evaluate(model) returned {name}={value!r}, not a number") from None
         return values
 
-    def final_summary(self) -> dict[str, float]:
-        return self.evaluate()
+    def final_losses(self, ks: list[int]) -> dict[int, dict[str, float]]:
+        return {k: self.evaluate() for k in ks}
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 
-    def state(self) -> dict:
+    def state(self, k: int = 0) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -296,7 +300,7 @@ class TaskRun:
         self.batches.load(state["batches"])
         rngstate.restore(state["rng"])  # last: the fast-forward of an iterable moved them
 
-    def report(self, run_id: str, summary: dict, tail: str) -> None:
+    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k not in OWN_KEYS)
         print(f"run {run_id}: {shown or 'no evaluate() in the task'}  ({tail})")
         if self.scaler_gave_up:

@@ -1,4 +1,4 @@
-"""One training run, read top to bottom: config, what is trained, resume, logger, the loop with its stops, summary.
+"""The training loop, once, for K >= 1 members (a single run is a pack of one), and `train`: one run from its config.
 
     python -m pipeline.train --schedule=range --lre_min=-3 --lre_max=0 --steps=1000
     python -m pipeline.train --schedule=step --n_embd=10 --n_hidden=200 --steps=200000 --lr=0.1 \\
@@ -6,10 +6,11 @@
     python -m pipeline.train --task=path/to/file.py:make --task_args="{'width': 64}"
     python -m pipeline.train --help
 
-What is trained: the makemore MLP with its hand-written fast step (pipeline/train/makemore.py, the
-default), or any PyTorch model and optimizer given as a Task (pipeline/train/task.py), trained with
-autograd (pipeline/train/generic.py). Both go through the same loop: the same schedules, stops,
-logging, checkpoints and resume.
+What is trained sits behind a stepper (pipeline/train/stepper.py): for one run, the makemore MLP with
+its hand-written fast step (pipeline/train/makemore.py, the default), or any PyTorch model and
+optimizer given as a Task (pipeline/train/task.py), trained with autograd (pipeline/train/generic.py);
+for a pack (pipeline/pack), K of either stepped at once. All go through `train_members`: the same
+schedules, stops, replays, logging, evals, checkpoints, signals and resume (pipeline/train/member.py).
 
 Every step logs lr, lre (log10 of the lr used), loss and log10_loss at step = the training step.
 Offline by default: the run lands in ./wandb (or $WANDB_DIR/wandb) and `wandb sync` uploads it later.
@@ -17,10 +18,10 @@ Offline by default: the run lands in ./wandb (or $WANDB_DIR/wandb) and `wandb sy
 
 from __future__ import annotations
 
-import math
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import keys
 from pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind
 from pipeline.errors import LrscanError
 from pipeline.train import checkpoint
 from pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits, sha256_of  # noqa: F401 (re-export)
 from pipeline.train.generic import TaskRun
 from pipeline.train.makemore import MakemoreRun, check_model_fits
-from pipeline.train.schedule import ClimbStop, schedule_lrs
+from pipeline.train.member import Member, chunk_end  # noqa: F401 (re-export)
+from pipeline.train.stepper import Stepper
 from pipeline.train.task import Task, check_task, load_task
 from pipeline.train.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
 
@@ -48,11 +49,12 @@ LISTED_CHECKPOINTS = 8  # an error about the checkpoints in a folder names this 
 
 
 class StopRequested(Exception):
-    """SIGTERM or Ctrl-C: finish the current chunk, save a checkpoint, close the run."""
+    """SIGTERM or Ctrl-C: the chunk ended, every member still training has a checkpoint; their runs end with 130."""
 
-    def __init__(self, run_id: str, signum: int, step: int):
-        super().__init__(f"run {run_id}: signal {signum} at step {step}")
-        self.run_id = run_id
+    def __init__(self, run_ids: list[str], signum: int, step: int):
+        what = f"run {run_ids[0]}" if len(run_ids) == 1 else f"pack of {len(run_ids)} run(s)"
+        super().__init__(f"{what}: signal {signum} at step {step}")
+        self.run_ids, self.run_id, self.signum = run_ids, run_ids[0], signum
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,7 +202,13 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
                 splits = load_splits(merged.data, merged.block_size, merged.split_seed)
             runner = MakemoreRun(merged, splits, device)
         cfg = merged.replace(run_id=run_id)
-        summary = _run(cfg, runner, logger, state, info.logged_through_step, data_sha256, vocab, on_steps)
+        # a single run is a pack of one: one member, its runner the stepper
+        member = Member(cfg, state, data_sha256, vocab, on_steps)
+        member.use(logger, info.logged_through_step)
+        if state is not None:
+            runner.load(state, run_id)  # last: a task's random states are restored here
+        print(f"run {run_id}: {cfg.schedule} schedule, {cfg.steps} steps, {runner.describe()}")
+        summary = train_members([member], runner)[run_id]
     except BaseException as error:
         # the training error is the one to report; a run that also fails to finish is mentioned with it
         finish_after_error(logger, 130 if isinstance(error, (StopRequested, KeyboardInterrupt)) else 1, error)
@@ -209,153 +217,99 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
     return summary
 
 
-def _run(cfg: TrainConfig, runner: MakemoreRun | TaskRun, logger, state: dict | None, logged_through: int,
-         data_sha256: str, vocab: tuple[str, ...], on_steps) -> dict:
-    # init the stops, and the state of a resumed run
-    climb = ClimbStop(beta=cfg.smooth_beta, factor=cfg.climb_factor, burn_in_steps=cfg.climb_burn_in_steps)
-    can_stop = cfg.stop_on_nonfinite or (cfg.schedule == "range" and cfg.stop_on_climb)
-    start_step, elapsed_s = 0, 0.0
-    stop_step = stop_reason = diverged_at = None
-    if state is not None:
-        climb.load(state["climb"])
-        start_step, elapsed_s = state["step"], state["elapsed_s"]
-        diverged_at = state.get("diverged_at")
-        runner.load(state, cfg.run_id)  # last: a task's random states are restored here
-    lrs, lres = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
-                             decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs, step_mode=cfg.step_mode)
-    ckpt_file = checkpoint.ckpt_path(cfg.ckpt_dir, cfg.run_id)
-    is_range = cfg.schedule == "range"
-    print(f"run {cfg.run_id}: {cfg.schedule} schedule, {cfg.steps} steps, {runner.describe()}")
+def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
+    """Train K >= 1 members to their ends, one chunk of steps at a time; each member's summary by run id.
 
-    def save_checkpoint(next_step: int, finished: bool, summary: dict | None = None) -> None:
-        checkpoint.save(ckpt_file, {
-            "config": cfg.to_dict(), "run_id": cfg.run_id, "step": next_step, "finished": finished,
-            **runner.state(), "climb": climb.state(), "vocab": list(vocab), "data_sha256": data_sha256,
-            "diverged_at": diverged_at, "elapsed_s": elapsed_s, "summary": summary or {},
-        })
+    Every member keeps its own rules (pipeline/train/member.py): its stops on its own losses, its eval and
+    checkpoint steps, its history rows; members may be at different steps (resumed from different
+    checkpoints). A member that stops inside a chunk is replayed up to its stop step (its model is the
+    one of that step, never trained past it), leaves and ends its run; the others go on. SIGTERM or
+    Ctrl-C: the chunk ends, every member still training is checkpointed, StopRequested is raised.
+    """
+    summaries: dict[str, dict] = {}
+    with _StopSignals() as signals, _progress_bar(members) as bar:
+        while True:
+            # the members that are done leave: each ends its run with its summary, the others go on
+            # (before the first chunk too: a checkpoint can be at a run's last step)
+            leaving = [k for k, m in enumerate(members) if m.done]
+            if leaving:
+                losses = stepper.final_losses(leaving)  # side by side where the stepper can
+                for k in leaving:
+                    m = members[k]
+                    summary = m.end_summary(stepper.n_params, losses[k])
+                    m.end(summary, stepper.state(k))
+                    stepper.report(k, m.run_id, summary, m.tail(summary))
+                    summaries[m.run_id] = summary
+                rows = [k for k in range(len(members)) if k not in leaving]
+                members = [members[k] for k in rows]
+                if not members:
+                    break
+                stepper = stepper.keep(rows)
+            if signals.received is not None:
+                raise StopRequested([m.run_id for m in members], signals.received, min(m.step for m in members))
 
-    # SIGTERM (a sweep runner stopping us, a scheduler's preemption) ends the run like Ctrl-C
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    bar = _progress_bar(cfg.steps, start_step, cfg.progress_every_steps)
-    step = start_step
-    try:
-        # training loop, one chunk of steps at a time: the chunk's losses come back at once and are
-        # handed to the logger at once, so the per-step work is the training step only
-        while step < cfg.steps and stop_step is None:
-            end = chunk_end(step, cfg)
+            # one chunk, as long as the shortest of the members' own chunks, so that every member's eval and
+            # checkpoint steps fall on a chunk's end; its losses come back at once and go to the logger at
+            # once, so the per-step work is the training step only
+            n = min(m.chunk_end() - m.step for m in members)
             t0 = time.perf_counter()
-            loss = runner.train_chunk(step, end, lrs, rewindable=can_stop)  # (end - step,) float64
-            train_s = time.perf_counter() - t0
+            lrs = np.stack([m.lrs[m.step:m.step + n] for m in members], 1)  # (n, K)
+            loss = stepper.train_chunk([m.step for m in members], lrs,
+                                       rewindable=any(m.can_stop for m in members))  # (n, K) float64
+            chunk_s = time.perf_counter() - t0
 
-            # early stops: look at the chunk's losses in order, cut the chunk at the first stop
-            n = end - step
-            smooth = np.full(n, np.nan)
-            for k in range(n):
-                s = step + k
-                if not math.isfinite(loss[k]) and diverged_at is None:
-                    diverged_at = s
-                    if cfg.stop_on_nonfinite:
-                        stop_step, stop_reason, n = s, keys.STOP_NON_FINITE, k + 1
-                        break
-                if is_range:
-                    smooth[k], climbed = climb.update(s, float(loss[k]))
-                    if climbed and cfg.stop_on_climb:
-                        stop_step, stop_reason, n = s, keys.STOP_CLIMB, k + 1
-                        break
-            if n < end - step:
-                # the chunk trained past the stop: rewind to its start and train its first n steps again
-                # (the same batches and lrs, in order), so that the weights, the final losses and the
-                # checkpoint are those right after stop_step, bit for bit on the CPU; the time counted
-                # is that of the steps kept
-                t_replay = time.perf_counter()
-                runner.rewind(n)
-                train_s = time.perf_counter() - t_replay
-            elapsed_s += train_s
+            # early stops: each member looks at its own losses in order and keeps the steps up to its stop;
+            # one that stopped inside the chunk is replayed to its stop step, bit for bit on the CPU
+            kept = [m.scan(loss[:, k]) for k, m in enumerate(members)]
+            stopped = {k: n_k for k, (n_k, _) in enumerate(kept) if n_k < n}
+            if stopped:
+                stepper.replay(stopped)
 
-            # logging
-            extra = {}
-            if cfg.eval_every_steps and (step + n) % cfg.eval_every_steps == 0 and stop_step is None:
-                evaluated = runner.evaluate()
-                if evaluated:
-                    extra[step + n - 1] = evaluated
-            # a resumed run re-trains, but does not re-log, what its history has
-            first = max(0, logged_through + 1 - step)
-            if first < n:
-                columns = {keys.LR: lrs[step:step + n], keys.LRE: lres[step:step + n], keys.LOSS: loss[:n],
-                           keys.LOG10_LOSS: np.log10(loss[:n])}
-                if is_range:
-                    columns[keys.SMOOTH_LOSS] = smooth[:n]
-                rows, columns = np.arange(step, step + n)[first:], {k: v[first:] for k, v in columns.items()}
-                logger.log_steps(rows, columns, extra)
-                if on_steps is not None:
-                    on_steps(rows, with_evaluated(rows, columns, extra))
-            step += n
-            bar.update(n)
-            bar.set_postfix(loss=f"{loss[n - 1]:.4f}", lr=f"{lrs[step - 1]:.3g}", refresh=False)
+            # logging, with the eval of the members whose chunk ends on an eval step
+            for k, m in enumerate(members):
+                n_k, smooth = kept[k]
+                m.elapsed_s += chunk_s * n_k / n  # the time of the steps this member kept
+                evaluated = stepper.evaluate(k) if m.eval_due(n_k) else {}
+                m.log(n_k, loss[:, k], smooth, {m.step + n_k - 1: evaluated} if evaluated else {})
+                m.step += n_k
+            bar.update(min(m.step for m in members) - bar.n)
+            if len(members) == 1:
+                bar.set_postfix(loss=f"{loss[kept[0][0] - 1, 0]:.4f}", lr=f"{lrs[kept[0][0] - 1, 0]:.3g}",
+                                refresh=False)
 
-            # checkpoint (once the logger has the steps before it: a resumed run must find them there)
-            if stop_step is not None:
-                continue  # an early stop ends the run normally, whatever signal came meanwhile
-            due = cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and step < cfg.steps
-            if stop["signal"] is not None or due:
-                logger.flush()
-                save_checkpoint(step, finished=False)
-            if stop["signal"] is not None:
-                raise StopRequested(cfg.run_id, stop["signal"], step)
-    finally:
-        bar.close()
-        for s, handler in previous.items():
+            # checkpoints, once the logger has the steps before them (a resumed run must find them there);
+            # a member that stopped or finished is saved as it ends instead
+            for k, m in enumerate(members):
+                if not m.done and m.checkpoint_due(signals.received is not None):
+                    m.logger.flush()
+                    m.save_checkpoint(stepper.state(k), finished=False)
+    return summaries
+
+
+class _StopSignals:
+    """SIGTERM (a sweep runner stopping us, a scheduler's preemption) and Ctrl-C, noted for the loop to stop at
+    the chunk's end. Python installs signal handlers in the main thread only: called from another thread (a
+    notebook kernel's worker, Ray, Gradio) the loop leaves the process's handlers as they are."""
+
+    def __enter__(self) -> _StopSignals:
+        self.received: int | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
 
-    # evaluate
-    summary = {
-        keys.FINAL_STEP: step - 1,
-        keys.STEPS_PER_SECOND: step / elapsed_s if elapsed_s > 0 else 0.0,  # elapsed_s runs across resumes
-        "n_params": runner.n_params,
-        **runner.final_summary(),
-    }
-    if stop_step is not None:
-        summary[keys.STOP_STEP], summary[keys.STOP_REASON] = stop_step, stop_reason
-    if diverged_at is not None:
-        summary[keys.DIVERGED_AT_STEP] = diverged_at
-    if is_range and math.isfinite(climb.best):
-        summary[keys.BEST_SMOOTH_LOSS] = climb.best
-    logger.summary(summary)
-    save_checkpoint(step, finished=True, summary=summary)
 
-    # report
-    why = f", stopped at step {stop_step} ({stop_reason})" if stop_step is not None else ""
-    runner.report(cfg.run_id, summary, f"{summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why}")
-    return summary
-
-
-def with_evaluated(rows: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> dict[str, np.ndarray]:
-    """The chunk's columns plus what its eval step logged (dev_loss, ...), NaN on the rows without it."""
-    out = dict(columns)
-    for at, values in extra.items():
-        for name, value in values.items():
-            column = out.setdefault(name, np.full(len(rows), np.nan))
-            column[rows == at] = value
-    return out
-
-
-def chunk_end(step: int, cfg: TrainConfig) -> int:
-    """Where the chunk starting at `step` ends: chunks end on eval and checkpoint steps so both see the
-    exact state of that step (a pack's members follow the same rule, each at its own step)."""
-    end = min(step + cfg.log_chunk_steps, cfg.steps)
-    for every in (cfg.eval_every_steps, cfg.ckpt_every_steps):
-        if every:
-            end = min(end, (step // every + 1) * every)
-    return end
-
-
-def _progress_bar(total: int, initial: int, every_steps: int):
+def _progress_bar(members: list[Member]):
+    # the slowest member's step, shown on a terminal only
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty(),
-                miniters=every_steps, mininterval=0.2)
+    cfg = members[0].cfg
+    return tqdm(total=cfg.steps, initial=min(m.step for m in members), unit="step", dynamic_ncols=True,
+                disable=not sys.stderr.isatty(), miniters=cfg.progress_every_steps, mininterval=0.2)

@@ -2,8 +2,8 @@
 
 One chunk of steps at a time: the chunk's batches are drawn at once and its losses come back at once,
 so the per-step work is tensor ops only (the speed that makes logging every step affordable). The
-loop (pipeline/train/loop.py) drives this, or `generic.TaskRun` for any other task, through the same
-methods: train_chunk, rewind, evaluate, final_summary, state/load, report.
+loop (pipeline/train/loop.py) drives this, a stepper of one member (pipeline/train/stepper.py), as it
+drives `generic.TaskRun` for any other task and the packs' steppers.
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from pipeline.train.data import Splits, batch_indices
 from pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
 
 
-def check_model_fits(cfg: TrainConfig, vocab_size: int) -> None:
-    """Parameters and gradients, float32: a size that cannot fit fails here, before any run exists."""
+def check_model_fits(cfg: TrainConfig, vocab_size: int, members: int = 1) -> None:
+    """Parameters and gradients of `members` models, float32: a size that cannot fit fails here, before any run
+    exists (members > 1: a pack's stack)."""
     n_params = sum(math.prod(s) for s in param_shapes(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden).values())
-    need = 2 * 4 * n_params
+    need = 2 * 4 * n_params * members
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        raise LrscanError(f"n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}: {n_params:.3g} parameters need "
-                          f"{need / 2**30:.3g} GiB, more than this machine's memory ({have / 2**30:.3g} GiB)")
+        pack = (f"a pack of {members} with ", "; use a smaller --pack") if members > 1 else ("", "")
+        raise LrscanError(f"{pack[0]}n_embd={cfg.n_embd}, n_hidden={cfg.n_hidden}: {n_params:.3g} parameters each "
+                          f"need {need / 2**30:.3g} GiB, more than this machine's memory ({have / 2**30:.3g} GiB)"
+                          f"{pack[1]}")
 
 
 class MakemoreRun:
@@ -53,38 +56,41 @@ class MakemoreRun:
         n = self.splits.n_words
         return f"{self.n_params} parameters, {n[0]}/{n[1]}/{n[2]} words train/dev/test, device {self.device}"
 
-    def train_chunk(self, step: int, end: int, lrs: np.ndarray, rewindable: bool) -> np.ndarray:
-        """Train steps [step, end) with lrs[step:end]; their losses, float64. rewindable: keep what `rewind` needs."""
-        n = end - step
+    def train_chunk(self, starts: list[int], lrs: np.ndarray, rewindable: bool) -> np.ndarray:
+        """Train steps [starts[0], starts[0] + n) with lrs (n, 1); their losses (n, 1) float64 (stepper.py)."""
+        n, step = len(lrs), starts[0]
         ix = batch_indices(self.cfg.seed, step, n, self.Xtr.shape[0], self.cfg.batch_size).to(self.device)  # (n, B)
         Xc, Yc = self.Xtr[ix], self.Ytr[ix]                                   # (n, B, block_size), (n, B)
         # unbind: the per-step views in one call each, cheaper than indexing every step
-        self._batches = list(zip(Xc.view(n, -1).unbind(0), Yc.unbind(0), lrs[step:end].tolist()))
+        self._batches = list(zip(Xc.view(n, -1).unbind(0), Yc.unbind(0), lrs[:, 0].tolist()))
         self._chunk_start = self.model.flat.clone() if rewindable else None
-        return torch.stack([self.step_fn(*batch) for batch in self._batches]).double().cpu().numpy()
+        return torch.stack([self.step_fn(*batch) for batch in self._batches]).double().cpu().numpy()[:, None]
 
-    def rewind(self, n: int) -> None:
-        """Back to the start of the last chunk, then its first n steps again (same batches and lrs, in order):
-        the weights are those right after its step n - 1, bit for bit on the CPU."""
+    def replay(self, kept: dict[int, int]) -> None:
+        """Back to the start of the last chunk, then its first kept[0] steps again (same batches and lrs, in order):
+        the weights are those right after its stop step, bit for bit on the CPU."""
         self.model.flat.copy_(self._chunk_start)
-        torch.stack([self.step_fn(*batch) for batch in self._batches[:n]]).cpu()  # .cpu(): wait for the device
+        torch.stack([self.step_fn(*batch) for batch in self._batches[:kept[0]]]).cpu()  # .cpu(): wait for the device
 
-    def evaluate(self) -> dict[str, float]:
+    def keep(self, rows: list[int]) -> MakemoreRun:
+        return self  # one member: it goes on, or the loop ends
+
+    def evaluate(self, k: int = 0) -> dict[str, float]:
         """What an eval step logs: the full dev loss."""
         return {keys.DEV_LOSS: self.model.loss(*(t.to(self.device) for t in self.splits.dev))}
 
-    def final_summary(self) -> dict[str, float]:
-        return {key: self.model.loss(X.to(self.device), Y.to(self.device)) for key, (X, Y) in
-                ((keys.TRAIN_LOSS, self.splits.train), (keys.DEV_LOSS, self.splits.dev),
-                 (keys.TEST_LOSS, self.splits.test))}
+    def final_losses(self, ks: list[int]) -> dict[int, dict[str, float]]:
+        return {0: {key: self.model.loss(X.to(self.device), Y.to(self.device)) for key, (X, Y) in
+                    ((keys.TRAIN_LOSS, self.splits.train), (keys.DEV_LOSS, self.splits.dev),
+                     (keys.TEST_LOSS, self.splits.test))}}
 
-    def state(self) -> dict:
+    def state(self, k: int = 0) -> dict:
         return {"flat": self.model.flat.detach().cpu()}
 
     def load(self, state: dict, run_id: str) -> None:
         self.model.flat.copy_(state["flat"].to(self.device))
 
-    def report(self, run_id: str, summary: dict, tail: str) -> None:
+    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
         print(f"run {run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
               f"test {summary[keys.TEST_LOSS]:.4f}  ({tail})")
         if self.cfg.samples:

@@ -1,4 +1,4 @@
-"""Fixtures of the analysis tests: runs logged by other people's code (tests/support/user_runs.py), made once."""
+"""Fixtures of the analysis tests: runs logged by other people's code and by real training libraries, made once."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.library_runs import write_library_runs
 from tests.support.user_runs import write_user_runs
 
 
@@ -13,3 +14,11 @@ from tests.support.user_runs import write_user_runs
 def user_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{name: folder} of the user-script runs; each folder holds one offline run and its logged.json."""
     return write_user_runs(tmp_path_factory.mktemp("user_runs"))
+
+
+@pytest.fixture(scope="session")
+def library_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{run id: run file} of the runs the real Lightning and HF Trainer wrote (tests/support/library_runs.py)."""
+    pytest.importorskip("pytorch_lightning")
+    pytest.importorskip("transformers")
+    return write_library_runs(tmp_path_factory.mktemp("library_runs"))

@@ -293,7 +293,7 @@ def test_cli_names_the_real_cause_in_one_line(user_runs, tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and not (tmp_path / "report2").exists()
     assert done.stderr.startswith("analysis: error: no run has a full block of 1000 steps")
     assert done.stderr.endswith("(run mine1: no lr logged (looked for lr: lr, lre, learning_rate, train/learning_rate, "
-                                "lr-<Optimizer>; it logged my/loss, my/lr); --lr-key names another key)\n")
+                                "lr_0, lr-<Optimizer>; it logged my/loss, my/lr); --lr-key names another key)\n")
 
 
 LIVE_RUN = '''
@@ -344,3 +344,17 @@ def test_runs_still_running_are_named_and_left_out_of_the_pick_unless_asked(runs
         main([str(only), "--out", str(tmp_path / "r3")])
     assert exited.value.code == 2
     assert "every range-test run is still running (live1)" in capsys.readouterr().err
+
+
+def test_cli_reads_fastais_runs_and_says_which_keys_in_the_runs_table(tmp_path):
+    # real WandbCallback runs (tests/fixtures/user_runs/fastai): raw_loss and lr_0, not the smoothed train_loss
+    done = run_cli(REPO / "tests" / "fixtures" / "user_runs" / "fastai", "--out", tmp_path / "report", "--n-boot", "0",
+                   "--block-steps", "100")
+    assert done.returncode == 0, done.stderr
+    line = ("loss from raw_loss (fastai's loss of each batch, not its smoothed train_loss), lr from lr_0 (fastai's lr "
+            "of param group 0), step from _step: 2 runs (fastai_one_cycle, fastai_range)")
+    assert f"runs: {line}" in done.stdout and f"- {line}" in (tmp_path / "report" / "report.md").read_text()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    schedules = {r["run_id"]: r["schedule"] for r in summary["runs"]}
+    assert schedules == {"fastai_one_cycle": "other", "fastai_range": "range"}
+    assert summary["n_runs"] == 1 and -2.5 < summary["best_lre"] < -1.0  # the range run only; it diverged near lr 0.5

@@ -20,7 +20,7 @@ import yaml  # noqa: E402
 from analysis import plots, report  # noqa: E402
 from analysis.blocks import block_means  # noqa: E402
 from analysis.pick import pick_exponent  # noqa: E402
-from analysis.report import write_report  # noqa: E402
+from analysis.report import keys_lines, write_report  # noqa: E402
 from pipeline.errors import LrscanError  # noqa: E402
 from tests.support.frames import decay_history, make_loaded, range_history  # noqa: E402
 
@@ -287,3 +287,19 @@ def test_log_to_wandb_offline(tmp_path, monkeypatch):
     media = {p.name.split("_")[0] for p in files[0].parent.rglob("*.png")}
     assert media == {"range", "blocks", "heatmap"}  # every figure went up as a wandb.Image
     assert list(files[0].parent.rglob("summary_*.table.json")) and list(files[0].parent.rglob("per_run_*.table.json"))
+
+
+def test_the_runs_table_says_what_fastais_keys_are() -> None:
+    records = [
+        {"run_id": "a", "loss_key": "raw_loss", "lr_key": "lr_0", "step_key": "_step", "schedule": "range",
+         "schedule_from": "lr trace", "schedule_note": "lr rises geometrically from 0.0001 to 1 over steps 0-299"},
+        {"run_id": "b", "loss_key": "train_loss_step", "lr_key": "lr-SGD", "step_key": "trainer/global_step",
+         "schedule": "range", "schedule_from": "config", "schedule_note": None},
+    ]
+    assert keys_lines(records) == [
+        "loss from raw_loss (fastai's loss of each batch, not its smoothed train_loss), lr from lr_0 (fastai's lr of "
+        "param group 0), step from _step: 1 run (a)",
+        "loss from train_loss_step, lr from lr-SGD, step from trainer/global_step: 1 run (b)",
+        "schedule range, read from the lr trace (no schedule in the config): 1 run (a: lr rises geometrically from "
+        "0.0001 to 1 over steps 0-299)",
+    ]

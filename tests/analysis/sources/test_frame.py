@@ -47,9 +47,10 @@ def test_explicit_keys(runs_dir: Path) -> None:
     assert steps["dev_loss"].dtype == np.float32
 
 
-NO_KEYS = ("run n1: no loss and no lr logged (looked for loss: loss, log10_loss, train/loss, train_loss, "
-           "training_loss, loss_step; lr: lr, lre, learning_rate, train/learning_rate, lr-<Optimizer>; it logged "
-           "report_seconds); --loss-key and --lr-key name other keys")
+NO_KEYS = ("run n1: no loss and no lr logged (looked for loss: loss, log10_loss, train/loss, raw_loss, train_loss, "
+           "training_loss, loss_step, train/loss_step, raw_loss_step, train_loss_step, training_loss_step; lr: lr, "
+           "lre, learning_rate, train/learning_rate, lr_0, lr-<Optimizer>; it logged report_seconds); --loss-key and "
+           "--lr-key name other keys")
 
 
 def test_runs_without_a_loss(runs_dir: Path) -> None:

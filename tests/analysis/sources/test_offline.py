@@ -206,8 +206,9 @@ def test_keys_named_by_the_caller(tmp_path: Path) -> None:
         load_runs(tmp_path)
     assert str(error.value) == (
         "none of the 1 matching run(s) logged a loss to analyse: run mine1: no loss and no lr logged (looked for "
-        "loss: loss, log10_loss, train/loss, train_loss, training_loss, loss_step; lr: lr, lre, learning_rate, "
-        "train/learning_rate, lr-<Optimizer>; it logged my/loss, my/lr); --loss-key and --lr-key name other keys")
+        "loss: loss, log10_loss, train/loss, raw_loss, train_loss, training_loss, loss_step, train/loss_step, "
+        "raw_loss_step, train_loss_step, training_loss_step; lr: lr, lre, learning_rate, train/learning_rate, lr_0, "
+        "lr-<Optimizer>; it logged my/loss, my/lr); --loss-key and --lr-key name other keys")
     loaded = load_runs(tmp_path, loss_key="my/loss", lr_key="my/lr")
     assert loaded.runs[["loss_key", "lr_key"]].values.tolist() == [["my/loss", "my/lr"]]
     assert abs(pick_exponent(loaded.steps, loaded.runs, n_boot=0).best_lre - BEST_LRE) <= 0.1

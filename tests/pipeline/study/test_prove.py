@@ -140,3 +140,23 @@ def test_a_study_killed_in_the_prove_stage_resumes_with_the_same_command(tmp_pat
     assert report.startswith("The range test suggested") and "after 1500 steps over 2 seeds" in report.splitlines()[0]
     assert (out / "report" / "prove" / "prove_loss_vs_lr.png").is_file()
     assert (out / "report" / "prove_range_candidates.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_zoom_runs_the_zoom_sweep_and_proves_its_candidates(tmp_path, monkeypatch):
+    from tests.pipeline.study.test_study import tiny_study
+
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(make_words()) + "\n")
+    monkeypatch.setenv("LRSCAN_DATA", str(words))
+    with pytest.raises(LrscanError, match="--zoom proves"):
+        tiny_study(tmp_path / "x", prove=False, zoom=True)
+    out = tmp_path / "study"
+    summary = tiny_study(out, prove=True, zoom=True, prove_steps=60, prove_seeds=1).run()
+    zoomed = json.loads((out / "report" / "zoom" / "summary.json").read_text())
+    assert (out / "stages" / "lr_zoom.yaml").read_text() == (out / "report" / "range" / "zoom.yaml").read_text()
+    assert zoomed["counts"]["range_runs"] == 3  # the zoom sweep's three seeds
+    min_loss = next(e for e in summary["prove"] if e["name"] == "min_loss")
+    assert min_loss["lre"] == pytest.approx(zoomed["best_lre"])
+    assert summary["chosen_by"] == "prove"

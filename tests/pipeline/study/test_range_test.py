@@ -6,9 +6,11 @@ import copy
 import dataclasses
 import os
 import random
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +169,29 @@ def test_the_result_is_the_analysis_pick_of_the_logged_runs(words_file, tmp_path
     assert result.suggestions["minimum"] == result.suggestions["min_loss"] == result.best_lr  # the old name reads
     assert result.suggestions["fastai_minimum"] == pytest.approx(result.best_lr / 10)  # fastai's minimum: / 10
     assert "pick (min_loss of loss): lre" in str(result)
+
+
+def test_a_range_test_runs_in_a_thread_other_than_the_main_one(words_file, tmp_path):
+    """A notebook kernel's worker, Ray, Gradio: no signal handler where Python forbids one, the same curve as in
+    the main thread, the process's handlers untouched, the run logged offline."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    here = range_test(tiny_make(1, data=str(words_file)), wandb_mode="disabled", **SMALL)
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            out["result"] = range_test(tiny_make(1, data=str(words_file)), **SMALL)
+        except BaseException as e:  # noqa: BLE001 (the test's thread hands any failure to the test)
+            out["error"] = e
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive() and "error" not in out, out.get("error")
+    there = out["result"]
+    assert there.steps["loss"].tolist() == here.steps["loss"].tolist() and there.best_lre == here.best_lre
+    assert list((tmp_path / "wandb").glob(f"offline-run-*-{there.run_ids[0]}/run-{there.run_ids[0]}.wandb"))
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
 
 
 def test_one_seed_has_no_ci_and_says_so(words_file):

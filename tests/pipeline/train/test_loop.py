@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -426,3 +427,26 @@ def test_resume_without_a_run_id_continues_only_the_one_unfinished_run_that_fits
     monkeypatch.setenv("WANDB_RUN_ID", "fromenv")
     train(parse_args(train_argv(words_file, "--schedule=constant", "--steps=20", "--wandb_mode=disabled")))
     assert not (ckpt_dir / "fromenv.pt").exists()
+
+
+def test_train_runs_in_a_thread_other_than_the_main_one(words_file, tmp_path, monkeypatch):
+    # a notebook kernel's worker, Ray, Gradio: Python installs signal handlers in the main thread only, so the
+    # loop leaves the process's handlers alone there, and the run is logged as from the main thread
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            out["summary"] = train(parse_args(train_argv(words_file, "--steps=60", "--log_chunk_steps=16",
+                                                         "--run_id=thr1", f"--ckpt_dir={tmp_path / 'ck'}")))
+        except BaseException as e:  # noqa: BLE001 (the test's thread hands any failure to the test)
+            out["error"] = e
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive() and "error" not in out, out.get("error")
+    assert out["summary"][keys.FINAL_STEP] == 59
+    assert history(run_files(tmp_path, "thr1")[-1])["step"].tolist() == list(range(60))
+    assert {s: signal.getsignal(s) for s in handlers} == handlers

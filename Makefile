@@ -63,6 +63,10 @@ bench: venv data
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_generic.py
 	$(BIN)/python benchmarks/bench_pack.py
+	# torch-lr-finder: the baseline of bench_adam_pack.py only, never a runtime dependency (torch stays pinned)
+	$(BIN)/python -m pip install --quiet torch-lr-finder==0.2.2 torch==2.13.0
+	$(BIN)/python benchmarks/bench_adam_pack.py
+	$(BIN)/python benchmarks/bench_adam_pack.py --sweep
 	$(BIN)/python benchmarks/bench_logger_paths.py
 	$(BIN)/python benchmarks/bench_prove.py
 

@@ -29,7 +29,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +41,9 @@ from analysis.pick import ExponentPick, ci_description, pick_exponent
 from pipeline import keys
 from pipeline.config import SCHEDULES, TrainConfig, field_names
 from pipeline.errors import LrscanError
+from pipeline.pack.functional import train_seeds
 from pipeline.train import rngstate
-from pipeline.train.loop import new_run_id, train
+from pipeline.train.loop import new_run_id
 from pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, set_lr
 
 if TYPE_CHECKING:
@@ -285,21 +286,29 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
                                else _nothing()) as tmp:
         if own_ckpt:
             base = base.replace(ckpt_dir=tmp)
+        tasks, made = [], []  # each seed's task, and the global random states its make left (its run starts there)
         for seed in seeds:
-            one = _make(task, seed, task_args)
-            if on_eval_steps and one.evaluate is None:
-                raise LrscanError(f"range_test: pick_on={column!r} needs a task with evaluate(model) -> "
-                                  f"{{{column!r}: ...}}; this task has none")
-            cfg = base.replace(run_id=new_run_id(), seed=seed)
-            cfg = cfg.replace(device=_device_of(one.model, fields.get("device")))
-            chunks: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+            tasks.append(_make(task, seed, task_args))
+            made.append(rngstate.capture())
+        if on_eval_steps and any(one.evaluate is None for one in tasks):
+            raise LrscanError(f"range_test: pick_on={column!r} needs a task with evaluate(model) -> "
+                              f"{{{column!r}: ...}}; this task has none")
+        cfgs = [base.replace(run_id=new_run_id(), seed=seed, device=_device_of(one.model, fields.get("device")))
+                for seed, one in zip(seeds, tasks)]
+        chunks: list[list[tuple[np.ndarray, dict[str, np.ndarray]]]] = [[] for _ in seeds]
 
-            def on_steps(step: np.ndarray, columns: dict[str, np.ndarray], chunks=chunks) -> None:
-                chunks.append((np.array(step, dtype=np.int64), {k: np.array(v) for k, v in columns.items()}))
+        def on_steps(k: int):
+            def collect(step: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+                chunks[k].append((np.array(step, dtype=np.int64), {key: np.array(v) for key, v in columns.items()}))
+            return collect
 
-            with _restored(one):
-                summary = train(cfg, task=one, on_steps=on_steps)
-            collected.append(_steps_frame(cfg, chunks))
+        # the seeds as one pack where their tasks can pack, else one after another (pipeline/pack/functional.py)
+        with ExitStack() as restoring:
+            for one in tasks:
+                restoring.enter_context(_restored(one))
+            summaries = train_seeds(cfgs, tasks, [on_steps(k) for k in range(len(seeds))], made)
+        for cfg, rows, summary in zip(cfgs, chunks, summaries):
+            collected.append(_steps_frame(cfg, rows))
             runs.append({"run_id": cfg.run_id, SEED_COLUMN: cfg.seed, **summary})
             if column not in collected[-1].columns:
                 logged = [c for c in collected[-1].columns if c not in ("run_id", SEED_COLUMN, keys.STEP_COLUMN)]

@@ -9,9 +9,10 @@ and claim. Points share a pack when `pipeline.packing.pack_key` says they can (s
 model shapes, steps and schedule kind; seed, lr range, lr, decay steps and lrs may differ). A point
 runs alone, and the runner says why once, when the sweep does not run lrscan's trainer by its
 standard command, or when the point trains a task of its own (`--task`) that torch.func cannot step as
-its own optimizer would (`pipeline.pack.functional.why_not_functional`: plain SGD, one param group,
-batch(step), no buffers, no randomness in forward, no accumulation or GradScaler); the runner builds
-such a task once per pack key (make(seed) of its first point) to check it.
+its own optimizer would (`pipeline.pack.functional.why_not_functional`: SGD, Adam or AdamW in any
+param groups, batch(step) not drawing from the global random state, no buffer replaced in forward,
+no randomness in forward, no accumulation or GradScaler); the runner builds such a task once per
+pack key (make(seed) of its first point) to check it.
 
 The default N follows the device the points train on: a GPU keeps 64 small models busy where one
 leaves it idle; on a CPU the batched step stops gaining past ~16 members (measured: 79 µs per

@@ -51,8 +51,11 @@ def assert_same_runs(alone: Path, packed: Path, n_runs: int, *, log10_atol: floa
     runs_a = a_all.runs.set_index("run_id").sort_index()
     runs_p = p_all.runs.set_index("run_id").sort_index()
     assert len(runs_p) == n_runs and list(runs_p.index) == list(runs_a.index)
-    same = [c for c in runs_a.columns if c not in TIMING and c != "path"]
+    same = [c for c in runs_a.columns if c not in TIMING and c != "path" and c != keys.LOG10_LOSS]
     pd.testing.assert_frame_equal(runs_p[same], runs_a[same], check_exact=False, rtol=1e-5)
+    if keys.LOG10_LOSS in runs_a:
+        np.testing.assert_allclose(runs_p[keys.LOG10_LOSS].to_numpy(float), runs_a[keys.LOG10_LOSS].to_numpy(float),
+                                   rtol=1e-5, atol=log10_atol, err_msg="the summaries' log10_loss")
     assert (runs_p["state"] == "finished").all() and (runs_p["group"] == "grp-1").all()
     assert all("packtest" in t for t in runs_p["tags"])
     for run_id, a in a_all.steps.groupby("run_id"):

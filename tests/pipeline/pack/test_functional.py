@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -39,28 +44,70 @@ import torch.nn.functional as F
 from pipeline.train.task import Task
 
 
-def make(seed, width=8, opt="sgd", momentum=0.0, norm=False, drop=False, sigterm_file=""):
+class Scaled(torch.nn.Module):
+    # a constant buffer (a causal mask, a RoPE table): read by forward, never changed
+    def __init__(self, width):
+        super().__init__()
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, width), persistent=False)
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class Counter(torch.nn.Module):
+    # a buffer forward replaces (not updated in place): a vmapped forward cannot carry it per member
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x):
+        self.seen = self.seen + x.shape[0]
+        return x
+
+
+def make(seed, width=8, opt="sgd", momentum=0.0, norm=False, drop=False, sigterm_file="", groups=False,
+         unused=False, global_rng=False, counter=False, scheduler=False, scaled=False):
     torch.manual_seed(seed)
-    layers = [torch.nn.Linear(4, width)]
-    if norm:
+    layers = [torch.nn.Linear(4, width, bias=not norm)]  # a bias before a BatchNorm gets rounding noise for a
+    if norm:                                                # gradient, which Adam scales up to full steps
         layers.append(torch.nn.BatchNorm1d(width))
     layers.append(torch.nn.Tanh())
+    if scaled:
+        layers.append(Scaled(width))
     if drop:
         layers.append(torch.nn.Dropout(0.1))
+    if counter:
+        layers.append(Counter())
     layers.append(torch.nn.Linear(width, 3))
     model = torch.nn.Sequential(*layers)
+    if unused:  # a head the loss never reaches: its gradient stays None, torch.optim leaves it alone
+        model.register_parameter("head", torch.nn.Parameter(torch.randn(width, 2)))
+    params = model.parameters()
+    if groups:  # nanoGPT's split, and the vectors at a third of the lr
+        params = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.05},
+                  {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0, "lr": 1e-3 / 3}]
     if opt == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        optimizer = torch.optim.Adam(params, lr=1e-3, amsgrad=True)
+    elif opt == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=1e-3)
+    elif opt == "rmsprop":
+        optimizer = torch.optim.RMSprop(params, lr=1e-3)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+        optimizer = torch.optim.SGD(params, lr=0.1 if not groups else 1e-3, momentum=momentum,
+                                    weight_decay=0.01 if unused else 0.0)
+    if scheduler:
+        torch.optim.lr_scheduler.StepLR(optimizer, 10)
     w = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
 
     def batch(step):
         if step == 20 and sigterm_file and os.path.exists(sigterm_file):  # a kill at a known step, once
             os.remove(sigterm_file)
             os.kill(os.getpid(), signal.SIGTERM)
-        g = torch.Generator().manual_seed(seed * 100_003 + step)
-        x = torch.randn(16, 4, generator=g)
+        if global_rng:  # nanoGPT's get_batch: torch.randint without a generator
+            x = torch.randn(16, 4)
+        else:
+            g = torch.Generator().manual_seed(seed * 100_003 + step)
+            x = torch.randn(16, 4, generator=g)
         return x, (x @ w).argmax(1)
 
     def loss_fn(model, b):
@@ -120,10 +167,88 @@ def test_a_packed_task_with_momentum_logs_and_checkpoints_what_each_point_does_a
 
 
 
+def _same_checkpoints(alone: Path, packed: Path, run_ids, of_scale: float = 0.0) -> None:
+    """Each member's checkpoint is its run's alone: the same keys, weights, buffers and optimizer state (within rtol
+    1e-5, atol 1e-6; or, with of_scale, within of_scale times each tensor's largest value)."""
+
+    def close(mine, theirs, msg):
+        if of_scale and mine.is_floating_point():
+            assert (mine - theirs).abs().max() <= of_scale * theirs.abs().max(), msg
+        else:
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6, msg=msg)
+
+    for run_id in run_ids:
+        mine, theirs = (checkpoint.load(folder / "ck" / f"{run_id}.pt") for folder in (packed, alone))
+        assert set(mine) == set(theirs) and mine["step"] == theirs["step"]
+        assert mine["batches"]["drawn"] == theirs["batches"]["drawn"]
+        assert mine["model"].keys() == theirs["model"].keys()
+        for k, v in theirs["model"].items():
+            close(mine["model"][k], v, f"{run_id} {k}")
+        state_mine, state_theirs = mine["optimizer"]["state"], theirs["optimizer"]["state"]
+        assert state_mine.keys() == state_theirs.keys(), f"{run_id}: other parameters have optimizer state"
+        for i, s in state_theirs.items():
+            assert state_mine[i].keys() == s.keys()
+            for key, v in s.items():
+                close(state_mine[i][key], v, f"{run_id} {i} {key}")
+        assert mine["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
+
+
+@pytest.mark.parametrize("opt", ["adamw", "adam"])
+def test_a_packed_adam_task_with_param_groups_and_batchnorm_logs_and_checkpoints_what_it_does_alone(
+        net_file, tmp_path, monkeypatch, opt):
+    # AdamW (Adam with amsgrad and coupled weight decay) over two param groups at different lrs and weight decays,
+    # BatchNorm's running statistics and a constant buffer per member, a head the loss never reaches (no state,
+    # no decay); range tests that climb and stop inside a chunk (the replay), eval and checkpoints on their steps
+    ranges = [(-4, -1), (-3, -0.5), (-2, 2)]
+    task_args = {"opt": opt, "norm": True, "groups": True, "unused": True, "scaled": True}
+    points = {f"{opt}-{i}": _args(net_file, tmp_path, "--schedule=range", "--steps=150", f"--seed={i + 1}",
+                                  f"--lre_min={lo}", f"--lre_max={hi}", "--log_chunk_steps=32", "--climb_factor=1.1",
+                                  "--climb_burn_in_steps=40", "--eval_every_steps=25", "--ckpt_every_steps=40",
+                                  f"--task_args={task_args!r}")
+              for i, (lo, hi) in enumerate(ranges)}
+    tasks = [load_task(f"{net_file}:make", seed, task_args) for seed in (1, 2)]
+    assert why_not_functional(tasks) == ""
+    alone, packed = alone_then_packed(tmp_path, monkeypatch, points)
+    runs = assert_same_runs(alone, packed, 3, log10_atol=LOG10_ATOL)
+    assert runs[keys.STOP_STEP].notna().any() and runs[keys.STOP_STEP].isna().any()
+    # Adam moves a weight by ~lr whatever its gradient's size, so the vmapped matmuls' ulps (1 at step 0) show
+    # in the weights after 150 steps up to lr 0.3 at ~1e-5 of their size, while the losses agree within 1e-6
+    _same_checkpoints(alone, packed, points, of_scale=1e-4)
+    head = checkpoint.load(packed / "ck" / f"{opt}-0.pt")["model"]["head"]
+    torch.testing.assert_close(head, tasks[0].model.head.detach(), rtol=0, atol=0)  # never stepped
+
+
+def test_examples_wavenet_packs_with_adamw_and_each_member_equals_its_run_alone(tmp_path, monkeypatch, real_names):
+    # the lecture's WaveNet: AdamW in two param groups, three BatchNorms; 3 seeds' range tests up to lr 0.06 (past it
+    # the loss is chaotic: the vmapped matmuls' ulps grow past 1e-5 within ~20 steps, packed or not)
+    task_args = {"data": str(real_names), "n_hidden": 32}
+    points = {f"wn-{s}": ["--task=examples/wavenet.py:make", f"--task_args={task_args!r}", "--wandb_mode=offline",
+                          f"--ckpt_dir={tmp_path / 'w' / 'ck'}", "--schedule=range", "--steps=300", f"--seed={s}",
+                          f"--lre_min={lo}", "--lre_max=-1.2", "--log_chunk_steps=64", "--eval_every_steps=100",
+                          "--ckpt_every_steps=100"]
+              for s, lo in ((1, -4), (2, -3.5), (3, -4))}
+    assert why_not_functional([load_task("examples/wavenet.py:make", s, task_args) for s in (1, 2)]) == ""
+    alone, packed = alone_then_packed(tmp_path, monkeypatch, points)
+    assert_same_runs(alone, packed, 3, log10_atol=LOG10_ATOL)
+    _same_checkpoints(alone, packed, points, of_scale=1e-4)
+
+
+def test_packed_sgd_leaves_a_parameter_without_gradient_alone_as_torch_does(net_file, tmp_path, monkeypatch):
+    # SGD with weight decay and momentum: torch skips the unused head (no decay, no buffer); a pack must too
+    task_args = {"unused": True, "momentum": 0.9}
+    points = {f"s-{i}": _args(net_file, tmp_path, "--schedule=constant", "--steps=30", f"--seed={i + 1}",
+                              "--lr=0.05", f"--task_args={task_args!r}") for i in range(2)}
+    alone, packed = alone_then_packed(tmp_path, monkeypatch, points)
+    assert_same_runs(alone, packed, 2, log10_atol=LOG10_ATOL)
+    _same_checkpoints(alone, packed, points)
+
+
 @pytest.mark.parametrize("task_args, why", [
-    ({"opt": "adam"}, "its optimizer is Adam; a pack steps plain torch.optim.SGD"),
-    ({"norm": True}, "its model has buffers (1.running_mean, 1.running_var, 1.num_batches_tracked"),
+    ({"opt": "rmsprop"}, "its optimizer is RMSprop; a pack steps torch.optim.SGD, Adam and AdamW exactly"),
+    ({"scheduler": True}, "its SGD's step is wrapped or hooked (an lr scheduler built on it, or a hook)"),
     ({"drop": True}, "its loss cannot be vmapped over members"),
+    ({"global_rng": True}, "its batch(step) draws from the global random state"),
+    ({"counter": True}, "its model's buffer 2.seen changes in forward in a way a vmapped forward does not repeat"),
 ])
 def test_a_task_a_pack_cannot_step_is_refused_saying_why(net_file, tmp_path, task_args, why):
     tasks = [load_task(f"{net_file}:make", seed, task_args) for seed in (1, 2)]
@@ -171,3 +296,79 @@ def test_a_task_pack_stopped_by_sigterm_checkpoints_its_members_and_the_same_cal
     summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
     assert sorted(summaries) == ["a", "b"]
     assert_same_runs(alone, work, 2, log10_atol=LOG10_ATOL)
+
+
+def test_range_test_trains_its_seeds_as_one_pack_with_the_results_of_one_after_another(net_file, monkeypatch, capsys):
+    from pipeline import range_test
+    from pipeline.pack import functional
+
+    kwargs = dict(seeds=[1, 2, 3], steps=120, lre_min=-4, lre_max=-1, wandb_mode="offline",
+                  task_args={"opt": "adamw", "norm": True, "groups": True})
+    packed = range_test(f"{net_file}:make", **kwargs)
+    assert "pack of 3 run(s)" in capsys.readouterr().out
+    monkeypatch.setattr(functional, "why_not_functional", lambda tasks: "(a test's reason)")
+    alone = range_test(f"{net_file}:make", **kwargs)
+    assert "the 3 seeds train one after another, not packed: (a test's reason)" in capsys.readouterr().out
+    assert packed.seeds == alone.seeds == [1, 2, 3] and set(packed.run_ids).isdisjoint(alone.run_ids)
+    steps_p, steps_a = (r.steps.drop(columns="run_id") for r in (packed, alone))
+    pd.testing.assert_frame_equal(steps_p, steps_a, check_exact=False, rtol=1e-5, atol=LOG10_ATOL)
+    assert packed.best_lre == alone.best_lre and packed.ci == pytest.approx(alone.ci, rel=1e-6)
+
+
+@pytest.mark.timeout(900)  # three packs of three runs (killed, resumed, the reference), on a shared machine
+def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same_command(net_file, tmp_path):
+    from pipeline.runlog import read_run_file
+
+    steps = 1200
+    task_args = {"opt": "adamw", "norm": True, "groups": True}
+    base = [f"--task={net_file}:make", f"--task_args={task_args!r}", "--wandb_mode=offline", "--schedule=step",
+            f"--steps={steps}", "--ckpt_every_steps=100", "--log_chunk_steps=50", "--decay_steps=[600]",
+            f"--ckpt_dir={tmp_path / 'ck'}"]
+    points = {f"k-{s}": [f"--seed={s}", f"--lr={lr}", f"--decay_lrs=[{lr / 10}]"]
+              for s, lr in ((1, 1e-3), (2, 3e-3), (3, 1e-2))}
+    points_file = tmp_path / "points.json"
+    points_file.write_text(json.dumps({"points": [{"run_id": r, "args": [*base, *a],
+                                                   "end_file": str(tmp_path / "ends" / f"{r}.json")}
+                                                  for r, a in points.items()]}))
+    cmd = [sys.executable, "-m", "pipeline.pack", str(points_file)]
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    ckpts = {r: tmp_path / "ck" / f"{r}.pt" for r in points}
+
+    def all_checkpointed() -> bool:
+        try:
+            return all(not checkpoint.load(p)["finished"] for p in ckpts.values())
+        except Exception:  # not there yet
+            return False
+
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not all_checkpointed():
+        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint of every member mid-run"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGSTOP)  # frozen first: the kill cannot land after its end
+    at = {r: checkpoint.load(p)["step"] for r, p in ckpts.items()}
+    assert all(0 < s < steps for s in at.values())
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+
+    again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    for r in points:
+        assert f"resuming run {r} at step {at[r]}" in again.stdout
+        assert json.loads((tmp_path / "ends" / f"{r}.json").read_text())["state"] == "finished"
+
+    # the uninterrupted reference: the same points packed under other run ids, in this process
+    train_pack([Point.parse(f"ref-{r}", [*base, *a]) for r, a in points.items()])
+    for r in points:
+        segments = [read_run_file(p) for p in sorted((tmp_path / "wandb").glob(f"offline-run-*-{r}/run-{r}.wandb"))]
+        assert len(segments) == 2 and segments[1].state == "finished"
+        seen = np.concatenate([s.history["step"] for s in segments])
+        assert sorted(seen.tolist()) == list(range(steps)), f"{r}: a lost or repeated step"
+        [ref_path] = (tmp_path / "wandb").glob(f"offline-run-*-ref-{r}/run-ref-{r}.wandb")
+        ref = read_run_file(ref_path)
+        order = np.argsort(seen)
+        for k in (keys.LOSS, keys.LR):
+            np.testing.assert_allclose(np.concatenate([s.history[k] for s in segments])[order], ref.history[k],
+                                       rtol=1e-5, err_msg=f"{r} {k}")
+        assert segments[1].summary[keys.DEV_LOSS] == pytest.approx(ref.summary[keys.DEV_LOSS], rel=1e-5)

@@ -18,7 +18,8 @@ from tests.support.packs import alone_then_packed, assert_same_runs
 pytestmark = pytest.mark.slow
 
 def test_a_packed_range_test_logs_what_each_point_logs_alone(words_file, tmp_path, monkeypatch):
-    base = train_argv(words_file, "--schedule=range", "--steps=400", "--eval_every_steps=100",
+    eval_every = 120  # chunks end on eval steps; the climb stop below falls inside one (step 299 here)
+    base = train_argv(words_file, "--schedule=range", "--steps=400", f"--eval_every_steps={eval_every}",
                       "--climb_burn_in_steps=50")
     points = {
         "rng-0": [*base, "--seed=1", "--lre_min=-3", "--lre_max=0"],
@@ -27,8 +28,9 @@ def test_a_packed_range_test_logs_what_each_point_logs_alone(words_file, tmp_pat
         "rng-3": [*base, "--seed=4", "--lre_min=-1", "--lre_max=1"],
     }
     runs = assert_same_runs(*alone_then_packed(tmp_path, monkeypatch, points), n_runs=4)
-    # chunks end on eval steps (every 100): the climb stop falls inside one, which is replayed up to it
-    assert runs.loc["rng-2", keys.STOP_REASON] == keys.STOP_CLIMB and runs.loc["rng-2", keys.STOP_STEP] % 100 != 99
+    # chunks end on eval steps: the climb stop falls inside one, which is replayed up to it
+    stop_step = runs.loc["rng-2", keys.STOP_STEP]
+    assert runs.loc["rng-2", keys.STOP_REASON] == keys.STOP_CLIMB and stop_step % eval_every != eval_every - 1
     assert runs.loc["rng-1", "run_name"] == "narrow"
     # the stopped member's model is the one at its stop step: its checkpoint is the lone run's, bit for bit
     alone_ckpt = checkpoint.load(tmp_path / "alone" / "checkpoints" / "rng-2.pt")

@@ -162,8 +162,11 @@ def test_which_points_can_share_a_pack(in_tmp, words_file):
 
 def test_a_task_packs_when_torch_func_can_step_it_else_each_point_runs_alone_saying_why(in_tmp, words_file):
     (in_tmp / "net.py").write_text(NET)
-    for task_args, why in (("{}", ""), ("{'opt': 'adam'}", "its optimizer is Adam"),
-                           ("{'norm': True}", "its model has buffers")):
+    # SGD, Adam/AdamW and BatchNorm (its buffers carried per member) pack; another optimizer or a buffer that
+    # forward replaces does not
+    for task_args, why in (("{}", ""), ("{'opt': 'adamw'}", ""), ("{'norm': True}", ""),
+                           ("{'opt': 'rmsprop'}", "its optimizer is RMSprop"),
+                           ("{'counter': True}", "its model's buffer")):
         path = trainer_sweep(in_tmp, words_file, f"seed: {{values: [1, 2, 3]}}\ntask: {{value: 'net.py:make'}}\n"
                              f"task_args: {{value: \"{task_args}\"}}\n", name="task")
         keys_, alone = point_keys(load_sweep(path))
@@ -259,7 +262,7 @@ def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp,
 @pytest.mark.slow
 def test_a_task_sweep_runs_in_one_pack_or_one_process_per_point_said_once(in_tmp, words_file, capsys):
     (in_tmp / "net.py").write_text(NET)
-    for name, task_args in (("sgd", "{'momentum': 0.9}"), ("adam", "{'opt': 'adam'}")):
+    for name, task_args in (("sgd", "{'momentum': 0.9}"), ("rmsprop", "{'opt': 'rmsprop'}")):
         path = trainer_sweep(in_tmp, words_file, f"""\
             steps: {{value: 30}}
             seed: {{values: [1, 2, 3]}}
@@ -279,4 +282,4 @@ def test_a_task_sweep_runs_in_one_pack_or_one_process_per_point_said_once(in_tmp
         else:
             assert rows["pack"].isna().all()
             assert err.count(f"every point of {sweep.key} run(s) one process per point: it trains its own task "
-                             f"(net.py:make), which a pack cannot step: its optimizer is Adam") == 1
+                             f"(net.py:make), which a pack cannot step: its optimizer is RMSprop") == 1

@@ -241,7 +241,7 @@ def test_api_key_never_lands_on_disk(study):
 
 
 def test_study_sizes_and_bad_input(tmp_path):
-    assert set(SIZES) == {"demo", "full"}
+    assert set(SIZES) == {"smoke", "demo", "full"}  # smoke: seconds, does it run here?
     p = subprocess.run([sys.executable, "-m", "pipeline.study", "--wandb_mode=online", f"--out={tmp_path / 's'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "needs --project" in p.stderr and not (tmp_path / "s").exists()

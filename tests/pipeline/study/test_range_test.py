@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from pipeline.errors import LrscanError
 from pipeline.train.data import load_splits
 from pipeline.train.task import load_make
 from tests.conftest import REPO
+from tests.support.threads import call_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -176,19 +176,7 @@ def test_a_range_test_runs_in_a_thread_other_than_the_main_one(words_file, tmp_p
     the main thread, the process's handlers untouched, the run logged offline."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     here = range_test(tiny_make(1, data=str(words_file)), wandb_mode="disabled", **SMALL)
-    out: dict = {}
-
-    def work() -> None:
-        try:
-            out["result"] = range_test(tiny_make(1, data=str(words_file)), **SMALL)
-        except BaseException as e:  # noqa: BLE001 (the test's thread hands any failure to the test)
-            out["error"] = e
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join(timeout=300)
-    assert not worker.is_alive() and "error" not in out, out.get("error")
-    there = out["result"]
+    there = call_in_thread(lambda: range_test(tiny_make(1, data=str(words_file)), **SMALL))
     assert there.steps["loss"].tolist() == here.steps["loss"].tolist() and there.best_lre == here.best_lre
     assert list((tmp_path / "wandb").glob(f"offline-run-*-{there.run_ids[0]}/run-{there.run_ids[0]}.wandb"))
     assert {s: signal.getsignal(s) for s in handlers} == handlers

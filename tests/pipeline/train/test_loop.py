@@ -8,7 +8,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pipeline.train.loop import batch_indices, compatible, train
 from pipeline.train.model import MLP, SGDStep
 from pipeline.train.schedule import schedule_lrs
 from tests.conftest import REPO, train_argv
+from tests.support.threads import call_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -434,19 +434,8 @@ def test_train_runs_in_a_thread_other_than_the_main_one(words_file, tmp_path, mo
     # loop leaves the process's handlers alone there, and the run is logged as from the main thread
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    out: dict = {}
-
-    def work() -> None:
-        try:
-            out["summary"] = train(parse_args(train_argv(words_file, "--steps=60", "--log_chunk_steps=16",
-                                                         "--run_id=thr1", f"--ckpt_dir={tmp_path / 'ck'}")))
-        except BaseException as e:  # noqa: BLE001 (the test's thread hands any failure to the test)
-            out["error"] = e
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join(timeout=300)
-    assert not worker.is_alive() and "error" not in out, out.get("error")
-    assert out["summary"][keys.FINAL_STEP] == 59
+    summary = call_in_thread(lambda: train(parse_args(train_argv(
+        words_file, "--steps=60", "--log_chunk_steps=16", "--run_id=thr1", f"--ckpt_dir={tmp_path / 'ck'}"))))
+    assert summary[keys.FINAL_STEP] == 59
     assert history(run_files(tmp_path, "thr1")[-1])["step"].tolist() == list(range(60))
     assert {s: signal.getsignal(s) for s in handlers} == handlers

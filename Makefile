@@ -24,8 +24,13 @@ data: $(DATA)
 $(DATA): | venv
 	$(BIN)/python -m pipeline.train.data fetch $(DATA) --shared $(SHARED)/data
 
+# the suite on several xdist workers: many tests wait on subprocesses (the wandb service, logger processes,
+# sweeps), so more workers than cores pays (README: "Tests" has the figures). loadgroup hands tests out one
+# by one, except those marked xdist_group (tests sharing one costly module fixture), kept on one worker.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist=loadgroup
 test: venv data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # The oldest supported releases (constraints-oldest.txt, pyproject's lower ends) in a second environment:
 # the W&B-facing tests against the oldest wandb, the training tests against the oldest torch.
@@ -36,7 +41,7 @@ OLDEST_TESTS ?= tests/pipeline/train/test_tracking.py tests/pipeline/train/test_
 	tests/pipeline/train/test_loop.py tests/pipeline/pack/test_logger.py tests/pipeline/test_runlog.py \
 	tests/analysis/sources tests/pipeline/sweep/test_command.py tests/pipeline/sweep/test_agent.py
 test-oldest: data $(OLDEST)/.installed
-	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) $(OLDEST_TESTS)
 $(OLDEST)/.installed: pyproject.toml constraints.txt constraints-oldest.txt
 	$(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip

@@ -62,6 +62,11 @@ STUDY_CODE = ("import sys; from pathlib import Path; from tests.pipeline.study.t
               "tiny_study(Path(sys.argv[1])).run()")
 
 
+# the tests that read the one `study` below: kept on one xdist worker (`make test`'s --dist=loadgroup), so
+# the study is run once, not once per worker
+ONE_STUDY = pytest.mark.xdist_group("tiny_study")
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """One tiny study, run as a user runs it (a process of its own) with WANDB_API_KEY set."""
@@ -80,6 +85,7 @@ def study(tmp_path_factory):
             "summary": json.loads((out / "report" / "summary.json").read_text())}
 
 
+@ONE_STUDY
 def test_tiny_study_end_to_end(study, monkeypatch):
     out, summary = study["out"], study["summary"]
     monkeypatch.setenv("LRSCAN_DATA", str(study["words"]))
@@ -189,6 +195,7 @@ def _records_after_the_history(data: bytes) -> list[tuple[int, int]]:
     return found
 
 
+@ONE_STUDY
 def test_damaged_files_among_good_ones_keep_the_pick(study, tmp_path):
     out = study["out"]
     folder = next((out / "sweeps").glob("lr_range-*"))
@@ -223,6 +230,7 @@ def test_damaged_files_among_good_ones_keep_the_pick(study, tmp_path):
     assert report.summary["counts"]["records_skipped"] >= 1
 
 
+@ONE_STUDY
 def test_diverged_runs_are_recorded_excluded_and_shown(study):
     summary = study["summary"]
     per_run = summary["range"]["per_run"]
@@ -234,6 +242,7 @@ def test_diverged_runs_are_recorded_excluded_and_shown(study):
     assert "non_finite" in text
 
 
+@ONE_STUDY
 def test_api_key_never_lands_on_disk(study):
     assert SECRET.encode() not in study["stdout"]
     leaks = [f for f in study["out"].rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
@@ -247,6 +256,7 @@ def test_study_sizes_and_bad_input(tmp_path):
     assert p.returncode == 2 and "needs --project" in p.stderr and not (tmp_path / "s").exists()
 
 
+@ONE_STUDY
 def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch):
     """The cloud is unreachable here: the study's online analysis reads fakes with the Public API's
     shape, built from the offline study's own runs, and must pick what the offline analysis picked."""

@@ -135,7 +135,7 @@ def _freeze_at_first_checkpoint(proc: subprocess.Popen, ckpt: Path) -> int:
 
 def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    argv = train_argv(words_file, "--schedule=step", "--steps=20000", "--lr=0.1", "--decay_steps=[10000]",
+    argv = train_argv(words_file, "--schedule=step", "--steps=6000", "--lr=0.1", "--decay_steps=[3000]",
                       "--decay_lrs=[0.01]",
                       "--ckpt_every_steps=1000", "--log_chunk_steps=100")
     cmd = [sys.executable, "-m", "pipeline.train", *argv]
@@ -160,20 +160,20 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tm
     segments = [history(p) for p in run_files(tmp_path, "cut")]
     assert len(segments) == 2
     steps = np.concatenate([s["step"] for s in segments])
-    assert sorted(steps.tolist()) == list(range(20000)), "a lost or repeated step"
+    assert sorted(steps.tolist()) == list(range(6000)), "a lost or repeated step"
     order = np.argsort(steps)
     for k in (keys.LOSS, keys.LR, keys.LRE, keys.LOG10_LOSS):
         np.testing.assert_array_equal(np.concatenate([s[k] for s in segments])[order], reference[k])
     # the resumed run's summary speaks for the whole run
     whole, cut = (read_run_file(run_files(tmp_path, r)[-1]).summary for r in ("whole", "cut"))
-    assert cut[keys.FINAL_STEP] == 19999 and keys.DIVERGED_AT_STEP not in cut
+    assert cut[keys.FINAL_STEP] == 5999 and keys.DIVERGED_AT_STEP not in cut
     assert cut[keys.DEV_LOSS] == pytest.approx(whole[keys.DEV_LOSS], rel=1e-6)
     assert cut[keys.STEPS_PER_SECOND] > 0.2 * whole[keys.STEPS_PER_SECOND]
 
 
 def test_resume_keeps_the_divergence_and_refuses_other_data(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    argv = train_argv(words_file, "--schedule=constant", "--lr=1e37", "--stop_on_nonfinite=False", "--steps=20000",
+    argv = train_argv(words_file, "--schedule=constant", "--lr=1e37", "--stop_on_nonfinite=False", "--steps=6000",
                       "--ckpt_every_steps=500", "--run_id=div2")
     cmd = [sys.executable, "-m", "pipeline.train", *argv]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -373,11 +373,20 @@ def test_wandb_records_the_trainers_program_and_arguments(words_file, tmp_path):
 
 
 def test_an_in_process_call_records_its_own_program_and_arguments(words_file, tmp_path):
-    cfg = parse_args(train_argv(words_file, "--steps=20", "--run_id=cmd2"))
-    train(cfg)
+    # a user's own script calls train() in its process: W&B records that script and its arguments (as
+    # wandb.init in the script would), not the logger process's. A script of its own, not this test's
+    # process, whose main is pytest's or, on an xdist worker, a `python -c` with no main file
+    script = tmp_path / "my_training.py"
+    argv = train_argv(words_file, "--steps=20", "--run_id=cmd2")
+    script.write_text(f"from pipeline.config import parse_args\nfrom pipeline.train.loop import train\n\n"
+                      f"train(parse_args({argv!r}))\n")
+    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, str(script), "--my-flag", "1"], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
     [environment] = [r.environment for r in _wandb_records(run_files(tmp_path, "cmd2")[0])
                      if r.WhichOneof("record_type") == "environment" and r.environment.program]
-    assert environment.program != "<python with no main file>" and list(environment.args) == sys.argv[1:]
+    assert environment.program == str(script) and list(environment.args) == ["--my-flag", "1"]
 
 
 def test_resume_may_rename_and_retag_a_run_but_not_change_its_numbers():
@@ -391,7 +400,7 @@ def test_resume_without_a_run_id_continues_only_the_one_unfinished_run_that_fits
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     ckpt_dir = tmp_path / "checkpoints"
 
-    def command(*extra: str, steps: int = 20000, lr: float = 0.1) -> list[str]:
+    def command(*extra: str, steps: int = 6000, lr: float = 0.1) -> list[str]:
         argv = train_argv(words_file, "--schedule=constant", f"--steps={steps}", f"--lr={lr}", "--ckpt_every_steps=500",
                           *extra)
         return [sys.executable, "-m", "pipeline.train", *argv]

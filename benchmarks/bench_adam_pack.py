@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from sweep_timing import sweep_seconds  # noqa: E402
 
 from examples.wavenet import make  # noqa: E402
 from pipeline import range_test  # noqa: E402
@@ -107,15 +107,6 @@ def compare_range_tests(args) -> None:
           f"{median['lrscan packed'] / median['torch-lr-finder']:.2f} (target <= 1.5)")
 
 
-def sweep_seconds(yaml_path: Path, data: str, workers: int, pack: int, workdir: str) -> float:
-    env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers), "--pack",
-                    str(pack), "--out", os.path.join(workdir, f"runs-pack{pack}"), "--no-progress"], cwd=REPO,
-                   env=env, check=True)
-    return time.perf_counter() - t0
-
-
 def compare_sweeps(args) -> None:
     workdir = tempfile.mkdtemp(prefix="lrscan-bench-adam-sweep-")
     lrs = [round(10 ** (-3 + 1.5 * i / (args.points - 1)), 6) for i in range(args.points)]
@@ -139,7 +130,7 @@ def compare_sweeps(args) -> None:
         """))
     results = {}
     for pack in (1, args.points):
-        results[pack] = sweep_seconds(path, args.data, args.workers, pack, workdir)
+        results[pack] = sweep_seconds(path, args.data, args.workers, pack, os.path.join(workdir, f"runs-pack{pack}"))
         print(f"pipeline.sweep --pack={pack}, {args.workers} workers: {results[pack]:7.1f} s", flush=True)
     print(f"\n{args.points} points x {args.steps} steps of examples/wavenet.py (AdamW), every step logged offline: "
           f"packed {results[1] / results[args.points]:.2f}x faster than --pack=1 (target >= 3)")

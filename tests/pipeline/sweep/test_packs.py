@@ -183,9 +183,12 @@ def test_a_task_packs_when_torch_func_can_step_it_else_each_point_runs_alone_say
                            ("{'counter': True}", "its model's buffer")):
         path = trainer_sweep(in_tmp, words_file, f"seed: {{values: [1, 2, 3]}}\ntask: {{value: 'net.py:make'}}\n"
                              f"task_args: {{value: \"{task_args}\"}}\n", name="task")
-        keys_, alone = point_keys(load_sweep(path))
+        packing = pack_keys(load_sweep(path))
+        keys_, alone = packing.keys, packing.alone
         if not why:
             assert alone == {} and keys_[0] is not None and keys_[0] == keys_[1] == keys_[2]
+            # the task check timed one member's step for the runner: a pack's slots follow from it
+            assert packing.step_seconds[keys_[0]] > 0 and packing.slots[keys_[0]] in (1, PACK_SLOTS)
         else:
             assert keys_ == [None] * 3 and set(alone) == {0, 1, 2} and len(set(alone.values())) == 1
             assert why in alone[0] and "net.py:make" in alone[0]

@@ -165,8 +165,8 @@ def _foreach_mul_per_member(stacks: list[torch.Tensor], factors: list[float]) ->
     if len(set(factors)) == 1:
         torch._foreach_mul_(stacks, factors[0])
     else:
-        column = _per_member(factors, stacks[0]).flatten()  # (K,), once for the group
-        torch._foreach_mul_(stacks, [column.to(t.dtype).view(-1, *[1] * (t.dim() - 1)) for t in stacks])
+        column = torch.tensor(factors, dtype=torch.float64)  # (K,), once for the group; each tensor rounds it once
+        torch._foreach_mul_(stacks, [column.to(t.dtype).to(t.device).view(-1, *[1] * (t.dim() - 1)) for t in stacks])
 
 
 def _foreach_div_per_member(stacks: list[torch.Tensor], divisors: list[list[float]]) -> None:

@@ -282,12 +282,15 @@ def why_not_packed_task(cfg: TrainConfig) -> tuple[str, float]:
 def step_seconds(task: Task, steps: int = 5) -> float:
     """The fastest of a few training steps of the task alone (after one to warm up), on its own batches; the task
     is stepped, so only a throwaway copy is measured."""
+    on_gpu = any(p.is_cuda for p in task.model.parameters())
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
         task.optimizer.zero_grad(set_to_none=True)
         task.loss_fn(task.model, task.batch_fn(i)).backward()
         task.optimizer.step()
+        if on_gpu:
+            torch.cuda.synchronize()  # the step's kernels, not only their launches
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 

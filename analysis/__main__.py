@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.errors import LrscanError, exit_with
+from pipeline.runlog import map_big_arrays_alone
 
 PROG = "analysis"
 DEFAULT_SOURCE = "./wandb"
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a process-wide allocator setting, so here at the entry point: an array freed returns its memory at
+    # once, and the runs read and the frame built from them are never held both (pipeline.runlog.parallel)
+    map_big_arrays_alone()
     if args.bin_width is not None and args.n_bins is not None:
         build_parser().error("give --bin-width or --n-bins, not both")
     try:

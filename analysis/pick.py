@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, SEED, require_columns
+from analysis.byrun import run_rows
 from analysis.plain import frame_records, json_safe
+from analysis.runconfig import with_config
 from pipeline import keys
 from pipeline.errors import LrscanError
 
@@ -211,23 +213,23 @@ def pick_exponent(
         raise LrscanError(f"n_boot={n_boot}: must be >= 0")
 
     steps = range_runs(steps)
-    running = [] if include_running else [r for r in running_runs(runs) if r in set(steps["run_id"].astype(str))]
+    if not include_running and (running_ids := running_runs(runs)):
+        present = {str(r) for r in steps["run_id"].unique()}
+        running = [r for r in running_ids if r in present]
+    else:
+        running = []
     if running:
         steps = steps.loc[~steps["run_id"].astype(str).isin(running)]
         if steps.empty:
             raise LrscanError(f"every range-test run is still running ({_named(running)}): a partial range test is not "
                               f"a range test; --state running (include_running=True) picks from them as they are")
     rows = _measured_rows(steps, runs, column)
-    edges = _bin_edges(rows.lre, bin_width, n_bins)
+    edges = _bin_edges(rows.lre_span, bin_width, n_bins)
     centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
-    n_total_bins = len(centres)
     n_runs = len(rows.run_ids)
-    bin_ = np.clip(np.searchsorted(edges, rows.lre, side="right") - 1, 0, n_total_bins - 1)
-    in_window, last_row = _skip_window(rows, skip_start_frac, skip_end_frac)
-
     # per run and bin: every measured step (for the faint per-run lines), and inside the windows
-    all_matrix, all_count = _cell_means(rows.code, bin_, rows.value, n_runs, n_total_bins)
-    run_matrix, _ = _cell_means(rows.code[in_window], bin_[in_window], rows.value[in_window], n_runs, n_total_bins)
+    cells = _cells(steps, rows, column, edges, skip_start_frac, skip_end_frac)
+    all_matrix, all_count, run_matrix = cells.all_mean, cells.all_count, cells.window_mean
     # then per seed: a seed's runs (say a coarse and a narrow range) are one unit of the bootstrap
     has_seed = SEED in rows.per_run.columns
     unit_codes, units = pd.factorize(rows.per_run[SEED].to_numpy() if has_seed else rows.run_ids.to_numpy(), sort=True)
@@ -271,23 +273,22 @@ def pick_exponent(
         "n_runs": np.isfinite(run_matrix[:, binned]).sum(axis=0).astype("int64"),
     })
     r, b = np.nonzero(all_count)
-    window_count = np.bincount(rows.code[in_window] * n_total_bins + bin_[in_window], minlength=n_runs * n_total_bins)
     run_curves = pd.DataFrame({
         "run_id": rows.run_ids[r].astype("string"),
         column: all_matrix[r, b],
-        "in_window": window_count.reshape(n_runs, n_total_bins)[r, b] > 0,
+        "in_window": cells.window_count[r, b] > 0,
         keys.LRE: centres[b],
         keys.LR: 10.0 ** centres[b],
     })
     if has_seed:
         run_curves[SEED] = rows.per_run[SEED].to_numpy()[r]
-    per_run = _per_run_picks(rows, run_matrix, all_matrix, bin_, last_row, centres, runs)
+    per_run = _per_run_picks(rows, cells, centres, runs)
 
     return ExponentPick(
         best_lre=best_lre, best_lr=10.0 ** best_lre, best_lre_ci=best_ci,
         steepest_lre=steepest_lre, steepest_lr=10.0 ** steepest_lre, steepest_lre_ci=steep_ci,
         valley_lre=valley_lre, valley_lr=10.0 ** valley_lre,
-        n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column,
+        n_runs=n_runs, n_seeds=len(units), n_steps=int(cells.n_steps.sum()), column=column,
         bin_width=round(float(edges[1] - edges[0]), 10),
         skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
         curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit, left_out_running=running,
@@ -361,61 +362,106 @@ def range_runs(steps: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class _Rows:
-    """The measured rows of the range runs as flat arrays, runs as integer codes.
+    """The range runs' measured rows: which rows of `steps` each run measured, and the span of their lre.
 
-    Plain numpy, not groupby on the ids: at 50 runs x 200k steps, factorising string ids again
-    and again costs seconds, and bincount over codes costs milliseconds.
+    Per run, not as whole-frame arrays: at 50 runs x 200k steps each whole-frame temporary is 80 MB
+    (analysis.byrun), a run's is 1.6 MB; and bincount over a run's bins costs milliseconds.
     """
 
-    run_ids: pd.Index        # code -> run id
-    code: np.ndarray
-    step: np.ndarray
-    lre: np.ndarray
-    value: np.ndarray
-    per_run: pd.DataFrame    # one row per code: seed, lre_min, lre_max where the frame has them
+    run_ids: pd.Index        # code -> run id (the runs with a measured row, sorted)
+    rows: list               # per run: its rows of `steps` (a slice or positions)
+    keep: list               # per run: which of those rows are measured (None: all)
+    lre_span: tuple[float, float]  # lowest and highest measured lre
+    per_run: pd.DataFrame    # one row per code: seed, lre_min, lre_max where the frames have them
+
+
+def _run_values(steps: pd.DataFrame, rows, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A run's step (int64), lre and value (float64) over its `rows`."""
+    return (steps[keys.STEP_COLUMN].to_numpy()[rows].astype(np.int64, copy=False),
+            steps[keys.LRE].to_numpy()[rows].astype("float64", copy=False),
+            steps[column].to_numpy()[rows].astype("float64"))
 
 
 def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) -> _Rows:
     """Rows whose loss counts: finite, and before the run's first non-finite loss or divergence."""
-    code, uniques = pd.factorize(steps["run_id"], sort=True)
-    run_ids = pd.Index(np.asarray(uniques).astype(str), name="run_id")
-    step = steps[keys.STEP_COLUMN].to_numpy(dtype=np.int64)
-    lre = steps[keys.LRE].to_numpy(dtype="float64")
-    value = steps[column].to_numpy(dtype="float64")
-    # a NaN loss (logged as NaN) is a step not measured, as a step not logged; an infinite one is a
-    # divergence: the run counts up to (not including) it, what follows is after divergence
-    bad = np.isinf(value)
-    cut = np.full(len(run_ids), np.iinfo(np.int64).max)
-    np.minimum.at(cut, code[bad], step[bad])
+    by_run = run_rows(steps["run_id"])
+    diverged = np.full(len(by_run), np.nan)
     if runs is not None and keys.DIVERGED_AT_STEP in runs.columns:
         diverged = (runs.assign(run_id=runs["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
-                    [keys.DIVERGED_AT_STEP].astype("float64").reindex(run_ids).to_numpy())
-        known = np.isfinite(diverged)
-        cut[known] = np.minimum(cut[known], diverged[known].astype(np.int64))
-    keep = np.isfinite(value) & np.isfinite(lre) & (step < cut[code])
-    if not keep.any():
+                    [keys.DIVERGED_AT_STEP].astype("float64").reindex(by_run.run_ids).to_numpy())
+    kept_ids, kept_rows, keeps, firsts = [], [], [], []
+    low, high = math.inf, -math.inf
+    for (run_id, rows), cut_at in zip(by_run, diverged):
+        step, lre, value = _run_values(steps, rows, column)
+        # a NaN loss (logged as NaN) is a step not measured, as a step not logged; an infinite one is a
+        # divergence: the run counts up to (not including) it, what follows is after divergence
+        bad = np.isinf(value)
+        cut = int(step[bad].min()) if bad.any() else np.iinfo(np.int64).max
+        if math.isfinite(cut_at):
+            cut = min(cut, int(cut_at))
+        keep = np.isfinite(value) & np.isfinite(lre) & (step < cut)
+        if not keep.any():
+            continue
+        low, high = min(low, float(lre[keep].min())), max(high, float(lre[keep].max()))
+        kept_ids.append(run_id)
+        kept_rows.append(rows)
+        keeps.append(None if keep.all() else keep)
+        firsts.append(rows.start if isinstance(rows, slice) else int(rows[0]))
+    if not kept_ids:
         raise LrscanError(f"the range runs have no finite '{column}' before they diverged")
-    _, first_row = np.unique(code, return_index=True)
+    run_ids = pd.Index(kept_ids, name="run_id")
     columns = [c for c in (SEED, "lre_min", "lre_max") if c in steps.columns]
-    per_run = steps.iloc[first_row][columns].set_axis(run_ids, axis=0)
-    # renumber the runs that kept any row
-    kept_code, kept = pd.factorize(code[keep], sort=True)
-    return _Rows(run_ids=run_ids[kept], code=kept_code.astype(np.int64), step=step[keep], lre=lre[keep],
-                 value=value[keep], per_run=per_run.iloc[kept])
+    first_rows = steps.iloc[firsts][["run_id", *columns]]
+    # the range's ends are constant across runs more often than not: then `runs` has them, `steps` not
+    first_rows = with_config(first_rows, runs, fields=(SEED, "lre_min", "lre_max"))
+    columns = [c for c in (SEED, "lre_min", "lre_max") if c in first_rows.columns]
+    per_run = first_rows[columns].set_axis(run_ids, axis=0)
+    return _Rows(run_ids=run_ids, rows=kept_rows, keep=keeps, lre_span=(low, high), per_run=per_run)
 
 
-def _cell_means(code: np.ndarray, bin_: np.ndarray, value: np.ndarray, n_runs: int, n_bins: int):
-    """Mean of `value` per (run, bin) as a runs x bins matrix (NaN where unmeasured), and the counts."""
-    key = code * n_bins + bin_
-    total = np.bincount(key, weights=value, minlength=n_runs * n_bins)
-    count = np.bincount(key, minlength=n_runs * n_bins)
+@dataclass
+class _Cells:
+    """Per run (rows) and lre bin (columns): mean and count of the measured steps, all and inside the window."""
+
+    all_mean: np.ndarray
+    all_count: np.ndarray
+    window_mean: np.ndarray
+    window_count: np.ndarray
+    n_steps: np.ndarray      # per run: measured steps
+    last_step: np.ndarray    # per run: its last measured step (the highest), its lre and bin
+    last_lre: np.ndarray
+    last_bin: np.ndarray
+
+
+def _cells(steps: pd.DataFrame, rows: _Rows, column: str, edges: np.ndarray, skip_start_frac: float,
+           skip_end_frac: float) -> _Cells:
+    """Bin each run's measured steps by lre and average them per bin, one run at a time."""
+    n_runs, n_bins = len(rows.run_ids), len(edges) - 1
+    shape = (n_runs, n_bins)
+    all_total, all_count = np.zeros(shape), np.zeros(shape, np.int64)
+    window_total, window_count = np.zeros(shape), np.zeros(shape, np.int64)
+    n_steps, last_step, last_bin = (np.zeros(n_runs, np.int64) for _ in range(3))
+    last_lre = np.zeros(n_runs)
+    for r, (run_rows_, keep) in enumerate(zip(rows.rows, rows.keep)):
+        step, lre, value = _run_values(steps, run_rows_, column)
+        if keep is not None:
+            step, lre, value = step[keep], lre[keep], value[keep]
+        bin_ = np.clip(np.searchsorted(edges, lre, side="right") - 1, 0, n_bins - 1)
+        inside, last = _skip_window(step, skip_start_frac, skip_end_frac)
+        # bincount sums in row order, as one bincount over the whole frame did: the same float sums
+        all_total[r] = np.bincount(bin_, weights=value, minlength=n_bins)
+        all_count[r] = np.bincount(bin_, minlength=n_bins)
+        window_total[r] = np.bincount(bin_[inside], weights=value[inside], minlength=n_bins)
+        window_count[r] = np.bincount(bin_[inside], minlength=n_bins)
+        n_steps[r], last_step[r], last_lre[r], last_bin[r] = len(step), step[last], lre[last], bin_[last]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean.reshape(n_runs, n_bins), count.reshape(n_runs, n_bins)
+        all_mean = np.where(all_count > 0, all_total / np.maximum(all_count, 1), np.nan)
+        window_mean = np.where(window_count > 0, window_total / np.maximum(window_count, 1), np.nan)
+    return _Cells(all_mean, all_count, window_mean, window_count, n_steps, last_step, last_lre, last_bin)
 
 
-def _bin_edges(lre: np.ndarray, bin_width: float | None, n_bins: int | None) -> np.ndarray:
-    low, high = float(lre.min()), float(lre.max())
+def _bin_edges(lre_span: tuple[float, float], bin_width: float | None, n_bins: int | None) -> np.ndarray:
+    low, high = lre_span
     if bin_width is not None:
         # edges on multiples of the width, so two analyses (or a coarse and a zoom run) line up
         first = math.floor(low / bin_width + 1e-9) * bin_width
@@ -431,22 +477,25 @@ def _bin_edges(lre: np.ndarray, bin_width: float | None, n_bins: int | None) -> 
     return np.linspace(low, high, int(n_bins or DEFAULT_N_BINS) + 1)
 
 
-def _skip_window(rows: _Rows, skip_start_frac: float, skip_end_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows are inside their run's skip window, and the index of each run's last row.
+def _skip_window(step: np.ndarray, skip_start_frac: float, skip_end_frac: float) -> tuple[np.ndarray, int]:
+    """Which of a run's measured rows are inside its skip window, and which row is its last.
 
     The window is per run, by position among the run's measured steps (as fastai's
     ``recorder.losses[num_it//10:-5]``): each run's start is training from init, whatever its
     range, and its end is where it stopped. Windowing the combined curve instead would let a
     narrow run's from-init start sit in the middle of a wide run's range.
     """
-    order = np.lexsort((rows.step, rows.code))
-    counts = np.bincount(rows.code, minlength=len(rows.run_ids))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - starts[rows.code[order]]
-    count = counts[rows.code]
-    inside = (rank >= np.floor(count * skip_start_frac)) & (rank < count - np.floor(count * skip_end_frac))
-    return inside, order[starts + counts - 1]
+    count = len(step)
+    if count < 2 or np.all(step[1:] >= step[:-1]):
+        rank = np.arange(count)  # in step order already (as load_runs gives them)
+        last = count - 1
+    else:
+        order = np.argsort(step, kind="stable")
+        rank = np.empty(count, dtype=np.int64)
+        rank[order] = np.arange(count)
+        last = int(order[-1])
+    inside = (rank >= math.floor(count * skip_start_frac)) & (rank < count - math.floor(count * skip_end_frac))
+    return inside, last
 
 
 def _too_few_message(n_bins: int, skip_start_frac: float, skip_end_frac: float) -> str:
@@ -479,17 +528,17 @@ def _bootstrap(units: np.ndarray, lre: np.ndarray, n_boot: int, ci_level: float,
     return tuple(float(q) for q in np.quantile(best, tails)), tuple(float(q) for q in np.quantile(steepest, tails))
 
 
-def _per_run_picks(rows: _Rows, run_matrix, all_matrix, bin_, last_row, centres, runs) -> pd.DataFrame:
+def _per_run_picks(rows: _Rows, cells: _Cells, centres, runs) -> pd.DataFrame:
     """Each run's own suggesters (inside its window) and where it stopped."""
     out = rows.per_run.copy()
-    out["n_steps"] = np.bincount(rows.code, minlength=len(rows.run_ids))
-    out["last_step"] = rows.step[last_row]
-    out["last_lre"] = rows.lre[last_row]
+    out["n_steps"] = cells.n_steps
+    out["last_step"] = cells.last_step
+    out["last_lre"] = cells.last_lre
     out["last_lr"] = 10.0 ** out["last_lre"]
     # the run's mean in its last bin, not its last raw step: a climb stop's last step is an outlier
-    out["last_loss"] = all_matrix[np.arange(len(rows.run_ids)), bin_[last_row]]
+    out["last_loss"] = cells.all_mean[np.arange(len(rows.run_ids)), cells.last_bin]
     picks: dict[str, list[float]] = {"best_lre": [], "steepest_lre": [], "valley_lre": []}
-    for row in run_matrix:
+    for row in cells.window_mean:
         has = np.isfinite(row)
         if has.sum() < 3:
             for v in picks.values():

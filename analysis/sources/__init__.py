@@ -140,8 +140,10 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
                            named_loss=loss_key is not None, named_lr=lr_key is not None)
     choice, key_notes, lr_step, lr_logged = columns.choice, columns.notes, columns.lr_step, columns.lr_logged
     frame = columns.frame
-    # the frame's dtypes from here on (losses float32): the runs wait in these until build_frames
-    run.history = {column: frame[column].to_numpy(dtype=value_dtype(column) if column != K.STEP_COLUMN else None)
+    # the frame's dtypes from here on (losses float32): the runs wait in these until build_frames. Copies, not
+    # views: a view of lr would keep the frame's whole float64 block (four columns) of every run alive
+    run.history = {column: frame[column].to_numpy(dtype=value_dtype(column) if column != K.STEP_COLUMN else np.int64,
+                                                  copy=True)
                    for column in frame.columns}
     del frame, columns
     run.nan_logged = {}  # the rows are the measured steps now: a NaN there was logged as NaN

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         states = tuple(t.strip() for t in args.state.split(",") if t.strip()) if args.state else None
         out = Path(args.out) if args.out else default_out_dir(name=args.group or args.sweep)
         check_out_dir(out)  # before the analysis: a bad --out costs a second, not the whole run
+        _import_plotting_meanwhile()
         loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=states, job_type=job_type,
                            loss_key=args.loss_key, lr_key=args.lr_key)
         zoom_base = args.zoom_base or (DEFAULT_ZOOM_BASE if DEFAULT_ZOOM_BASE.is_file() else None)
@@ -136,6 +138,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_with(err, PROG)
     print("\n".join(summary_lines(report)))
     return 0
+
+
+def _import_plotting_meanwhile() -> None:
+    """Import matplotlib (Agg: a report is files only) and seaborn in a daemon thread, while the runs are read.
+
+    The report needs them, and they take ~1.5 s (seaborn imports scipy.stats) that would otherwise
+    come after the pick; the reading is done by worker processes, during which this process only
+    waits. Started once this process' own imports are done, so the two threads never import one
+    module's dependencies in opposite orders. A failure is left to the report's own import to say.
+    """
+
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import analysis.plots  # noqa: F401
+        except Exception:  # the report imports it again, and says what is wrong
+            pass
+
+    threading.Thread(target=load, name="import-plotting", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def _canonical(frame: pd.DataFrame, choice: KeyChoice, carried: Sequence[str]) -
     measured = ~(np.isnan(loss) & np.isnan(log10_loss))
     if LOSS_LOGGED in frame.columns:
         measured |= frame[LOSS_LOGGED].notna().to_numpy()
-    return out.loc[measured].reset_index(drop=True)
+    return out if measured.all() else out.loc[measured].reset_index(drop=True)  # most runs: no copy
 
 
 def _on_step(history: pd.DataFrame, step_key: str, loss_key: str | None) -> pd.DataFrame:

@@ -27,14 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.binning import Cells, Rows, bin_cells, bin_edges, measured_rows
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, SEED, require_columns
-from analysis.byrun import run_rows
 from analysis.plain import frame_records, json_safe
-from analysis.runconfig import with_config
 from pipeline import keys
 from pipeline.errors import LrscanError
 
-DEFAULT_N_BINS = 50
 # an old suggester name -> its name now: old readers' keys keep working (lrscan's `minimum` was the min-loss lr
 # itself, easy to confuse with fastai's `minimum`, which is that lr / 10)
 SUGGESTER_ALIASES = {"minimum": "min_loss"}
@@ -42,7 +40,6 @@ FASTAI_MINIMUM_DECADES = 1.0  # fastai's `minimum` suggester: the min-loss lr / 
 # below this many seeds a bootstrap over seeds has too few distinct resamples (3 seeds: 10) for its
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
-MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
 RUNNING = "running"  # a run's state while it has no exit record (offline) or W&B says so (cloud)
 
 
@@ -223,12 +220,12 @@ def pick_exponent(
         if steps.empty:
             raise LrscanError(f"every range-test run is still running ({_named(running)}): a partial range test is not "
                               f"a range test; --state running (include_running=True) picks from them as they are")
-    rows = _measured_rows(steps, runs, column)
-    edges = _bin_edges(rows.lre_span, bin_width, n_bins)
+    rows = measured_rows(steps, runs, column)
+    edges = bin_edges(rows.lre_span, bin_width, n_bins)
     centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
     n_runs = len(rows.run_ids)
     # per run and bin: every measured step (for the faint per-run lines), and inside the windows
-    cells = _cells(steps, rows, column, edges, skip_start_frac, skip_end_frac)
+    cells = bin_cells(steps, rows, column, edges, skip_start_frac, skip_end_frac)
     all_matrix, all_count, run_matrix = cells.all_mean, cells.all_count, cells.window_mean
     # then per seed: a seed's runs (say a coarse and a narrow range) are one unit of the bootstrap
     has_seed = SEED in rows.per_run.columns
@@ -360,144 +357,6 @@ def range_runs(steps: pd.DataFrame) -> pd.DataFrame:
     return steps
 
 
-@dataclass
-class _Rows:
-    """The range runs' measured rows: which rows of `steps` each run measured, and the span of their lre.
-
-    Per run, not as whole-frame arrays: at 50 runs x 200k steps each whole-frame temporary is 80 MB
-    (analysis.byrun), a run's is 1.6 MB; and bincount over a run's bins costs milliseconds.
-    """
-
-    run_ids: pd.Index        # code -> run id (the runs with a measured row, sorted)
-    rows: list               # per run: its rows of `steps` (a slice or positions)
-    keep: list               # per run: which of those rows are measured (None: all)
-    lre_span: tuple[float, float]  # lowest and highest measured lre
-    per_run: pd.DataFrame    # one row per code: seed, lre_min, lre_max where the frames have them
-
-
-def _run_values(steps: pd.DataFrame, rows, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A run's step (int64), lre and value (float64) over its `rows`."""
-    return (steps[keys.STEP_COLUMN].to_numpy()[rows].astype(np.int64, copy=False),
-            steps[keys.LRE].to_numpy()[rows].astype("float64", copy=False),
-            steps[column].to_numpy()[rows].astype("float64"))
-
-
-def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) -> _Rows:
-    """Rows whose loss counts: finite, and before the run's first non-finite loss or divergence."""
-    by_run = run_rows(steps["run_id"])
-    diverged = np.full(len(by_run), np.nan)
-    if runs is not None and keys.DIVERGED_AT_STEP in runs.columns:
-        diverged = (runs.assign(run_id=runs["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
-                    [keys.DIVERGED_AT_STEP].astype("float64").reindex(by_run.run_ids).to_numpy())
-    kept_ids, kept_rows, keeps, firsts = [], [], [], []
-    low, high = math.inf, -math.inf
-    for (run_id, rows), cut_at in zip(by_run, diverged):
-        step, lre, value = _run_values(steps, rows, column)
-        # a NaN loss (logged as NaN) is a step not measured, as a step not logged; an infinite one is a
-        # divergence: the run counts up to (not including) it, what follows is after divergence
-        bad = np.isinf(value)
-        cut = int(step[bad].min()) if bad.any() else np.iinfo(np.int64).max
-        if math.isfinite(cut_at):
-            cut = min(cut, int(cut_at))
-        keep = np.isfinite(value) & np.isfinite(lre) & (step < cut)
-        if not keep.any():
-            continue
-        low, high = min(low, float(lre[keep].min())), max(high, float(lre[keep].max()))
-        kept_ids.append(run_id)
-        kept_rows.append(rows)
-        keeps.append(None if keep.all() else keep)
-        firsts.append(rows.start if isinstance(rows, slice) else int(rows[0]))
-    if not kept_ids:
-        raise LrscanError(f"the range runs have no finite '{column}' before they diverged")
-    run_ids = pd.Index(kept_ids, name="run_id")
-    columns = [c for c in (SEED, "lre_min", "lre_max") if c in steps.columns]
-    first_rows = steps.iloc[firsts][["run_id", *columns]]
-    # the range's ends are constant across runs more often than not: then `runs` has them, `steps` not
-    first_rows = with_config(first_rows, runs, fields=(SEED, "lre_min", "lre_max"))
-    columns = [c for c in (SEED, "lre_min", "lre_max") if c in first_rows.columns]
-    per_run = first_rows[columns].set_axis(run_ids, axis=0)
-    return _Rows(run_ids=run_ids, rows=kept_rows, keep=keeps, lre_span=(low, high), per_run=per_run)
-
-
-@dataclass
-class _Cells:
-    """Per run (rows) and lre bin (columns): mean and count of the measured steps, all and inside the window."""
-
-    all_mean: np.ndarray
-    all_count: np.ndarray
-    window_mean: np.ndarray
-    window_count: np.ndarray
-    n_steps: np.ndarray      # per run: measured steps
-    last_step: np.ndarray    # per run: its last measured step (the highest), its lre and bin
-    last_lre: np.ndarray
-    last_bin: np.ndarray
-
-
-def _cells(steps: pd.DataFrame, rows: _Rows, column: str, edges: np.ndarray, skip_start_frac: float,
-           skip_end_frac: float) -> _Cells:
-    """Bin each run's measured steps by lre and average them per bin, one run at a time."""
-    n_runs, n_bins = len(rows.run_ids), len(edges) - 1
-    shape = (n_runs, n_bins)
-    all_total, all_count = np.zeros(shape), np.zeros(shape, np.int64)
-    window_total, window_count = np.zeros(shape), np.zeros(shape, np.int64)
-    n_steps, last_step, last_bin = (np.zeros(n_runs, np.int64) for _ in range(3))
-    last_lre = np.zeros(n_runs)
-    for r, (run_rows_, keep) in enumerate(zip(rows.rows, rows.keep)):
-        step, lre, value = _run_values(steps, run_rows_, column)
-        if keep is not None:
-            step, lre, value = step[keep], lre[keep], value[keep]
-        bin_ = np.clip(np.searchsorted(edges, lre, side="right") - 1, 0, n_bins - 1)
-        inside, last = _skip_window(step, skip_start_frac, skip_end_frac)
-        # bincount sums in row order, as one bincount over the whole frame did: the same float sums
-        all_total[r] = np.bincount(bin_, weights=value, minlength=n_bins)
-        all_count[r] = np.bincount(bin_, minlength=n_bins)
-        window_total[r] = np.bincount(bin_[inside], weights=value[inside], minlength=n_bins)
-        window_count[r] = np.bincount(bin_[inside], minlength=n_bins)
-        n_steps[r], last_step[r], last_lre[r], last_bin[r] = len(step), step[last], lre[last], bin_[last]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        all_mean = np.where(all_count > 0, all_total / np.maximum(all_count, 1), np.nan)
-        window_mean = np.where(window_count > 0, window_total / np.maximum(window_count, 1), np.nan)
-    return _Cells(all_mean, all_count, window_mean, window_count, n_steps, last_step, last_lre, last_bin)
-
-
-def _bin_edges(lre_span: tuple[float, float], bin_width: float | None, n_bins: int | None) -> np.ndarray:
-    low, high = lre_span
-    if bin_width is not None:
-        # edges on multiples of the width, so two analyses (or a coarse and a zoom run) line up
-        first = math.floor(low / bin_width + 1e-9) * bin_width
-        count = max(1, math.floor((high - first) / bin_width + 1e-9) + 1)
-        if count > MAX_BINS:
-            raise LrscanError(f"bin width {bin_width:g} makes {count} lre bins over [{low:g}, {high:g}]; "
-                              f"at most {MAX_BINS} (a bin holds a few steps at best beyond that)")
-        return first + bin_width * np.arange(count + 1)
-    if high <= low:
-        raise LrscanError(f"every measured step has lre={low}: a range test needs lre_min < lre_max")
-    if int(n_bins or DEFAULT_N_BINS) > MAX_BINS:
-        raise LrscanError(f"{n_bins} lre bins: at most {MAX_BINS}")
-    return np.linspace(low, high, int(n_bins or DEFAULT_N_BINS) + 1)
-
-
-def _skip_window(step: np.ndarray, skip_start_frac: float, skip_end_frac: float) -> tuple[np.ndarray, int]:
-    """Which of a run's measured rows are inside its skip window, and which row is its last.
-
-    The window is per run, by position among the run's measured steps (as fastai's
-    ``recorder.losses[num_it//10:-5]``): each run's start is training from init, whatever its
-    range, and its end is where it stopped. Windowing the combined curve instead would let a
-    narrow run's from-init start sit in the middle of a wide run's range.
-    """
-    count = len(step)
-    if count < 2 or np.all(step[1:] >= step[:-1]):
-        rank = np.arange(count)  # in step order already (as load_runs gives them)
-        last = count - 1
-    else:
-        order = np.argsort(step, kind="stable")
-        rank = np.empty(count, dtype=np.int64)
-        rank[order] = np.arange(count)
-        last = int(order[-1])
-    inside = (rank >= math.floor(count * skip_start_frac)) & (rank < count - math.floor(count * skip_end_frac))
-    return inside, last
-
-
 def _too_few_message(n_bins: int, skip_start_frac: float, skip_end_frac: float) -> str:
     return (
         f"only {n_bins} lre bin(s) hold steps inside the runs' skip windows (the first {skip_start_frac:.0%} "
@@ -528,7 +387,7 @@ def _bootstrap(units: np.ndarray, lre: np.ndarray, n_boot: int, ci_level: float,
     return tuple(float(q) for q in np.quantile(best, tails)), tuple(float(q) for q in np.quantile(steepest, tails))
 
 
-def _per_run_picks(rows: _Rows, cells: _Cells, centres, runs) -> pd.DataFrame:
+def _per_run_picks(rows: Rows, cells: Cells, centres, runs) -> pd.DataFrame:
     """Each run's own suggesters (inside its window) and where it stopped."""
     out = rows.per_run.copy()
     out["n_steps"] = cells.n_steps

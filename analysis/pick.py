@@ -163,7 +163,8 @@ def pick_exponent(
         keeps only ``range`` runs, a ``seed`` column groups runs into seeds.
     runs : DataFrame, optional
         Per-run frame; its ``diverged_at_step`` cuts each run there, and ``stop_reason`` /
-        ``stop_step`` go into ``per_run``.
+        ``stop_step`` go into ``per_run``, as do the runs' ``lre_min`` / ``lre_max`` where `steps`
+        lacks them (`load_runs` keeps fields every run shares in `runs` only).
     column : str
         The loss to read (default the raw ``loss``, the seed's range-test plot).
     bin_width, n_bins : float, int, optional

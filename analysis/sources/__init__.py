@@ -2,8 +2,10 @@
 
     loaded = load_runs("wandb", group="lr_range")      # offline: a folder, a run folder or a .wandb file
     loaded = load_runs("me/lrscan", sweep="abc123")    # cloud: entity/project[/sweep_id]
-    loaded.steps   # one row per (run, step the loss was logged at): ids, config fields, step, lr, lre, loss, ...
-    loaded.runs    # one row per run: ids, state, exit code, step counts, keys used, schedule, config, summary
+    loaded.steps   # one row per (run, step the loss was logged at): ids, the config fields that differ between
+                   # runs (and schedule, seed), step, lr, lre, loss, ...
+    loaded.runs    # one row per run: ids, state, exit code, step counts, keys used, schedule, every config field,
+                   # summary; with_config(loaded.steps, loaded.runs) joins the shared fields onto steps
 
 The entry: source -> filters (filters.py) -> offline (offline.py) or cloud (cloud.py) -> each run's
 loss, lr and step columns (analysis.columns: lrscan's keys or the common names other code logs,

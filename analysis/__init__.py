@@ -31,6 +31,7 @@ _EXPORTS = {
     "plot_block_means": "analysis.plots",
     "plot_decay_heatmap": "analysis.plots",
     "write_report": "analysis.report",
+    "with_config": "analysis.runconfig",
     "Report": "analysis.report",
 }
 

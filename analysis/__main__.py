@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from pipeline.errors import LrscanError, exit_with
+from pipeline.runlog import map_big_arrays_alone
 
 PROG = "analysis"
 DEFAULT_SOURCE = "./wandb"
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a process-wide allocator setting, so here at the entry point: an array freed returns its memory at
+    # once, and the runs read and the frame built from them are never held both (pipeline.runlog.parallel)
+    map_big_arrays_alone()
     if args.bin_width is not None and args.n_bins is not None:
         build_parser().error("give --bin-width or --n-bins, not both")
     try:
@@ -117,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         states = tuple(t.strip() for t in args.state.split(",") if t.strip()) if args.state else None
         out = Path(args.out) if args.out else default_out_dir(name=args.group or args.sweep)
         check_out_dir(out)  # before the analysis: a bad --out costs a second, not the whole run
+        _import_plotting_meanwhile()
         loaded = load_runs(args.source, group=args.group, sweep=args.sweep, tags=tags, state=states, job_type=job_type,
                            loss_key=args.loss_key, lr_key=args.lr_key)
         zoom_base = args.zoom_base or (DEFAULT_ZOOM_BASE if DEFAULT_ZOOM_BASE.is_file() else None)
@@ -132,6 +138,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_with(err, PROG)
     print("\n".join(summary_lines(report)))
     return 0
+
+
+def _import_plotting_meanwhile() -> None:
+    """Import matplotlib (Agg: a report is files only) and seaborn in a daemon thread, while the runs are read.
+
+    The report needs them, and they take ~1.5 s (seaborn imports scipy.stats) that would otherwise
+    come after the pick; the reading is done by worker processes, during which this process only
+    waits. Started once this process' own imports are done, so the two threads never import one
+    module's dependencies in opposite orders. A failure is left to the report's own import to say.
+    """
+
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import analysis.plots  # noqa: F401
+        except Exception:  # the report imports it again, and says what is wrong
+            pass
+
+    threading.Thread(target=load, name="import-plotting", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.byrun import run_rows
 from analysis.columns import cadence
 from analysis.plain import plain_value
+from analysis.runconfig import PER_STEP_COLUMNS
 from pipeline import keys
 from pipeline.config import field_names, hyperparameter_names
 from pipeline.errors import LrscanError
@@ -26,7 +28,7 @@ from pipeline.errors import LrscanError
 # (each field's kind is declared on TrainConfig, which the trainer's resume check reads too)
 NOT_HYPERPARAMETERS = frozenset(field_names()) - frozenset(hyperparameter_names())
 SEED = "seed"
-STEP_LEVEL_COLUMNS = (keys.STEP_COLUMN, keys.LR, keys.LRE, keys.LOSS, keys.LOG10_LOSS, keys.SMOOTH_LOSS, keys.DEV_LOSS)
+STEP_LEVEL_COLUMNS = PER_STEP_COLUMNS
 SCHEDULE = "schedule"
 SCHEDULE_RANGE = "range"
 
@@ -96,21 +98,33 @@ def block_means(
         raise LrscanError(f"block_steps={block_steps}: must be a whole number >= 1")
     block_steps = int(block_steps)
 
-    step = steps[keys.STEP_COLUMN].to_numpy()
-    grouped = pd.DataFrame({
-        "run_id": steps["run_id"].array,  # keeps a categorical a categorical
-        "block": step // block_steps,
-        keys.STEP_COLUMN: step,
-        column: steps[column].to_numpy(dtype="float64"),
-    }).groupby(["run_id", "block"], observed=True, sort=True)
-    per_block = pd.DataFrame({
-        "last_step": grouped[keys.STEP_COLUMN].max(),
-        "n_steps": grouped.size(),
-        # skipna=False: a NaN inside a block makes its mean NaN, as torch's mean does
-        "value": grouped[column].mean(skipna=False),
-    }).reset_index()
-    logging = _run_logging(steps["run_id"], step).reindex(per_block["run_id"].astype(str))
-    first, last, every = (logging[c].to_numpy() for c in ("first", "last", "every"))
+    # one run at a time (analysis.byrun): a whole-frame groupby on (run, block) at 10M rows holds ~0.8 GB of
+    # keys and copies; a run's rows are a slice, and its blocks are the same groups with the same means
+    by_run = run_rows(steps["run_id"])
+    step_all, value_all = steps[keys.STEP_COLUMN].to_numpy(), steps[column].to_numpy()
+    parts, firsts, spans = [], [], []
+    for _, rows in by_run:
+        step = step_all[rows].astype(np.int64, copy=False)
+        grouped = pd.DataFrame({
+            "block": step // block_steps,
+            keys.STEP_COLUMN: step,
+            column: value_all[rows].astype("float64"),
+        }).groupby("block", sort=True)
+        parts.append(pd.DataFrame({
+            "last_step": grouped[keys.STEP_COLUMN].max(),
+            "n_steps": grouped.size(),
+            # skipna=False: a NaN inside a block makes its mean NaN, as torch's mean does
+            "value": grouped[column].mean(skipna=False),
+        }).reset_index())
+        firsts.append(rows.start if isinstance(rows, slice) else int(rows[0]))
+        spans.append((step.min(), step.max(), cadence(step)))
+    n_blocks = [len(part) for part in parts]
+    per_block = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        {"block": np.zeros(0, np.int64), "last_step": np.zeros(0, np.int64), "n_steps": np.zeros(0, np.int64),
+         "value": np.zeros(0)})
+    first_rows = np.repeat(np.asarray(firsts, np.int64), n_blocks)
+    per_block.insert(0, "run_id", steps["run_id"].array.take(first_rows))  # keeps a categorical a categorical
+    first, last, every = (np.repeat(np.asarray([span[i] for span in spans], np.int64), n_blocks) for i in range(3))
     start = per_block["block"].to_numpy() * block_steps
     end = start + block_steps
     per_block = per_block.assign(step_start=start, step_end=np.minimum(per_block["last_step"].to_numpy() + every, end))
@@ -138,24 +152,12 @@ def block_means(
     ]
     carried = [c for c in run_columns(steps) if c != "run_id"]
     if carried:
-        config = steps.drop_duplicates("run_id")[["run_id", *carried]]
+        config = steps.iloc[firsts][["run_id", *carried]]
         out = out.merge(config, on="run_id", how="left", validate="many_to_one")
     out = out.reset_index(drop=True).astype({c: "int64" for c in ("block", "step_start", "step_end", "n_steps")})
     out.attrs["partial_blocks_dropped"] = 0 if keep_partial else n_partial
     out.attrs["block_steps"] = block_steps
     return out
-
-
-def _run_logging(run_id: pd.Series, step: np.ndarray) -> pd.DataFrame:
-    """Per run (index: run id as str): its first and last logged step and its cadence."""
-    # grouped by integer codes, not by the ids as strings: at 10M rows a str column costs GBs
-    codes, uniques = pd.factorize(run_id, sort=False)
-    grouped = pd.Series(step).groupby(codes, sort=True)
-    return pd.DataFrame({
-        "first": grouped.min(),
-        "last": grouped.max(),
-        "every": grouped.agg(lambda s: cadence(s.to_numpy())),
-    }).astype("int64").set_axis(pd.Index(np.asarray(uniques).astype(str), name="run_id"), axis=0)
 
 
 # -- the step-decay grid -------------------------------------------------------------------------

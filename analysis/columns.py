@@ -217,7 +217,7 @@ def _canonical(frame: pd.DataFrame, choice: KeyChoice, carried: Sequence[str]) -
     measured = ~(np.isnan(loss) & np.isnan(log10_loss))
     if LOSS_LOGGED in frame.columns:
         measured |= frame[LOSS_LOGGED].notna().to_numpy()
-    return out.loc[measured].reset_index(drop=True)
+    return out if measured.all() else out.loc[measured].reset_index(drop=True)  # most runs: no copy
 
 
 def _on_step(history: pd.DataFrame, step_key: str, loss_key: str | None) -> pd.DataFrame:
@@ -359,8 +359,10 @@ def _pair(frame: pd.DataFrame, source: str | None, plain: str, log10: str) -> tu
         own = source == plain and log10 in frame.columns
         logged_log = frame[log10].to_numpy(dtype=np.float64) if own else np.full(n, np.nan)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        value = np.where(np.isnan(logged), np.power(10.0, logged_log), logged)
-        value_log = np.where(np.isnan(logged_log), np.log10(logged), logged_log)
+        # each filled from the other where missing; lrscan's runs log both at every step: nothing to fill
+        missing, missing_log = np.isnan(logged), np.isnan(logged_log)
+        value = np.where(missing, np.power(10.0, logged_log), logged) if missing.any() else logged
+        value_log = np.where(missing_log, np.log10(logged), logged_log) if missing_log.any() else logged_log
     return value, value_log
 
 

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.binning import Cells, Rows, bin_cells, bin_edges, measured_rows
 from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, SEED, require_columns
 from analysis.plain import frame_records, json_safe
 from pipeline import keys
 from pipeline.errors import LrscanError
 
-DEFAULT_N_BINS = 50
 # an old suggester name -> its name now: old readers' keys keep working (lrscan's `minimum` was the min-loss lr
 # itself, easy to confuse with fastai's `minimum`, which is that lr / 10)
 SUGGESTER_ALIASES = {"minimum": "min_loss"}
@@ -40,7 +40,6 @@ FASTAI_MINIMUM_DECADES = 1.0  # fastai's `minimum` suggester: the min-loss lr / 
 # below this many seeds a bootstrap over seeds has too few distinct resamples (3 seeds: 10) for its
 # percentiles to measure anything but the spread of the seeds' own picks
 MIN_SEEDS_FOR_CI = 5
-MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory
 RUNNING = "running"  # a run's state while it has no exit record (offline) or W&B says so (cloud)
 
 
@@ -164,7 +163,8 @@ def pick_exponent(
         keeps only ``range`` runs, a ``seed`` column groups runs into seeds.
     runs : DataFrame, optional
         Per-run frame; its ``diverged_at_step`` cuts each run there, and ``stop_reason`` /
-        ``stop_step`` go into ``per_run``.
+        ``stop_step`` go into ``per_run``, as do the runs' ``lre_min`` / ``lre_max`` where `steps`
+        lacks them (`load_runs` keeps fields every run shares in `runs` only).
     column : str
         The loss to read (default the raw ``loss``, the seed's range-test plot).
     bin_width, n_bins : float, int, optional
@@ -211,23 +211,23 @@ def pick_exponent(
         raise LrscanError(f"n_boot={n_boot}: must be >= 0")
 
     steps = range_runs(steps)
-    running = [] if include_running else [r for r in running_runs(runs) if r in set(steps["run_id"].astype(str))]
+    if not include_running and (running_ids := running_runs(runs)):
+        present = {str(r) for r in steps["run_id"].unique()}
+        running = [r for r in running_ids if r in present]
+    else:
+        running = []
     if running:
         steps = steps.loc[~steps["run_id"].astype(str).isin(running)]
         if steps.empty:
             raise LrscanError(f"every range-test run is still running ({_named(running)}): a partial range test is not "
                               f"a range test; --state running (include_running=True) picks from them as they are")
-    rows = _measured_rows(steps, runs, column)
-    edges = _bin_edges(rows.lre, bin_width, n_bins)
+    rows = measured_rows(steps, runs, column)
+    edges = bin_edges(rows.lre_span, bin_width, n_bins)
     centres = np.round((edges[:-1] + edges[1:]) / 2, 10)
-    n_total_bins = len(centres)
     n_runs = len(rows.run_ids)
-    bin_ = np.clip(np.searchsorted(edges, rows.lre, side="right") - 1, 0, n_total_bins - 1)
-    in_window, last_row = _skip_window(rows, skip_start_frac, skip_end_frac)
-
     # per run and bin: every measured step (for the faint per-run lines), and inside the windows
-    all_matrix, all_count = _cell_means(rows.code, bin_, rows.value, n_runs, n_total_bins)
-    run_matrix, _ = _cell_means(rows.code[in_window], bin_[in_window], rows.value[in_window], n_runs, n_total_bins)
+    cells = bin_cells(steps, rows, column, edges, skip_start_frac, skip_end_frac)
+    all_matrix, all_count, run_matrix = cells.all_mean, cells.all_count, cells.window_mean
     # then per seed: a seed's runs (say a coarse and a narrow range) are one unit of the bootstrap
     has_seed = SEED in rows.per_run.columns
     unit_codes, units = pd.factorize(rows.per_run[SEED].to_numpy() if has_seed else rows.run_ids.to_numpy(), sort=True)
@@ -271,23 +271,22 @@ def pick_exponent(
         "n_runs": np.isfinite(run_matrix[:, binned]).sum(axis=0).astype("int64"),
     })
     r, b = np.nonzero(all_count)
-    window_count = np.bincount(rows.code[in_window] * n_total_bins + bin_[in_window], minlength=n_runs * n_total_bins)
     run_curves = pd.DataFrame({
         "run_id": rows.run_ids[r].astype("string"),
         column: all_matrix[r, b],
-        "in_window": window_count.reshape(n_runs, n_total_bins)[r, b] > 0,
+        "in_window": cells.window_count[r, b] > 0,
         keys.LRE: centres[b],
         keys.LR: 10.0 ** centres[b],
     })
     if has_seed:
         run_curves[SEED] = rows.per_run[SEED].to_numpy()[r]
-    per_run = _per_run_picks(rows, run_matrix, all_matrix, bin_, last_row, centres, runs)
+    per_run = _per_run_picks(rows, cells, centres, runs)
 
     return ExponentPick(
         best_lre=best_lre, best_lr=10.0 ** best_lre, best_lre_ci=best_ci,
         steepest_lre=steepest_lre, steepest_lr=10.0 ** steepest_lre, steepest_lre_ci=steep_ci,
         valley_lre=valley_lre, valley_lr=10.0 ** valley_lre,
-        n_runs=n_runs, n_seeds=len(units), n_steps=len(rows.code), column=column,
+        n_runs=n_runs, n_seeds=len(units), n_steps=int(cells.n_steps.sum()), column=column,
         bin_width=round(float(edges[1] - edges[0]), 10),
         skip_start_frac=skip_start_frac, skip_end_frac=skip_end_frac, ci_level=ci_level, n_boot=n_boot,
         curve=curve, run_curves=run_curves, per_run=per_run, notes=notes, unit=unit, left_out_running=running,
@@ -359,96 +358,6 @@ def range_runs(steps: pd.DataFrame) -> pd.DataFrame:
     return steps
 
 
-@dataclass
-class _Rows:
-    """The measured rows of the range runs as flat arrays, runs as integer codes.
-
-    Plain numpy, not groupby on the ids: at 50 runs x 200k steps, factorising string ids again
-    and again costs seconds, and bincount over codes costs milliseconds.
-    """
-
-    run_ids: pd.Index        # code -> run id
-    code: np.ndarray
-    step: np.ndarray
-    lre: np.ndarray
-    value: np.ndarray
-    per_run: pd.DataFrame    # one row per code: seed, lre_min, lre_max where the frame has them
-
-
-def _measured_rows(steps: pd.DataFrame, runs: pd.DataFrame | None, column: str) -> _Rows:
-    """Rows whose loss counts: finite, and before the run's first non-finite loss or divergence."""
-    code, uniques = pd.factorize(steps["run_id"], sort=True)
-    run_ids = pd.Index(np.asarray(uniques).astype(str), name="run_id")
-    step = steps[keys.STEP_COLUMN].to_numpy(dtype=np.int64)
-    lre = steps[keys.LRE].to_numpy(dtype="float64")
-    value = steps[column].to_numpy(dtype="float64")
-    # a NaN loss (logged as NaN) is a step not measured, as a step not logged; an infinite one is a
-    # divergence: the run counts up to (not including) it, what follows is after divergence
-    bad = np.isinf(value)
-    cut = np.full(len(run_ids), np.iinfo(np.int64).max)
-    np.minimum.at(cut, code[bad], step[bad])
-    if runs is not None and keys.DIVERGED_AT_STEP in runs.columns:
-        diverged = (runs.assign(run_id=runs["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
-                    [keys.DIVERGED_AT_STEP].astype("float64").reindex(run_ids).to_numpy())
-        known = np.isfinite(diverged)
-        cut[known] = np.minimum(cut[known], diverged[known].astype(np.int64))
-    keep = np.isfinite(value) & np.isfinite(lre) & (step < cut[code])
-    if not keep.any():
-        raise LrscanError(f"the range runs have no finite '{column}' before they diverged")
-    _, first_row = np.unique(code, return_index=True)
-    columns = [c for c in (SEED, "lre_min", "lre_max") if c in steps.columns]
-    per_run = steps.iloc[first_row][columns].set_axis(run_ids, axis=0)
-    # renumber the runs that kept any row
-    kept_code, kept = pd.factorize(code[keep], sort=True)
-    return _Rows(run_ids=run_ids[kept], code=kept_code.astype(np.int64), step=step[keep], lre=lre[keep],
-                 value=value[keep], per_run=per_run.iloc[kept])
-
-
-def _cell_means(code: np.ndarray, bin_: np.ndarray, value: np.ndarray, n_runs: int, n_bins: int):
-    """Mean of `value` per (run, bin) as a runs x bins matrix (NaN where unmeasured), and the counts."""
-    key = code * n_bins + bin_
-    total = np.bincount(key, weights=value, minlength=n_runs * n_bins)
-    count = np.bincount(key, minlength=n_runs * n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean.reshape(n_runs, n_bins), count.reshape(n_runs, n_bins)
-
-
-def _bin_edges(lre: np.ndarray, bin_width: float | None, n_bins: int | None) -> np.ndarray:
-    low, high = float(lre.min()), float(lre.max())
-    if bin_width is not None:
-        # edges on multiples of the width, so two analyses (or a coarse and a zoom run) line up
-        first = math.floor(low / bin_width + 1e-9) * bin_width
-        count = max(1, math.floor((high - first) / bin_width + 1e-9) + 1)
-        if count > MAX_BINS:
-            raise LrscanError(f"bin width {bin_width:g} makes {count} lre bins over [{low:g}, {high:g}]; "
-                              f"at most {MAX_BINS} (a bin holds a few steps at best beyond that)")
-        return first + bin_width * np.arange(count + 1)
-    if high <= low:
-        raise LrscanError(f"every measured step has lre={low}: a range test needs lre_min < lre_max")
-    if int(n_bins or DEFAULT_N_BINS) > MAX_BINS:
-        raise LrscanError(f"{n_bins} lre bins: at most {MAX_BINS}")
-    return np.linspace(low, high, int(n_bins or DEFAULT_N_BINS) + 1)
-
-
-def _skip_window(rows: _Rows, skip_start_frac: float, skip_end_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows are inside their run's skip window, and the index of each run's last row.
-
-    The window is per run, by position among the run's measured steps (as fastai's
-    ``recorder.losses[num_it//10:-5]``): each run's start is training from init, whatever its
-    range, and its end is where it stopped. Windowing the combined curve instead would let a
-    narrow run's from-init start sit in the middle of a wide run's range.
-    """
-    order = np.lexsort((rows.step, rows.code))
-    counts = np.bincount(rows.code, minlength=len(rows.run_ids))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - starts[rows.code[order]]
-    count = counts[rows.code]
-    inside = (rank >= np.floor(count * skip_start_frac)) & (rank < count - np.floor(count * skip_end_frac))
-    return inside, order[starts + counts - 1]
-
-
 def _too_few_message(n_bins: int, skip_start_frac: float, skip_end_frac: float) -> str:
     return (
         f"only {n_bins} lre bin(s) hold steps inside the runs' skip windows (the first {skip_start_frac:.0%} "
@@ -479,17 +388,17 @@ def _bootstrap(units: np.ndarray, lre: np.ndarray, n_boot: int, ci_level: float,
     return tuple(float(q) for q in np.quantile(best, tails)), tuple(float(q) for q in np.quantile(steepest, tails))
 
 
-def _per_run_picks(rows: _Rows, run_matrix, all_matrix, bin_, last_row, centres, runs) -> pd.DataFrame:
+def _per_run_picks(rows: Rows, cells: Cells, centres, runs) -> pd.DataFrame:
     """Each run's own suggesters (inside its window) and where it stopped."""
     out = rows.per_run.copy()
-    out["n_steps"] = np.bincount(rows.code, minlength=len(rows.run_ids))
-    out["last_step"] = rows.step[last_row]
-    out["last_lre"] = rows.lre[last_row]
+    out["n_steps"] = cells.n_steps
+    out["last_step"] = cells.last_step
+    out["last_lre"] = cells.last_lre
     out["last_lr"] = 10.0 ** out["last_lre"]
     # the run's mean in its last bin, not its last raw step: a climb stop's last step is an outlier
-    out["last_loss"] = all_matrix[np.arange(len(rows.run_ids)), bin_[last_row]]
+    out["last_loss"] = cells.all_mean[np.arange(len(rows.run_ids)), cells.last_bin]
     picks: dict[str, list[float]] = {"best_lre": [], "steepest_lre": [], "valley_lre": []}
-    for row in run_matrix:
+    for row in cells.window_mean:
         has = np.isfinite(row)
         if has.sum() < 3:
             for v in picks.values():

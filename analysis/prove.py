@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.blocks import SCHEDULE, SEED
 from analysis.pick import FASTAI_MINIMUM_DECADES
@@ -242,6 +241,14 @@ def _priority(suggested_by: str, index: int) -> int:
     return SUGGESTERS.index(first) if first in SUGGESTERS else len(SUGGESTERS) + index
 
 
+def _t_quantile(q: float, df: float) -> float:
+    """Student's t quantile. scipy.stats is imported here, not with the module: it takes ~1.5 s and ~40 MiB,
+    which every `python -m analysis` paid before reading a file (the loader imports HELD_OUT_KEYS from here)."""
+    from scipy import stats
+
+    return stats.t.ppf(q, df)
+
+
 def _paired_diff(losses: Sequence[float], seeds: Sequence[Any], best: Sequence[float], best_seeds: Sequence[Any],
                  ci_level: float) -> tuple[float, float, float]:
     """Mean of (losses - best) over shared seeds and its t interval; unpaired (Welch) when seeds are unknown."""
@@ -255,7 +262,7 @@ def _paired_diff(losses: Sequence[float], seeds: Sequence[Any], best: Sequence[f
         mean = float(d.mean())
         if len(d) < 2 or not np.isfinite(d).all():
             return mean, math.nan, math.nan
-        half = float(stats.t.ppf(0.5 + ci_level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+        half = float(_t_quantile(0.5 + ci_level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
         return mean, mean - half, mean + half
     a, b = np.asarray(losses, dtype="float64"), np.asarray(best, dtype="float64")
     mean = float(a.mean() - b.mean())
@@ -265,7 +272,7 @@ def _paired_diff(losses: Sequence[float], seeds: Sequence[Any], best: Sequence[f
     if va + vb == 0:
         return mean, mean, mean
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + ci_level / 2, df) * math.sqrt(va + vb))
+    half = float(_t_quantile(0.5 + ci_level / 2, df) * math.sqrt(va + vb))
     return mean, mean - half, mean + half
 
 

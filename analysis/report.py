@@ -29,6 +29,7 @@ from analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
 from analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from analysis.plain import frame_records, json_safe, object_frame
 from analysis.prove import ProveResult, constant_lr_grids, prove_markdown, prove_results
+from analysis.runconfig import with_config
 from analysis.zoom import write_sweep_yaml, zoom_sweep
 from pipeline import keys
 from pipeline.errors import LrscanError
@@ -124,7 +125,8 @@ def write_report(
         prove: list[ProveResult] = []
         if prove_candidates is not None or constant_lr_grids(runs):
             prove = prove_results(steps, runs, prove_candidates)
-        blocks = block_means(steps, keys.LOG10_LOSS, block_steps)
+        # every run's config beside its blocks, the fields `steps` leaves to `runs` too
+        blocks = with_config(block_means(steps, keys.LOG10_LOSS, block_steps), runs)
     notes += list(dict.fromkeys(str(w.message) for w in caught))
 
     summary: dict[str, Any] = {
@@ -160,7 +162,7 @@ def write_report(
 
     parent, tmp = staging_dir(out_dir)
     try:
-        files = _write_files(tmp, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi, prove)
+        files = _write_files(tmp, summary, pick, decay, blocks, steps, runs, block_steps, zoom_base, dpi, prove)
         summary["files"] = files
         _write_json(tmp / SUMMARY_FILE, summary)
         (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files, prove))
@@ -174,12 +176,13 @@ def write_report(
     report = Report(out_dir=out_dir, summary=summary, pick=pick, decay=decay, files=[SUMMARY_FILE, REPORT_FILE, *files],
                     prove=prove)
     if log_to_wandb:
-        summary["wandb_run"] = log_report_to_wandb(report, steps, mode=wandb_mode)
+        summary["wandb_run"] = log_report_to_wandb(report, steps, mode=wandb_mode, runs=runs)
         _write_json(out_dir / SUMMARY_FILE, summary)
     return report
 
 
-def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "offline") -> dict[str, str]:
+def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "offline",
+                        runs: pd.DataFrame | None = None) -> dict[str, str]:
     """Log a written report as a wandb run with job_type 'analysis': figures, summary and per-run tables.
 
     The project and group are the analysed runs' when they all share one; ``job_type`` keeps the
@@ -187,7 +190,9 @@ def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "off
     """
     import wandb  # here: importing wandb costs a second, and most reports do not log
 
-    project = _shared_value(steps, "wandb_project") or "lrscan"
+    # a config field: every run's is in `runs`; `steps` holds it only where it differs between runs
+    per_run = runs if runs is not None and "wandb_project" in runs.columns else steps
+    project = _shared_value(per_run, "wandb_project") or "lrscan"
     group = _shared_value(steps, "group") or None
     scalars = {k: v for k, v in report.summary.items() if isinstance(v, (int, float, str)) or v is None}
     run = wandb.init(
@@ -216,7 +221,8 @@ def log_report_to_wandb(report: Report, steps: pd.DataFrame, *, mode: str = "off
 # -- files -------------------------------------------------------------------------------------------
 
 
-def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps, zoom_base, dpi, prove) -> list[str]:
+def _write_files(folder: Path, summary, pick, decay, blocks, steps, runs, block_steps, zoom_base, dpi, prove
+                 ) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window, work without a display
@@ -239,7 +245,7 @@ def _write_files(folder: Path, summary, pick, decay, blocks, steps, block_steps,
         pick.curve.to_csv(folder / "range_curve.csv", index=False)
         pick.per_run.to_csv(folder / "range_per_run.csv", index=False)
         files += ["range_curve.csv", "range_per_run.csv"]
-        write_sweep_yaml(zoom_sweep(pick, steps=steps, base_yaml=zoom_base), folder / "zoom.yaml")
+        write_sweep_yaml(zoom_sweep(pick, steps=steps, runs=runs, base_yaml=zoom_base), folder / "zoom.yaml")
         files.append("zoom.yaml")
     if decay is not None:
         decay.table.to_csv(folder / "decay_table.csv", index=False)

@@ -16,6 +16,7 @@ import yaml
 from analysis.blocks import NOT_HYPERPARAMETERS, SCHEDULE, SCHEDULE_RANGE, SEED, run_columns
 from analysis.pick import ExponentPick, range_runs
 from analysis.plain import json_safe, plain_value
+from analysis.runconfig import CONFIG_IN_RUNS, with_config
 from pipeline import keys
 from pipeline.config import TrainConfig, field_names
 from pipeline.errors import LrscanError
@@ -29,6 +30,7 @@ def zoom_sweep(
     pick: ExponentPick,
     *,
     steps: pd.DataFrame | None = None,
+    runs: pd.DataFrame | None = None,
     width: float | None = None,
     points: int = 1000,
     seeds: int | Sequence[int] = 3,
@@ -44,7 +46,10 @@ def zoom_sweep(
     steps : DataFrame, optional
         The coarse runs' steps: config fields that all their range runs share and that differ from
         `TrainConfig`'s defaults (model size, batch size, init...) become fixed parameters, so the
-        zoom measures the same model.
+        zoom measures the same model. `load_runs` keeps on `steps` only the fields that vary
+        across runs: pass its `runs` too, where the shared ones are.
+    runs : DataFrame, optional
+        The runs frame (`load_runs(...).runs`): the config fields `steps` lacks come from it.
     width : float, optional
         Width of the new range in decades, centred on ``best_lre``. Default: the bootstrap CI
         widened by two bins on each side, and at least 0.5 decades.
@@ -90,7 +95,11 @@ def zoom_sweep(
     }
     parameters = _without_fields(base.get("parameters") or {}, set(zoomed))
     if steps is not None:
-        parameters.update({k: {"value": v} for k, v in _shared_config(steps).items() if k not in parameters})
+        if runs is None and steps.attrs.get(CONFIG_IN_RUNS):
+            raise LrscanError(f"zoom_sweep: the steps frame of load_runs holds only the config fields that differ "
+                              f"between runs; the shared ones ({', '.join(steps.attrs[CONFIG_IN_RUNS][:3])}, ...) are "
+                              f"in its runs frame: pass runs=loaded.runs too")
+        parameters.update({k: {"value": v} for k, v in _shared_config(steps, runs).items() if k not in parameters})
     parameters.update(zoomed)
     low, high = pick.best_lre_ci
     ci_text = f"CI [{low:.3f}, {high:.3f}]" if math.isfinite(low) else "no CI"
@@ -121,9 +130,10 @@ def write_sweep_yaml(sweep: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def _shared_config(steps: pd.DataFrame) -> dict[str, Any]:
+def _shared_config(steps: pd.DataFrame, runs: pd.DataFrame | None) -> dict[str, Any]:
     """Config fields every range run shares that differ from TrainConfig's defaults (the model measured)."""
-    per_run = range_runs(steps).drop_duplicates("run_id")[run_columns(steps)]
+    first_rows = range_runs(steps).drop_duplicates("run_id")
+    per_run = with_config(first_rows[run_columns(first_rows)], runs)
     defaults = TrainConfig().to_dict()
     skip = set(NOT_HYPERPARAMETERS) | {SEED, "lre_min", "lre_max", "steps", SCHEDULE}
     shared: dict[str, Any] = {}

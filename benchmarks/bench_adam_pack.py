@@ -14,7 +14,9 @@ examples/wavenet.py (the lecture's WaveNet, 76k parameters, AdamW in two param g
      by hand; it logs nothing and keeps only a smoothed loss per step           (target: 1 within 1.5x of 3)
 Neither side stops early (lrscan's climb stop off, torch-lr-finder's diverge_th out of reach), so
 both train exactly seeds x steps steps; wall time from the call to its return (wandb.init and finish
-included for lrscan). One intra-op thread everywhere (the logger process takes the second core).
+included for lrscan). One intra-op thread everywhere (the logger process takes the second core);
+`--num_threads 2` gives every side two (range_test's own default is torch's thread count), which pays
+on a quiet machine only: OpenMP's threads wait for a core another process holds.
 
 --sweep: 8 points x 2000 steps of the same task (a step-decay sweep over lr) through
 `python -m pipeline.sweep` with --pack=1 (one process per point) and packed (--pack=points), both
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -40,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from sweep_timing import sweep_seconds  # noqa: E402
 
 from examples.wavenet import make  # noqa: E402
 from pipeline import range_test  # noqa: E402
@@ -48,14 +50,15 @@ from pipeline.pack import functional  # noqa: E402
 LRE_MIN, LRE_MAX = -5.0, -1.0  # examples/wavenet.py's own range test
 
 
-def lrscan_seconds(data: str, seeds: list[int], steps: int, *, packed: bool) -> float:
+def lrscan_seconds(data: str, seeds: list[int], steps: int, *, packed: bool, num_threads: int) -> float:
     why_not = functional.why_not_functional
     if not packed:  # range_test's seeds one after another, as before they packed
         functional.why_not_functional = lambda tasks: "packing off for the benchmark"
     try:
         t0 = time.perf_counter()
         result = range_test(make, seeds=seeds, steps=steps, lre_min=LRE_MIN, lre_max=LRE_MAX, stop_on_climb=False,
-                            stop_on_nonfinite=False, wandb_mode="offline", num_threads=1, task_args={"data": data})
+                            stop_on_nonfinite=False, wandb_mode="offline", num_threads=num_threads,
+                            task_args={"data": data})
         seconds = time.perf_counter() - t0
     finally:
         functional.why_not_functional = why_not
@@ -91,29 +94,22 @@ def compare_range_tests(args) -> None:
     seeds = list(range(1, args.seeds + 1))
     results: dict[str, list[float]] = {"lrscan packed": [], "lrscan one after another": [], "torch-lr-finder": []}
     for r in range(args.repeats):
-        results["lrscan packed"].append(lrscan_seconds(args.data, seeds, args.steps, packed=True))
-        results["lrscan one after another"].append(lrscan_seconds(args.data, seeds, args.steps, packed=False))
+        for name, packed in (("lrscan packed", True), ("lrscan one after another", False)):
+            results[name].append(lrscan_seconds(args.data, seeds, args.steps, packed=packed,
+                                                num_threads=args.num_threads))
         results["torch-lr-finder"].append(lr_finder_seconds(args.data, seeds, args.steps))
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in results.items()),
               flush=True)
     median = {k: statistics.median(v) for k, v in results.items()}
     print(f"\nexamples/wavenet.py (AdamW), {len(seeds)} seeds x {args.steps} steps, lre {LRE_MIN}..{LRE_MAX}, "
-          f"torch {torch.__version__}, {os.cpu_count()} cores, median of {args.repeats}")
+          f"torch {torch.__version__}, {os.cpu_count()} cores, {args.num_threads} intra-op thread(s), "
+          f"median of {args.repeats}")
     for name, m in median.items():
         print(f"{name:<26} {m:7.1f} s  ({len(seeds) * args.steps / m:6.0f} steps/s)")
     print(f"\npacked vs one after another:  {median['lrscan one after another'] / median['lrscan packed']:.2f}x "
           f"(target >= 3)")
     print(f"lrscan packed (every step logged) / torch-lr-finder (nothing logged): "
           f"{median['lrscan packed'] / median['torch-lr-finder']:.2f} (target <= 1.5)")
-
-
-def sweep_seconds(yaml_path: Path, data: str, workers: int, pack: int, workdir: str) -> float:
-    env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers), "--pack",
-                    str(pack), "--out", os.path.join(workdir, f"runs-pack{pack}"), "--no-progress"], cwd=REPO,
-                   env=env, check=True)
-    return time.perf_counter() - t0
 
 
 def compare_sweeps(args) -> None:
@@ -139,7 +135,7 @@ def compare_sweeps(args) -> None:
         """))
     results = {}
     for pack in (1, args.points):
-        results[pack] = sweep_seconds(path, args.data, args.workers, pack, workdir)
+        results[pack] = sweep_seconds(path, args.data, args.workers, pack, os.path.join(workdir, f"runs-pack{pack}"))
         print(f"pipeline.sweep --pack={pack}, {args.workers} workers: {results[pack]:7.1f} s", flush=True)
     print(f"\n{args.points} points x {args.steps} steps of examples/wavenet.py (AdamW), every step logged offline: "
           f"packed {results[1] / results[args.points]:.2f}x faster than --pack=1 (target >= 3)")
@@ -153,9 +149,10 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--num_threads", type=int, default=1, help="intra-op threads of every range test")
     ap.add_argument("--data", default=os.environ.get("LRSCAN_DATA", str(REPO / "data" / "names.txt")))
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.num_threads)  # torch-lr-finder's side; lrscan's sets its own
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch imports torch._dynamo here once: not timed
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ["WANDB_DIR"] = tempfile.mkdtemp(prefix="lrscan-bench-adam-")

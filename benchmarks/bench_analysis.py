@@ -8,8 +8,8 @@
    (`pipeline.train.runwriter.history_writer`, the records `run.log` would send, a whole chunk per
    hand-off), one folder per size (`runs-10/`, `runs-50/`).
 2. Runs `python -m analysis <folder> --out <tmp>` as a subprocess on each size and measures its
-   wall time and the peak RSS of its whole process tree (the analysis and any worker it starts),
-   sampled from /proc every 10 ms. With --before, the same command from that checkout runs
+   wall time, the CPU time and the peak RSS of its whole process tree (the analysis and any worker
+   it starts), sampled from /proc every 10 ms. With --before, the same command from that checkout runs
    alternately with this one, and both picks must be the same numbers.
 
 Speed and memory are measured here, never asserted in tests: the machine is noisy.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -94,9 +95,12 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def measure(argv: list[str], code: Path) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS of the process tree in bytes, the pick's line) of one command run from `code`."""
+def measure(argv: list[str], code: Path) -> tuple[float, int, str, float]:
+    """(wall seconds, peak RSS of the process tree in bytes, the pick's line, CPU seconds of the process tree)
+    of one command run from `code`. The CPU seconds (user + system, the command and the workers it waited
+    for) barely move with the machine's load, where the wall time does."""
     env = {**os.environ, "PYTHONPATH": str(code), "WANDB_SILENT": "true"}
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=code, env=env)
     peak = 0
@@ -112,12 +116,14 @@ def measure(argv: list[str], code: Path) -> tuple[float, int, str]:
     sampler.start()
     out, _ = proc.communicate()
     seconds = time.perf_counter() - start
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
     stop.set()
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{out}")
     lines = [line for line in out.splitlines() if line.strip()]
-    return seconds, peak, next((line for line in lines if line.startswith("picked")), lines[-1] if lines else "")
+    return seconds, peak, next((line for line in lines if line.startswith("picked")), lines[-1] if lines else ""), cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.before:
         checkouts = {"before": Path(args.before).resolve(), **checkouts}
     for n in sizes:
-        best: dict[str, tuple[float, int, str]] = {}
+        best: dict[str, tuple[float, int, str, float]] = {}
         for _ in range(args.repeat):
             for name, code in checkouts.items():  # alternately, so both see the same machine
                 with tempfile.TemporaryDirectory() as tmp:
@@ -148,13 +154,14 @@ def main(argv: list[str] | None = None) -> None:
                                       str(Path(tmp) / "report"), "--n-boot", "1000"], code)
                 if name not in best or result[0] < best[name][0]:
                     best[name] = result
-        for name, (seconds, peak, line) in best.items():
+        for name, (seconds, peak, line, cpu) in best.items():
             print(f"{name}: {n} runs x {args.steps} steps ({n * args.steps / 1e6:.0f}M rows): python -m analysis "
-                  f"{seconds:.1f} s, peak RSS {peak / 2**20:.0f} MiB (process tree); {line}", flush=True)
-        if len(best) == 2:
-            (b_s, b_rss, b_line), (t_s, t_rss, t_line) = best.values()
-            print(f"{n} runs: {b_s / t_s:.2f}x faster, {t_rss / b_rss:.2f}x the memory; same pick: {b_line == t_line}",
+                  f"{seconds:.1f} s ({cpu:.1f} s of CPU), peak RSS {peak / 2**20:.0f} MiB (process tree); {line}",
                   flush=True)
+        if len(best) == 2:
+            (b_s, b_rss, b_line, b_cpu), (t_s, t_rss, t_line, t_cpu) = best.values()
+            print(f"{n} runs: {b_s / t_s:.2f}x faster ({b_cpu / t_cpu:.2f}x less CPU), {t_rss / b_rss:.2f}x the "
+                  f"memory; same pick: {b_line == t_line}", flush=True)
 
 
 if __name__ == "__main__":

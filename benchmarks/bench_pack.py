@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from sweep_timing import sweep_seconds  # noqa: E402
 
 from pipeline.sweep.runner import default_workers  # noqa: E402
 from pipeline.sweep.spec import load_sweep  # noqa: E402
@@ -61,15 +61,6 @@ def range_sweep(workdir: str, seeds: int, steps: int, pack: int) -> Path:
         """))
     assert len(load_sweep(path).points) == seeds
     return path
-
-
-def runner_seconds(yaml_path: Path, data: str, workers: int, pack: int, workdir: str) -> float:
-    env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers), "--pack",
-                    str(pack), "--out", os.path.join(workdir, f"runs-pack{pack}"), "--no-progress"], cwd=REPO,
-                   env=env, check=True)
-    return time.perf_counter() - t0
 
 
 # -- the logger measurement -----------------------------------------------------------------------
@@ -245,10 +236,11 @@ def main() -> None:
                   f"peak memory {peak:6.0f} MiB", flush=True)
         return
     steps = args.steps or 1000
-    alone = runner_seconds(range_sweep(workdir, args.seeds, steps, 1), args.data, args.workers, 1, workdir)
+    alone = sweep_seconds(range_sweep(workdir, args.seeds, steps, 1), args.data, args.workers, 1,
+                          os.path.join(workdir, "runs-pack1"))
     print(f"pipeline.sweep --pack=1,  {args.workers} workers: {alone:7.1f} s", flush=True)
-    packed = runner_seconds(range_sweep(workdir, args.seeds, steps, args.seeds), args.data, args.workers, args.seeds,
-                            workdir)
+    packed = sweep_seconds(range_sweep(workdir, args.seeds, steps, args.seeds), args.data, args.workers, args.seeds,
+                           os.path.join(workdir, f"runs-pack{args.seeds}"))
     print(f"pipeline.sweep --pack={args.seeds}, {args.workers} workers: {packed:7.1f} s", flush=True)
     print(f"\n{args.seeds}-seed range test x {steps} steps, {os.cpu_count()} cores")
     print(f"speed-up of packs over one process per point: {alone / packed:.2f}x  (target >= 3x)")

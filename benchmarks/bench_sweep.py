@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
+from sweep_timing import sweep_seconds as run_sweep_seconds  # noqa: E402
 
 from pipeline.sweep.runner import default_workers  # noqa: E402
 from pipeline.sweep.spec import load_sweep  # noqa: E402
@@ -80,12 +80,7 @@ def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir
           lr: {{values: {lrs}}}
         """))
     assert len(load_sweep(yaml_path).points) == len(lrs)
-    env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers),
-                    "--pack", str(pack), "--out", os.path.join(workdir, f"runs-{name}"), "--no-progress"],
-                   cwd=REPO, env=env, check=True)
-    return time.perf_counter() - t0
+    return run_sweep_seconds(yaml_path, data, workers, pack, os.path.join(workdir, f"runs-{name}"))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The layout is the architecture: imports point one way, one room per stage, each file says its job.
 
-    pipeline/{config,keys,errors,fsutil,runlog,yamlfile,packing}.py   the contract both halves share
+    pipeline/{config,keys,errors,fsutil,runlog/,yamlfile,packing}.py  the contract both halves share
     pipeline/train/   one run           (imports the contract only)
     pipeline/sweep/   many runs         (imports the contract only; launches the trainer as a process)
     pipeline/pack/    many runs stacked in one process (imports the trainer and the contract)
@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import REPO
 
 CONTRACT = {"pipeline", "pipeline.config", "pipeline.keys", "pipeline.errors", "pipeline.fsutil", "pipeline.runlog",
+            "pipeline.runlog.framing", "pipeline.runlog.history", "pipeline.runlog.reader", "pipeline.runlog.parallel",
             "pipeline.yamlfile", "pipeline.packing"}
 # room -> the first-party modules it may import besides its own room and the contract
 ALLOWED = {

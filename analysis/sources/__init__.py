@@ -2,8 +2,10 @@
 
     loaded = load_runs("wandb", group="lr_range")      # offline: a folder, a run folder or a .wandb file
     loaded = load_runs("me/lrscan", sweep="abc123")    # cloud: entity/project[/sweep_id]
-    loaded.steps   # one row per (run, step the loss was logged at): ids, config fields, step, lr, lre, loss, ...
-    loaded.runs    # one row per run: ids, state, exit code, step counts, keys used, schedule, config, summary
+    loaded.steps   # one row per (run, step the loss was logged at): ids, the config fields that differ between
+                   # runs (and schedule, seed), step, lr, lre, loss, ...
+    loaded.runs    # one row per run: ids, state, exit code, step counts, keys used, schedule, every config field,
+                   # summary; with_config(loaded.steps, loaded.runs) joins the shared fields onto steps
 
 The entry: source -> filters (filters.py) -> offline (offline.py) or cloud (cloud.py) -> each run's
 loss, lr and step columns (analysis.columns: lrscan's keys or the common names other code logs,
@@ -140,8 +142,10 @@ def _to_columns(run: RunFile, loss_key: str | None, lr_key: str | None, problems
                            named_loss=loss_key is not None, named_lr=lr_key is not None)
     choice, key_notes, lr_step, lr_logged = columns.choice, columns.notes, columns.lr_step, columns.lr_logged
     frame = columns.frame
-    # the frame's dtypes from here on (losses float32): the runs wait in these until build_frames
-    run.history = {column: frame[column].to_numpy(dtype=value_dtype(column) if column != K.STEP_COLUMN else None)
+    # the frame's dtypes from here on (losses float32): the runs wait in these until build_frames. Copies, not
+    # views: a view of lr would keep the frame's whole float64 block (four columns) of every run alive
+    run.history = {column: frame[column].to_numpy(dtype=value_dtype(column) if column != K.STEP_COLUMN else np.int64,
+                                                  copy=True)
                    for column in frame.columns}
     del frame, columns
     run.nan_logged = {}  # the rows are the measured steps now: a NaN there was logged as NaN

@@ -1,12 +1,15 @@
 """Build the two frames from the runs read: `steps` (one row per run and step) and `runs` (one row per run).
 
-`steps` is built for size (50 runs x 200k steps in well under 1.5 GiB): run ids, names, groups and
-sweeps are categoricals, and so are the TrainConfig columns, whose values repeat on every row of a
-run (as plain int64/float64/object columns ~40 of them would take ~3 GB at 10M rows). Their
-categories carry the typed values (int64, float64, bool, str; lists as strings like "[100000]"), so
-`==`, `isin`, `groupby` and seaborn's `hue` work unchanged; use `.astype(float)` for arithmetic, or
-the plain columns of `runs`. Losses are float32 (ample for plotting and picking), lr and lre float64
-(exact exponents).
+`steps` is built for size (50 runs x 200k steps, 10M rows, in ~0.3 GiB): run ids, names, groups and
+sweeps are categoricals (one-byte codes: the compact run code), and of the TrainConfig fields it
+holds only those that tell the runs apart: the fields that take more than one value across the
+runs read, and always `schedule` and `seed` (the analysis splits by them). Every field, constant or
+not, is a plain column of `runs`; `with_config(steps, runs)` joins the ones `steps` lacks back
+on (as one ~40 fields wide frame cost 72 B a row, ~0.7 GiB at 10M rows). The config columns are
+categoricals whose categories carry the typed values (int64, float64, bool, str; lists as strings
+like "[100000]"), so `==`, `isin`, `groupby` and seaborn's `hue` work unchanged; use
+`.astype(float)` for arithmetic, or the plain columns of `runs`. Losses are float32 (ample for
+plotting and picking), lr and lre float64 (exact exponents).
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.runconfig import CONFIG_IN_RUNS
 from pipeline import keys as K
 from pipeline.config import field_names, field_types
 from pipeline.runlog import RunFile
 
+# config fields `steps` holds even when every run has one value: the analysis splits runs by them
+ALWAYS_ON_STEPS = ("schedule", "seed")
 # history keys read when the caller names none: the four per-step keys and the optional two
 DEFAULT_KEYS = (*K.STEP_KEYS, K.SMOOTH_LOSS, K.DEV_LOSS)
 OPTIONAL_KEYS = (K.SMOOTH_LOSS, K.DEV_LOSS)  # columns only when some run logged them
@@ -44,8 +50,21 @@ def build_frames(runs: list[RunFile], value_keys: Sequence[str],
     config_fields = [f for f in field_names() if any(f in r.config for r in runs)]
     # TrainConfig has fields named like frame columns (run_id, lr): there the column wins
     step_taken = {*K.ID_COLUMNS, K.STEP_COLUMN, *value_keys}
-    steps = _steps_frame(runs, list(value_keys), [f for f in config_fields if f not in step_taken])
-    return steps, _runs_frame(runs, [f for f in config_fields if f not in RUN_COLUMNS], run_info or {})
+    types = field_types()
+    on_steps = [f for f in config_fields if f not in step_taken
+                and (f in ALWAYS_ON_STEPS or _varies([_typed(r.config.get(f), types[f]) for r in runs]))]
+    # runs first: the steps frame takes each run's columns away as it copies them
+    runs_frame = _runs_frame(runs, [f for f in config_fields if f not in RUN_COLUMNS], run_info or {})
+    steps = _steps_frame(runs, list(value_keys), on_steps)
+    left_to_runs = [f for f in config_fields if f not in step_taken and f not in on_steps]
+    if left_to_runs:
+        steps.attrs[CONFIG_IN_RUNS] = left_to_runs
+    return steps, runs_frame
+
+
+def _varies(values: list[Any]) -> bool:
+    """Whether the runs' values of a field are not all one value (a run without the field counts as one more)."""
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
 
 
 def has_values(history: Mapping[str, np.ndarray], key: str) -> bool:
@@ -164,6 +183,8 @@ def _steps_frame(runs: list[RunFile], value_keys: list[str], config_fields: list
         tp = types[name]
         columns[name] = _categorical([_typed(r.config.get(name), tp) for r in runs], lengths, _category_dtype(tp))
     columns[K.STEP_COLUMN] = np.concatenate([r.history["step"] for r in runs]).astype(np.int64, copy=False)
+    for run in runs:
+        run.history = {k: v for k, v in run.history.items() if k != K.STEP_COLUMN}  # as the values below
     for key in value_keys:
         dtype = value_dtype(key)
         out = np.empty(int(lengths.sum()), dtype)
@@ -224,3 +245,4 @@ def _plain_column(column: pd.Series, dtype: Any) -> pd.Series:
     if values and all(isinstance(v, str) for v in values):
         return column.astype("str")
     return column
+

@@ -9,11 +9,7 @@ Lightning's lr-<Optimizer> names are found and an error can say what the run did
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +19,11 @@ from analysis.prove import HELD_OUT_KEYS
 from analysis.sources.filters import Filters, LeftOut
 from analysis.sources.frame import DEFAULT_KEYS
 from pipeline.errors import LrscanError
-from pipeline.runlog import RunFile, read_logged
+from pipeline.runlog import RunFile, read_files
 
 RUN_FILE_GLOB = "run-*.wandb"
 _FOLDER_STAMP = re.compile(r"-(\d{8}_\d{6})-")
 EVERY_KEY = None  # read_run_file(path, None): every key whose values are numbers
-# files this big in all are read by worker processes in parallel: ~2.5 s of run files per start-up of one
-PARALLEL_READ_BYTES = 48 * 2**20
-READ_WORKER = "from pipeline.runlog import read_worker_main; read_worker_main()"
 
 
 def find_run_files(source: str | os.PathLike) -> list[Path]:
@@ -69,7 +62,7 @@ def load_offline(path: Path, filters: Filters, keys: list[str] | None, problems:
          *HELD_OUT_KEYS]))  # held-out losses: read so their last value is in the run's summary (analysis.prove)
     segments: list[RunFile] = []
     skipped = unreadable = 0
-    for file, run in zip(files, _read_all(files, first_keys, workers)):
+    for file, run in zip(files, read_files(files, first_keys, workers)):
         if isinstance(run, LrscanError):
             problems.append(f"skipped {run}")  # the message starts with the file's path
             unreadable += 1
@@ -98,55 +91,10 @@ def _with_other_names(run: RunFile, segments: list[RunFile], first_keys: list[st
         if choice.loss is not None and choice.lr is not None:
             break
         parts = [s for s in segments if s.run_id == run.run_id]
-        again = [part for part in _read_all([Path(s.path) for s in parts], more) if isinstance(part, RunFile)]
+        again = [part for part in read_files([Path(s.path) for s in parts], more) if isinstance(part, RunFile)]
         if len(again) == len(parts):  # its damage was named on the first read; not again
             run = _merge_segments(again, [])[0]
     return run
-
-
-def _read_all(files: list[Path], keys: list[str] | None, workers: int | None = None) -> list[RunFile | LrscanError]:
-    """Each file read (in order), by `workers` processes (None: as many as this process may use cores,
-    when the files are big enough to pay for starting them; 1: in this process)."""
-    if workers is None:
-        big = sum(_size_bytes(f) for f in files) >= PARALLEL_READ_BYTES
-        workers = min(len(os.sched_getaffinity(0)), len(files)) if big else 1
-    if workers <= 1 or len(files) < 2:
-        return [read_logged(f, keys) for f in files]
-    # the files dealt to the workers biggest first, each to the least loaded: even shares of bytes
-    shares: list[list[tuple[int, str]]] = [[] for _ in range(min(workers, len(files)))]
-    loads = [0] * len(shares)
-    for i in sorted(range(len(files)), key=lambda i: -_size_bytes(files[i])):
-        least = loads.index(min(loads))
-        shares[least].append((i, str(files[i])))
-        loads[least] += _size_bytes(files[i])
-    with tempfile.TemporaryDirectory(prefix="lrscan-read-") as out_dir:
-        procs = []
-        for share in shares:
-            # fresh interpreters that import only pipeline.runlog (numpy, wandb's protobuf classes),
-            # ~50 MiB each, not this process' pandas; each hands back only the keys its runs logged
-            proc = subprocess.Popen([sys.executable, "-c", READ_WORKER], stdin=subprocess.PIPE)
-            proc.stdin.write(pickle.dumps((out_dir, keys, share)))
-            proc.stdin.close()
-            procs.append(proc)
-        codes = [proc.wait() for proc in procs]
-        out: list[RunFile | LrscanError] = []
-        for i, file in enumerate(files):
-            done = Path(out_dir) / f"{i}.pkl"
-            if not done.is_file():
-                code = next(c for c, share in zip(codes, shares) if any(j == i for j, _ in share))
-                out.append(LrscanError(f"{file}: its reading process ended with exit code {code} before reading it"))
-                continue
-            with open(done, "rb") as f:
-                out.append(pickle.load(f))
-            done.unlink()
-    return out
-
-
-def _size_bytes(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _segment_order(run: RunFile) -> tuple[str, float, str]:

@@ -10,7 +10,8 @@ On the command line, `--` separates the points and each gives its `--run_id`.
 
 Running the same command again continues every member that did not finish from its checkpoint.
 `python -m pipeline.pack --why-not-packed --task=... [trainer flags]` prints why points of that task
-cannot share a pack (an empty line when they can): the sweep runner asks this way.
+cannot share a pack (an empty line when they can), then the seconds one member's step takes alone:
+the sweep runner asks this way.
 Exit codes: 0 every run finished; 1 a run failed; 2 bad input (one line, nothing started);
 130 stopped by SIGTERM or Ctrl-C (every member still training has a checkpoint).
 """
@@ -72,9 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv and argv[0] == WHY_NOT_FLAG:
         # the sweep runner's question, asked as a process (it never imports this room): can points of
-        # this task share a pack? One line: empty when they can, else why not
+        # this task share a pack? One line: empty when they can, else why not; then a step's seconds
         try:
-            print(why_not_packed_task(parse_args(argv[1:])))
+            why, seconds = why_not_packed_task(parse_args(argv[1:]))
+            print(f"{why}\n{seconds!r}")
         except LrscanError as e:
             exit_with(e, PROG)
         return

@@ -30,6 +30,7 @@ SIGTERM, the end).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -265,13 +266,33 @@ def load_tasks(points: list[Point]) -> list[Task]:
     return [load_task(p.cfg.task, p.cfg.seed, p.cfg.task_args) for p in points]
 
 
-def why_not_packed_task(cfg: TrainConfig) -> str:
-    """For the sweep runner: why points of this task cannot share a pack ('' when they can); builds it once."""
+def why_not_packed_task(cfg: TrainConfig) -> tuple[str, float]:
+    """For the sweep runner: why points of this task cannot share a pack ('' when they can), and the seconds one
+    member's training step takes alone (forward, backward, its optimizer's step; 0.0 when it cannot pack): the
+    runner weighs it against its logging's share of a core. Builds the task once."""
+    torch.set_num_threads(cfg.num_threads)  # as a member of its pack would step
     try:
         tasks = [load_task(cfg.task, cfg.seed, cfg.task_args)]
     except LrscanError as e:
-        return f"its task cannot be built here ({e})"
-    return why_not_functional(tasks)
+        return f"its task cannot be built here ({e})", 0.0
+    why = why_not_functional(tasks)
+    return why, 0.0 if why else step_seconds(tasks[0])
+
+
+def step_seconds(task: Task, steps: int = 5) -> float:
+    """The fastest of a few training steps of the task alone (after one to warm up), on its own batches; the task
+    is stepped, so only a throwaway copy is measured."""
+    on_gpu = any(p.is_cuda for p in task.model.parameters())
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        task.optimizer.zero_grad(set_to_none=True)
+        task.loss_fn(task.model, task.batch_fn(i)).backward()
+        task.optimizer.step()
+        if on_gpu:
+            torch.cuda.synchronize()  # the step's kernels, not only their launches
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
 
 
 def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made: list[dict]) -> list[dict]:
@@ -334,7 +355,8 @@ def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[s
 def _train(members: list[PackMember], runs: list[TaskRun]) -> dict[str, dict]:
     stepper = FunctionalRun(runs)
     print(f"pack of {len(members)} run(s) of {members[0].cfg.task}: {members[0].cfg.schedule} schedule, "
-          f"{members[0].cfg.steps} steps, {runs[0].describe()}, stepped with torch.func", flush=True)
+          f"{members[0].cfg.steps} steps, {runs[0].describe()}, stepped with torch.func on "
+          f"{torch.get_num_threads()} intra-op thread(s)", flush=True)
     return train_members(members, stepper)
 
 

@@ -31,7 +31,7 @@ from pipeline.errors import LrscanError, exit_with
 from pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
 from pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
 from pipeline.sweep.outcome import unfinished_message
-from pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_plan, point_keys
+from pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_keys, pack_plan
 from pipeline.sweep.runner import PROG, default_workers, run_sweep
 from pipeline.sweep.slurm import sbatch_script
 from pipeline.sweep.spec import Sweep, load_sweep
@@ -100,8 +100,9 @@ def _print_dry_run(sweep: Sweep, out: str, pack: int, workers: int, indices: Seq
         argv, _ = build_command(sweep.command, sweep.program, point, args_json_path(folder, sweep.key, run_id))
         lines.append(f"[{index}] {run_id}: {shlex.join(argv)}")
     if pack > 1:
-        keys, alone = point_keys(sweep)
-        plan = pack_plan(keys, pack, indices, workers)
+        packing = pack_keys(sweep)
+        keys, alone = packing.keys, packing.alone
+        plan = pack_plan(keys, pack, indices, workers, packing.slots)
         packs, single = [p for p in plan if len(p) > 1], [p[0] for p in plan if len(p) == 1]
         lines.append(f"# packs of up to {pack} ({workers} workers), each one `python -m {PACK_MODULE}` process: "
                      + (" ".join("[" + ",".join(map(str, p)) + "]" for p in packs) or "none")

@@ -20,9 +20,15 @@ member-step at 8, 75 at 32, against ~135 for one run's hand-written step) and th
 becomes the limit.
 
 Order: the runner takes points in W&B's order; a pack is the first claimable point and the next
-claimable points of the same key. A pack takes two workers' slots (`PACK_SLOTS`: its trainer and its
-logging process each keep a core busy), and packs are sized so that the free slots all get work
-(16 points, 4 workers, --pack 16: two packs of 8; on 2 workers: one pack of 16). `pack_plan` fixes
+claimable points of the same key. A pack of the makemore MLP takes two workers' slots (`PACK_SLOTS`:
+its trainer and its logging process each keep a core busy), and packs are sized so that the free
+slots all get work (16 points, 4 workers, --pack 16: two packs of 8; on 2 workers: one pack of 16).
+A task's pack takes one slot when a member's step alone (timed by the task check) is at least
+`ONE_SLOT_RATIO` times its logging's work (`LOGGER_STEP_SECONDS`): its logging process then needs a
+tenth of a core, and one pack per free slot, each on its members' own thread count, beats one pack on
+more intra-op threads (examples/wavenet.py, 5 members, quiet machine: 14-16 ms a step on one thread,
+10.5 ms on two, while two packs on two cores halve it; on a busy machine two intra-op threads were 7x
+slower, OpenMP waiting for a core another process holds). `pack_plan` fixes
 packs ahead for Slurm job arrays: the points in W&B's order, grouped by key in order of first
 appearance, N at a time; array task t runs pack t.
 """
@@ -36,6 +42,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import keys
@@ -51,6 +58,36 @@ GPU_PACK = 64
 # much CPU as the batched step: ~80 µs per member-step each, measured); it takes two workers' slots
 PACK_SLOTS = 2
 PACK_MODULE = "pipeline.pack"
+# a pack's logging process: wandb's work for one member's step (~80 µs measured, as much as the MLP's batched step)
+LOGGER_STEP_SECONDS = 80e-6
+# a task whose step alone takes at least this many times its logging's work packs in one worker slot
+ONE_SLOT_RATIO = 10
+
+
+@dataclass(frozen=True)
+class PackKeys:
+    """Each point's pack key (None: it runs alone), why the points that run alone do, and the worker slots a
+    pack of each key takes (with the measured seconds of one member's step, for tasks)."""
+
+    keys: list[str | None]
+    alone: dict[int, str]
+    slots: dict[str, int]
+    step_seconds: dict[str, float]
+
+    def slots_of(self, key: str | None) -> int:
+        return self.slots.get(key, PACK_SLOTS) if key is not None else 1
+
+    def slot_lines(self, sweep: Sweep, workers: int) -> list[str]:
+        """What the runner says once: how each task's packs use the workers' slots, and why."""
+        lines = []
+        for key, seconds in self.step_seconds.items():
+            task = point_config(sweep.points[self.keys.index(key)]).task
+            slots = min(self.slots_of(key), workers)
+            lines.append(f"packs of {task} take {slots} worker slot(s) each, as many packs as {workers} worker(s) "
+                         f"take, each on its members' num_threads: a member's step takes {seconds * 1e3:.2f} ms "
+                         f"alone, its logging ~{LOGGER_STEP_SECONDS * 1e3:.2f} ms"
+                         + (", the logging process needs a core of its own" if slots > 1 else ""))
+        return lines
 
 
 def trainer_args(point: dict[str, Any]) -> list[str]:
@@ -76,42 +113,66 @@ def why_not_packed(sweep: Sweep) -> str:
 
 def point_keys(sweep: Sweep) -> tuple[list[str | None], dict[int, str]]:
     """Each point's pack key (None: it runs alone), and why for the points that run alone."""
+    found = pack_keys(sweep)
+    return found.keys, found.alone
+
+
+def pack_keys(sweep: Sweep, packing: bool = True) -> PackKeys:
+    """Each point's pack key, why the others run alone, and each key's slots (`PackKeys`); packing False
+    (--pack 1): every point alone, nothing checked or said."""
     n = len(sweep.points)
+    if not packing:
+        return PackKeys([None] * n, {}, {}, {})
     why = why_not_packed(sweep)
     if why:
-        return [None] * n, dict.fromkeys(range(n), why)
+        return PackKeys([None] * n, dict.fromkeys(range(n), why), {}, {})
     out: list[str | None] = []
     alone: dict[int, str] = {}
     task_why: dict[str, str] = {}  # by pack key: each task is built and checked once
+    slots: dict[str, int] = {}
+    step_s: dict[str, float] = {}
     for index, point in enumerate(sweep.points):
         cfg = parse_args(trainer_args(point))
         key = pack_key(cfg)
         if cfg.task:
             # a task of the user's own packs when torch.func can step its copies as its optimizer would
             if key not in task_why:
-                task_why[key] = why_not_packed_task(trainer_args(point))
+                task_why[key], step_s[key] = why_not_packed_task(trainer_args(point))
+                slots[key] = slots_for_step(step_s[key])
             if task_why[key]:
                 alone[index] = f"it trains its own task ({cfg.task}), which a pack cannot step: {task_why[key]}"
                 out.append(None)
                 continue
         out.append(key)
-    return out, alone
+    return PackKeys(out, alone, {k: v for k, v in slots.items() if not task_why[k]},
+                    {k: v for k, v in step_s.items() if not task_why[k]})
 
 
-def why_not_packed_task(args: list[str], timeout_s: float = TASK_CHECK_SECONDS) -> str:
-    """Why points of a task cannot share a pack ('' when they can), asked of `python -m pipeline.pack`:
-    the answer needs the task built (torch, the user's make), which the runner leaves to that process."""
+def slots_for_step(step_seconds: float) -> int:
+    """The worker slots a pack takes, by how long one member's step takes alone: one where the logging process
+    needs a tenth of a core or less, else two (its trainer's and its logger's)."""
+    return 1 if step_seconds >= ONE_SLOT_RATIO * LOGGER_STEP_SECONDS else PACK_SLOTS
+
+
+def why_not_packed_task(args: list[str], timeout_s: float = TASK_CHECK_SECONDS) -> tuple[str, float]:
+    """Why points of a task cannot share a pack ('' when they can), asked of `python -m pipeline.pack`,
+    and the seconds one member's step takes alone there: the answer needs the task built (torch, the
+    user's make), which the runner leaves to that process."""
     try:
         done = subprocess.run([sys.executable, "-m", PACK_MODULE, WHY_NOT_FLAG, *args], capture_output=True,
                               text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return f"checking its task took more than {timeout_s:.0f} s"
+        return f"checking its task took more than {timeout_s:.0f} s", 0.0
     except OSError as e:
-        return f"its task could not be checked ({e.strerror or e})"
+        return f"its task could not be checked ({e.strerror or e})", 0.0
     if done.returncode != 0:
         lines = (done.stderr or "").strip().splitlines()
-        return f"its task could not be checked ({lines[-1] if lines else f'exit code {done.returncode}'})"
-    return done.stdout.strip()
+        return f"its task could not be checked ({lines[-1] if lines else f'exit code {done.returncode}'})", 0.0
+    *why, seconds = done.stdout.rstrip("\n").split("\n")  # its make may print: the answer is the last two lines
+    try:
+        return (why[-1].strip() if why else ""), float(seconds)
+    except ValueError:
+        return f"its task could not be checked (it answered {done.stdout.strip()[-200:]!r})", 0.0
 
 
 def point_config(point: dict[str, Any]) -> TrainConfig:
@@ -138,26 +199,27 @@ def check_pack(pack: int | None) -> None:
         raise LrscanError(f"--pack {pack}: need at least 1 (1: one process per point)")
 
 
-def pack_sizes(n_points: int, pack: int, free_workers: int) -> int:
+def pack_sizes(n_points: int, pack: int, free_workers: int, slots: int = PACK_SLOTS) -> int:
     """How many of `n_points` compatible claimable points go in the next pack, `free_workers` slots being free:
-    as many packs as the slots take (PACK_SLOTS each, at least one), so that each gets work."""
-    packs = max(1, free_workers // PACK_SLOTS)
+    as many packs as the slots take (`slots` each, at least one), so that each gets work."""
+    packs = max(1, free_workers // slots)
     return max(1, min(pack, math.ceil(n_points / packs)))
 
 
 def pack_plan(point_keys_: Sequence[str | None], pack: int, indices: Sequence[int] | None = None,
-              workers: int | None = None) -> list[list[int]]:
+              workers: int | None = None, slots: dict[str, int] | None = None) -> list[list[int]]:
     """Packs fixed ahead: the points in order, grouped by key in order of first appearance, `pack` at a time
     (Slurm's array tasks), or, with `workers`, in the sizes a fresh local run gives them (every worker a
-    pack); a point without a key is a pack of its own."""
+    pack; a pack of key k takes slots[k] workers' slots, default PACK_SLOTS); a point without a key is a
+    pack of its own."""
     wanted = list(range(len(point_keys_))) if indices is None else list(indices)
     groups: dict[Any, list[int]] = {}
     for i in wanted:
         key = point_keys_[i] if pack > 1 and point_keys_[i] is not None else ("alone", i)
         groups.setdefault(key, []).append(i)
     plan = []
-    for members in groups.values():
-        size = pack if workers is None else pack_sizes(len(members), pack, workers)
+    for key, members in groups.items():
+        size = pack if workers is None else pack_sizes(len(members), pack, workers, (slots or {}).get(key, PACK_SLOTS))
         plan += [members[j:j + size] for j in range(0, len(members), size)]
     return plan
 

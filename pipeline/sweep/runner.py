@@ -54,12 +54,11 @@ from pipeline.sweep.command import args_json_path, build_command, check_sweep, p
 from pipeline.sweep.manifest import DEFAULT_OUT, manifest_rows, prepare_folder, sweep_folder, write_manifest
 from pipeline.sweep.packs import (
     PACK_MODULE,
-    PACK_SLOTS,
     check_pack,
     default_pack,
     gpu_visible,
+    pack_keys,
     pack_sizes,
-    point_keys,
     read_end_file,
     trainer_args,
     write_points_file,
@@ -129,8 +128,9 @@ class Runner:
         self.jobs: dict[int, _Job] = {}          # point index -> the job holding its claim (a pack: each member's)
         self._running: list[_Job] = []           # every started process not yet reaped
         self.pack = max(1, pack)
-        # each point's pack key (None: it runs alone), and why the ones that could be packed are not
-        self.keys, self.alone = point_keys(sweep) if self.pack > 1 else ([None] * len(sweep.points), {})
+        # each point's pack key (None: it runs alone), why the ones that could be packed are not, slots a pack takes
+        self.packing = pack_keys(sweep, packing=self.pack > 1)
+        self.keys, self.alone = self.packing.keys, self.packing.alone
         self.started_here: dict[int, int] = {}   # attempts this runner started, per point
         self.retry_failed: set[int] = set()      # points that had failed before this runner started
         self.stop_signal: int | None = None
@@ -205,10 +205,10 @@ class Runner:
         write_points_file(points_file, members)
         env = pack_env(self.environ, folder=self.folder, sweep=self.sweep, wandb_mode=self.wandb_mode)
         self._launch(claims, argv, env, log_rel, end_files={i: m[2] for i, m in zip(claims, members)},
-                     slots=self._pack_slots())
+                     slots=self._pack_slots(self.keys[group[0].index]))
 
-    def _pack_slots(self) -> int:
-        return min(PACK_SLOTS, self.workers)
+    def _pack_slots(self, key: str | None) -> int:
+        return min(self.packing.slots_of(key), self.workers)
 
     def _free_slots(self) -> int:
         return self.workers - sum(job.slots for job in self._running)
@@ -421,7 +421,7 @@ class Runner:
             key = self.keys[st.index]
             if key is not None:
                 sizes[key] = sizes.get(key, 0) + 1
-        sizes = {key: pack_sizes(n, self.pack, free) for key, n in sizes.items()}
+        sizes = {key: pack_sizes(n, self.pack, free, self._pack_slots(key)) for key, n in sizes.items()}
         while free > 0 and claimable:
             st = claimable.pop(0)
             key = self.keys[st.index]
@@ -430,16 +430,17 @@ class Runner:
             if not mates:
                 self._start(st)
                 free -= 1
-            elif free >= self._pack_slots():
+            elif free >= self._pack_slots(key):
                 claimable = [other for other in claimable if other not in mates]
                 self._start_pack([st, *mates])
-                free -= self._pack_slots()
+                free -= self._pack_slots(key)
 
     def _tell_alone(self) -> None:
-        """Once per session, when packing: which points run one per process, and why."""
-        mine = [i for i in self.indices if i in self.alone]
+        """Once per session, when packing: how a task's packs use the slots; which points run alone, and why."""
+        for line in self.packing.slot_lines(self.sweep, self.workers):
+            self._say(f"{PROG}: {line}")
         whys: dict[str, list[int]] = {}
-        for i in mine:
+        for i in (i for i in self.indices if i in self.alone):
             whys.setdefault(self.alone[i], []).append(i)
         for why, points in whys.items():
             which = "every point" if len(points) == len(self.sweep.points) else \

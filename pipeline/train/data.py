@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipeline.config import missing_data_message
 from pipeline.errors import LrscanError, exit_with
 from pipeline.fsutil import atomic_write_bytes
 
@@ -63,7 +64,7 @@ def read_words(path: str | os.PathLike) -> list[str]:
     """The words of a one-word-per-line file, with the checks a bad file needs."""
     p = Path(path)
     if not p.exists():
-        raise LrscanError(f"data file {str(p)!r} does not exist (set --data=PATH or $LRSCAN_DATA, or run `make data`)")
+        raise LrscanError(missing_data_message(str(p)))
     if not p.is_file():
         raise LrscanError(f"data file {str(p)!r} is not a file")
     try:

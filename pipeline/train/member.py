@@ -45,7 +45,9 @@ class Member:
     """A run being trained: what its single run holds between chunks (`cfg.run_id` names it).
 
     state: its checkpoint when it resumes (the stepper loads the weights from it, this the rest).
-    on_steps(steps, columns): called with exactly the rows handed to the logger, in order.
+    on_steps(steps, columns): called with exactly the rows handed to the logger, in order: lr, lre, loss,
+    log10_loss (and smooth_loss in a range test), plus what an eval step logged (dev_loss, test_loss, ...), NaN on
+    the rows without it (`with_evaluated`).
     """
 
     def __init__(self, cfg: TrainConfig, state: dict | None, data_sha256: str = "", vocab: tuple[str, ...] = (),

@@ -14,6 +14,7 @@ import torch
 from pandas.testing import assert_frame_equal
 
 from analysis.blocks import PartialBlockWarning, block_means, decay_grid, decay_summary
+from analysis.runconfig import with_config
 from pipeline.errors import LrscanError
 from tests.support.frames import (
     decay_history,
@@ -131,10 +132,11 @@ def test_nan_inside_a_block_makes_its_mean_nan_as_torch():
 
 
 def test_runs_keep_their_config_columns_and_are_independent():
-    loaded = decay_loaded(seeds=(1,), decay_steps=(2000,), decay_lrs=(0.01,), steps=3000)
-    other = decay_loaded(seeds=(2,), decay_steps=(1000,), decay_lrs=(0.001,), steps=2000).steps.assign(
-        run_id=lambda d: d["run_id"].cat.rename_categories(["zzz"]))
-    steps = pd.concat([loaded.steps, other], ignore_index=True)
+    # one run each: their config lives in `runs` (one value only); joined on, as the wide frame had it
+    one = decay_loaded(seeds=(1,), decay_steps=(2000,), decay_lrs=(0.01,), steps=3000)
+    two = decay_loaded(seeds=(2,), decay_steps=(1000,), decay_lrs=(0.001,), steps=2000)
+    other = with_config(two.steps, two.runs).assign(run_id=lambda d: d["run_id"].cat.rename_categories(["zzz"]))
+    steps = pd.concat([with_config(one.steps, one.runs), other], ignore_index=True)
     steps["run_id"] = steps["run_id"].astype("category")
 
     got = block_means(steps, block_steps=1000)

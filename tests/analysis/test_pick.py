@@ -202,7 +202,9 @@ def test_no_ci_says_why():
 
 def test_per_run_picks():
     loaded = range_loaded(seeds=(1, 2), best_lre=-1.0)
-    per_run = pick_exponent(loaded.steps, n_boot=0, bin_width=0.1).per_run
+    # lre_min and lre_max, the same for both runs, are in `runs` only (steps holds what differs)
+    assert "lre_min" not in loaded.steps
+    per_run = pick_exponent(loaded.steps, loaded.runs, n_boot=0, bin_width=0.1).per_run
     assert per_run["run_id"].tolist() == ["run000", "run001"]
     assert per_run["best_lre"].between(-1.2, -0.8).all()
     wanted = {"seed", "lre_min", "lre_max", "n_steps", "last_lre", "last_loss", "steepest_lre", "valley_lre"}

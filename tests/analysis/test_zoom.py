@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from analysis.pick import pick_exponent
+from analysis.runconfig import with_config
 from analysis.zoom import write_sweep_yaml, zoom_sweep
 from pipeline.config import TrainConfig, parse_args
 from pipeline.errors import LrscanError
@@ -21,7 +22,12 @@ def test_zoom_sweep_narrows_around_the_pick(tmp_path):
     config = {"schedule": "range", "n_hidden": 200, "n_embd": 10}
     loaded = make_loaded([({"seed": s, **config}, range_history(s)) for s in (1, 2, 3)])
     pick = pick_exponent(loaded.steps, bin_width=0.1)
-    sweep = zoom_sweep(pick, steps=loaded.steps, width=0.6, points=500, seeds=[11, 12])
+    # the model's fields, shared by every run, are in `runs` (steps holds the fields that differ)
+    with pytest.raises(LrscanError, match="pass runs=loaded.runs too"):
+        zoom_sweep(pick, steps=loaded.steps, width=0.6, points=500, seeds=[11, 12])
+    sweep = zoom_sweep(pick, steps=loaded.steps, runs=loaded.runs, width=0.6, points=500, seeds=[11, 12])
+    wide = with_config(loaded.steps, loaded.runs)  # the wide frame alone says the same
+    assert zoom_sweep(pick, steps=wide, width=0.6, points=500, seeds=[11, 12]) == sweep
 
     params = sweep["parameters"]
     assert params["lre_min"] == {"value": round(pick.best_lre - 0.3, 4)}

@@ -47,7 +47,7 @@ def long_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
 def segments(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file read a few blocks at a time too: every record split over a segment boundary, damage at one."""
     if request.param is not None:
-        monkeypatch.setattr(runlog, "SEGMENT_BYTES", request.param * BLOCK_BYTES)
+        monkeypatch.setattr(runlog.reader, "SEGMENT_BYTES", request.param * BLOCK_BYTES)
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_segments_read_the_same_as_the_whole_file(long_run: tuple[Path, list], m
                                                  ) -> None:
     path, rows = long_run
     whole = read_run_file(path, KEYS)
-    monkeypatch.setattr(runlog, "SEGMENT_BYTES", BLOCK_BYTES)
+    monkeypatch.setattr(runlog.reader, "SEGMENT_BYTES", BLOCK_BYTES)
     assert path.stat().st_size > 15 * BLOCK_BYTES
     for keys in (KEYS, None):
         parts = read_run_file(path, keys)
@@ -227,7 +227,7 @@ def test_crc_is_zlib_crc32_of_type_then_payload(long_run: tuple[Path, list]) -> 
 
 def test_plain_runs_take_the_fast_path(long_run: tuple[Path, list], monkeypatch: pytest.MonkeyPatch) -> None:
     # speed is measured in benchmarks/bench_read.py; here only that no record needs protobuf
-    from pipeline import runlog as wandb_file
+    from pipeline.runlog import history as wandb_file
 
     parsed = []
     real = wandb_file._parse_history_record

@@ -61,10 +61,17 @@ def make_loaded(runs: list[tuple[dict, pd.DataFrame]], summaries: dict[int, dict
                          "train_loss": tail, "dev_loss": tail + 0.05, "test_loss": tail + 0.06,
                          "final_step": int(hist["step"].max()), **summaries.get(i, {})})
     steps = pd.concat(step_frames, ignore_index=True)
-    # as the loader: ids and config fields are categoricals (their values repeat on every row of a run)
+    # as the loader: of the config fields only those that tell the runs apart stay, and schedule and seed
+    runs_frame = pd.DataFrame(run_rows)
+    shared = [k for k in cfg if k in steps.columns and k not in ("schedule", "seed", "lr")  # lr: the logged one
+              and runs_frame[k].astype(str).nunique(dropna=False) == 1]
+    steps = steps.drop(columns=shared)
+    # ids and config fields are categoricals (their values repeat on every row of a run)
     per_run = [c for c in steps.columns if c not in ("step", "lr", "lre", "loss", "log10_loss")]
     steps[per_run] = steps[per_run].astype("category")
-    return SimpleNamespace(steps=steps, runs=pd.DataFrame(run_rows), skipped_records=0, problems=[])
+    if shared:
+        steps.attrs["lrscan_config_in_runs"] = shared  # analysis.runconfig.CONFIG_IN_RUNS, as the loader marks it
+    return SimpleNamespace(steps=steps, runs=runs_frame, skipped_records=0, problems=[])
 
 
 def range_loaded(seeds=(1, 2, 3, 4, 5), **kwargs) -> SimpleNamespace:

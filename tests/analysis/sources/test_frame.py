@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from analysis.runconfig import CONFIG_IN_RUNS, with_config
 from analysis.sources import load_runs
+from pipeline.config import field_names
 from pipeline.errors import LrscanError
 from tests.support.frames import expected_group_a_steps
 from tests.support.runfiles import make_run, rows_of
@@ -76,4 +78,37 @@ def test_bool_config_values_are_parsed_not_taken_for_truthy(tmp_path: Path) -> N
     assert loaded.runs["stop_on_climb"].dtype == bool
     assert loaded.steps["stop_on_climb"].tolist() == [False, True, False, True]
     odd = load_runs(tmp_path, group="O")  # neither: kept as given, not guessed
-    assert odd.runs["stop_on_climb"].tolist() == ["maybe"] and odd.steps["stop_on_climb"].tolist() == ["maybe"]
+    assert odd.runs["stop_on_climb"].tolist() == ["maybe"] and "stop_on_climb" not in odd.steps  # one run: constant
+    assert with_config(odd.steps, odd.runs)["stop_on_climb"].tolist() == ["maybe"]
+
+
+# -- the steps frame holds the config fields that tell runs apart -------------------------------------
+
+
+def test_steps_hold_only_the_config_fields_that_differ_between_runs(tmp_path: Path) -> None:
+    # at 10M rows each config column costs 10 MB: the ones every run shares live in `runs` only
+    shared = {"n_hidden": 300, "batch_size": 64, "schedule": "range", "wandb_project": "p"}
+    for i, seed in enumerate((1, 2, 1)):
+        make_run(tmp_path / f"r{i}", rows_of([-2.0, -1.0]), run_id=f"r{i}", group="G",
+                 config={**shared, "seed": seed, "lre_min": -3.0 + i})
+    make_run(tmp_path / "s0", rows_of([-2.0]), run_id="s0", group="S", config={**shared, "seed": 7})
+    loaded = load_runs(tmp_path, group="G")
+    config_on_steps = [c for c in loaded.steps.columns if c in ("n_hidden", "batch_size", "schedule", "wandb_project",
+                                                                  "seed", "lre_min")]
+    assert config_on_steps == ["seed", "schedule", "lre_min"]  # what differs, and schedule and seed always
+    assert loaded.runs["n_hidden"].tolist() == [300, 300, 300] and loaded.runs["wandb_project"].tolist() == 3 * ["p"]
+    one = load_runs(tmp_path, group="S")  # one run: seed and schedule still there, the analysis splits by them
+    assert [c for c in one.steps.columns if c in ("seed", "schedule", "n_hidden")] == ["seed", "schedule"]
+    # the wide frame, when wanted: every field joined back, typed and in TrainConfig's order, as one frame had it
+    wide = with_config(loaded.steps, loaded.runs)
+    assert wide["n_hidden"].tolist() == 6 * [300] and wide["n_hidden"].dtype == "category"
+    assert wide["n_hidden"].cat.categories.dtype == "int64"
+    assert wide["wandb_project"].tolist() == 6 * ["p"]
+    fields = [c for c in wide.columns if c in field_names() and c not in ("run_id", "lr")]  # lr: the logged one
+    assert fields == [f for f in field_names() if f in fields]
+    assert list(wide.columns[:4]) == ["run_id", "run_name", "group", "sweep"]
+    assert list(wide.columns[-5:]) == ["step", "lr", "lre", "loss", "log10_loss"]
+    assert_frame_equal(wide[loaded.steps.columns], loaded.steps)  # the frame's own columns untouched
+    # steps says which fields it left to runs (a reader of steps alone that needs them says so); wide lacks none
+    assert {"n_hidden", "batch_size", "wandb_project"} <= set(loaded.steps.attrs[CONFIG_IN_RUNS])
+    assert CONFIG_IN_RUNS not in wide.attrs

@@ -6,9 +6,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from pipeline.train import checkpoint
 from pipeline.train.loop import StopRequested, train
 from pipeline.train.task import load_task
 from pipeline.train.tracking import Launch
+from tests.support.pack_resume import assert_resumed_as_uninterrupted, kill, pack_command, start_and_freeze
 from tests.support.packs import alone_then_packed, assert_same_runs, train_alone
 
 pytestmark = pytest.mark.slow
@@ -317,8 +316,6 @@ def test_range_test_trains_its_seeds_as_one_pack_with_the_results_of_one_after_a
 
 @pytest.mark.timeout(900)  # three packs of three runs (killed, resumed, the reference), on a shared machine
 def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same_command(net_file, tmp_path):
-    from pipeline.runlog import read_run_file
-
     steps = 1200
     task_args = {"opt": "adamw", "norm": True, "groups": True}
     base = [f"--task={net_file}:make", f"--task_args={task_args!r}", "--wandb_mode=offline", "--schedule=step",
@@ -326,11 +323,7 @@ def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same
             f"--ckpt_dir={tmp_path / 'ck'}"]
     points = {f"k-{s}": [f"--seed={s}", f"--lr={lr}", f"--decay_lrs=[{lr / 10}]"]
               for s, lr in ((1, 1e-3), (2, 3e-3), (3, 1e-2))}
-    points_file = tmp_path / "points.json"
-    points_file.write_text(json.dumps({"points": [{"run_id": r, "args": [*base, *a],
-                                                   "end_file": str(tmp_path / "ends" / f"{r}.json")}
-                                                  for r, a in points.items()]}))
-    cmd = [sys.executable, "-m", "pipeline.pack", str(points_file)]
+    cmd = pack_command(tmp_path, base, points)
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     ckpts = {r: tmp_path / "ck" / f"{r}.pt" for r in points}
 
@@ -340,17 +333,10 @@ def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same
         except Exception:  # not there yet
             return False
 
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not all_checkpointed():
-        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint of every member mid-run"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGSTOP)  # frozen first: the kill cannot land after its end
+    proc = start_and_freeze(cmd, env, tmp_path, all_checkpointed, "a checkpoint of every member mid-run")
     at = {r: checkpoint.load(p)["step"] for r, p in ckpts.items()}
     assert all(0 < s < steps for s in at.values())
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    kill(proc)
 
     again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr
@@ -359,16 +345,4 @@ def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same
         assert json.loads((tmp_path / "ends" / f"{r}.json").read_text())["state"] == "finished"
 
     # the uninterrupted reference: the same points packed under other run ids, in this process
-    train_pack([Point.parse(f"ref-{r}", [*base, *a]) for r, a in points.items()])
-    for r in points:
-        segments = [read_run_file(p) for p in sorted((tmp_path / "wandb").glob(f"offline-run-*-{r}/run-{r}.wandb"))]
-        assert len(segments) == 2 and segments[1].state == "finished"
-        seen = np.concatenate([s.history["step"] for s in segments])
-        assert sorted(seen.tolist()) == list(range(steps)), f"{r}: a lost or repeated step"
-        [ref_path] = (tmp_path / "wandb").glob(f"offline-run-*-ref-{r}/run-ref-{r}.wandb")
-        ref = read_run_file(ref_path)
-        order = np.argsort(seen)
-        for k in (keys.LOSS, keys.LR):
-            np.testing.assert_allclose(np.concatenate([s.history[k] for s in segments])[order], ref.history[k],
-                                       rtol=1e-5, err_msg=f"{r} {k}")
-        assert segments[1].summary[keys.DEV_LOSS] == pytest.approx(ref.summary[keys.DEV_LOSS], rel=1e-5)
+    assert_resumed_as_uninterrupted(tmp_path / "wandb", base, points, list(points), steps)

@@ -20,6 +20,7 @@ from pipeline.pack.members import Point
 from pipeline.runlog import read_run_file
 from pipeline.train import checkpoint
 from tests.conftest import train_argv
+from tests.support.pack_resume import assert_resumed_as_uninterrupted, kill, pack_command, start_and_freeze
 
 STEPS = 20000
 
@@ -47,25 +48,17 @@ def test_sigkill_then_the_same_command_resumes_every_unfinished_member(words_fil
               "k-1": ["--seed=2", "--lr=0.3", "--decay_steps=[5000]", "--decay_lrs=[0.03]"],
               "k-2": ["--seed=3", "--lr=0.05", "--decay_steps=[15000]", "--decay_lrs=[0.005]"],
               "k-div": ["--seed=4", "--lr=1e37", "--decay_steps=[10000]", "--decay_lrs=[0.01]"]}  # stops at once
-    points_file = tmp_path / "points.json"
-    points_file.write_text(json.dumps({"points": [{"run_id": r, "args": [*base, *a],
-                                                   "end_file": str(tmp_path / "ends" / f"{r}.json")}
-                                                  for r, a in points.items()]}))
-    cmd = [sys.executable, "-m", "pipeline.pack", str(points_file)]
+    cmd = pack_command(tmp_path, base, points)
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     ckpts = {r: tmp_path / "checkpoints" / f"{r}.pt" for r in points}
 
     # the pack, killed for real (its whole process group, as a runner or Slurm does) once every member has
     # a checkpoint; frozen first, so that the kill cannot land after its end
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    _wait_for(lambda: all(_loaded(p) is not None for p in ckpts.values()), 300, "every member's first checkpoint")
-    os.kill(proc.pid, signal.SIGSTOP)
-    assert proc.poll() is None, "the pack ended before it could be stopped mid-run"
+    proc = start_and_freeze(cmd, env, tmp_path, lambda: all(_loaded(p) is not None for p in ckpts.values()),
+                            "every member's first checkpoint")
     at = {r: checkpoint.load(p) for r, p in ckpts.items()}
     assert at["k-div"]["finished"] and not any(at[r]["finished"] for r in ("k-0", "k-1", "k-2"))
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    kill(proc)
     assert not (tmp_path / "ends" / "k-0.json").exists()
     assert json.loads((tmp_path / "ends" / "k-div.json").read_text())["state"] == "finished"
 
@@ -77,20 +70,9 @@ def test_sigkill_then_the_same_command_resumes_every_unfinished_member(words_fil
     assert "run k-div already finished" in again.stdout
 
     # the uninterrupted reference: the same points packed under other run ids, in this process
-    train_pack([Point.parse(f"ref-{r}", [*base, *a]) for r, a in points.items()])
-    for r in ("k-0", "k-1", "k-2"):
-        segments = [read_run_file(p) for p in sorted((tmp_path / "wandb").glob(f"offline-run-*-{r}/run-{r}.wandb"))]
-        assert len(segments) == 2 and segments[0].exit_code == 1 and segments[1].state == "finished"
-        steps = np.concatenate([s.history["step"] for s in segments])
-        assert sorted(steps.tolist()) == list(range(STEPS)), f"{r}: a lost or repeated step"
-        [ref_path] = (tmp_path / "wandb").glob(f"offline-run-*-ref-{r}/run-ref-{r}.wandb")
-        ref = read_run_file(ref_path)
-        order = np.argsort(steps)
-        for k in (keys.LOSS, keys.LR):
-            np.testing.assert_allclose(np.concatenate([s.history[k] for s in segments])[order], ref.history[k],
-                                       rtol=1e-5)
-        assert segments[1].summary[keys.DEV_LOSS] == pytest.approx(ref.summary[keys.DEV_LOSS], rel=1e-5)
-        assert segments[1].summary[keys.FINAL_STEP] == STEPS - 1
+    resumed = assert_resumed_as_uninterrupted(tmp_path / "wandb", base, points, ["k-0", "k-1", "k-2"], STEPS)
+    for segments in resumed.values():
+        assert segments[0].exit_code == 1 and segments[1].summary[keys.FINAL_STEP] == STEPS - 1
 
 
 @pytest.mark.parametrize("argv_of, message", [

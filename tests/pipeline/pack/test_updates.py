@@ -33,16 +33,18 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("alike", [False, True])
 @pytest.mark.parametrize("groups", [False, True])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_a_stacked_update_gives_each_member_what_its_own_optimizer_gives_it(name, groups):
+def test_a_stacked_update_gives_each_member_what_its_own_optimizer_gives_it(name, groups, alike):
+    """alike: the members at the same lrs and step counts (range_test's seeds: one op on the whole stack);
+    else each at its own lrs, and member 2 joined late (a resume: its step counts and moments differ)."""
     make_opt = OPTIMIZERS[name]
     K, steps = 3, 60
     packed = [_task(s, make_opt, groups) for s in range(K)]
     alone = [_task(s, make_opt, groups) for s in range(K)]
-    # member 2 ran 7 steps alone before it joined (a resume): its step counts and moments differ from the others'
     g = torch.Generator().manual_seed(0)
-    for _ in range(7):
+    for _ in range(0 if alike else 7):
         for p in alone[2].model.parameters():
             p.grad = torch.randn(p.shape, generator=g)
         alone[2].optimizer.step()
@@ -56,7 +58,7 @@ def test_a_stacked_update_gives_each_member_what_its_own_optimizer_gives_it(name
     built = [float(gr["lr"]) for gr in alone[0].optimizer.param_groups]
     ratios = [lr / built[0] for lr in built]
     for step in range(steps):
-        lrs = [10 ** (-3 + 2.5 * step / steps + k / 4) for k in range(K)]  # a range test each, members apart
+        lrs = [10 ** (-3 + 2.5 * step / steps + (0 if alike else k / 4)) for k in range(K)]  # a range test each
         grads = {n: torch.randn((K, *p.shape[1:]), generator=g) for n, p in params.items()}
         for k, t in enumerate(alone):
             for group, ratio in zip(t.optimizer.param_groups, ratios):

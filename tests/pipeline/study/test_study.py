@@ -24,7 +24,8 @@ from analysis.report import write_report
 from analysis.sources import load_runs
 from pipeline.errors import LrscanError
 from pipeline.runlog import BLOCK_BYTES, CHUNK_HEADER, CHUNK_HEADER_BYTES, FULL, HEADER, read_run_file
-from pipeline.study.study import SIZES, Size, Study, check_decay_points
+from pipeline.study.decay import check_decay_points
+from pipeline.study.study import SIZES, Size, Study
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -19,12 +19,26 @@ from pipeline.runlog import read_run_file
 from pipeline.sweep.__main__ import main
 from pipeline.sweep.command import run_id_for
 from pipeline.sweep.manifest import read_manifest
-from pipeline.sweep.packs import CPU_PACK, GPU_PACK, default_pack, pack_plan, pack_sizes, point_keys
+from pipeline.sweep.packs import (
+    CPU_PACK,
+    GPU_PACK,
+    LOGGER_STEP_SECONDS,
+    ONE_SLOT_RATIO,
+    PACK_SLOTS,
+    default_pack,
+    pack_keys,
+    pack_plan,
+    pack_sizes,
+    point_keys,
+    slots_for_step,
+)
 from pipeline.sweep.runner import run_sweep
 from pipeline.sweep.spec import load_sweep
 from pipeline.train import checkpoint
 from tests.pipeline.pack.test_functional import NET
 from tests.pipeline.sweep.fakes import cli, records, wait_for, write_sweep
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def trainer_sweep(folder: Path, words: Path, parameters: str, name: str = "packed", command: str = "") -> Path:
@@ -169,9 +183,12 @@ def test_a_task_packs_when_torch_func_can_step_it_else_each_point_runs_alone_say
                            ("{'counter': True}", "its model's buffer")):
         path = trainer_sweep(in_tmp, words_file, f"seed: {{values: [1, 2, 3]}}\ntask: {{value: 'net.py:make'}}\n"
                              f"task_args: {{value: \"{task_args}\"}}\n", name="task")
-        keys_, alone = point_keys(load_sweep(path))
+        packing = pack_keys(load_sweep(path))
+        keys_, alone = packing.keys, packing.alone
         if not why:
             assert alone == {} and keys_[0] is not None and keys_[0] == keys_[1] == keys_[2]
+            # the task check timed one member's step for the runner: a pack's slots follow from it
+            assert packing.step_seconds[keys_[0]] > 0 and packing.slots[keys_[0]] in (1, PACK_SLOTS)
         else:
             assert keys_ == [None] * 3 and set(alone) == {0, 1, 2} and len(set(alone.values())) == 1
             assert why in alone[0] and "net.py:make" in alone[0]
@@ -187,6 +204,33 @@ def test_pack_sizes_give_every_free_worker_a_pack_and_plans_are_fixed_in_order()
     assert pack_plan(keys_, 8, indices=[2, 3, 5]) == [[2, 3], [5]]
     assert pack_plan(keys_, 8, workers=4) == [[0, 2], [3], [1], [5], [4]]
     assert pack_plan(keys_, 8, workers=2) == [[0, 2, 3], [1, 5], [4]]
+    # a task whose step dwarfs its logging packs in one slot: one pack per free worker
+    assert pack_sizes(8, 8, 2, slots=1) == 4 and pack_sizes(8, 8, 1, slots=1) == 8
+    assert pack_plan(keys_, 8, workers=2, slots={"a": 1}) == [[0, 2], [3], [1, 5], [4]]
+    assert slots_for_step(ONE_SLOT_RATIO * LOGGER_STEP_SECONDS) == 1 and slots_for_step(2e-3) == 1
+    assert slots_for_step(0.5 * ONE_SLOT_RATIO * LOGGER_STEP_SECONDS) == PACK_SLOTS == 2
+
+
+@pytest.mark.slow
+def test_a_heavy_task_sweep_runs_one_pack_per_free_worker_and_says_so(in_tmp, words_file, capsys):
+    # examples/wavenet.py: a member's step (~3 ms on one core) is ~40x its logging's work: a pack's logger
+    # needs no core of its own, so 4 points on 2 workers train as two packs of two, one per core
+    path = trainer_sweep(in_tmp, words_file, f"""\
+        steps: {{value: 20}}
+        seed: {{values: [1, 2, 3, 4]}}
+        task: {{value: '{REPO / "examples" / "wavenet.py"}:make'}}
+        task_args: {{value: "{{'data': '{words_file}'}}"}}
+        """, name="heavy")
+    sweep = load_sweep(path)
+    packing = pack_keys(sweep)
+    key = packing.keys[0]
+    assert packing.slots == {key: 1} and packing.step_seconds[key] >= ONE_SLOT_RATIO * LOGGER_STEP_SECONDS
+    assert run_sweep(sweep, "heavy", workers=2, pack=4, poll_seconds=0.05, progress=False) == 0
+    rows = read_manifest(in_tmp / "heavy" / sweep.key)
+    ids = [run_id_for(sweep.key, i) for i in range(4)]
+    assert (rows["state"] == "finished").all() and rows["pack"].tolist() == [ids[:2]] * 2 + [ids[2:]] * 2
+    err = capsys.readouterr().err
+    assert err.count("wavenet.py:make take 1 worker slot(s) each, as many packs as 2 worker(s) take") == 1
 
 
 def test_the_default_pack_follows_the_points_device(in_tmp, words_file):
@@ -270,7 +314,8 @@ def test_a_task_sweep_runs_in_one_pack_or_one_process_per_point_said_once(in_tmp
             task_args: {{value: "{task_args}"}}
             """, name=name)
         sweep = load_sweep(path)
-        assert run_sweep(sweep, name, workers=2, pack=4, poll_seconds=0.05, progress=False) == 0
+        # one worker: one pack, however long the tiny net's step is timed on a busy machine (slots_for_step)
+        assert run_sweep(sweep, name, workers=1, pack=4, poll_seconds=0.05, progress=False) == 0
         rows = read_manifest(in_tmp / name / sweep.key)
         ids = [run_id_for(sweep.key, i) for i in range(3)]
         assert rows["run_id"].tolist() == ids and (rows["state"] == "finished").all()

@@ -1,0 +1,36 @@
+"""Read wandb transaction logs (`run-<id>.wandb`) into plain Python and NumPy, fast: the package's face.
+
+Why this is hand-written: wandb 0.30 removed its Python reader (`wandb.sdk.internal.datastore`);
+the only reader left is `wandb leet inspect --json`, a Go binary that prints every record as JSON
+(12x slower than this package, file to frame, measured by benchmarks/bench_read.py). No maintained
+package reads these files into pandas. One responsibility a module:
+
+    framing.py    the file's header, 32 KiB blocks and crc-checked chunks, split into records by kind
+    history.py    history records to one float64 column per wanted key (regexes on the raw bytes)
+    reader.py     one file to a `RunFile` (`read_run_file`, `read_logged`), a 4 MiB segment at a time
+    parallel.py   many files at once, by worker processes (`read_files`), and the allocator setting
+                  that returns a freed array's memory (`map_big_arrays_alone`)
+
+Damage is counted, never fatal: a chunk with a bad crc, broken framing or an unparsable record adds
+to `skipped_records` and reading goes on; a partial last block sets `truncated`.
+"""
+
+from __future__ import annotations
+
+from pipeline.runlog.framing import (
+    BLOCK_BYTES,
+    CHUNK_HEADER,
+    CHUNK_HEADER_BYTES,
+    FIRST,
+    FULL,
+    HEADER,
+    LAST,
+    MIDDLE,
+)
+from pipeline.runlog.history import STEP_ITEM
+from pipeline.runlog.parallel import map_big_arrays_alone, read_files, read_worker_main
+from pipeline.runlog.reader import SEGMENT_BYTES, RunFile, read_logged, read_run_file
+
+__all__ = ["BLOCK_BYTES", "CHUNK_HEADER", "CHUNK_HEADER_BYTES", "FIRST", "FULL", "HEADER", "LAST", "MIDDLE",
+           "SEGMENT_BYTES", "STEP_ITEM", "RunFile", "map_big_arrays_alone", "read_files", "read_logged",
+           "read_run_file", "read_worker_main"]

@@ -1,0 +1,208 @@
+"""The framing of a wandb transaction log (`run-<id>.wandb`): its header, blocks and chunks, split into records.
+
+The format (wandb-core `transactionlog`, checked against real 0.31 files) is:
+
+- a 7-byte header: b":W&B", uint16 LE 0xBEE1, version byte 0;
+- leveldb-log framing in 32 KiB blocks: each chunk is a 7-byte `<IHB` header (crc, length, type),
+  type 1 FULL, 2 FIRST, 3 MIDDLE, 4 LAST; the crc is the plain (unmasked) `zlib.crc32` of the
+  type byte then the payload; a block tail shorter than 7 bytes is zero padding;
+- each record is a protobuf `wandb_internal_pb2.Record`.
+
+A 200k-step run is ~600k records, two thirds of them summary records that only mirror the history
+row just logged: `scan` peeks at the Record's oneof tag in the raw bytes (the field after `num`)
+and never parses those mirrors. Damage is counted, never fatal: a chunk with a bad crc or broken
+framing adds to `skipped` and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
+BLOCK_BYTES = 32 * 1024
+CHUNK_HEADER = struct.Struct("<IHB")
+CHUNK_HEADER_BYTES = CHUNK_HEADER.size
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+# Record's oneof field numbers (wandb_internal.proto)
+HISTORY_FIELD = 2
+SUMMARY_FIELD = 3
+# Record fields outside the oneof: num, control, uuid, _info. wandb-core (Go) writes the oneof
+# field last, so a peek must walk past these.
+_NON_ONEOF_FIELDS = frozenset((1, 16, 19, 200))
+
+# Summary records that only mirror a logged history row (`_step` is in them) or the runtime
+# (`_wandb.runtime`): wandb writes two per log call. Their content is in the history already.
+_MIRROR_MARKS = (b"\x12\x05_step\x82\x01", b"\x12\x06_wandb\x12\x07runtime")
+
+
+@dataclass
+class Scan:
+    history: list[bytes]
+    others: list[bytes]
+    skipped: int
+    truncated: bool
+    parts: list[bytes] | None = None  # chunks of a FIRST..LAST record still being assembled
+
+
+def scan(data: bytes, pos: int, before: Scan, final: bool) -> Scan:
+    """Split one segment of the log (whole blocks from a block boundary, or the file's tail) into
+    records; keep history records and the records worth parsing. `before`: the scan of the
+    segments before it (its records split over the boundary, its counts, its other records).
+
+    One pass in pure Python: the chunk lengths chain, so there is nothing to vectorise. The crc of
+    every chunk is checked. After a bad crc the chunk's length may itself be corrupt, so it is
+    trusted only if the next chunk header then checks out; otherwise the rest of the block is
+    dropped (what leveldb's own reader does).
+    """
+    unpack = CHUNK_HEADER.unpack_from
+    crc32 = zlib.crc32
+    type_crcs = [crc32(bytes([t])) for t in range(256)]
+    mirror_step, mirror_runtime = _MIRROR_MARKS
+    n = len(data)
+    history: list[bytes] = []
+    others = before.others
+    keep_history = history.append
+    parts = before.parts
+    skipped = before.skipped
+    truncated = before.truncated
+    while pos < n:
+        block_left = BLOCK_BYTES - pos % BLOCK_BYTES
+        if block_left < CHUNK_HEADER_BYTES:
+            pos += block_left  # zero padding at the block tail
+            continue
+        if pos + CHUNK_HEADER_BYTES > n:
+            truncated = final  # else the header would cross a block: not written so, the rest is junk
+            break
+        crc, length, kind = unpack(data, pos)
+        start = pos + CHUNK_HEADER_BYTES
+        end = start + length
+        if end > n and final:
+            truncated = True
+            break
+        record = data[start:end]
+        if kind == FULL and end - pos <= block_left and crc32(record, type_crcs[1]) == crc:
+            pos = end
+            if parts is not None:
+                skipped += 1  # a FIRST without its LAST
+                parts = None
+            # the common case, inlined: `num` varint, then the oneof's one-byte tag
+            try:
+                if record[0] == 0x08:
+                    i = 1
+                    while record[i] & 0x80:
+                        i += 1
+                    tag = record[i + 1]
+                    if tag == 0x12:
+                        keep_history(record)
+                        continue
+                    if tag == 0x1A:
+                        if not (mirror_step in record or mirror_runtime in record):
+                            others.append(record)
+                        continue
+            except IndexError:
+                pass  # too short for the fast path; the general peek below decides
+        elif kind == 0 and length == 0 and crc == 0:
+            # zeros: a preallocated or torn tail of the block; nothing more in it
+            pos += block_left
+            continue
+        elif end - pos > block_left or not FULL < kind <= LAST or crc32(record, type_crcs[kind]) != crc:
+            skipped += 1
+            parts = None
+            pos = _resync(data, pos, end, block_left)
+            continue
+        else:
+            pos = end
+            if kind == FIRST:
+                if parts is not None:
+                    skipped += 1
+                parts = [record]
+                continue
+            if kind == MIDDLE:
+                if parts is not None:
+                    parts.append(record)
+                continue
+            # LAST
+            if parts is None:
+                continue  # the tail of a record whose start was dropped (already counted)
+            parts.append(record)
+            record = b"".join(parts)
+            parts = None
+        kind_field = _oneof_field(record)
+        if kind_field == HISTORY_FIELD:
+            history.append(record)
+        elif kind_field == SUMMARY_FIELD:
+            if not (mirror_step in record or mirror_runtime in record):
+                others.append(record)
+        elif kind_field is None:
+            skipped += 1
+        else:
+            others.append(record)
+    return Scan(history, others, skipped, truncated, parts)
+
+
+def _resync(data: bytes, pos: int, end: int, block_left: int) -> int:
+    """Where to go on after a bad chunk at `pos`: past it if what follows is a valid chunk."""
+    block_end = pos + block_left
+    if end <= block_end:
+        if block_end - end < CHUNK_HEADER_BYTES or end == len(data):
+            return end
+        crc, length, kind = CHUNK_HEADER.unpack_from(data, end)
+        start = end + CHUNK_HEADER_BYTES
+        if 0 < kind <= LAST and start + length <= min(block_end, len(data)):
+            if zlib.crc32(data[start : start + length], zlib.crc32(bytes([kind]))) == crc:
+                return end
+    return block_end
+
+
+def _oneof_field(record: bytes) -> int | None:
+    """The field number of the Record's oneof (history=2, summary=3, run=17, ...), from the bytes."""
+    # fast path: `num` (field 1, varint) then a one-byte tag, as for nearly every record
+    if record[:1] == b"\x08":
+        i = 1
+        while record[i] & 0x80:
+            i += 1
+        tag = record[i + 1]
+        if tag < 0x80 and tag >> 3 not in _NON_ONEOF_FIELDS:
+            return tag >> 3
+    i, n = 0, len(record)
+    try:
+        while i < n:
+            tag, i = _varint(record, i)
+            number, wire = tag >> 3, tag & 7
+            if number not in _NON_ONEOF_FIELDS:
+                return number
+            if wire == 0:
+                _, i = _varint(record, i)
+            elif wire == 2:
+                length, i = _varint(record, i)
+                i += length
+            elif wire == 1:
+                i += 8
+            elif wire == 5:
+                i += 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return None
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def record_class():
+    # imported late: wandb's protobuf modules take ~0.3 s to import and only a reader needs them
+    from wandb.proto import wandb_internal_pb2
+
+    return wandb_internal_pb2.Record

@@ -1,0 +1,217 @@
+"""One wandb transaction log (`run-<id>.wandb`) read into a `RunFile`: metadata, config, summary, exit, history.
+
+The file is read a segment (4 MiB of whole blocks) at a time: framing.scan splits it into records,
+history.decode_history turns the segment's history records into columns, and the few other records
+(run, config, summary set by the user, exit) are parsed with protobuf. A partial last block (a run
+still being written, flushed every 15 s, or killed) sets `truncated`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import LrscanError
+from pipeline.runlog.framing import BLOCK_BYTES, HEADER, Scan, record_class, scan
+from pipeline.runlog.history import decode_history, join_pieces
+
+SEGMENT_BYTES = 128 * BLOCK_BYTES  # read and decoded at a time (4 MiB)
+# a run without an exit record whose file changed this recently is taken as still running
+RUNNING_GRACE_SECONDS = 300.0
+
+
+@dataclass
+class RunFile:
+    """Everything read from one run-<id>.wandb file."""
+
+    path: str
+    run_id: str = ""
+    name: str = ""
+    project: str = ""
+    entity: str = ""
+    group: str = ""
+    tags: tuple[str, ...] = ()
+    job_type: str = ""
+    sweep_id: str = ""
+    config: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    exit_code: int | None = None
+    state: str = "running"  # 'finished' | 'crashed' | 'running'
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    # per key with any: True on the rows that logged it as NaN (or as something not a number), which
+    # `history` cannot tell from rows that did not log it (both NaN there); other keys have no entry
+    nan_logged: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped_records: int = 0
+    truncated: bool = False
+    start_time: float = 0.0  # seconds since the epoch, from the run record (0 if absent)
+
+
+def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) -> RunFile:
+    """Read one `.wandb` file: run metadata, config, summary, exit and every history step.
+
+    `keys`: the history keys to keep (nested keys as "a.b"). Default: every key whose values are
+    all numbers or booleans, except wandb's own `_step`, `_runtime`, `_timestamp` (slower: every
+    history record is then parsed with protobuf). `history` holds
+    'step' (int64) and one float64 array per kept key, NaN where a row lacks the key or its value
+    is not a number; `nan_logged` says which of those NaN were logged (as NaN, or as a value that is
+    not a number) rather than not logged at that step. Raises LrscanError if the file cannot be
+    opened or is not a wandb log.
+    """
+    path = os.fspath(path)
+    try:
+        f = open(path, "rb")
+        mtime = os.path.getmtime(path)
+        size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise LrscanError(f"cannot read {path}: {err.strerror or err}") from None
+    with f:
+        head = f.read(len(HEADER))
+        if head != HEADER:
+            if head[:4] == HEADER[:4]:
+                raise LrscanError(f"{path}: unsupported wandb log version (header {head!r})")
+            raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
+        # a user's own `step` key never overwrites W&B's _step (read as 'step')
+        wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
+        # a segment of whole 32 KiB blocks at a time: chunks never cross a block, so only a record
+        # split over blocks carries over; what is held is a segment and its decoded columns, never
+        # the whole file (a 200k-step run is ~75 MB)
+        state = Scan([], [], 0, False)
+        pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        history_records: list[bytes] = []
+        offset = 0
+        f.seek(0)
+        while offset < size:
+            data = f.read(SEGMENT_BYTES)
+            if not data:
+                break
+            final = offset + len(data) >= size
+            state = scan(data, len(HEADER) if offset == 0 else 0, state, final)
+            offset += len(data)
+            if wanted is None:
+                history_records += state.history  # every key: decoded at the end, to know every key's values
+            elif state.history:
+                history, nan_logged, bad = decode_history(state.history, wanted)
+                pieces.append((history, nan_logged))
+                state.skipped += bad
+            state.history = []
+    if state.parts is not None:
+        state.truncated = True  # the log ends inside a record
+    out = RunFile(path=path, skipped_records=state.skipped, truncated=state.truncated)
+    if wanted is None:
+        history, nan_logged, bad = decode_history(history_records, None)
+        out.skipped_records += bad
+    else:
+        history, nan_logged = join_pieces(pieces, wanted)
+    out.history = history
+    out.nan_logged = nan_logged
+    for payload in state.others:
+        if not _apply_record(out, payload):
+            out.skipped_records += 1
+    # the summary of a logged key is its last logged value; values set with run.summary win
+    summary = {}
+    for key, values in history.items():
+        present = np.flatnonzero(~np.isnan(values)) if key != "step" else ()
+        if len(present):
+            summary[key] = float(values[present[-1]])
+    summary.update(out.summary)
+    out.summary = summary
+    if out.exit_code is not None:
+        out.state = "finished" if out.exit_code == 0 else "crashed"
+    elif time.time() - mtime < RUNNING_GRACE_SECONDS:
+        out.state = "running"
+    else:
+        out.state = "crashed"
+    if not out.run_id:
+        out.run_id = _run_id_from_path(path)
+    if not out.name:
+        out.name = out.run_id
+    return out
+
+
+def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile | LrscanError:
+    """`read_run_file`, keeping only the keys some row logged, and the error as a value, not raised.
+
+    What a worker process hands back: a key no row logged would cross the process boundary as an
+    array of NaN per step (most of a run's bytes when half the keys looked for are absent); its
+    readers take a missing key as "not logged". Imports nothing beyond this module, so a worker
+    started for it stays small.
+    """
+    try:
+        run = read_run_file(path, keys)
+    except LrscanError as err:
+        return err
+    run.history = {k: v for k, v in run.history.items() if k == "step" or k in run.nan_logged or not np.isnan(v).all()}
+    return run
+
+
+def _apply_record(out: RunFile, payload: bytes) -> bool:
+    """Fold one run/config/summary/exit record into `out`; False if it does not parse."""
+    record = record_class()()
+    try:
+        record.ParseFromString(payload)
+    except Exception:  # protobuf's DecodeError differs between its implementations
+        return False
+    kind = record.WhichOneof("record_type")
+    if kind == "run":
+        run = record.run
+        out.run_id = run.run_id or out.run_id
+        out.name = run.display_name or out.name
+        out.project = run.project or out.project
+        out.entity = run.entity or out.entity
+        out.group = run.run_group or out.group
+        out.job_type = run.job_type or out.job_type
+        out.sweep_id = run.sweep_id or out.sweep_id
+        out.tags = tuple(run.tags) or out.tags
+        if run.HasField("start_time"):
+            out.start_time = run.start_time.seconds + run.start_time.nanos * 1e-9
+        _update_tree(out.config, run.config.update, run.config.remove)
+        _update_tree(out.summary, run.summary.update, run.summary.remove)
+    elif kind == "config":
+        _update_tree(out.config, record.config.update, record.config.remove)
+    elif kind == "summary":
+        _update_tree(out.summary, record.summary.update, record.summary.remove)
+    elif kind == "exit":
+        out.exit_code = int(record.exit.exit_code)
+    out.config.pop("_wandb", None)
+    return True
+
+
+def _update_tree(tree: dict, updates: Iterable[Any], removes: Iterable[Any]) -> None:
+    for item in updates:
+        path = [item.key] if item.key else list(item.nested_key)
+        if not path or path[0] == "_wandb":
+            continue
+        node = tree
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = _json_value(item.value_json)
+    for item in removes:
+        path = [item.key] if item.key else list(item.nested_key)
+        node = tree
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path:
+            node.pop(path[-1], None)
+
+
+def _json_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)  # accepts NaN and Infinity, as wandb writes them
+    except ValueError:
+        return raw
+
+
+def _run_id_from_path(path: str) -> str:
+    base = os.path.basename(path)
+    if base.startswith("run-") and base.endswith(".wandb"):
+        return base[len("run-") : -len(".wandb")]
+    return base

@@ -282,7 +282,7 @@ def test_a_packed_slurm_array_task_runs_its_pack(in_tmp, words_file, capsys):
 def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp, words_file):
     path = trainer_sweep(in_tmp, words_file, """\
         schedule: {value: constant}
-        steps: {value: 20000}
+        steps: {value: 400000}
         ckpt_every_steps: {value: 1000}
         log_chunk_steps: {value: 100}
         seed: {values: [1, 2]}
@@ -293,7 +293,10 @@ def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp,
     ckpts = [folder / "checkpoints" / f"{run_id_for(sweep.key, i)}.pt" for i in range(2)]
     wait_for(lambda: all(p.exists() for p in ckpts), 300)
     pack = _pack_pid(folder)
-    os.kill(pack, signal.SIGSTOP)  # frozen, so that the runner's SIGTERM lands mid-run
+    # frozen, so that the runner's SIGTERM lands mid-run (400k steps: far from its end however slow this test is
+    # to get here on a busy machine; the members are killed, never trained to the end)
+    os.kill(pack, signal.SIGSTOP)
+    assert Path(f"/proc/{pack}/status").is_file(), "the pack ended before it could be stopped mid-run"
     runner.send_signal(signal.SIGTERM)
     wait_for(lambda: (folder / "claims").is_dir() and _signal_pending(pack, signal.SIGTERM), 60)
     os.kill(pack, signal.SIGCONT)

@@ -84,6 +84,9 @@ def point_env(environ: Mapping[str, str], *, folder: str, sweep: Sweep, index: i
     env.pop("WANDB_SWEEP_ID", None)
     env.pop("WANDB_SWEEP_PARAM_PATH", None)
     env.pop("WANDB_RESUME", None)
+    # a wandb service of the process above us (a notebook's, a test's) would hold the point's run: a point
+    # killed and resumed would find its run id "in use" there. wandb agent drops it for its children too
+    env.pop("WANDB_SERVICE", None)
     env.update({
         "PATH": child_path(environ),
         "WANDB_DIR": os.path.abspath(folder),

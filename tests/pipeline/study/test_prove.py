@@ -12,6 +12,7 @@ import time
 
 import pandas as pd
 import pytest
+import wandb
 import yaml
 
 from pipeline.config import TrainConfig, expand_coupled
@@ -97,7 +98,11 @@ def test_a_study_killed_in_the_prove_stage_resumes_with_the_same_command(tmp_pat
     words = tmp_path / "words.txt"
     words.write_text("\n".join(make_words()) + "\n")
     out = tmp_path / "study"
+    # the study's caller has a wandb service of its own (a notebook that called wandb.init): the killed points'
+    # runs must not stay "in use" there for the study that resumes them
+    wandb.setup()
     env = {**os.environ, "LRSCAN_DATA": str(words), "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    assert env.get("WANDB_SERVICE"), "wandb.setup() left no service token to pass on"
     argv = [sys.executable, "-c", STUDY_CODE, str(out)]
     first = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)

@@ -49,9 +49,11 @@ def test_a_mapping_value_is_launched_in_the_yaml_key_order_as_wandb_renders_it()
 def test_a_points_environment_is_its_identity_with_no_server_sweep_and_this_python_first(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, "x: {values: [1, 2]}\n", extra="name: fakename\n"))
     here = os.path.dirname(sys.executable)
-    # what a shell inside a `wandb agent` run would pass on: a server sweep, a resume, this Python later on PATH
+    # what a shell inside a `wandb agent` run would pass on: a server sweep, a resume, this Python later on PATH,
+    # and the wandb service of a process that called wandb.init (a notebook)
     outer = {"HOME": "/home/me", "PATH": f"/usr/bin{os.pathsep}{here}{os.pathsep}/bin", "WANDB_SWEEP_ID": "abc",
-             "WANDB_SWEEP_PARAM_PATH": "/x/config.yaml", "WANDB_RESUME": "must", "WANDB_MODE": "online"}
+             "WANDB_SWEEP_PARAM_PATH": "/x/config.yaml", "WANDB_RESUME": "must", "WANDB_MODE": "online",
+             "WANDB_SERVICE": "3-123-unix-/tmp/wandb-123.sock"}
     run_id = run_id_for(sweep.key, 1)
     env = point_env(outer, folder="runs/f", sweep=sweep, index=1, run_id=run_id, retry=False, wandb_mode="offline")
     assert env == {"HOME": "/home/me", "PATH": os.pathsep.join([here, "/usr/bin", "/bin"]),

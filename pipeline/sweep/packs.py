@@ -111,12 +111,6 @@ def why_not_packed(sweep: Sweep) -> str:
     return ""
 
 
-def point_keys(sweep: Sweep) -> tuple[list[str | None], dict[int, str]]:
-    """Each point's pack key (None: it runs alone), and why for the points that run alone."""
-    found = pack_keys(sweep)
-    return found.keys, found.alone
-
-
 def pack_keys(sweep: Sweep, packing: bool = True) -> PackKeys:
     """Each point's pack key, why the others run alone, and each key's slots (`PackKeys`); packing False
     (--pack 1): every point alone, nothing checked or said."""
@@ -206,16 +200,16 @@ def pack_sizes(n_points: int, pack: int, free_workers: int, slots: int = PACK_SL
     return max(1, min(pack, math.ceil(n_points / packs)))
 
 
-def pack_plan(point_keys_: Sequence[str | None], pack: int, indices: Sequence[int] | None = None,
+def pack_plan(keys: Sequence[str | None], pack: int, indices: Sequence[int] | None = None,
               workers: int | None = None, slots: dict[str, int] | None = None) -> list[list[int]]:
     """Packs fixed ahead: the points in order, grouped by key in order of first appearance, `pack` at a time
     (Slurm's array tasks), or, with `workers`, in the sizes a fresh local run gives them (every worker a
     pack; a pack of key k takes slots[k] workers' slots, default PACK_SLOTS); a point without a key is a
     pack of its own."""
-    wanted = list(range(len(point_keys_))) if indices is None else list(indices)
+    wanted = list(range(len(keys))) if indices is None else list(indices)
     groups: dict[Any, list[int]] = {}
     for i in wanted:
-        key = point_keys_[i] if pack > 1 and point_keys_[i] is not None else ("alone", i)
+        key = keys[i] if pack > 1 and keys[i] is not None else ("alone", i)
         groups.setdefault(key, []).append(i)
     plan = []
     for key, members in groups.items():

@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 
-from pipeline.sweep.packs import pack_plan, point_keys
+from pipeline.sweep.packs import pack_keys, pack_plan
 from pipeline.sweep.runner import PROG
 from pipeline.sweep.spec import Sweep
 
@@ -33,7 +33,7 @@ def sbatch_script(sweep: Sweep, out: str, array_tasks: int = 0, lease_seconds: f
     """
     n = len(sweep.points)
     per_unit = array_tasks <= 0
-    plan = pack_plan(point_keys(sweep)[0], pack) if pack > 1 else [[i] for i in range(n)]
+    plan = pack_plan(pack_keys(sweep).keys, pack) if pack > 1 else [[i] for i in range(n)]
     packed = any(len(p) > 1 for p in plan)
     if per_unit:
         tasks = len(plan)

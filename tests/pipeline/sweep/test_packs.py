@@ -29,7 +29,6 @@ from pipeline.sweep.packs import (
     pack_keys,
     pack_plan,
     pack_sizes,
-    point_keys,
     slots_for_step,
 )
 from pipeline.sweep.runner import run_sweep
@@ -159,17 +158,20 @@ def test_which_points_can_share_a_pack(in_tmp, words_file):
         steps: {values: [100, 200]}
         seed: {values: [1, 2]}
         """)
-    keys_, alone = point_keys(load_sweep(path))
+    found = pack_keys(load_sweep(path))
+    keys_, alone = found.keys, found.alone
     # names sorted, the last varies fastest: steps 100, 200, 100, 200
     assert keys_[0] == keys_[2] != keys_[1] == keys_[3] and alone == {}
     # a command that adds to the trainer's, or a task of the user's own: one process per point, said why
     custom = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\n", name="custom",
                            command='["${env}", python3, -m, pipeline.train, --samples=1, "${args}"]')
-    keys_, alone = point_keys(load_sweep(custom))
+    found = pack_keys(load_sweep(custom))
+    keys_, alone = found.keys, found.alone
     assert keys_ == [None, None] and "not the trainer's standard one" in alone[0]
     task = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\ntask: {value: 'mytask.py:make'}\n",
                          name="task")
-    keys_, alone = point_keys(load_sweep(task))
+    found = pack_keys(load_sweep(task))
+    keys_, alone = found.keys, found.alone
     assert keys_ == [None, None] and "trains its own task (mytask.py:make)" in alone[1]
     assert "its task cannot be built here" in alone[1]
 

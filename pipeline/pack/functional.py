@@ -41,7 +41,6 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from pipeline.config import TrainConfig
 from pipeline.errors import LrscanError
-from pipeline.pack.batchnorm import channels_last_batch_norm
 from pipeline.pack.members import PackMember, Point, resume_members
 from pipeline.pack.updates import make_update, why_not_members, why_not_update
 from pipeline.train import checkpoint, rngstate
@@ -190,10 +189,8 @@ class FunctionalStep:
 
     def losses_and_grads(self, batch):
         # randomness in forward (dropout): vmap refuses it (randomness="error"), the dry run in
-        # why_not_functional finds it before any run exists; buffers change in place, member by member. A
-        # training-mode batch norm runs on its channels-last rows, where torch is fast (pipeline/pack/batchnorm.py)
-        with channels_last_batch_norm():
-            grads, losses = self._grad(self.params, self.consts, batch)
+        # why_not_functional finds it before any run exists; buffers change in place, member by member
+        grads, losses = self._grad(self.params, self.consts, batch)
         return losses, grads
 
     def step(self, steps: list[int], lrs: list[float]) -> torch.Tensor:

@@ -31,7 +31,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from sweep_timing import sweep_seconds  # noqa: E402
 
 from examples.wavenet import make  # noqa: E402
@@ -113,7 +113,7 @@ def compare_range_tests(args) -> None:
 
 
 def compare_sweeps(args) -> None:
-    workdir = tempfile.mkdtemp(prefix="lrscan-bench-adam-sweep-")
+    workdir = scratch_dir("lrscan-bench-adam-sweep-")
     lrs = [round(10 ** (-3 + 1.5 * i / (args.points - 1)), 6) for i in range(args.points)]
     path = Path(workdir) / "sweep.yaml"
     path.write_text(textwrap.dedent(f"""\
@@ -155,7 +155,7 @@ def main() -> None:
     torch.set_num_threads(args.num_threads)  # torch-lr-finder's side; lrscan's sets its own
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch imports torch._dynamo here once: not timed
     os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ["WANDB_DIR"] = tempfile.mkdtemp(prefix="lrscan-bench-adam-")
+    os.environ["WANDB_DIR"] = scratch_dir("lrscan-bench-adam-")
     if args.sweep:
         args.steps = args.steps or 2000
         compare_sweeps(args)

@@ -12,18 +12,18 @@ process pays for wandb's lazy imports in run.log; later ones are ~1 ms).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
 import numpy as np
 import wandb
+from scratch import scratch_dir
 
 from pipeline.train.runwriter import history_writer
 
 
 def write_rows(fast: bool, rows: int, chunk: int) -> tuple[float, float, float]:
     """(self-check seconds of CPU, seconds of CPU per row, seconds of wall) for one run."""
-    run = wandb.init(mode="offline", dir=tempfile.mkdtemp(), settings=wandb.Settings(
+    run = wandb.init(mode="offline", dir=scratch_dir("lrscan-bench-logger-"), settings=wandb.Settings(
         console="off", x_disable_stats=True, x_server_side_derived_summary=True))
     cpu0 = time.process_time()
     write = history_writer(run, fast=fast)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -38,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from sweep_timing import sweep_seconds  # noqa: E402
 
 from pipeline.sweep.runner import default_workers  # noqa: E402
@@ -225,7 +225,7 @@ def main() -> None:
                   f"{two:5.0f} us/step: {one / two:.2f}x", flush=True)
         return
     os.environ.setdefault("WANDB_SILENT", "true")
-    workdir = tempfile.mkdtemp(prefix="lrscan-bench-pack-")
+    workdir = scratch_dir("lrscan-bench-pack-")
     os.environ["WANDB_DIR"] = workdir
     if args.loggers:
         steps = args.steps or 20000

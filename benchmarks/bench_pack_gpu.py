@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     from pipeline.pack.members import Point
     from pipeline.train.loop import train
 
-    workdir = tempfile.mkdtemp(prefix="lrscan-bench-pack-gpu-")
+    workdir = scratch_dir("lrscan-bench-pack-gpu-")
     base = [f"--data={os.path.abspath(args.data)}", "--device=cuda", "--n_embd=10", "--n_hidden=200",
             "--schedule=range", "--lre_min=-3", "--lre_max=0", f"--steps={args.steps}", "--samples=0",
             "--wandb_mode=disabled", "--ckpt_every_steps=0", "--stop_on_climb=False", "--stop_on_nonfinite=False",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
 from sweep_timing import sweep_seconds as run_sweep_seconds  # noqa: E402
 
@@ -93,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("WANDB_SILENT", "true")
-    workdir = tempfile.mkdtemp(prefix="lrscan-bench-sweep-")
+    workdir = scratch_dir("lrscan-bench-sweep-")
     os.environ["WANDB_DIR"] = workdir
     lrs = lrs_for(args.points)
 

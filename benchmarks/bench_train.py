@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
 
 from pipeline.config import TrainConfig  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("WANDB_SILENT", "true")
-    workdir = tempfile.mkdtemp(prefix="lrscan-bench-")
+    workdir = scratch_dir("lrscan-bench-")
     os.environ["WANDB_DIR"] = workdir
     splits = load_splits(args.data, 3, 42)
     Xtr, Ytr = splits.train

@@ -135,8 +135,9 @@ class LoggerProcess:
         fd = child_sock.fileno()
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the pipeline package
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-        # its own wandb service: one of the trainer's process (a notebook's wandb.init) dies with that process
-        # and would keep a killed run's id "in use" for the run that resumes it
+        # its own wandb service, as every run started from the command line has and as `wandb agent` gives its
+        # children: a run never opens in the service of the process that started us (a notebook's wandb.init),
+        # where a study's killed points stayed "in use" for the runs resuming them (pipeline/sweep/command.py)
         env.pop("WANDB_SERVICE", None)
         # a session of its own: a kill of the trainer's process group (a sweep runner's or Slurm's
         # SIGKILL) must not take the logger with it, or the steps it was still writing would be lost

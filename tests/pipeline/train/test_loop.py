@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import wandb
 import yaml
 
 from pipeline import keys
@@ -134,7 +135,11 @@ def _freeze_at_first_checkpoint(proc: subprocess.Popen, ckpt: Path) -> int:
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tmp_path):
+    # started from a process with a wandb service of its own (a notebook's `!python -m pipeline.train` after its
+    # wandb.init): the killed run and its resumption open in services of their own, never in that one
+    wandb.setup()
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    assert env.get("WANDB_SERVICE"), "wandb.setup() left no service token to pass on"
     argv = train_argv(words_file, "--schedule=step", "--steps=6000", "--lr=0.1", "--decay_steps=[3000]",
                       "--decay_lrs=[0.01]",
                       "--ckpt_every_steps=1000", "--log_chunk_steps=100")

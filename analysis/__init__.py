@@ -1,6 +1,6 @@
 """lrscan analysis: load runs into a tidy frame, block means, exponent picks, figures, reports.
 
-    from analysis import load_runs, pick_exponent, plot_loss_vs_lre
+    from lrscan.analysis import load_runs, pick_exponent, plot_loss_vs_lre
     loaded = load_runs("wandb", group="lr_range")
     pick = pick_exponent(loaded.steps, loaded.runs)
     plot_loss_vs_lre(pick)
@@ -14,25 +14,25 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_runs": "analysis.sources",
-    "Loaded": "analysis.sources",
-    "block_means": "analysis.blocks",
-    "decay_summary": "analysis.blocks",
-    "decay_grid": "analysis.blocks",
-    "DecaySummary": "analysis.blocks",
-    "pick_exponent": "analysis.pick",
-    "ExponentPick": "analysis.pick",
-    "valley_index": "analysis.pick",
-    "zoom_sweep": "analysis.zoom",
-    "write_sweep_yaml": "analysis.zoom",
-    "plot_range_curve": "analysis.plots",
-    "plot_loss_vs_lre": "analysis.plots",
-    "plot_loss_vs_lr": "analysis.plots",
-    "plot_block_means": "analysis.plots",
-    "plot_decay_heatmap": "analysis.plots",
-    "write_report": "analysis.report",
-    "with_config": "analysis.runconfig",
-    "Report": "analysis.report",
+    "load_runs": "lrscan.analysis.sources",
+    "Loaded": "lrscan.analysis.sources",
+    "block_means": "lrscan.analysis.blocks",
+    "decay_summary": "lrscan.analysis.blocks",
+    "decay_grid": "lrscan.analysis.blocks",
+    "DecaySummary": "lrscan.analysis.blocks",
+    "pick_exponent": "lrscan.analysis.pick",
+    "ExponentPick": "lrscan.analysis.pick",
+    "valley_index": "lrscan.analysis.pick",
+    "zoom_sweep": "lrscan.analysis.zoom",
+    "write_sweep_yaml": "lrscan.analysis.zoom",
+    "plot_range_curve": "lrscan.analysis.plots",
+    "plot_loss_vs_lre": "lrscan.analysis.plots",
+    "plot_loss_vs_lr": "lrscan.analysis.plots",
+    "plot_block_means": "lrscan.analysis.plots",
+    "plot_decay_heatmap": "lrscan.analysis.plots",
+    "write_report": "lrscan.analysis.report",
+    "with_config": "lrscan.analysis.runconfig",
+    "Report": "lrscan.analysis.report",
 }
 
 __all__ = sorted(_EXPORTS)

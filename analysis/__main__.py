@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.errors import LrscanError, exit_with
-from pipeline.runlog import map_big_arrays_alone
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.runlog import map_big_arrays_alone
 
 PROG = "analysis"
 DEFAULT_SOURCE = "./wandb"
@@ -106,11 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("give --bin-width or --n-bins, not both")
     try:
         try:
-            from analysis.sources import load_runs
+            from lrscan.analysis.sources import load_runs
         except ImportError as err:  # the loader is a separate module; say so rather than trace back
             raise LrscanError(f"the run loader analysis.sources is not available: {err}") from None
-        from analysis.report import check_out_dir, default_out_dir, summary_lines, write_report
-        from analysis.sources.filters import ALL_BUT_ANALYSIS
+        from lrscan.analysis.report import check_out_dir, default_out_dir, summary_lines, write_report
+        from lrscan.analysis.sources.filters import ALL_BUT_ANALYSIS
 
         tags = tuple(t.strip() for t in args.tags.split(",") if t.strip())
         if args.job_type is None:
@@ -154,7 +154,7 @@ def _import_plotting_meanwhile() -> None:
             import matplotlib
 
             matplotlib.use("Agg")
-            import analysis.plots  # noqa: F401
+            import lrscan.analysis.plots  # noqa: F401
         except Exception:  # the report imports it again, and says what is wrong
             pass
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.blocks import SEED
-from analysis.byrun import run_rows
-from analysis.runconfig import with_config
-from pipeline import keys
-from pipeline.errors import LrscanError
+from lrscan.analysis.blocks import SEED
+from lrscan.analysis.byrun import run_rows
+from lrscan.analysis.runconfig import with_config
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
 
 DEFAULT_N_BINS = 50
 MAX_BINS = 100_000  # more bins than that is a typo in --bin-width, and would exhaust memory

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.byrun import run_rows
-from analysis.columns import cadence
-from analysis.plain import plain_value
-from analysis.runconfig import PER_STEP_COLUMNS
-from pipeline import keys
-from pipeline.config import field_names, hyperparameter_names
-from pipeline.errors import LrscanError
+from lrscan.analysis.byrun import run_rows
+from lrscan.analysis.columns import cadence
+from lrscan.analysis.plain import plain_value
+from lrscan.analysis.runconfig import PER_STEP_COLUMNS
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import field_names, hyperparameter_names
+from lrscan.pipeline.errors import LrscanError
 
 # config fields that say where or how a run was executed, not what it measured: never "swept"
 # (each field's kind is declared on TrainConfig, which the trainer's resume check reads too)

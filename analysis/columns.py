@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from pipeline import keys as K
+from lrscan.pipeline import keys as K
 
 WANDB_STEP = "_step"
 LIGHTNING_STEP_SUFFIX = "_step"  # self.log(..., on_step=True, on_epoch=True): <name>_step and <name>_epoch

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 # written last into every report folder: what wrote it and which files are its own
 MARKER_FILE = ".lrscan-report.json"

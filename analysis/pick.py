@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.binning import Cells, Rows, bin_cells, bin_edges, measured_rows
-from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, SEED, require_columns
-from analysis.plain import frame_records, json_safe
-from pipeline import keys
-from pipeline.errors import LrscanError
+from lrscan.analysis.binning import Cells, Rows, bin_cells, bin_edges, measured_rows
+from lrscan.analysis.blocks import SCHEDULE, SCHEDULE_RANGE, SEED, require_columns
+from lrscan.analysis.plain import frame_records, json_safe
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
 
 # an old suggester name -> its name now: old readers' keys keep working (lrscan's `minimum` was the min-loss lr
 # itself, easy to confuse with fastai's `minimum`, which is that lr / 10)

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from analysis.blocks import sort_key
-from analysis.report import value_label as readable
-from pipeline import keys
+from lrscan.analysis.blocks import sort_key
+from lrscan.analysis.report import value_label as readable
+from lrscan.pipeline import keys
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from analysis.pick import ExponentPick
+    from lrscan.analysis.pick import ExponentPick
 
 LRE_LABEL = "lr exponent  lre = log10(lr)"
 LR_LABEL = "learning rate (log scale)"
@@ -278,7 +278,7 @@ def plot_prove(data: pd.DataFrame, *, steps: int | None = None, judged_by: str =
     seeds a large marker joined across lrs, each candidate labelled by its suggesters; the winner's
     marker is red.
     """
-    from analysis.prove import long_losses
+    from lrscan.analysis.prove import long_losses
 
     ax = _new_ax(ax)
     points = long_losses(data)

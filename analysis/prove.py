@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.blocks import SCHEDULE, SEED
-from analysis.pick import FASTAI_MINIMUM_DECADES
-from pipeline import keys
-from pipeline.errors import LrscanError
+from lrscan.analysis.blocks import SCHEDULE, SEED
+from lrscan.analysis.pick import FASTAI_MINIMUM_DECADES
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
 
 SUGGESTERS = ("min_loss", "fastai_minimum", "steepest", "valley", "ci_low", "ci_high")
 USER = "user"  # the name of an lr given with --prove-lrs / extra_lrs

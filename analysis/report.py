@@ -23,17 +23,17 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
-from analysis.columns import KEY_MEANINGS
-from analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
-from analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
-from analysis.plain import frame_records, json_safe, object_frame
-from analysis.prove import ProveResult, constant_lr_grids, prove_markdown, prove_results
-from analysis.runconfig import with_config
-from analysis.zoom import write_sweep_yaml, zoom_sweep
-from pipeline import keys
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
+from lrscan.analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
+from lrscan.analysis.columns import KEY_MEANINGS
+from lrscan.analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
+from lrscan.analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
+from lrscan.analysis.plain import frame_records, json_safe, object_frame
+from lrscan.analysis.prove import ProveResult, constant_lr_grids, prove_markdown, prove_results
+from lrscan.analysis.runconfig import with_config
+from lrscan.analysis.zoom import write_sweep_yaml, zoom_sweep
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
@@ -228,7 +228,7 @@ def _write_files(folder: Path, summary, pick, decay, blocks, steps, runs, block_
     matplotlib.use("Agg")  # files only: never open a window, work without a display
     import matplotlib.pyplot as plt
 
-    from analysis import plots
+    from lrscan.analysis import plots
 
     files: list[str] = []
 

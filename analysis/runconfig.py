@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline import keys as K
-from pipeline.config import field_names
+from lrscan.pipeline import keys as K
+from lrscan.pipeline.config import field_names
 
 # steps.attrs key: the config fields `load_runs` left to `runs` (shared by every run), so a reader of steps
 # alone that needs them can say so instead of going on without them

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.blocks import NOT_HYPERPARAMETERS, SCHEDULE, SCHEDULE_RANGE, SEED, run_columns
-from analysis.pick import ExponentPick, range_runs
-from analysis.plain import json_safe, plain_value
-from analysis.runconfig import CONFIG_IN_RUNS, with_config
-from pipeline import keys
-from pipeline.config import TrainConfig, field_names
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
-from pipeline.yamlfile import read_yaml_mapping
+from lrscan.analysis.blocks import NOT_HYPERPARAMETERS, SCHEDULE, SCHEDULE_RANGE, SEED, run_columns
+from lrscan.analysis.pick import ExponentPick, range_runs
+from lrscan.analysis.plain import json_safe, plain_value
+from lrscan.analysis.runconfig import CONFIG_IN_RUNS, with_config
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig, field_names
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.yamlfile import read_yaml_mapping
 
 TRAIN_PROGRAM, TRAIN_COMMAND = keys.TRAINER_PROGRAM, list(keys.TRAINER_COMMAND)
 

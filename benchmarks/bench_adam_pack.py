@@ -44,8 +44,8 @@ from scratch import scratch_dir  # noqa: E402
 from sweep_timing import sweep_seconds  # noqa: E402
 
 from examples.wavenet import make  # noqa: E402
-from pipeline import range_test  # noqa: E402
-from pipeline.pack import functional  # noqa: E402
+from lrscan.pipeline import range_test  # noqa: E402
+from lrscan.pipeline.pack import functional  # noqa: E402
 
 LRE_MIN, LRE_MAX = -5.0, -1.0  # examples/wavenet.py's own range test
 
@@ -119,7 +119,7 @@ def compare_sweeps(args) -> None:
     path.write_text(textwrap.dedent(f"""\
         # benchmark: {args.points} step-decay points of examples/wavenet.py (AdamW), {args.steps} steps each
         program: pipeline/train/__main__.py
-        command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
+        command: ["${{env}}", python3, -m, lrscan.pipeline.train, "${{args}}"]
         method: grid
         parameters:
           task: {{value: "examples/wavenet.py:make"}}

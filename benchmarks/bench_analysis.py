@@ -43,8 +43,8 @@ def write_runs(folder: Path, n_runs: int, n_steps: int) -> None:
     os.environ["WANDB_SILENT"] = "true"
     import wandb
 
-    from pipeline.config import TrainConfig
-    from pipeline.train.runwriter import history_writer
+    from lrscan.pipeline.config import TrainConfig
+    from lrscan.pipeline.train.runwriter import history_writer
 
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.repeat):
             for name, code in checkouts.items():  # alternately, so both see the same machine
                 with tempfile.TemporaryDirectory() as tmp:
-                    result = measure([sys.executable, "-m", "analysis", str(root / f"runs-{n}"), "--out",
+                    result = measure([sys.executable, "-m", "lrscan.analysis", str(root / f"runs-{n}"), "--out",
                                       str(Path(tmp) / "report"), "--n-boot", "1000"], code)
                 if name not in best or result[0] < best[name][0]:
                     best[name] = result

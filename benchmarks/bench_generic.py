@@ -30,9 +30,9 @@ import torch  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
 
-from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.train.data import load_splits  # noqa: E402
-from pipeline.train.loop import train  # noqa: E402
+from lrscan.pipeline.config import TrainConfig  # noqa: E402
+from lrscan.pipeline.train.data import load_splits  # noqa: E402
+from lrscan.pipeline.train.loop import train  # noqa: E402
 
 N_EMBD, N_HIDDEN = 10, 200  # the lecture's final model, as in bench_train.py
 

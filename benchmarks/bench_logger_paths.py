@@ -18,7 +18,7 @@ import numpy as np
 import wandb
 from scratch import scratch_dir
 
-from pipeline.train.runwriter import history_writer
+from lrscan.pipeline.train.runwriter import history_writer
 
 
 def write_rows(fast: bool, rows: int, chunk: int) -> tuple[float, float, float]:

@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 from sweep_timing import sweep_seconds  # noqa: E402
 
-from pipeline.sweep.runner import default_workers  # noqa: E402
-from pipeline.sweep.spec import load_sweep  # noqa: E402
+from lrscan.pipeline.sweep.runner import default_workers  # noqa: E402
+from lrscan.pipeline.sweep.spec import load_sweep  # noqa: E402
 
 
 def range_sweep(workdir: str, seeds: int, steps: int, pack: int) -> Path:
@@ -49,7 +49,7 @@ def range_sweep(workdir: str, seeds: int, steps: int, pack: int) -> Path:
     path.write_text(textwrap.dedent(f"""\
         # benchmark: a {seeds}-seed range test of {steps} steps
         program: pipeline/train/__main__.py
-        command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
+        command: ["${{env}}", python3, -m, lrscan.pipeline.train, "${{args}}"]
         method: grid
         parameters:
           schedule: {{value: range}}
@@ -127,7 +127,7 @@ def _columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def one_logger_per_run(members: int, steps: int) -> tuple[float, float, float]:
-    from pipeline.train.tracking import InitArgs, RunLogger
+    from lrscan.pipeline.train.tracking import InitArgs, RunLogger
 
     rng = np.random.default_rng(0)
     loggers = [RunLogger(InitArgs(run_id=f"sep{k}", mode="offline", project="bench", entity="", group="", name="",
@@ -151,8 +151,8 @@ def one_logger_per_run(members: int, steps: int) -> tuple[float, float, float]:
 
 
 def one_logger_for_all(members: int, steps: int) -> tuple[float, float, float]:
-    from pipeline.pack.logger import PackLogger
-    from pipeline.train.tracking import InitArgs
+    from lrscan.pipeline.pack.logger import PackLogger
+    from lrscan.pipeline.train.tracking import InitArgs
 
     rng = np.random.default_rng(0)
     pack = PackLogger([InitArgs(run_id=f"one{k}", mode="offline", project="bench", entity="", group="", name="",
@@ -179,8 +179,8 @@ def threads_step_us(members: int, threads: int, steps: int, data: str) -> float:
     each thread stepping its rows with one intra-op thread (as exact as one thread: members never mix)."""
     import torch
 
-    from pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep
-    from pipeline.train.data import batch_indices, load_splits
+    from lrscan.pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep
+    from lrscan.pipeline.train.data import batch_indices, load_splits
 
     splits = load_splits(data, 3, 42)
     Xtr, Ytr = splits.train

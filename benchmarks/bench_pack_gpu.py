@@ -36,10 +36,10 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("bench_pack_gpu: skipped, no CUDA GPU on this machine (torch.cuda.is_available() is False)")
         return
-    from pipeline.config import parse_args
-    from pipeline.pack.loop import train_pack
-    from pipeline.pack.members import Point
-    from pipeline.train.loop import train
+    from lrscan.pipeline.config import parse_args
+    from lrscan.pipeline.pack.loop import train_pack
+    from lrscan.pipeline.pack.members import Point
+    from lrscan.pipeline.train.loop import train
 
     workdir = scratch_dir("lrscan-bench-pack-gpu-")
     base = [f"--data={os.path.abspath(args.data)}", "--device=cuda", "--n_embd=10", "--n_hidden=200",

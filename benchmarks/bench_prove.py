@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 def timed_study(out: Path, size: str, data: str, *extra: str) -> float:
     env = {**os.environ, "LRSCAN_DATA": data, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pipeline.study", f"--size={size}", f"--out={out}", *extra],
+    done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", f"--size={size}", f"--out={out}", *extra],
                           cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the study failed ({' '.join(extra) or 'with prove'}):\n{done.stderr[-3000:]}")

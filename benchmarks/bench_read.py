@@ -36,7 +36,7 @@ def write_run(root: Path, n_steps: int) -> Path:
     os.environ["WANDB_SILENT"] = "true"
     import wandb
 
-    from pipeline.config import TrainConfig
+    from lrscan.pipeline.config import TrainConfig
 
     root.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(steps=n_steps, data="names.txt").to_dict()
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_only:
         return
 
-    from analysis.sources import load_runs
+    from lrscan.analysis.sources import load_runs
 
     # ours: file -> tidy frame
     start = time.perf_counter()
@@ -107,9 +107,9 @@ def memory(path: Path, n_runs: int) -> None:
     """Peak Python-heap memory while building the tidy frame of `n_runs` copies of one run."""
     import dataclasses
 
-    from analysis import sources
-    from analysis.sources.frame import build_frames
-    from pipeline.runlog import read_run_file
+    from lrscan.analysis import sources
+    from lrscan.analysis.sources.frame import build_frames
+    from lrscan.pipeline.runlog import read_run_file
 
     one = read_run_file(path, list(sources.DEFAULT_KEYS))
     runs = [dataclasses.replace(one, run_id=f"run{i:03d}", name=f"run-{i}",

@@ -37,9 +37,9 @@ from scratch import scratch_dir  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
 from sweep_timing import sweep_seconds as run_sweep_seconds  # noqa: E402
 
-from pipeline.sweep.runner import default_workers  # noqa: E402
-from pipeline.sweep.spec import load_sweep  # noqa: E402
-from pipeline.train.data import load_splits  # noqa: E402
+from lrscan.pipeline.sweep.runner import default_workers  # noqa: E402
+from lrscan.pipeline.sweep.spec import load_sweep  # noqa: E402
+from lrscan.pipeline.train.data import load_splits  # noqa: E402
 
 
 def lrs_for(points: int) -> list[float]:
@@ -67,7 +67,7 @@ def sweep_seconds(data: str, lrs: list[float], steps: int, workers: int, workdir
     yaml_path.write_text(textwrap.dedent(f"""\
         # benchmark: {len(lrs)} constant-lr runs of {steps} steps
         program: pipeline/train/__main__.py
-        command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
+        command: ["${{env}}", python3, -m, lrscan.pipeline.train, "${{args}}"]
         method: grid
         parameters:
           schedule: {{value: constant}}

@@ -16,6 +16,6 @@ def sweep_seconds(yaml_path: Path, data: str, workers: int, pack: int, out: str)
     repository, W&B silent, no progress bar; a failing sweep raises."""
     env = {**os.environ, "LRSCAN_DATA": os.path.abspath(data), "WANDB_SILENT": "true"}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.sweep", str(yaml_path), "--workers", str(workers), "--pack",
+    subprocess.run([sys.executable, "-m", "lrscan.pipeline.sweep", str(yaml_path), "--workers", str(workers), "--pack",
                     str(pack), "--out", out, "--no-progress"], cwd=REPO, env=env, check=True)
     return time.perf_counter() - t0

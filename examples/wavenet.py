@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.config import default_data_path
-from pipeline.errors import LrscanError, exit_with
-from pipeline.train.data import load_splits
-from pipeline.train.task import Task
+from lrscan.pipeline.config import default_data_path
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.train.data import load_splits
+from lrscan.pipeline.train.task import Task
 
 
 class FlattenConsecutive(nn.Module):
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from pipeline import range_test
+    from lrscan.pipeline import range_test
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="word list (default: $LRSCAN_DATA, else data/names.txt here, else "

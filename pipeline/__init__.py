@@ -8,7 +8,7 @@
 The Python API on your own model, loaded on first use so that `import pipeline` (which the analysis
 does for the contract) never pulls in torch:
 
-    from pipeline import Task, prove, range_test
+    from lrscan.pipeline import Task, prove, range_test
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ __all__ = ["Proof", "RangeTestResult", "Task", "prove", "range_test"]
 def __getattr__(name: str) -> Any:
     # PEP 562: the heavy rooms are imported when a name is first asked for, not with the package
     if name == "Task":
-        from pipeline.train.task import Task
+        from lrscan.pipeline.train.task import Task
 
         return Task
     if name in ("range_test", "RangeTestResult"):
-        from pipeline.study.range_test import RangeTestResult, range_test
+        from lrscan.pipeline.study.range_test import RangeTestResult, range_test
 
         return range_test if name == "range_test" else RangeTestResult
     if name in ("prove", "Proof"):
-        from pipeline.study.proof import Proof, prove
+        from lrscan.pipeline.study.proof import Proof, prove
 
         return prove if name == "prove" else Proof
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 SCHEDULES = ("range", "step", "constant")
 STEP_MODES = ("exp", "linear")  # torch-lr-finder's words for the range test's spacing

@@ -39,7 +39,9 @@ STEP_COLUMN = "step"
 
 # how a sweep launches the trainer: the sweep YAMLs' `program` and `command`, the zoom sweep the
 # analysis writes, and the runner's check that a sweep runs the trainer all read these
-TRAINER_MODULE = "pipeline.train"
+TRAINER_MODULE = "lrscan.pipeline.train"
+# also the trainer: the module name a checkout ran before lrscan installed as one package (users' YAMLs name it)
+TRAINER_MODULES = (TRAINER_MODULE, "pipeline.train")
 TRAINER_PROGRAM = "pipeline/train/__main__.py"  # `${program}`; W&B keeps it as the sweep's program
 # python3: W&B's ${interpreter} is the literal `python`, which many machines lack
 TRAINER_COMMAND = ("${env}", "python3", "-m", TRAINER_MODULE, "${args}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.config import TrainConfig
+from lrscan.pipeline.config import TrainConfig
 
 # what the batched step takes per member
 PACKABLE = ("seed", "lre_min", "lre_max", "lr", "decay_steps", "decay_lrs")

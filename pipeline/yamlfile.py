@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "sweep file") -> dict[str, Any]:

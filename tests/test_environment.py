@@ -81,9 +81,10 @@ def test_the_package_metadata_builds_without_a_deprecation(tmp_path):
     assert project["project"]["license"] == "MIT"
     assert "setuptools>=77" in project["build-system"]["requires"]  # the first to take an SPDX expression
     src = tmp_path / "src"
-    for name in ("pipeline", "analysis"):
-        (src / name).mkdir(parents=True)
-        (src / name / "__init__.py").write_text("")
+    for name in ("lrscan", "pipeline", "analysis"):  # every package folder, empty
+        for init in (REPO / name).rglob("__init__.py"):
+            (src / init.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+            (src / init.relative_to(REPO)).write_text("")
     shutil.copy(REPO / "pyproject.toml", src)
     shutil.copy(REPO / "README.md", src)
     code = ("import sys; from setuptools import build_meta; "
@@ -99,7 +100,7 @@ def test_the_package_metadata_builds_without_a_deprecation(tmp_path):
 def _build_wheel(dest: Path) -> Path:
     """lrscan's wheel built from a copy of the sources (the build leaves nothing in the repo)."""
     src = dest / "src"
-    for name in ("pipeline", "analysis"):
+    for name in ("lrscan", "pipeline", "analysis"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src)
@@ -136,7 +137,7 @@ def test_the_installed_wheel_runs_the_demo_study_from_an_empty_folder(tmp_path, 
     shutil.copy(real_names, home / ".cache" / "lrscan" / "names.txt")
     env = {k: v for k, v in os.environ.items() if k not in ("LRSCAN_DATA", "XDG_CACHE_HOME", "PYTHONPATH")}
     env |= {"HOME": str(home), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "WANDB_DIR": str(work)}
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pipeline, analysis; "
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "from lrscan import pipeline, analysis; "
                             "print(pipeline.__file__); print(analysis.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr

@@ -70,12 +70,14 @@ def first_party_imports(path: Path, *, in_functions: bool | None = None) -> set[
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
+        # the code is imported as lrscan.pipeline... / lrscan.analysis... (the wheel installs only `lrscan`)
+        names = [n.removeprefix("lrscan.") for n in names if n.startswith("lrscan.")]
         out |= {n for n in names if n.split(".")[0] in ("pipeline", "analysis")}
     return out
 
 
 def import_target(name: str) -> str:
-    # `from pipeline.train import checkpoint` names the module pipeline.train.checkpoint: judge the longest real one
+    # `from lrscan.pipeline.train import checkpoint` names pipeline.train.checkpoint: judge the longest real one
     return name if (REPO / (name.replace(".", "/") + ".py")).is_file() or (REPO / name.replace(".", "/")).is_dir() \
         else name.rsplit(".", 1)[0]
 
@@ -102,10 +104,11 @@ def test_the_facade_imports_the_api_lazily_and_stays_light() -> None:
     facade = REPO / "pipeline" / "__init__.py"
     eager = {import_target(n) for n in first_party_imports(facade, in_functions=False)}
     assert not eager & FACADE_LAZY, f"pipeline/__init__.py imports {sorted(eager & FACADE_LAZY)} at import time"
-    code = ("import sys, pipeline, analysis, analysis.pick, analysis.plots, analysis.report, analysis.sources\n"
+    code = ("import sys\nfrom lrscan import pipeline, analysis\n"
+            "import lrscan.analysis.pick, lrscan.analysis.plots, lrscan.analysis.report, lrscan.analysis.sources\n"
             "assert 'torch' not in sys.modules, 'torch loaded by import pipeline/analysis'\n"
-            "from pipeline import Task, range_test\n"
-            "import pipeline.study.range_test, pipeline.train.task\n"
+            "from lrscan.pipeline import Task, range_test\n"
+            "import lrscan.pipeline.study.range_test, lrscan.pipeline.train.task\n"
             "assert Task is pipeline.train.task.Task and range_test is pipeline.study.range_test.range_test\n"
             "assert not hasattr(pipeline, 'no_such_name')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

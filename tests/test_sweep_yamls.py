@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import keys
-from pipeline.config import field_names
-from pipeline.sweep.command import build_command
-from pipeline.sweep.grid import flatten, grid_size
-from pipeline.sweep.spec import check_trainer_points, is_trainer, load_sweep
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import field_names
+from lrscan.pipeline.sweep.command import build_command
+from lrscan.pipeline.sweep.grid import flatten, grid_size
+from lrscan.pipeline.sweep.spec import check_trainer_points, is_trainer, load_sweep
 from tests.conftest import REPO
 
 YAMLS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -64,7 +64,7 @@ def test_yaml_is_a_valid_sweep_of_the_trainer(path: Path):
 
 def test_all_sweeps_share_one_command():
     commands = {tuple(yaml.safe_load(p.read_text())["command"]) for p in YAMLS}
-    assert commands == {("${env}", "python3", "-m", "pipeline.train", "${args}")}
+    assert commands == {("${env}", "python3", "-m", "lrscan.pipeline.train", "${args}")}
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.columns import (
+from lrscan.analysis.columns import (
     LIGHTNING_LR,
     LOSS_LOGGED,
     LOSS_NAMES,
@@ -39,14 +39,14 @@ from analysis.columns import (
     missing_steps,
     read_columns,
 )
-from analysis.schedules import OTHER, classify_lr_trace
-from analysis.sources.cloud import CLOUD_PATH, Retry, load_cloud
-from analysis.sources.filters import ALL_BUT_ANALYSIS, Filters, LeftOut
-from analysis.sources.frame import DEFAULT_KEYS, OPTIONAL_KEYS, build_frames, has_values, value_dtype
-from analysis.sources.offline import load_offline
-from pipeline import keys as K
-from pipeline.errors import LrscanError
-from pipeline.runlog import RunFile
+from lrscan.analysis.schedules import OTHER, classify_lr_trace
+from lrscan.analysis.sources.cloud import CLOUD_PATH, Retry, load_cloud
+from lrscan.analysis.sources.filters import ALL_BUT_ANALYSIS, Filters, LeftOut
+from lrscan.analysis.sources.frame import DEFAULT_KEYS, OPTIONAL_KEYS, build_frames, has_values, value_dtype
+from lrscan.analysis.sources.offline import load_offline
+from lrscan.pipeline import keys as K
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog import RunFile
 
 __all__ = ["ALL_BUT_ANALYSIS", "DEFAULT_KEYS", "Loaded", "load_runs"]
 SCHEDULE = "schedule"

@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from analysis.columns import choose_keys, keys_to_read
-from analysis.sources.filters import Filters, LeftOut
-from analysis.sources.frame import OPTIONAL_KEYS
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_file
-from pipeline.runlog import STEP_ITEM, RunFile
+from lrscan.analysis.columns import choose_keys, keys_to_read
+from lrscan.analysis.sources.filters import Filters, LeftOut
+from lrscan.analysis.sources.frame import OPTIONAL_KEYS
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_file
+from lrscan.pipeline.runlog import STEP_ITEM, RunFile
 
 CACHE_ENV = "LRSCAN_CACHE"
 SCAN_PAGE_STEPS = 10_000  # scan_history's page_size counts steps

@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import keys as K
-from pipeline.runlog import RunFile
+from lrscan.pipeline import keys as K
+from lrscan.pipeline.runlog import RunFile
 
 NOT = "!"
 ALL_BUT_ANALYSIS = NOT + K.JOB_ANALYSIS   # the default job type filter

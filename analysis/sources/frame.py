@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.runconfig import CONFIG_IN_RUNS
-from pipeline import keys as K
-from pipeline.config import field_names, field_types
-from pipeline.runlog import RunFile
+from lrscan.analysis.runconfig import CONFIG_IN_RUNS
+from lrscan.pipeline import keys as K
+from lrscan.pipeline.config import field_names, field_types
+from lrscan.pipeline.runlog import RunFile
 
 # config fields `steps` holds even when every run has one value: the analysis splits runs by them
 ALWAYS_ON_STEPS = ("schedule", "seed")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.columns import LOSS_NAMES, LR_NAMES, STEP_NAMES, choose_keys, logged_keys
-from analysis.prove import HELD_OUT_KEYS
-from analysis.sources.filters import Filters, LeftOut
-from analysis.sources.frame import DEFAULT_KEYS
-from pipeline.errors import LrscanError
-from pipeline.runlog import RunFile, read_files
+from lrscan.analysis.columns import LOSS_NAMES, LR_NAMES, STEP_NAMES, choose_keys, logged_keys
+from lrscan.analysis.prove import HELD_OUT_KEYS
+from lrscan.analysis.sources.filters import Filters, LeftOut
+from lrscan.analysis.sources.frame import DEFAULT_KEYS
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog import RunFile, read_files
 
 RUN_FILE_GLOB = "run-*.wandb"
 _FOLDER_STAMP = re.compile(r"-(\d{8}_\d{6})-")

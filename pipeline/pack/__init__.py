@@ -6,9 +6,9 @@ vmap (functional.py); anything else is not packed and runs one process per point
 training is the single run's loop (pipeline/train/loop.py) driving K members through a stepper.
 
     python -m pipeline.pack POINTS.json
-    from pipeline.pack import train_pack
+    from lrscan.pipeline.pack import train_pack
 """
 
-from pipeline.pack.loop import train_pack
+from lrscan.pipeline.pack.loop import train_pack
 
 __all__ = ["train_pack"]

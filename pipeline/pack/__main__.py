@@ -22,12 +22,12 @@ import json
 import os
 import sys
 
-from pipeline.config import parse_args
-from pipeline.errors import LrscanError, exit_with
-from pipeline.pack.functional import why_not_packed_task
-from pipeline.pack.loop import TRAINER_PROGRAM, PackStopRequested, train_pack
-from pipeline.pack.members import Point
-from pipeline.packing import WHY_NOT_FLAG
+from lrscan.pipeline.config import parse_args
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.pack.functional import why_not_packed_task
+from lrscan.pipeline.pack.loop import TRAINER_PROGRAM, PackStopRequested, train_pack
+from lrscan.pipeline.pack.members import Point
+from lrscan.pipeline.packing import WHY_NOT_FLAG
 
 PROG = "pipeline.pack"
 

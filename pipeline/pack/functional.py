@@ -39,14 +39,14 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
-from pipeline.config import TrainConfig
-from pipeline.errors import LrscanError
-from pipeline.pack.members import PackMember, Point, resume_members
-from pipeline.pack.updates import make_update, why_not_members, why_not_update
-from pipeline.train import checkpoint, rngstate
-from pipeline.train.generic import MAX_APPLIED_LR, TaskRun
-from pipeline.train.loop import train_members
-from pipeline.train.task import Task, load_task
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.pack.members import PackMember, Point, resume_members
+from lrscan.pipeline.pack.updates import make_update, why_not_members, why_not_update
+from lrscan.pipeline.train import checkpoint, rngstate
+from lrscan.pipeline.train.generic import MAX_APPLIED_LR, TaskRun
+from lrscan.pipeline.train.loop import train_members
+from lrscan.pipeline.train.task import Task, load_task
 
 
 def why_not_functional(tasks: list[Task]) -> str:
@@ -302,9 +302,9 @@ def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made
 
     made[k]: the global random states tasks[k]'s make left; a seed run alone starts from them, as it does
     from the command line (a pack's tasks draw nothing from them: why_not_functional)."""
-    from pipeline.pack.loop import run_members
-    from pipeline.train.loop import train
-    from pipeline.train.tracking import this_process_launch
+    from lrscan.pipeline.pack.loop import run_members
+    from lrscan.pipeline.train.loop import train
+    from lrscan.pipeline.train.tracking import this_process_launch
 
     why = why_not_functional(tasks) if len(tasks) > 1 else "one seed"
     if why:

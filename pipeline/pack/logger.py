@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.train.runwriter import history_writer, hold_run_lock, init_run, logger_connection, set_up_run
-from pipeline.train.tracking import (
+from lrscan.pipeline.train.runwriter import history_writer, hold_run_lock, init_run, logger_connection, set_up_run
+from lrscan.pipeline.train.tracking import (
     ACK_TIMEOUT_SECONDS,
     FINISH_TIMEOUT_SECONDS,
     QUEUE_CHUNKS,
@@ -53,7 +53,7 @@ class PackLogger(LoggerProcess):
     def __init__(self, inits: list[InitArgs], *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
                  finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
         # each member sends one chunk per pack chunk
-        super().__init__("from pipeline.pack.logger import logger_main; logger_main()", inits,
+        super().__init__("from lrscan.pipeline.pack.logger import logger_main; logger_main()", inits,
                          QUEUE_CHUNKS * max(1, len(inits)), ack_timeout_s=ack_timeout_s,
                          finish_timeout_s=finish_timeout_s)
         self._n = len(inits)
@@ -141,7 +141,8 @@ def open_pack_logger(inits: list[InitArgs]) -> PackLogger | NoPackLogger:
 
 
 def logger_main() -> None:
-    """The pack's logger process: `python -c "from pipeline.pack.logger import logger_main; logger_main()" FD`."""
+    """The pack's logger, a process of its own: `python -c "from lrscan.pipeline.pack.logger import logger_main;
+    logger_main()" FD`."""
     conn = logger_connection()
     inits: list[InitArgs] = conn.recv()
     import wandb

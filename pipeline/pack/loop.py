@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.errors import LrscanError
-from pipeline.pack.logger import open_pack_logger
-from pipeline.pack.members import FAILED, KILLED, PackMember, Point, resume_members, write_end
-from pipeline.pack.stacked_mlp import StackedMLP, StackedRun
-from pipeline.packing import key_difference
-from pipeline.train import checkpoint
-from pipeline.train.data import load_splits, sha256_of
-from pipeline.train.loop import StopRequested, resolve_device, train_members
-from pipeline.train.makemore import check_model_fits
-from pipeline.train.model import MLP
-from pipeline.train.tracking import Launch, RunInfo
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.pack.logger import open_pack_logger
+from lrscan.pipeline.pack.members import FAILED, KILLED, PackMember, Point, resume_members, write_end
+from lrscan.pipeline.pack.stacked_mlp import StackedMLP, StackedRun
+from lrscan.pipeline.packing import key_difference
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.data import load_splits, sha256_of
+from lrscan.pipeline.train.loop import StopRequested, resolve_device, train_members
+from lrscan.pipeline.train.makemore import check_model_fits
+from lrscan.pipeline.train.model import MLP
+from lrscan.pipeline.train.tracking import Launch, RunInfo
 
-TRAINER_PROGRAM = "-m pipeline.train"  # what W&B records as each member's command: the run it stands for
+TRAINER_PROGRAM = "-m lrscan.pipeline.train"  # what W&B records as each member's command: the run it stands for
 
 
 # SIGTERM or Ctrl-C reached a pack: the one loop's stop (every member still training has a checkpoint and an
@@ -65,7 +65,7 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     cfg0 = points[0].cfg
     if cfg0.task:
         # a task of the user's own: K copies of its model stepped with torch.func, when it allows that
-        from pipeline.pack.functional import train_task_pack
+        from lrscan.pipeline.pack.functional import train_task_pack
 
         return train_task_pack(points, program=program, run_members=run_members)
     # system inits

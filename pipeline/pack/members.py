@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pipeline.config import TrainConfig, parse_args
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
-from pipeline.train import checkpoint
-from pipeline.train.loop import compatible, same_data
-from pipeline.train.member import Member
-from pipeline.train.tracking import InitArgs, Launch, RunInfo
+from lrscan.pipeline.config import TrainConfig, parse_args
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.loop import compatible, same_data
+from lrscan.pipeline.train.member import Member
+from lrscan.pipeline.train.tracking import InitArgs, Launch, RunInfo
 
 # how a member's run ended, as its end file says (the sweep runner reads it for the point's state)
 FINISHED, FAILED, KILLED = "finished", "failed", "killed"

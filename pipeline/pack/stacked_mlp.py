@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import keys
-from pipeline.config import TrainConfig
-from pipeline.train.data import Splits, batch_indices
-from pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.train.data import Splits, batch_indices
+from lrscan.pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes
 
 
 @dataclass

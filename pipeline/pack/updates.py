@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from pipeline.train.task import Task, lr_scales, set_lr
+from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 
 # the state's entry for the lrs each member's last step applied (its groups' lrs in its checkpoint)
 APPLIED = "(applied)"

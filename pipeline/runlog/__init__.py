@@ -17,7 +17,7 @@ to `skipped_records` and reading goes on; a partial last block sets `truncated`.
 
 from __future__ import annotations
 
-from pipeline.runlog.framing import (
+from lrscan.pipeline.runlog.framing import (
     BLOCK_BYTES,
     CHUNK_HEADER,
     CHUNK_HEADER_BYTES,
@@ -27,9 +27,9 @@ from pipeline.runlog.framing import (
     LAST,
     MIDDLE,
 )
-from pipeline.runlog.history import STEP_ITEM
-from pipeline.runlog.parallel import map_big_arrays_alone, read_files, read_worker_main
-from pipeline.runlog.reader import SEGMENT_BYTES, RunFile, read_logged, read_run_file
+from lrscan.pipeline.runlog.history import STEP_ITEM
+from lrscan.pipeline.runlog.parallel import map_big_arrays_alone, read_files, read_worker_main
+from lrscan.pipeline.runlog.reader import SEGMENT_BYTES, RunFile, read_logged, read_run_file
 
 __all__ = ["BLOCK_BYTES", "CHUNK_HEADER", "CHUNK_HEADER_BYTES", "FIRST", "FULL", "HEADER", "LAST", "MIDDLE",
            "SEGMENT_BYTES", "STEP_ITEM", "RunFile", "map_big_arrays_alone", "read_files", "read_logged",

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from pipeline.runlog.framing import record_class
+from lrscan.pipeline.runlog.framing import record_class
 
 STEP_ITEM = "_step"
 

@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import LrscanError
-from pipeline.runlog.reader import RunFile, read_logged
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog.reader import RunFile, read_logged
 
-READ_WORKER = "from pipeline.runlog.parallel import read_worker_main; read_worker_main()"
+READ_WORKER = "from lrscan.pipeline.runlog.parallel import read_worker_main; read_worker_main()"
 # files this big in all are read by worker processes in parallel: ~2.5 s of run files per start-up of one
 PARALLEL_READ_BYTES = 48 * 2**20
 # arrays this big or bigger get a memory mapping of their own (map_big_arrays_alone)
@@ -69,7 +69,7 @@ def read_files(files: Sequence[str | os.PathLike], keys: Sequence[str] | None,
 
 
 def read_worker_main() -> None:
-    """A reading worker: `python -c "from pipeline.runlog.parallel import read_worker_main; read_worker_main()"`.
+    """A reading worker: `python -c "from lrscan.pipeline.runlog.parallel import read_worker_main; read_worker_main()"`.
 
     Reads a pickled `(out_dir, keys, [(index, path), ...])` from stdin and writes `read_logged(path,
     keys)` of each file, pickled, to `out_dir/<index>.pkl` (written under a temporary name, then

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import LrscanError
-from pipeline.runlog.framing import BLOCK_BYTES, HEADER, Scan, record_class, scan
-from pipeline.runlog.history import decode_history, join_pieces
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog.framing import BLOCK_BYTES, HEADER, Scan, record_class, scan
+from lrscan.pipeline.runlog.history import decode_history, join_pieces
 
 SEGMENT_BYTES = 128 * BLOCK_BYTES  # read and decoded at a time (4 MiB)
 # a run without an exit record whose file changed this recently is taken as still running

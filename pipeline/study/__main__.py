@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.config import DATA_ENV, cached_names_path, default_data_path
-from pipeline.errors import LrscanError, exit_with
-from pipeline.study.online import WandbAccess
-from pipeline.study.study import PROG, SIZES, YAMLS, Study
-from pipeline.train.data import NAMES_URL, find_names
+from lrscan.pipeline.config import DATA_ENV, cached_names_path, default_data_path
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.study.online import WandbAccess
+from lrscan.pipeline.study.study import PROG, SIZES, YAMLS, Study
+from lrscan.pipeline.train.data import NAMES_URL, find_names
 
 
 class _Parser(argparse.ArgumentParser):

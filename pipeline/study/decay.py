@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 # the decayed lrs, as factors of the picked lr: one option per tuple, one factor per decay boundary
 DEFAULT_DECAY_FACTORS = ((0.1,), (0.01,))
@@ -59,7 +59,7 @@ def decay_lr_values(best_lr: float, factors: Sequence[Sequence[float]]) -> list[
 
 def check_decay_points(sweep) -> None:
     """Every point of a decay grid lowers its lr at each boundary, with one lr per boundary; else one line."""
-    from pipeline.config import expand_coupled
+    from lrscan.pipeline.config import expand_coupled
 
     for index, point in enumerate(sweep.points):
         fields: dict[str, Any] = {}
@@ -87,7 +87,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def _factor_text(decay_lrs: Any, best_lr: float) -> str:
     """The decayed lrs as factors of the picked lr: 0.01, or [0.1, 0.01] for two boundaries."""
-    from analysis.report import value_label
+    from lrscan.analysis.report import value_label
 
     lrs = _as_list(decay_lrs)
     return value_label([float(f"{lr / best_lr:.4g}") for lr in lrs]) if lrs and best_lr > 0 else ""
@@ -106,7 +106,7 @@ def _with_fixed_decay(decay: Mapping[str, Any], best_lr: float) -> tuple[dict[st
 
 def best_decay_sentence(decay: Mapping[str, Any], best_lr: float) -> str:
     """The decay grid's winner in words, 4 significant digits: not a dict."""
-    from analysis.report import config_text
+    from lrscan.analysis.report import config_text
 
     if not decay.get("best"):
         return "The decay grid gave no best config."
@@ -123,7 +123,7 @@ def decay_table_markdown(decay: Mapping[str, Any], best_lr: float) -> str:
     """The decay grid as a markdown table: swept fields as people write them, factors, losses to 4 digits."""
     import pandas as pd
 
-    from analysis.report import markdown_table, readable_table
+    from lrscan.analysis.report import markdown_table, readable_table
 
     table = pd.DataFrame(decay.get("table") or [])
     if table.empty:

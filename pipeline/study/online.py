@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"  # wandb's own default server
 ONLINE_CHECK_SECONDS = 10.0  # how long the online checks wait on the server, each

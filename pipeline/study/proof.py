@@ -1,6 +1,6 @@
 """`prove`: train candidate lrs against each other on your own model, from Python, and let the held-out loss decide.
 
-    from pipeline import prove, range_test
+    from lrscan.pipeline import prove, range_test
     result = range_test(make, seeds=[1, 2, 3, 4, 5], lre_min=-4, lre_max=-1)
     proof = result.prove(steps=2000, seeds=[1, 2, 3])      # the range test's suggestions as candidates
     proof = prove(make, [1e-3, 3e-3, 1e-2], steps=2000, seeds=[1, 2, 3])   # or your own lrs
@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.prove import TAIL_FRAC, TRAIN_TAIL, ProveDecision, grid_candidates, prove_decision, prove_table
-from pipeline import keys
-from pipeline.config import TrainConfig, field_names
-from pipeline.errors import LrscanError
-from pipeline.study.prove import run_name
-from pipeline.train.loop import new_run_id, train
-from pipeline.train.task import Task
+from lrscan.analysis.prove import TAIL_FRAC, TRAIN_TAIL, ProveDecision, grid_candidates, prove_decision, prove_table
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig, field_names
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.study.prove import run_name
+from lrscan.pipeline.train.loop import new_run_id, train
+from lrscan.pipeline.train.task import Task
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,7 +69,7 @@ class Proof:
 
     def plot(self, ax: Axes | None = None) -> Axes:
         """analysis.plots' prove figure: judged loss after the budget against lr, each seed and the mean."""
-        from analysis.plots import plot_prove
+        from lrscan.analysis.plots import plot_prove
 
         return plot_prove(self.table, steps=self.steps, judged_by=self.judged_by, ax=ax)
 
@@ -100,7 +100,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
         TrainConfig fields: wandb_mode, wandb_project, wandb_group (default "prove-<id>"), task_args,
         eval_every_steps, device, ...
     """
-    from pipeline.study.range_test import _device_of, _make, _nothing, _restored_globals, _seeds
+    from lrscan.pipeline.study.range_test import _device_of, _make, _nothing, _restored_globals, _seeds
 
     t0 = time.monotonic()
     if isinstance(task, Task):
@@ -164,6 +164,6 @@ def _judged(summary: dict[str, Any], losses: np.ndarray) -> dict[str, Any]:
 
 
 def _label(task: Any) -> str:
-    from pipeline.study.range_test import _task_label
+    from lrscan.pipeline.study.range_test import _task_label
 
     return _task_label(task)

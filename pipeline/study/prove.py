@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
-from pipeline.yamlfile import read_yaml_mapping
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.yamlfile import read_yaml_mapping
 
 PROVE_YAML = "prove.yaml"
 DEFAULT_SEEDS = (1, 2, 3)
@@ -151,9 +151,9 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
     `study`: the `Study` (its sweep runner, analysis, folders, flags); `state`: its state.json, where
     the candidates are kept so a resumed study proves the same lrs; `stage(text)` prints the header.
     """
-    from analysis.prove import prove_candidates
-    from pipeline.study.study import _write_state, read_base
-    from pipeline.sweep import load_sweep
+    from lrscan.analysis.prove import prove_candidates
+    from lrscan.pipeline.study.study import _write_state, read_base
+    from lrscan.pipeline.sweep import load_sweep
 
     if study.zoom:  # the zoomed range test's pick and CI are the candidates' source
         pick_summary = run_zoom_stage(study, stage).summary
@@ -191,7 +191,7 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
 def run_zoom_stage(study: Any, stage: Any) -> Any:
     """--zoom: run the zoom sweep the range report wrote (report/range/zoom.yaml, a narrower range test
     around the pick, copied to stages/lr_zoom.yaml) and pick again on it; returns its report."""
-    from pipeline.sweep import load_sweep
+    from lrscan.pipeline.sweep import load_sweep
 
     written = study.out / "report" / "range" / "zoom.yaml"
     if not written.is_file():
@@ -216,7 +216,7 @@ def save_range_candidates(pick: Any, candidates: pd.DataFrame, winner: str, dest
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.plots import plot_range_candidates
+    from lrscan.analysis.plots import plot_range_candidates
 
     ax = plot_range_candidates(pick, candidates, winner=winner)
     tmp = dest.with_suffix(".tmp.png")

@@ -1,6 +1,6 @@
 """`range_test`: the study's lr range test on your own model, from Python, leaving the model as it was.
 
-    from pipeline import Task, range_test
+    from lrscan.pipeline import Task, range_test
     result = range_test(make, seeds=[1, 2, 3, 4, 5], lre_min=-4, lre_max=-1)   # make(seed) -> Task
     result = range_test(make, seeds=[1, 2, 3], start_lr=1e-4, end_lr=0.1)     # the same, in lr units
     result.best_lr, result.ci, result.steepest_lr, result.valley_lr
@@ -37,14 +37,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.pick import ExponentPick, ci_description, pick_exponent
-from pipeline import keys
-from pipeline.config import SCHEDULES, TrainConfig, field_names
-from pipeline.errors import LrscanError
-from pipeline.pack.functional import train_seeds
-from pipeline.train import rngstate
-from pipeline.train.loop import new_run_id
-from pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, set_lr
+from lrscan.analysis.pick import ExponentPick, ci_description, pick_exponent
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import SCHEDULES, TrainConfig, field_names
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.pack.functional import train_seeds
+from lrscan.pipeline.train import rngstate
+from lrscan.pipeline.train.loop import new_run_id
+from lrscan.pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, set_lr
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -161,7 +161,7 @@ class RangeTestResult:
 
         x: "lre" (the lecture's axis) or "lr" (log axis, as fastai and Lightning draw it).
         """
-        from analysis.plots import plot_loss_vs_lr, plot_loss_vs_lre
+        from lrscan.analysis.plots import plot_loss_vs_lr, plot_loss_vs_lre
 
         if x not in (keys.LRE, keys.LR):
             raise LrscanError(f"plot(x={x!r}): expected 'lre' or 'lr'")
@@ -178,8 +178,8 @@ class RangeTestResult:
         Candidates: `analysis.prove.prove_candidates(self.pick, lrs)` (min_loss, fastai_minimum, steepest,
         valley, the CI's ends, merged within 0.1 decade). Returns a `Proof` (table, best_lr, plot()).
         """
-        from analysis.prove import prove_candidates
-        from pipeline.study.proof import prove
+        from lrscan.analysis.prove import prove_candidates
+        from lrscan.pipeline.study.proof import prove
 
         if isinstance(self.task, Task):
             raise LrscanError("prove: this range test ran on a Task object, one model: proving trains a fresh "

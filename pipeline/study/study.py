@@ -41,9 +41,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
-from pipeline.study.decay import (
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.study.decay import (
     DEFAULT_DECAY_FACTORS,
     best_decay_sentence,
     check_decay_factors,
@@ -51,7 +51,7 @@ from pipeline.study.decay import (
     decay_lr_values,
     decay_table_markdown,
 )
-from pipeline.study.online import (
+from lrscan.pipeline.study.online import (
     ONLINE_CHECK_SECONDS,
     WandbAccess,
     check_credentials,
@@ -59,7 +59,7 @@ from pipeline.study.online import (
     default_entity,
     public_api,
 )
-from pipeline.study.prove import (
+from lrscan.pipeline.study.prove import (
     DEFAULT_SEEDS,
     check_prove_flags,
     opening_sentence,
@@ -68,12 +68,12 @@ from pipeline.study.prove import (
     save_range_candidates,
     study_prove_entries,
 )
-from pipeline.yamlfile import read_yaml_mapping
+from lrscan.pipeline.yamlfile import read_yaml_mapping
 
 PROG = "pipeline.study"
 # the sweep YAMLs the study starts from travel as package data (pipeline/study/yamls/, which the repo's
 # sweeps/ links to), so an installed lrscan finds them from any folder
-YAMLS = Path(str(resources.files("pipeline.study") / "yamls"))
+YAMLS = Path(str(resources.files("lrscan.pipeline.study") / "yamls"))
 STATE_FILE = "state.json"
 
 
@@ -158,7 +158,7 @@ def _stage(n: int, text: str, of: int = 5) -> None:
 
 def check_task_flags(task: str, task_args: Any) -> tuple[str, dict[str, Any]]:
     """--task and --task_args checked as the trainer checks them; task_args as text (the flag) or a mapping."""
-    from pipeline.config import TrainConfig, parse_value
+    from lrscan.pipeline.config import TrainConfig, parse_value
 
     if isinstance(task_args, str):
         task_args = parse_value("task_args", task_args) if task_args.strip() else {}
@@ -220,8 +220,8 @@ class Study:
     # -- the stages ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from analysis.pick import ci_description
-        from pipeline.sweep import load_sweep
+        from lrscan.analysis.pick import ci_description
+        from lrscan.pipeline.sweep import load_sweep
 
         if self.wandb_mode == "online":
             self._check_online()  # in seconds, before anything is written or run
@@ -283,8 +283,8 @@ class Study:
         The lr is the pick exactly (rounding it would train at an lr nobody picked: round(lr, 6)
         is 0 below lre -6.3), and the decayed lrs follow it as factors, so a decay always lowers it.
         """
-        from analysis.report import value_label
-        from pipeline.sweep import load_sweep
+        from lrscan.analysis.report import value_label
+        from lrscan.pipeline.sweep import load_sweep
 
         best_lr = 10.0 ** best_lre
         overrides = {**self.spec.decay_overrides, **self.task_parameters(), "lr": {"value": best_lr},
@@ -315,16 +315,16 @@ class Study:
 
     def _check_task(self) -> None:
         """Build the task once here: a file, function or argument that is wrong fails before any run exists."""
-        from pipeline.config import TrainConfig
-        from pipeline.train.task import load_task
+        from lrscan.pipeline.config import TrainConfig
+        from lrscan.pipeline.train.task import load_task
 
         load_task(self.task, TrainConfig().seed, self.task_args)
 
     def _check_data(self) -> None:
         """Read the word list(s) the MLP's points will read (the range sweep's `data`, else --data's default as a
         point finds it): missing or bad is one line here, not every point of stage 1 failed."""
-        from pipeline.config import TrainConfig, missing_data_message
-        from pipeline.train.data import read_words
+        from lrscan.pipeline.config import TrainConfig, missing_data_message
+        from lrscan.pipeline.train.data import read_words
 
         parameter = {**read_base(self.range_yaml)["parameters"], **self.spec.range_overrides}.get("data") or {}
         paths = parameter.get("values") or [parameter.get("value") or TrainConfig().data]
@@ -342,13 +342,13 @@ class Study:
             self.entity = default_entity(self.api)  # the user's own, as `wandb sweep` would use
 
     def _sweep(self, sweep) -> None:
-        from pipeline.sweep import run_sweep, unfinished_message
+        from lrscan.pipeline.sweep import run_sweep, unfinished_message
 
         out = self.out / "sweeps"
         env_note = f"WANDB_MODE={self.wandb_mode} " + (f"WANDB_PROJECT={self.project} " if self.project else "")
         quoted = f"{shlex.quote(sweep.path)} --out {shlex.quote(str(out))}" + (
             f" --pack {self.pack}" if self.pack is not None else "")
-        self.commands.append(f"{env_note}python -m pipeline.sweep {quoted}")
+        self.commands.append(f"{env_note}python -m lrscan.pipeline.sweep {quoted}")
         code = run_sweep(sweep, str(out), workers=self.workers, wandb_mode=self.wandb_mode, pack=self.pack)
         if code != 0:
             why = (unfinished_message(str(out), sweep)
@@ -357,8 +357,8 @@ class Study:
 
     def _analyse(self, sweep, name: str, **report_args: Any):
         block_steps = report_args.pop("block_steps", self.spec.block_steps)
-        from analysis.report import adopt_unmarked_report, write_report
-        from analysis.sources import load_runs
+        from lrscan.analysis.report import adopt_unmarked_report, write_report
+        from lrscan.analysis.sources import load_runs
 
         if self.wandb_mode == "online":
             if self.api is None or not self.entity:
@@ -376,7 +376,7 @@ class Study:
 
     def _write_top(self, range_report, decay_report, best_lre: float, seconds: float, proof: Any = None
                    ) -> dict[str, Any]:
-        from analysis.pick import ci_description
+        from lrscan.analysis.pick import ci_description
 
         folder = self.out / "report"
         rs, ds = range_report.summary, decay_report.summary

@@ -1,7 +1,7 @@
 """Many runs: a W&B sweep YAML expanded into points and run locally, offline, on one machine or many.
 
     python -m pipeline.sweep sweeps/lr_range.yaml
-    from pipeline.sweep import load_sweep, run_sweep
+    from lrscan.pipeline.sweep import load_sweep, run_sweep
 
 One responsibility per module, imports pointing down this list:
 
@@ -16,9 +16,9 @@ One responsibility per module, imports pointing down this list:
     __main__.py  the command line
 """
 
-from pipeline.sweep.manifest import read_manifest
-from pipeline.sweep.outcome import unfinished_message
-from pipeline.sweep.runner import run_sweep
-from pipeline.sweep.spec import Sweep, load_sweep
+from lrscan.pipeline.sweep.manifest import read_manifest
+from lrscan.pipeline.sweep.outcome import unfinished_message
+from lrscan.pipeline.sweep.runner import run_sweep
+from lrscan.pipeline.sweep.spec import Sweep, load_sweep
 
 __all__ = ["Sweep", "load_sweep", "read_manifest", "run_sweep", "unfinished_message"]

@@ -27,14 +27,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pipeline.errors import LrscanError, exit_with
-from pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
-from pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
-from pipeline.sweep.outcome import unfinished_message
-from pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_keys, pack_plan
-from pipeline.sweep.runner import PROG, default_workers, run_sweep
-from pipeline.sweep.slurm import sbatch_script
-from pipeline.sweep.spec import Sweep, load_sweep
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
+from lrscan.pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
+from lrscan.pipeline.sweep.outcome import unfinished_message
+from lrscan.pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_keys, pack_plan
+from lrscan.pipeline.sweep.runner import PROG, default_workers, run_sweep
+from lrscan.pipeline.sweep.slurm import sbatch_script
+from lrscan.pipeline.sweep.spec import Sweep, load_sweep
 
 
 class _Parser(argparse.ArgumentParser):

@@ -26,8 +26,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.errors import LrscanError
-from pipeline.sweep.spec import Sweep, check_trainer_points, is_trainer
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.sweep.spec import Sweep, check_trainer_points, is_trainer
 
 
 def run_id_for(sweep_key: str, index: int) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 GRID_KINDS = ("categorical", "constant", "int_uniform", "q_uniform")
 # how the engine joins nested names while it walks them (`params.HyperParameterSet.NESTING_DELIMITER`)

@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
-from pipeline.sweep.claims import PointState
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.spec import Sweep
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.sweep.claims import PointState
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.spec import Sweep
 
 DEFAULT_OUT = "runs"
 MANIFEST = "manifest.jsonl"

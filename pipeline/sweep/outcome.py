@@ -8,10 +8,10 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.sweep.claims import CRASHED, FAILED, FINISHED, KILLED, ClaimStore
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.manifest import sweep_folder
-from pipeline.sweep.spec import Sweep
+from lrscan.pipeline.sweep.claims import CRASHED, FAILED, FINISHED, KILLED, ClaimStore
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.manifest import sweep_folder
+from lrscan.pipeline.sweep.spec import Sweep
 
 _TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

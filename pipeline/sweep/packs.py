@@ -45,19 +45,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import keys
-from pipeline.config import TrainConfig, parse_args
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_write_text
-from pipeline.packing import TASK_CHECK_SECONDS, WHY_NOT_FLAG, pack_key
-from pipeline.sweep.spec import Sweep, is_trainer
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig, parse_args
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.packing import TASK_CHECK_SECONDS, WHY_NOT_FLAG, pack_key
+from lrscan.pipeline.sweep.spec import Sweep, is_trainer
 
 CPU_PACK = 16
 GPU_PACK = 64
 # a pack keeps two cores busy: its trainer, and its logging process (wandb's own work for K runs is as
 # much CPU as the batched step: ~80 µs per member-step each, measured); it takes two workers' slots
 PACK_SLOTS = 2
-PACK_MODULE = "pipeline.pack"
+PACK_MODULE = "lrscan.pipeline.pack"
 # a pack's logging process: wandb's work for one member's step (~80 µs measured, as much as the MLP's batched step)
 LOGGER_STEP_SECONDS = 80e-6
 # a task whose step alone takes at least this many times its logging's work packs in one worker slot
@@ -102,9 +102,10 @@ def why_not_packed(sweep: Sweep) -> str:
     if not is_trainer(sweep):
         return "packs run lrscan's trainer (pipeline.train); this sweep runs another program"
     words = [w for w in sweep.command if w != "${env}"]
-    standard = (len(words) == 4 and os.path.basename(words[0]).startswith("python") and words[1:] == [
-        "-m", keys.TRAINER_MODULE, "${args}"]) or (len(words) == 3 and os.path.basename(words[0]).startswith(
-            "python") and words[1:] == ["${program}", "${args}"])
+    python = bool(words) and os.path.basename(words[0]).startswith("python")
+    by_module = len(words) == 4 and words[1] == "-m" and words[2] in keys.TRAINER_MODULES and words[3] == "${args}"
+    by_program = len(words) == 3 and words[1:] == ["${program}", "${args}"]
+    standard = python and (by_module or by_program)
     if not standard:
         return (f"its command {list(sweep.command)} is not the trainer's standard one "
                 f"({' '.join(keys.TRAINER_COMMAND)}); a pack could not pass on what it adds")

@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LrscanError
-from pipeline.sweep.claims import (
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.sweep.claims import (
     CRASHED,
     FAILED,
     FINISHED,
@@ -50,9 +50,9 @@ from pipeline.sweep.claims import (
     PointState,
     here,
 )
-from pipeline.sweep.command import args_json_path, build_command, check_sweep, pack_env, point_env, run_id_for
-from pipeline.sweep.manifest import DEFAULT_OUT, manifest_rows, prepare_folder, sweep_folder, write_manifest
-from pipeline.sweep.packs import (
+from lrscan.pipeline.sweep.command import args_json_path, build_command, check_sweep, pack_env, point_env, run_id_for
+from lrscan.pipeline.sweep.manifest import DEFAULT_OUT, manifest_rows, prepare_folder, sweep_folder, write_manifest
+from lrscan.pipeline.sweep.packs import (
     PACK_MODULE,
     check_pack,
     default_pack,
@@ -63,7 +63,7 @@ from pipeline.sweep.packs import (
     trainer_args,
     write_points_file,
 )
-from pipeline.sweep.spec import Sweep
+from lrscan.pipeline.sweep.spec import Sweep
 
 PROG = "pipeline.sweep"
 EXIT_CHECK_SECONDS = 0.05  # how soon a finished process frees its slot

@@ -20,9 +20,8 @@ import os
 import shlex
 import sys
 
-from pipeline.sweep.packs import pack_keys, pack_plan
-from pipeline.sweep.runner import PROG
-from pipeline.sweep.spec import Sweep
+from lrscan.pipeline.sweep.packs import pack_keys, pack_plan
+from lrscan.pipeline.sweep.spec import Sweep
 
 
 def sbatch_script(sweep: Sweep, out: str, array_tasks: int = 0, lease_seconds: float = 60.0, pack: int = 1) -> str:
@@ -41,7 +40,8 @@ def sbatch_script(sweep: Sweep, out: str, array_tasks: int = 0, lease_seconds: f
     else:
         tasks = min(array_tasks, n)
         which = "--workers 1"
-    cmd = " ".join([shlex.quote(sys.executable), "-m", PROG, shlex.quote(os.path.abspath(sweep.path)),
+    cmd = " ".join([shlex.quote(sys.executable), "-m", "lrscan.pipeline.sweep",
+                    shlex.quote(os.path.abspath(sweep.path)),
                     "--out", shlex.quote(os.path.abspath(out)), "--lease-seconds", f"{lease_seconds:g}",
                     "--pack", str(pack), "--no-progress", which])
     lines = [

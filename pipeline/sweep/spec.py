@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import keys
-from pipeline.errors import LrscanError
-from pipeline.sweep import grid
-from pipeline.yamlfile import read_yaml_text_and_mapping
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.sweep import grid
+from lrscan.pipeline.yamlfile import read_yaml_text_and_mapping
 
 # top-level keys of W&B's sweep schema (sweeps/config/schema.json, additionalProperties: false)
 SWEEP_KEYS = {"apiVersion", "kind", "controller", "description", "program", "job", "image_uri", "entity",
@@ -113,7 +113,7 @@ def load_sweep(path: str | os.PathLike, count: int | None = None, seed: int = 0)
 def is_trainer(sweep: Sweep) -> bool:
     """Does this sweep run lrscan's own trainer (so its parameters must be TrainConfig fields)?"""
     cmd = list(sweep.command)
-    by_module = any(a == "-m" and b == keys.TRAINER_MODULE for a, b in zip(cmd, cmd[1:]))
+    by_module = any(a == "-m" and b in keys.TRAINER_MODULES for a, b in zip(cmd, cmd[1:]))
     by_program = "${program}" in cmd and os.path.normpath(sweep.program) == os.path.normpath(keys.TRAINER_PROGRAM)
     return by_module or by_program
 
@@ -122,7 +122,7 @@ def check_trainer_points(sweep: Sweep) -> None:
     """Parse every point exactly as the trainer will (its `${args}` through `parse_args`)."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    from pipeline.config import parse_args
+    from lrscan.pipeline.config import parse_args
 
     for index, point in enumerate(sweep.points):
         args = create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})["args"]

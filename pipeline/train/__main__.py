@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline.config import help_text, parse_args
-from pipeline.errors import LrscanError, exit_with
-from pipeline.train.loop import StopRequested, train
-from pipeline.train.tracking import Launch, this_process_launch
+from lrscan.pipeline.config import help_text, parse_args
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.train.loop import StopRequested, train
+from lrscan.pipeline.train.tracking import Launch, this_process_launch
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import LrscanError
-from pipeline.fsutil import atomic_file
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_file
 
 FORMAT_VERSION = 1
 

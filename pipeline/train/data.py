@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.config import missing_data_message
-from pipeline.errors import LrscanError, exit_with
-from pipeline.fsutil import atomic_write_bytes
+from lrscan.pipeline.config import missing_data_message
+from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.fsutil import atomic_write_bytes
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import keys
-from pipeline.errors import LrscanError
-from pipeline.train import rngstate
-from pipeline.train.task import Task, lr_scales, set_lr
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train import rngstate
+from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 
 # an lr past this, far beyond any divergence, is applied as this: torch's optimizers turn lr-derived scalars into
 # float32 (Adam's lr / bias correction) and fail on one that overflows, where the run should diverge instead

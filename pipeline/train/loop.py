@@ -29,16 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind
-from pipeline.errors import LrscanError
-from pipeline.train import checkpoint
-from pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits, sha256_of  # noqa: F401 (re-export)
-from pipeline.train.generic import TaskRun
-from pipeline.train.makemore import MakemoreRun, check_model_fits
-from pipeline.train.member import Member, chunk_end  # noqa: F401 (re-export)
-from pipeline.train.stepper import Stepper
-from pipeline.train.task import Task, check_task, load_task
-from pipeline.train.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
+from lrscan.pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits, sha256_of  # noqa: F401 (re-export)
+from lrscan.pipeline.train.generic import TaskRun
+from lrscan.pipeline.train.makemore import MakemoreRun, check_model_fits
+from lrscan.pipeline.train.member import Member, chunk_end  # noqa: F401 (re-export)
+from lrscan.pipeline.train.stepper import Stepper
+from lrscan.pipeline.train.task import Task, check_task, load_task
+from lrscan.pipeline.train.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
 
 # fields that change the data the model sees: a sweep-locked change of one of these reloads the data
 DATA_FIELDS = ("data", "block_size", "split_seed")

@@ -14,11 +14,11 @@ import os
 import numpy as np
 import torch
 
-from pipeline import keys
-from pipeline.config import TrainConfig
-from pipeline.errors import LrscanError
-from pipeline.train.data import Splits, batch_indices
-from pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train.data import Splits, batch_indices
+from lrscan.pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
 
 
 def check_model_fits(cfg: TrainConfig, vocab_size: int, members: int = 1) -> None:

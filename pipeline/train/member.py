@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline import keys
-from pipeline.config import TrainConfig
-from pipeline.train import checkpoint
-from pipeline.train.schedule import ClimbStop, schedule_lrs
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.schedule import ClimbStop, schedule_lrs
 
 
 def chunk_end(step: int, cfg: TrainConfig) -> int:

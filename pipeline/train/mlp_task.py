@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline import keys
-from pipeline.config import default_data_path
-from pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits
-from pipeline.train.model import MLP, PARAM_NAMES
-from pipeline.train.task import Task
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import default_data_path
+from lrscan.pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits
+from lrscan.pipeline.train.model import MLP, PARAM_NAMES
+from lrscan.pipeline.train.task import Task
 
 
 class MakemoreMLP(nn.Module):

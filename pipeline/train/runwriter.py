@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import keys
-from pipeline.train.tracking import InitArgs, RunInfo
+from lrscan.pipeline import keys
+from lrscan.pipeline.train.tracking import InitArgs, RunInfo
 
 
 def logger_main() -> None:
-    """The logger process: `python -c "from pipeline.train.runwriter import logger_main; logger_main()" FD`."""
+    """The logger process: `python -c "from lrscan.pipeline.train.runwriter import logger_main; logger_main()" FD`."""
     conn = logger_connection()
     init: InitArgs = conn.recv()
     lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
@@ -365,7 +365,7 @@ def logged_through(run, init: InitArgs) -> int:
         return -1
     if init.mode == "online":
         return int(getattr(run, "starting_step", 0) or 0) - 1
-    from pipeline.runlog import read_run_file  # the analysis' reader; imported only when resuming
+    from lrscan.pipeline.runlog import read_run_file  # the analysis' reader; imported only when resuming
 
     this_segment = Path(run.dir).parent
     logged: set[int] = set()

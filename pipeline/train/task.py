@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.errors import LrscanError
-from pipeline.train import rngstate
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train import rngstate
 
 
 @dataclass

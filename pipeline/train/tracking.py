@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import LrscanError
+from lrscan.pipeline.errors import LrscanError
 
 QUEUE_CHUNKS = 16          # chunks in flight before the trainer waits for the logger
 PARENT_POLL_SECONDS = 1.0  # how often a waiting trainer checks that the logger is still alive
@@ -280,7 +280,7 @@ class RunLogger(LoggerProcess):
 
     def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS, *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
                  finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
-        super().__init__("from pipeline.train.runwriter import logger_main; logger_main()", init, queue_chunks,
+        super().__init__("from lrscan.pipeline.train.runwriter import logger_main; logger_main()", init, queue_chunks,
                          ack_timeout_s=ack_timeout_s, finish_timeout_s=finish_timeout_s)
 
     def start(self) -> RunInfo:

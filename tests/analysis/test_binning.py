@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.binning import bin_cells, bin_edges, measured_rows, skip_window
+from lrscan.analysis.binning import bin_cells, bin_edges, measured_rows, skip_window
 from tests.support.frames import range_loaded
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 
-from analysis.blocks import PartialBlockWarning, block_means, decay_grid, decay_summary
-from analysis.runconfig import with_config
-from pipeline.errors import LrscanError
+from lrscan.analysis.blocks import PartialBlockWarning, block_means, decay_grid, decay_summary
+from lrscan.analysis.runconfig import with_config
+from lrscan.pipeline.errors import LrscanError
 from tests.support.frames import (
     decay_history,
     decay_loaded,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.byrun import run_rows
+from lrscan.analysis.byrun import run_rows
 
 
 def _positions(rows) -> list[int]:

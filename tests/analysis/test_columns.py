@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from analysis.columns import (
+from lrscan.analysis.columns import (
     KeyChoice,
     canonical_frame,
     choose_keys,
@@ -22,8 +22,8 @@ from analysis.columns import (
     on_step_key,
     read_columns,
 )
-from analysis.plain import frame_records
-from analysis.sources import load_runs
+from lrscan.analysis.plain import frame_records
+from lrscan.analysis.sources import load_runs
 from tests.support.library_runs import truth as library_truth
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.__main__ import main
-from pipeline.config import TrainConfig
+from lrscan.analysis.__main__ import main
+from lrscan.pipeline.config import TrainConfig
 from tests.conftest import REPO
 from tests.support.frames import make_loaded
 from tests.support.user_runs import BEST_LRE as USER_BEST_LRE
@@ -89,7 +89,7 @@ def runs_folder(tmp_path_factory) -> tuple[Path, list[tuple[dict, pd.DataFrame]]
 
 
 def test_synthetic_frames_have_the_loaders_shape(runs_folder):
-    from analysis.sources import load_runs
+    from lrscan.analysis.sources import load_runs
 
     folder, made = runs_folder
     real = load_runs(folder)
@@ -111,7 +111,7 @@ def test_cli_end_to_end(runs_folder, tmp_path):
     env = {**os.environ, "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / "analysis_runs"), "WANDB_MODE": "offline"}
     (tmp_path / "analysis_runs").mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "analysis", str(folder), "--out", str(out), "--block-steps", "250",
+        [sys.executable, "-m", "lrscan.analysis", str(folder), "--out", str(out), "--block-steps", "250",
          "--bin-width", "0.1", "--n-boot", "200", "--log-to-wandb", "--wandb-mode", "offline"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -204,8 +204,8 @@ def test_out_pointed_at_a_study_report_folder_deletes_nothing(runs_folder, tmp_p
 def test_python_api_is_importable_from_analysis_and_lazy():
     code = (
         "import sys, analysis\n"
-        "assert 'matplotlib' not in sys.modules and 'wandb' not in sys.modules, 'import analysis must stay light'\n"
-        "from analysis import (load_runs, block_means, pick_exponent, decay_summary, zoom_sweep, write_report,\n"
+        "assert 'matplotlib' not in sys.modules and 'wandb' not in sys.modules, 'lrscan.analysis must stay light'\n"
+        "from lrscan.analysis import (load_runs, block_means, pick_exponent, decay_summary, zoom_sweep, write_report,\n"
         "                      plot_loss_vs_lre, plot_loss_vs_lr, plot_block_means, plot_decay_heatmap)\n"
         "assert callable(load_runs) and callable(plot_decay_heatmap)\n"
         "try:\n"
@@ -222,7 +222,7 @@ def test_python_api_is_importable_from_analysis_and_lazy():
 
 def run_cli(*argv: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, argv)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "lrscan.analysis", *map(str, argv)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

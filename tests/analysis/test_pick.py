@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pick import MIN_SEEDS_FOR_CI, ci_description, pick_exponent, valley_index
-from pipeline.errors import LrscanError
+from lrscan.analysis.pick import MIN_SEEDS_FOR_CI, ci_description, pick_exponent, valley_index
+from lrscan.pipeline.errors import LrscanError
 from tests.support.frames import make_loaded, range_history, range_loaded
 
 

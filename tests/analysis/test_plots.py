@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis import plots  # noqa: E402
-from analysis.blocks import decay_grid, decay_summary  # noqa: E402
-from analysis.pick import pick_exponent  # noqa: E402
+from lrscan.analysis import plots  # noqa: E402
+from lrscan.analysis.blocks import decay_grid, decay_summary  # noqa: E402
+from lrscan.analysis.pick import pick_exponent  # noqa: E402
 from tests.support.frames import decay_loaded, make_loaded, range_history  # noqa: E402
 
 

@@ -14,8 +14,8 @@ import pytest
 from pandas.testing import assert_frame_equal
 from scipy import stats
 
-from analysis.__main__ import main as analysis_main
-from analysis.prove import (
+from lrscan.analysis.__main__ import main as analysis_main
+from lrscan.analysis.prove import (
     TRAIN_TAIL,
     constant_lr_grids,
     final_losses,
@@ -23,8 +23,8 @@ from analysis.prove import (
     prove_decision,
     prove_table,
 )
-from analysis.sources import load_runs
-from pipeline.errors import LrscanError
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline.errors import LrscanError
 
 PICK = {"best_lre": -1.0, "best_lre_ci": [-1.06, -0.8], "steepest_lre": -1.5, "valley_lre": -1.95}
 

@@ -17,11 +17,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from analysis import plots, report  # noqa: E402
-from analysis.blocks import block_means  # noqa: E402
-from analysis.pick import pick_exponent  # noqa: E402
-from analysis.report import keys_lines, write_report  # noqa: E402
-from pipeline.errors import LrscanError  # noqa: E402
+from lrscan.analysis import plots, report  # noqa: E402
+from lrscan.analysis.blocks import block_means  # noqa: E402
+from lrscan.analysis.pick import pick_exponent  # noqa: E402
+from lrscan.analysis.report import keys_lines, write_report  # noqa: E402
+from lrscan.pipeline.errors import LrscanError  # noqa: E402
 from tests.support.frames import decay_history, make_loaded, range_history  # noqa: E402
 
 
@@ -265,7 +265,7 @@ def test_default_out_dir_is_new_per_analysis():
 
 @pytest.mark.slow
 def test_log_to_wandb_offline(tmp_path, monkeypatch):
-    from pipeline.runlog import read_run_file
+    from lrscan.pipeline.runlog import read_run_file
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     (tmp_path / "wb").mkdir()

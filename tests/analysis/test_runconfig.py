@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from pandas.testing import assert_frame_equal
 
-from analysis.runconfig import with_config
+from lrscan.analysis.runconfig import with_config
 
 
 def _cat(values, categories, dtype=None) -> pd.Categorical:

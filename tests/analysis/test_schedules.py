@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.plain import frame_records
-from analysis.schedules import CONSTANT, OTHER, RANGE, STEP, ScheduleGuess, classify_lr_trace
-from analysis.sources import load_runs
+from lrscan.analysis.plain import frame_records
+from lrscan.analysis.schedules import CONSTANT, OTHER, RANGE, STEP, ScheduleGuess, classify_lr_trace
+from lrscan.analysis.sources import load_runs
 
 FASTAI = Path(__file__).resolve().parents[1] / "fixtures" / "user_runs" / "fastai"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.pick import pick_exponent
-from analysis.runconfig import with_config
-from analysis.zoom import write_sweep_yaml, zoom_sweep
-from pipeline.config import TrainConfig, parse_args
-from pipeline.errors import LrscanError
+from lrscan.analysis.pick import pick_exponent
+from lrscan.analysis.runconfig import with_config
+from lrscan.analysis.zoom import write_sweep_yaml, zoom_sweep
+from lrscan.pipeline.config import TrainConfig, parse_args
+from lrscan.pipeline.errors import LrscanError
 from tests.conftest import REPO
 from tests.support.frames import make_loaded, range_history, range_loaded
 
@@ -49,7 +49,7 @@ def test_zoom_sweep_narrows_around_the_pick(tmp_path):
 def test_zoom_default_width_covers_the_ci_and_keeps_the_base(tmp_path):
     pick = pick_exponent(range_loaded(seeds=(1, 2, 3)).steps, n_boot=200)
     base = {"program": "pipeline/train/__main__.py",
-            "command": ["${env}", "python3", "-m", "pipeline.train", "${args}"],
+            "command": ["${env}", "python3", "-m", "lrscan.pipeline.train", "${args}"],
             "metric": {"name": "best_smooth_loss", "goal": "minimize"},
             "parameters": {"lre_min": {"values": [-3.0]}, "lre_max": {"values": [0.0]}, "batch_size": {"value": 64}}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
@@ -77,7 +77,7 @@ def test_zoom_yaml_expands_under_the_local_runner(tmp_path):
     pick = pick_exponent(range_loaded(seeds=(1, 2)).steps)
     sweep = zoom_sweep(pick, seeds=3, points=200)
     path = write_sweep_yaml(sweep, tmp_path / "zoom.yaml")
-    command = [sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")]
+    command = [sys.executable, "-m", "lrscan.pipeline.sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     commands = [line for line in done.stdout.splitlines() if "pipeline.train" in line]
@@ -91,11 +91,11 @@ def test_zoom_yaml_expands_under_the_local_runner(tmp_path):
 
 def _dry_run_args(path: Path, tmp_path: Path) -> list[list[str]]:
     """The trainer arguments of each point, as the local runner would launch them."""
-    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", str(path), "--dry-run", "--out",
+    done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.sweep", str(path), "--dry-run", "--out",
                            str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     commands = [line.split() for line in done.stdout.splitlines() if "pipeline.train" in line]
-    return [c[c.index("pipeline.train") + 1:] for c in commands]
+    return [c[c.index("lrscan.pipeline.train") + 1:] for c in commands]
 
 
 def test_zoom_of_a_coupled_pairs_sweep_drops_the_pair_it_replaces(tmp_path):

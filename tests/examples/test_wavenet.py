@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.sources import load_runs
 from examples.wavenet import make
-from pipeline import range_test
-from pipeline.errors import LrscanError
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline import range_test
+from lrscan.pipeline.errors import LrscanError
 from tests.conftest import REPO
 
 TINY = {"n_embd": 4, "n_hidden": 16, "block_size": 4, "batch_size": 16}
@@ -84,7 +84,8 @@ def test_range_test_over_two_seeds_gives_finite_picks_and_leaves_no_trace(words_
 @pytest.mark.slow
 def test_the_trainer_runs_it_from_the_command_line(words_file, tmp_path):
     task_args = str(tiny(words_file))
-    argv = [sys.executable, "-m", "pipeline.train", "--task=examples/wavenet.py:make", f"--task_args={task_args}",
+    argv = [sys.executable, "-m", "lrscan.pipeline.train", "--task=examples/wavenet.py:make",
+            f"--task_args={task_args}",
             "--schedule=constant", "--lr=0.003", "--steps=60", "--run_id=wavenet1"]
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -109,7 +110,7 @@ def test_it_finds_its_data_as_the_trainer_does_from_any_folder(tmp_path, monkeyp
     with pytest.raises(LrscanError, match=f"data file '{tmp_path / 'missing.txt'}' does not exist"):
         make(1, **TINY)
     monkeypatch.delenv("LRSCAN_DATA")
-    from pipeline.config import SETUP_DATA
+    from lrscan.pipeline.config import SETUP_DATA
 
     if SETUP_DATA.is_file():  # after `make data`: the set-up's copy, from a folder without data/
         assert make(1, **TINY).model[-1].out_features == 27

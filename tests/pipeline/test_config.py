@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.config import TrainConfig, field_names, help_text, parse_args, parse_value
-from pipeline.errors import LrscanError
+from lrscan.pipeline import config
+from lrscan.pipeline.config import TrainConfig, field_names, help_text, parse_args, parse_value
+from lrscan.pipeline.errors import LrscanError
 
 
 def test_defaults_follow_the_seed():
@@ -110,8 +110,8 @@ def test_coupled_parameter_sweeps_hand_picked_pairs():
 
 
 def test_every_field_declares_its_kind_and_both_readers_use_it():
-    from analysis.blocks import NOT_HYPERPARAMETERS
-    from pipeline.config import (
+    from lrscan.analysis.blocks import NOT_HYPERPARAMETERS
+    from lrscan.pipeline.config import (
         FIELD_KINDS,
         HYPER,
         LOCATION,
@@ -141,7 +141,7 @@ def test_task_and_task_args_arrive_as_flags_as_wandb_config_and_round_trip():
     assert c.task == "examples/my_task.py:make" and c.task_args == {"width": 64, "dims": [2, 3]}  # as W&B stores it
     assert TrainConfig.from_mapping(c.to_dict()) == c
     # a sweep's locked config hands the mapping back as a dict; a field's mapping is never a coupled parameter
-    from pipeline.config import expand_coupled
+    from lrscan.pipeline.config import expand_coupled
 
     assert expand_coupled("task_args", {"width": 32}) == {"task_args": {"width": 32}}
     locked = TrainConfig.from_mapping({"task": "pkg.mod:make", "task_args": {"width": 32, "act": "gelu"}})
@@ -151,7 +151,7 @@ def test_task_and_task_args_arrive_as_flags_as_wandb_config_and_round_trip():
 
 
 def test_task_and_task_args_are_hyperparameters():
-    from pipeline.config import HYPER, field_kind
+    from lrscan.pipeline.config import HYPER, field_kind
 
     assert field_kind("task") == HYPER and field_kind("task_args") == HYPER
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.fsutil import atomic_file, atomic_write_bytes, atomic_write_text
+from lrscan.pipeline.fsutil import atomic_file, atomic_write_bytes, atomic_write_text
 
 
 def test_the_file_appears_whole_and_replaces_the_old_one(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.packing import key_difference, pack_key
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.packing import key_difference, pack_key
 
 BASE = TrainConfig(schedule="range", steps=1000, n_embd=2, n_hidden=16)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import runlog
-from pipeline.errors import LrscanError
-from pipeline.runlog import BLOCK_BYTES, HEADER, read_run_file
+from lrscan.pipeline import runlog
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog import BLOCK_BYTES, HEADER, read_run_file
 from tests.support.runfiles import (
     KEYS,
     assert_history_equal,
@@ -227,7 +227,7 @@ def test_crc_is_zlib_crc32_of_type_then_payload(long_run: tuple[Path, list]) -> 
 
 def test_plain_runs_take_the_fast_path(long_run: tuple[Path, list], monkeypatch: pytest.MonkeyPatch) -> None:
     # speed is measured in benchmarks/bench_read.py; here only that no record needs protobuf
-    from pipeline.runlog import history as wandb_file
+    from lrscan.pipeline.runlog import history as wandb_file
 
     parsed = []
     real = wandb_file._parse_history_record

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import TrainConfig
+from lrscan.pipeline.config import TrainConfig
 
 ID_COLUMNS = ["run_id", "run_name", "group", "sweep"]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import keys
-from pipeline.pack.loop import train_pack
-from pipeline.pack.members import Point
-from pipeline.runlog import read_run_file
+from lrscan.pipeline import keys
+from lrscan.pipeline.pack.loop import train_pack
+from lrscan.pipeline.pack.members import Point
+from lrscan.pipeline.runlog import read_run_file
 
 
 def pack_command(tmp_path: Path, base: list[str], points: dict[str, list[str]]) -> list[str]:
@@ -28,7 +28,7 @@ def pack_command(tmp_path: Path, base: list[str], points: dict[str, list[str]]) 
     points_file.write_text(json.dumps({"points": [{"run_id": r, "args": [*base, *a],
                                                    "end_file": str(tmp_path / "ends" / f"{r}.json")}
                                                   for r, a in points.items()]}))
-    return [sys.executable, "-m", "pipeline.pack", str(points_file)]
+    return [sys.executable, "-m", "lrscan.pipeline.pack", str(points_file)]
 
 
 def start_and_freeze(cmd: list[str], env: dict, cwd: Path, ready: Callable[[], bool], what: str,

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import load_runs
-from pipeline import keys
-from pipeline.config import parse_args
-from pipeline.pack.loop import train_pack
-from pipeline.pack.members import Point
-from pipeline.train.loop import train
-from pipeline.train.tracking import Launch
+from lrscan.analysis import load_runs
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import parse_args
+from lrscan.pipeline.pack.loop import train_pack
+from lrscan.pipeline.pack.members import Point
+from lrscan.pipeline.train.loop import train
+from lrscan.pipeline.train.tracking import Launch
 
 # fields that say how fast a run went, not what it computed
 TIMING = ("steps_per_second",)
@@ -29,7 +29,7 @@ def train_alone(tmp_path: Path, monkeypatch, points: dict[str, list[str]]) -> Pa
     monkeypatch.setenv("WANDB_RUN_GROUP", "grp-1")
     monkeypatch.setenv("WANDB_TAGS", "packtest")
     for run_id, args in points.items():
-        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m pipeline.train", tuple(args)))
+        train(parse_args([*args, f"--run_id={run_id}"]), launch=Launch("-m lrscan.pipeline.train", tuple(args)))
     shutil.move(work, tmp_path / "alone")
     return tmp_path / "alone"
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.runlog import BLOCK_BYTES, HEADER, read_run_file
+from lrscan.pipeline.runlog import BLOCK_BYTES, HEADER, read_run_file
 
 KEYS = ["lr", "lre", "loss", "log10_loss"]
 

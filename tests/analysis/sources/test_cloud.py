@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from pandas.testing import assert_frame_equal
 
-from analysis.sources import cloud, load_runs
-from analysis.sources.cloud import Retry
-from analysis.sources.frame import RUN_INFO_COLUMNS
-from pipeline.errors import LrscanError
+from lrscan.analysis.sources import cloud, load_runs
+from lrscan.analysis.sources.cloud import Retry
+from lrscan.analysis.sources.frame import RUN_INFO_COLUMNS
+from lrscan.pipeline.errors import LrscanError
 from tests.conftest import make_words, train_argv
 from tests.support.frames import expected_group_a_steps
 from tests.support.public_api_fakes import (
@@ -42,8 +42,8 @@ from tests.support.user_runs import USER_RUNS, run_file
 def lrscan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real range test as lrscan logs it (its logger process, its one-record summary): it diverges,
     so its last step logs Infinity and NaN, and it logs dev_loss every 50 steps."""
-    from pipeline.config import parse_args
-    from pipeline.train.loop import train
+    from lrscan.pipeline.config import parse_args
+    from lrscan.pipeline.train.loop import train
 
     root = tmp_path_factory.mktemp("lrscan_run")
     words = root / "words.txt"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.sources import load_runs
-from pipeline.errors import LrscanError
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline.errors import LrscanError
 from tests.support.runfiles import make_run, rows_of
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from analysis.runconfig import CONFIG_IN_RUNS, with_config
-from analysis.sources import load_runs
-from pipeline.config import field_names
-from pipeline.errors import LrscanError
+from lrscan.analysis.runconfig import CONFIG_IN_RUNS, with_config
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline.config import field_names
+from lrscan.pipeline.errors import LrscanError
 from tests.support.frames import expected_group_a_steps
 from tests.support.runfiles import make_run, rows_of
 

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from analysis.blocks import block_means, decay_summary
-from analysis.pick import pick_exponent
-from analysis.sources import load_runs
-from pipeline.errors import LrscanError
+from lrscan.analysis.blocks import block_means, decay_summary
+from lrscan.analysis.pick import pick_exponent
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline.errors import LrscanError
 from tests.support.frames import expected_group_a_steps
 from tests.support.runfiles import SPECS, copy_runs, make_run, rows_of
 from tests.support.user_runs import BEST_LRE, expected_steps, logged

@@ -14,16 +14,16 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import keys
-from pipeline.config import parse_args
-from pipeline.errors import LrscanError
-from pipeline.pack.functional import why_not_functional
-from pipeline.pack.loop import PackStopRequested, train_pack
-from pipeline.pack.members import Point
-from pipeline.train import checkpoint
-from pipeline.train.loop import StopRequested, train
-from pipeline.train.task import load_task
-from pipeline.train.tracking import Launch
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import parse_args
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.pack.functional import why_not_functional
+from lrscan.pipeline.pack.loop import PackStopRequested, train_pack
+from lrscan.pipeline.pack.members import Point
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.loop import StopRequested, train
+from lrscan.pipeline.train.task import load_task
+from lrscan.pipeline.train.tracking import Launch
 from tests.support.pack_resume import assert_resumed_as_uninterrupted, kill, pack_command, start_and_freeze
 from tests.support.packs import alone_then_packed, assert_same_runs, train_alone
 
@@ -40,7 +40,7 @@ import signal
 import torch
 import torch.nn.functional as F
 
-from pipeline.train.task import Task
+from lrscan.pipeline.train.task import Task
 
 
 class Scaled(torch.nn.Module):
@@ -272,7 +272,7 @@ def test_a_task_run_stopped_alone_resumes_in_a_pack_beside_a_new_one(net_file, t
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(StopRequested):
-        train(parse_args([*points["a"], "--run_id=a"]), launch=Launch("-m pipeline.train", tuple(points["a"])),
+        train(parse_args([*points["a"], "--run_id=a"]), launch=Launch("-m lrscan.pipeline.train", tuple(points["a"])),
               on_steps=sigterm_after_step_20)
     assert checkpoint.load(work / "ck" / "a.pt")["step"] == 32
     summaries = train_pack([Point.parse(run_id, args) for run_id, args in points.items()])
@@ -298,8 +298,8 @@ def test_a_task_pack_stopped_by_sigterm_checkpoints_its_members_and_the_same_cal
 
 
 def test_range_test_trains_its_seeds_as_one_pack_with_the_results_of_one_after_another(net_file, monkeypatch, capsys):
-    from pipeline import range_test
-    from pipeline.pack import functional
+    from lrscan.pipeline import range_test
+    from lrscan.pipeline.pack import functional
 
     kwargs = dict(seeds=[1, 2, 3], steps=120, lre_min=-4, lre_max=-1, wandb_mode="offline",
                   task_args={"opt": "adamw", "norm": True, "groups": True})

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import keys
-from pipeline.errors import LrscanError
-from pipeline.pack.logger import PackLogger
-from pipeline.runlog import read_run_file
-from pipeline.train.tracking import InitArgs, Launch, RunInfo
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.pack.logger import PackLogger
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.train.tracking import InitArgs, Launch, RunInfo
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def _init(tmp_path: Path, run_id: str, **over) -> InitArgs:
     fields = dict(run_id=run_id, mode="offline", project="p", entity="", group="grp", name=f"name-{run_id}",
                   tags=("packed",), job_type="train", config={"seed": int(run_id[-1])}, resume=False,
                   define_lre_axis=False, lock_path=str(tmp_path / f"{run_id}.lock"),
-                  launch=Launch("-m pipeline.train", (f"--seed={run_id[-1]}",)))
+                  launch=Launch("-m lrscan.pipeline.train", (f"--seed={run_id[-1]}",)))
     return InitArgs(**{**fields, **over})
 
 

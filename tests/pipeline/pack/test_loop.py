@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from analysis import load_runs
-from pipeline import keys
-from pipeline.pack.loop import train_pack
-from pipeline.pack.members import Point
-from pipeline.train import checkpoint
+from lrscan.analysis import load_runs
+from lrscan.pipeline import keys
+from lrscan.pipeline.pack.loop import train_pack
+from lrscan.pipeline.pack.members import Point
+from lrscan.pipeline.train import checkpoint
 from tests.conftest import train_argv
 from tests.support.packs import alone_then_packed, assert_same_runs
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import keys
-from pipeline.pack.__main__ import main
-from pipeline.pack.loop import train_pack
-from pipeline.pack.members import Point
-from pipeline.runlog import read_run_file
-from pipeline.train import checkpoint
+from lrscan.pipeline import keys
+from lrscan.pipeline.pack.__main__ import main
+from lrscan.pipeline.pack.loop import train_pack
+from lrscan.pipeline.pack.members import Point
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.train import checkpoint
 from tests.conftest import train_argv
 from tests.support.pack_resume import assert_resumed_as_uninterrupted, kill, pack_command, start_and_freeze
 
@@ -110,7 +110,7 @@ def test_sigterm_checkpoints_every_member_and_each_resumes_alone_or_in_a_pack(wo
     points = [{"run_id": r, "args": [*base, f"--seed={s}"], "end_file": str(tmp_path / f"{r}.end.json")}
               for r, s in (("t-0", 1), ("t-1", 2))]
     (tmp_path / "points.json").write_text(json.dumps(points))
-    cmd = [sys.executable, "-m", "pipeline.pack", str(tmp_path / "points.json")]
+    cmd = [sys.executable, "-m", "lrscan.pipeline.pack", str(tmp_path / "points.json")]
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpts = [tmp_path / "checkpoints" / "t-0.pt", tmp_path / "checkpoints" / "t-1.pt"]
@@ -131,7 +131,8 @@ def test_sigterm_checkpoints_every_member_and_each_resumes_alone_or_in_a_pack(wo
         # the run ended (exit code 130) with its history through the checkpoint's step
         assert rf.exit_code == 130 and rf.history["step"][-1] >= states[0]["step"] - 1
     # a member's checkpoint is the single trainer's: one member resumes alone, the other in a pack
-    alone = subprocess.run([sys.executable, "-m", "pipeline.train", *points[0]["args"], "--run_id=t-0", "--resume"],
+    alone = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *points[0]["args"], "--run_id=t-0",
+                            "--resume"],
                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert alone.returncode == 0, alone.stderr
     assert f"resuming run t-0 at step {states[0]['step']}" in alone.stdout

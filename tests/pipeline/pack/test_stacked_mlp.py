@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep, batch_mean
-from pipeline.train.model import MLP, SGDStep
+from lrscan.pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep, batch_mean
+from lrscan.pipeline.train.model import MLP, SGDStep
 
 V, BLOCK, EMB, HID, B = 27, 3, 4, 32, 32
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.pack.updates import make_update, why_not_members, why_not_update
-from pipeline.train.task import Task
+from lrscan.pipeline.pack.updates import make_update, why_not_members, why_not_update
+from lrscan.pipeline.train.task import Task
 
 
 def _task(seed: int, make_opt, groups: bool) -> Task:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import LrscanError
-from pipeline.runlog import read_files, read_logged
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog import read_files, read_logged
 from tests.support.runfiles import make_run, rows_of
 
 REPO = Path(__file__).resolve().parents[3]
@@ -41,7 +41,7 @@ def test_workers_read_what_this_process_reads(tmp_path: Path) -> None:
 RSS_AFTER_FREE = """
 import sys
 import numpy as np
-from pipeline.runlog import map_big_arrays_alone
+from lrscan.pipeline.runlog import map_big_arrays_alone
 if sys.argv[1] == "on":
     assert map_big_arrays_alone()
 first = np.ones(4_000_000)

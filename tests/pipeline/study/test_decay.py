@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.errors import LrscanError
-from pipeline.study.decay import (
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.study.decay import (
     DEFAULT_DECAY_FACTORS,
     best_decay_sentence,
     check_decay_factors,

@@ -22,7 +22,7 @@ def _study(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     base = {k: v for k, v in os.environ.items() if k not in ("LRSCAN_DATA", "XDG_CACHE_HOME")}
     base |= {"PYTHONPATH": str(src), "HOME": str(tmp_path / "home"), "LRSCAN_DATA_URL": DEAD_URL, **env}
-    return subprocess.run([sys.executable, "-m", "pipeline.study", "--out=study", *args], cwd=work, env=base,
+    return subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", "--out=study", *args], cwd=work, env=base,
                           capture_output=True, text=True, timeout=120)
 
 

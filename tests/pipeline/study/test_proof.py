@@ -7,9 +7,9 @@ import functools
 import numpy as np
 import pytest
 
-from analysis.sources import load_runs
-from pipeline import Proof, prove, range_test
-from pipeline.errors import LrscanError
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline import Proof, prove, range_test
+from lrscan.pipeline.errors import LrscanError
 from tests.pipeline.study.test_range_test import tiny_make
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -15,10 +15,10 @@ import pytest
 import wandb
 import yaml
 
-from pipeline.config import TrainConfig, expand_coupled
-from pipeline.errors import LrscanError
-from pipeline.packing import pack_key
-from pipeline.study.prove import (
+from lrscan.pipeline.config import TrainConfig, expand_coupled
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.packing import pack_key
+from lrscan.pipeline.study.prove import (
     check_prove_flags,
     decay_grid_steps,
     default_prove_steps,
@@ -26,7 +26,7 @@ from pipeline.study.prove import (
     prove_parameters,
     write_prove_yaml,
 )
-from pipeline.sweep import load_sweep
+from lrscan.pipeline.sweep import load_sweep
 from tests.conftest import REPO, make_words
 
 CANDIDATES = pd.DataFrame({"name": ["fastai_minimum", "min_loss"],

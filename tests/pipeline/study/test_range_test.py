@@ -18,12 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from analysis.pick import pick_exponent
-from analysis.sources import load_runs
-from pipeline import Task, range_test
-from pipeline.errors import LrscanError
-from pipeline.train.data import load_splits
-from pipeline.train.task import load_make
+from lrscan.analysis.pick import pick_exponent
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline import Task, range_test
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train.data import load_splits
+from lrscan.pipeline.train.task import load_make
 from tests.conftest import REPO
 from tests.support.threads import call_in_thread
 
@@ -245,8 +245,8 @@ def test_a_function_that_returns_no_task_is_one_line(tmp_path):
 
 
 def test_the_package_exports_the_api():
-    import pipeline
-    from pipeline.study.range_test import RangeTestResult
+    from lrscan import pipeline
+    from lrscan.pipeline.study.range_test import RangeTestResult
 
     assert pipeline.RangeTestResult is RangeTestResult and "range_test" in dir(pipeline)
     assert Path(pipeline.range_test.__code__.co_filename).name == "range_test.py"
@@ -261,7 +261,7 @@ UNSEEDED = textwrap.dedent('''
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from pipeline.train.task import Task
+    from lrscan.pipeline.train.task import Task
 
 
     def make(seed):
@@ -298,7 +298,7 @@ def test_a_seed_gives_one_curve_by_every_route_and_in_any_seed_order(tmp_path):
     # the command line: python -m pipeline.train --task=file.py:make --seed=2
     flags = [f"--{k}={v}" for k, v in ROUTE.items()]
     env = {**os.environ, "WANDB_DIR": str(tmp_path / "cli"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = subprocess.run([sys.executable, "-m", "pipeline.train", f"--task={spec}", "--seed=2", "--run_id=cli2",
+    done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", f"--task={spec}", "--seed=2", "--run_id=cli2",
                            "--schedule=range", "--ckpt_every_steps=0", *flags], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

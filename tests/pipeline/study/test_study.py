@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.report import write_report
-from analysis.sources import load_runs
-from pipeline.errors import LrscanError
-from pipeline.runlog import BLOCK_BYTES, CHUNK_HEADER, CHUNK_HEADER_BYTES, FULL, HEADER, read_run_file
-from pipeline.study.decay import check_decay_points
-from pipeline.study.study import SIZES, Size, Study
+from lrscan.analysis.report import write_report
+from lrscan.analysis.sources import load_runs
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog import BLOCK_BYTES, CHUNK_HEADER, CHUNK_HEADER_BYTES, FULL, HEADER, read_run_file
+from lrscan.pipeline.study.decay import check_decay_points
+from lrscan.pipeline.study.study import SIZES, Size, Study
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def test_tiny_study_end_to_end(study, monkeypatch):
     assert summary["range"]["counts"]["runs_read"] == 4 and summary["decay"]["counts"]["runs_read"] == 2
     assert len(summary["commands"]) == 4
     report = (out / "report" / "report.md").read_text()
-    assert "Picked exponent" in report and "python -m pipeline.sweep" in report
+    assert "Picked exponent" in report and "python -m lrscan.pipeline.sweep" in report
     assert (out / "report" / "range" / "range_loss_vs_lre.png").stat().st_size > 10_000
     # the decay grid ran at the picked lr, exactly (not rounded), and decayed to that lr x 0.1
     best_lr = 10.0 ** summary["best_lre"]
@@ -252,7 +252,8 @@ def test_api_key_never_lands_on_disk(study):
 
 def test_study_sizes_and_bad_input(tmp_path):
     assert set(SIZES) == {"smoke", "demo", "full"}  # smoke: seconds, does it run here?
-    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--wandb_mode=online", f"--out={tmp_path / 's'}"],
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", "--wandb_mode=online",
+                        f"--out={tmp_path / 's'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "needs --project" in p.stderr and not (tmp_path / "s").exists()
 
@@ -261,8 +262,8 @@ def test_study_sizes_and_bad_input(tmp_path):
 def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch):
     """The cloud is unreachable here: the study's online analysis reads fakes with the Public API's
     shape, built from the offline study's own runs, and must pick what the offline analysis picked."""
-    from pipeline.runlog import read_run_file
-    from pipeline.sweep import load_sweep
+    from lrscan.pipeline.runlog import read_run_file
+    from lrscan.pipeline.sweep import load_sweep
     from tests.support.public_api_fakes import FakeApi, FakeRun
 
     monkeypatch.setenv("LRSCAN_CACHE", str(tmp_path / "cache"))
@@ -294,8 +295,8 @@ def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch)
 @pytest.mark.parametrize("best_lre", [-6.5, -5.123456789, -0.99])
 def test_the_decay_grid_trains_at_the_picked_lr_exactly_and_decays_below_it(tmp_path, best_lre):
     """round(lr, 6) made lre -6.5 an lr of 0 and left one digit near -5; absolute decay_lrs then went up."""
-    from pipeline.config import parse_args
-    from pipeline.sweep.command import build_command
+    from lrscan.pipeline.config import parse_args
+    from lrscan.pipeline.sweep.command import build_command
 
     study = tiny_study(tmp_path / "s", decay_factors=(0.1, 0.01))
     study.out.mkdir()
@@ -304,7 +305,7 @@ def test_the_decay_grid_trains_at_the_picked_lr_exactly_and_decays_below_it(tmp_
     assert len(sweep.points) == 4  # 2 boundaries x 2 factors
     for point in sweep.points:
         argv, _ = build_command(sweep.command, sweep.program, point, "unused.json")
-        config = parse_args(argv[argv.index("pipeline.train") + 1:])  # what the trainer is launched with
+        config = parse_args(argv[argv.index("lrscan.pipeline.train") + 1:])  # what the trainer is launched with
         assert config.lr == best_lr
         assert config.decay_lrs in ((best_lr * 0.1,), (best_lr * 0.01,)) and config.decay_lrs[0] < config.lr
 
@@ -328,7 +329,8 @@ def test_decay_factors_per_boundary_and_bad_ones(tmp_path):
     # a grid whose decayed lr is not below its base lr is refused whoever wrote it
     with pytest.raises(LrscanError, match="is not a decay"):
         check_decay_points(SimpleNamespace(points=({"lr": 0.001, "decay_steps": [100], "decay_lrs": [0.01]},)))
-    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--decay_factors=1.5", f"--out={tmp_path / 'cli'}"],
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", "--decay_factors=1.5",
+                        f"--out={tmp_path / 'cli'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--decay_factors=1.5" in p.stderr
     assert not (tmp_path / "cli").exists()
@@ -336,7 +338,7 @@ def test_decay_factors_per_boundary_and_bad_ones(tmp_path):
 
 def test_the_pick_has_enough_seeds_for_its_ci():
     """3 seeds give a bootstrap of 10 distinct resamples: the demo runs 5, lr_range.yaml (the full study) 8."""
-    from analysis.pick import MIN_SEEDS_FOR_CI
+    from lrscan.analysis.pick import MIN_SEEDS_FOR_CI
 
     assert len(SIZES["demo"].range_overrides["seed"]["values"]) >= MIN_SEEDS_FOR_CI
     assert "seed" not in SIZES["full"].range_overrides
@@ -361,7 +363,7 @@ def _online_study(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProce
     full_env = {**clean, "HOME": str(home), "WANDB_CONFIG_DIR": str(home / ".config" / "wandb"), "WANDB_SILENT": "true",
                 **env}
     started = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--wandb_mode=online", "--project=lrscan",
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", "--wandb_mode=online", "--project=lrscan",
                         f"--out={tmp_path / 'study'}"], cwd=REPO, env=full_env, capture_output=True, text=True,
                        timeout=120)
     return p, time.monotonic() - started
@@ -489,7 +491,7 @@ def test_a_task_that_does_not_load_is_one_line_before_anything_is_written(tmp_pa
         tiny_study(tmp_path / "s", lre_min=-4)
     with pytest.raises(LrscanError, match=r"^--lre_min=-1 --lre_max=-4: need finite exponents, lre_min < lre_max$"):
         tiny_study(tmp_path / "s", lre_min=-1, lre_max=-4)
-    p = subprocess.run([sys.executable, "-m", "pipeline.study", f"--out={tmp_path / 's'}", f"--task={WAVENET}",
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", f"--out={tmp_path / 's'}", f"--task={WAVENET}",
                         "--task_args={'n_embdd': 4}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"pipeline.study: error: task='{WAVENET}': make(seed, **task_args)")
@@ -502,7 +504,8 @@ def test_a_missing_word_list_is_one_line_before_any_point_from_any_folder(tmp_pa
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {**os.environ, "LRSCAN_DATA": str(tmp_path / "nowhere" / "names.txt"), "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--out=s"], cwd=empty, env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", "--out=s"], cwd=empty, env=env,
+                       capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"pipeline.study: error: data file '{tmp_path / 'nowhere' / 'names.txt'}' does not "
@@ -511,7 +514,8 @@ def test_a_missing_word_list_is_one_line_before_any_point_from_any_folder(tmp_pa
     assert list(empty.iterdir()) == []  # no study folder, no point launched, no wandb folder
     # a word list that is there but not one is found as early
     (tmp_path / "bad.txt").write_text("")
-    p = subprocess.run([sys.executable, "-m", "pipeline.study", "--out=s"], cwd=empty, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", "--out=s"], cwd=empty, capture_output=True,
+                       text=True,
                        env={**env, "LRSCAN_DATA": str(tmp_path / "bad.txt")}, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "is empty" in p.stderr, p.stderr
     assert list(empty.iterdir()) == []

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.manifest import read_manifest
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.manifest import read_manifest
 
 # Reads --k=v args and the environment, records every start (and every finish) under $WANDB_DIR/fake,
 # holds while $FAKE_HOLD exists, fails on --fail=True (with an error line) unless $WANDB_DIR/fake/heal
@@ -97,7 +97,7 @@ def expected(key: str, states: list[str], attempts: list[int], codes: list) -> p
 def cli(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.Popen:
     """`python -m pipeline.sweep ARGS` as its own process (one a test can signal or kill), output piped."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.sweep", *args], cwd=cwd, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "lrscan.pipeline.sweep", *args], cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

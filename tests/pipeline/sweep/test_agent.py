@@ -21,10 +21,10 @@ import wandb
 import wandb.apis.public.sweeps as wandb_sweeps
 from wandb import wandb_agent
 
-from pipeline.runlog import read_run_file
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.runner import run_sweep
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.runner import run_sweep
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.conftest import REPO
 from tests.pipeline.sweep.fakes import wandb_run_args
 
@@ -113,9 +113,9 @@ def test_wandb_agent_and_the_local_runner_launch_the_same_command_lines(tmp_path
     """lr_range_pairs.yaml (a mapping-valued parameter) with its command pointed at a recorder: the argv
     each point's program gets from the real agent equals the one it gets from `pipeline.sweep`."""
     text = (REPO / "sweeps" / "lr_range_pairs.yaml").read_text()
-    assert "  - -m\n  - pipeline.train\n" in text
+    assert "  - -m\n  - lrscan.pipeline.train\n" in text
     yaml_path = tmp_path / "pairs.yaml"
-    yaml_path.write_text(text.replace("  - -m\n  - pipeline.train\n", "  - record.py\n"))
+    yaml_path.write_text(text.replace("  - -m\n  - lrscan.pipeline.train\n", "  - record.py\n"))
     (tmp_path / "record.py").write_text(RECORDER)
     rec_dir = tmp_path / "rec"
     rec_dir.mkdir()

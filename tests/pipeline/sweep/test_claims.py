@@ -11,8 +11,8 @@ import sys
 import textwrap
 import time
 
-from pipeline.sweep import claims as sweep_claims
-from pipeline.sweep.claims import CRASHED, FINISHED, RUNNING, ClaimStore
+from lrscan.pipeline.sweep import claims as sweep_claims
+from lrscan.pipeline.sweep.claims import CRASHED, FINISHED, RUNNING, ClaimStore
 from tests.conftest import REPO
 
 
@@ -67,7 +67,7 @@ def test_two_takers_race_one_wins(tmp_path):
 # to be killed.
 OWNER = textwrap.dedent('''
     import subprocess, sys
-    from pipeline.sweep.claims import ClaimStore
+    from lrscan.pipeline.sweep.claims import ClaimStore
     store = ClaimStore(sys.argv[1], 3600.0)
     claim = store.claim(0, 0, {})
     if sys.argv[2] == "program":

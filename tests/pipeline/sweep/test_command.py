@@ -6,9 +6,9 @@ import json
 import os
 import sys
 
-from pipeline import keys
-from pipeline.sweep.command import build_command, child_path, point_env, run_id_for
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline import keys
+from lrscan.pipeline.sweep.command import build_command, child_path, point_env, run_id_for
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.conftest import REPO
 from tests.pipeline.sweep.fakes import wandb_run_args, write_sweep
 

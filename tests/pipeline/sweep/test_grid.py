@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import LrscanError
-from pipeline.sweep.grid import flatten, grid_points, grid_size, random_points
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.sweep.grid import flatten, grid_points, grid_size, random_points
 
 
 def test_names_sorted_last_varies_fastest():

@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
-from pipeline.sweep.__main__ import main
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.sweep.__main__ import main
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.conftest import REPO
 from tests.pipeline.sweep.fakes import FAKE, write_sweep
 
@@ -34,7 +34,8 @@ def test_dry_run_prints_commands_in_wandb_order_and_writes_nothing(in_tmp, capsy
     assert sorted(p.name for p in in_tmp.iterdir()) == ["fake.py", "fake.yaml"]
 
 
-TRAINER = "method: grid\nprogram: pipeline/train/__main__.py\ncommand: [python3, -m, pipeline.train, '${args}']\n"
+TRAINER = ("method: grid\nprogram: pipeline/train/__main__.py\n"
+           "command: [python3, -m, lrscan.pipeline.train, '${args}']\n")
 
 
 @pytest.mark.parametrize("body, message", [
@@ -100,7 +101,7 @@ def test_flag_errors_are_one_line_without_the_usage_block(in_tmp, capsys, argv, 
 
 
 def test_help_runs_as_a_module_and_lists_the_flags():
-    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", "--help"], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.sweep", "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: pipeline.sweep ")
@@ -110,4 +111,4 @@ def test_help_runs_as_a_module_and_lists_the_flags():
 
 def test_the_console_script_is_this_main():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["lrscan-sweep"] == "pipeline.sweep.__main__:main"
+    assert scripts["lrscan-sweep"] == "lrscan.pipeline.sweep.__main__:main"

@@ -8,10 +8,10 @@ import os
 import pandas as pd
 import pytest
 
-from pipeline.errors import LrscanError
-from pipeline.sweep.claims import ClaimStore, worker_id
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.manifest import (
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.sweep.claims import ClaimStore, worker_id
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.manifest import (
     MANIFEST,
     manifest_rows,
     prepare_folder,
@@ -19,7 +19,7 @@ from pipeline.sweep.manifest import (
     sweep_folder,
     write_manifest,
 )
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.pipeline.sweep.fakes import write_sweep
 
 

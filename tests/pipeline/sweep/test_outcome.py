@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from pipeline.sweep.__main__ import main
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.outcome import last_log_line, unfinished_message
-from pipeline.sweep.runner import run_sweep
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.sweep.__main__ import main
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.outcome import last_log_line, unfinished_message
+from lrscan.pipeline.sweep.runner import run_sweep
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.pipeline.sweep.fakes import write_sweep
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import load_runs
-from pipeline import keys
-from pipeline.runlog import read_run_file
-from pipeline.sweep.__main__ import main
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.manifest import read_manifest
-from pipeline.sweep.packs import (
+from lrscan.analysis import load_runs
+from lrscan.pipeline import keys
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.sweep.__main__ import main
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.manifest import read_manifest
+from lrscan.pipeline.sweep.packs import (
     CPU_PACK,
     GPU_PACK,
     LOGGER_STEP_SECONDS,
@@ -31,9 +31,9 @@ from pipeline.sweep.packs import (
     pack_sizes,
     slots_for_step,
 )
-from pipeline.sweep.runner import run_sweep
-from pipeline.sweep.spec import load_sweep
-from pipeline.train import checkpoint
+from lrscan.pipeline.sweep.runner import run_sweep
+from lrscan.pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.train import checkpoint
 from tests.pipeline.pack.test_functional import NET
 from tests.pipeline.sweep.fakes import cli, records, wait_for, write_sweep
 
@@ -46,7 +46,7 @@ def trainer_sweep(folder: Path, words: Path, parameters: str, name: str = "packe
         # tiny runs of the real trainer
         name: {name}
         program: pipeline/train/__main__.py
-        command: {command or '["${env}", python3, -m, pipeline.train, "${args}"]'}
+        command: {command or '["${env}", python3, -m, lrscan.pipeline.train, "${args}"]'}
         method: grid
         parameters:
           data: {{value: {words}}}
@@ -164,7 +164,7 @@ def test_which_points_can_share_a_pack(in_tmp, words_file):
     assert keys_[0] == keys_[2] != keys_[1] == keys_[3] and alone == {}
     # a command that adds to the trainer's, or a task of the user's own: one process per point, said why
     custom = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2]}\n", name="custom",
-                           command='["${env}", python3, -m, pipeline.train, --samples=1, "${args}"]')
+                           command='["${env}", python3, -m, lrscan.pipeline.train, --samples=1, "${args}"]')
     found = pack_keys(load_sweep(custom))
     keys_, alone = found.keys, found.alone
     assert keys_ == [None, None] and "not the trainer's standard one" in alone[0]
@@ -259,7 +259,7 @@ def test_dry_run_shows_the_packs(in_tmp, words_file, capsys):
     path = trainer_sweep(in_tmp, words_file, "seed: {values: [1, 2, 3, 4, 5]}\nsteps: {values: [10, 20]}\n")
     main([str(path), "--dry-run", "--pack", "4", "--workers", "1"])
     out = capsys.readouterr().out
-    assert ("# packs of up to 4 (1 workers), each one `python -m pipeline.pack` process: [0,2,4,6] [1,3,5,7]; "
+    assert ("# packs of up to 4 (1 workers), each one `python -m lrscan.pipeline.pack` process: [0,2,4,6] [1,3,5,7]; "
             "one process each: 8, 9") in out
 
 

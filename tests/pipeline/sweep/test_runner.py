@@ -14,11 +14,11 @@ import time
 import pandas as pd
 import pytest
 
-from pipeline.sweep.claims import ClaimStore
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.manifest import read_manifest
-from pipeline.sweep.runner import run_sweep
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.sweep.claims import ClaimStore
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.manifest import read_manifest
+from lrscan.pipeline.sweep.runner import run_sweep
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.pipeline.sweep.fakes import alive, cli, expected, manifest, records, wait_for, write_sweep
 
 
@@ -119,7 +119,7 @@ def test_a_runner_that_must_wait_says_for_what_and_how_long(in_tmp):
     wait_for(lambda: (folder / "fake").exists() and len(records(folder, "starts")) == 1)
     err_path = in_tmp / "waiter.err"
     with open(err_path, "w") as err_file:
-        waiter = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", str(path), *lease], cwd=in_tmp,
+        waiter = subprocess.Popen([sys.executable, "-m", "lrscan.pipeline.sweep", str(path), *lease], cwd=in_tmp,
                                   stdout=subprocess.DEVNULL, stderr=err_file, text=True)
     try:
         wait_for(lambda: err_path.read_text().count("waiting for point") == 2)

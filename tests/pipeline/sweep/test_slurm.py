@@ -9,8 +9,8 @@ import subprocess
 import pandas as pd
 import pytest
 
-from pipeline.sweep.__main__ import main
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline.sweep.__main__ import main
+from lrscan.pipeline.sweep.spec import load_sweep
 from tests.pipeline.sweep.fakes import expected, manifest, records, write_sweep
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline import keys
-from pipeline.errors import LrscanError
-from pipeline.sweep.spec import is_trainer, load_sweep
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.sweep.spec import is_trainer, load_sweep
 from tests.pipeline.sweep.fakes import write_sweep
 
 
@@ -35,7 +35,7 @@ def test_a_count_below_one_is_refused_not_a_slice(tmp_path, count):
     (["${env}", "${interpreter}", "${program}", "${args}"], keys.TRAINER_PROGRAM, True),
     (["${env}", "${interpreter}", "${program}", "${args}"], f"./{keys.TRAINER_PROGRAM}", True),
     (["${env}", "python3", "${program}", "${args}"], "fake.py", False),
-    (["python3", "-m", "pipeline.trainer_of_someone_else"], "", False),
+    (["python3", "-m", "lrscan.pipeline.trainer_of_someone_else"], "", False),
 ])
 def test_a_sweep_of_the_trainer_is_known_by_its_module_or_its_program(tmp_path, command, program, trainer):
     path = tmp_path / "s.yaml"

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import keys
-from pipeline.runlog import read_run_file
-from pipeline.sweep.command import run_id_for
-from pipeline.sweep.manifest import read_manifest
-from pipeline.sweep.spec import load_sweep
+from lrscan.pipeline import keys
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.sweep.command import run_id_for
+from lrscan.pipeline.sweep.manifest import read_manifest
+from lrscan.pipeline.sweep.spec import load_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def trainer_sweep(folder: Path, parameters: str, name: str = "tiny") -> Path:
         # a tiny range test through the real trainer
         name: {name}
         program: pipeline/train/__main__.py
-        command: ["${{env}}", python3, -m, pipeline.train, "${{args}}"]
+        command: ["${{env}}", python3, -m, lrscan.pipeline.train, "${{args}}"]
         method: grid
         metric: {{name: best_smooth_loss, goal: minimize}}
         parameters:
@@ -38,7 +38,7 @@ def trainer_sweep(folder: Path, parameters: str, name: str = "tiny") -> Path:
 
 
 def run_cli(*args: str, cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.sweep", *args, "--no-progress"], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "lrscan.pipeline.sweep", *args, "--no-progress"], cwd=cwd,
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

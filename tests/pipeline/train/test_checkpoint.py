@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import LrscanError
-from pipeline.train import checkpoint
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train import checkpoint
 
 
 def test_round_trip(tmp_path):

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from pipeline.errors import LrscanError
-from pipeline.train.data import (
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train.data import (
     NAMES_SHA256,
     Vocab,
     build_dataset,

@@ -18,13 +18,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline import keys
-from pipeline.config import TrainConfig
-from pipeline.runlog import read_run_file
-from pipeline.train import checkpoint
-from pipeline.train.loop import train
-from pipeline.train.schedule import schedule_lrs, step_lrs
-from pipeline.train.task import Task, load_task
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.loop import train
+from lrscan.pipeline.train.schedule import schedule_lrs, step_lrs
+from lrscan.pipeline.train.task import Task, load_task
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ GRU_TASK = textwrap.dedent('''
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pipeline.train.task import Task
+    from lrscan.pipeline.train.task import Task
 
 
     class Net(nn.Module):
@@ -168,7 +168,7 @@ def test_a_warm_up_built_in_make_and_a_frozen_group_keep_their_ratios(tmp_path):
 
 def test_evaluate_leaves_every_submodule_in_the_mode_it_was_in():
     """A BatchNorm the user froze in eval stays in eval; the rest, in train, stays in train."""
-    from pipeline.train.generic import TaskRun
+    from lrscan.pipeline.train.generic import TaskRun
 
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 1))
     model.train()
@@ -328,7 +328,8 @@ def run_files(wandb_dir: Path, run_id: str) -> list[Path]:
 
 def test_the_command_line_trains_a_task_file_with_its_arguments(tmp_path, gru_file):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", f"--task={gru_file}:make", "--task_args={'width': 64}",
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", f"--task={gru_file}:make",
+                        "--task_args={'width': 64}",
                         "--steps=120", "--lre_min=-4", "--lre_max=-2", "--run_id=cli1"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -352,7 +353,8 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
 @pytest.mark.parametrize("batches", ["function", "loader"])
 def test_a_killed_task_run_resumes_to_the_same_per_step_losses(tmp_path, gru_file, batches):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "pipeline.train", f"--task={gru_file}:make", f"--task_args={{'batches': '{batches}'}}",
+    cmd = [sys.executable, "-m", "lrscan.pipeline.train", f"--task={gru_file}:make",
+           f"--task_args={{'batches': '{batches}'}}",
            "--schedule=constant", "--lr=0.01", "--steps=1000", "--ckpt_every_steps=200", "--log_chunk_steps=50"]
     subprocess.run(cmd + ["--run_id=whole"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
     reference = read_run_file(run_files(tmp_path, "whole")[0]).history
@@ -396,7 +398,8 @@ def test_a_sweep_sets_task_args_through_the_locked_config(tmp_path, gru_file):
     params.write_text(yaml.safe_dump({"wandb_version": 1, "task_args": {"value": {"width": 12}}}))
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "widths", "WANDB_RUN_ID": "wide1",
            "WANDB_SWEEP_PARAM_PATH": str(params)}
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", f"--task={gru_file}:make", "--task_args={'width': 5}",
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", f"--task={gru_file}:make",
+                        "--task_args={'width': 5}",
                         "--steps=30"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert read_run_file(run_files(tmp_path, "wide1")[0]).config["task_args"] == {"width": 12}

@@ -17,14 +17,14 @@ import torch
 import wandb
 import yaml
 
-from pipeline import keys
-from pipeline.config import TrainConfig, parse_args
-from pipeline.runlog import read_run_file
-from pipeline.train import checkpoint
-from pipeline.train.data import load_splits
-from pipeline.train.loop import batch_indices, compatible, train
-from pipeline.train.model import MLP, SGDStep
-from pipeline.train.schedule import schedule_lrs
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig, parse_args
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.train import checkpoint
+from lrscan.pipeline.train.data import load_splits
+from lrscan.pipeline.train.loop import batch_indices, compatible, train
+from lrscan.pipeline.train.model import MLP, SGDStep
+from lrscan.pipeline.train.schedule import schedule_lrs
 from tests.conftest import REPO, train_argv
 from tests.support.threads import call_in_thread
 
@@ -97,7 +97,8 @@ def test_divergence_stops_the_run_and_exits_zero(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     argv = train_argv(words_file, "--steps=300", "--lre_min=1", "--lre_max=40", "--stop_on_climb=False",
                       "--run_id=div1")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
+                       capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rf = read_run_file(run_files(tmp_path, "div1")[0])
@@ -143,7 +144,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tm
     argv = train_argv(words_file, "--schedule=step", "--steps=6000", "--lr=0.1", "--decay_steps=[3000]",
                       "--decay_lrs=[0.01]",
                       "--ckpt_every_steps=1000", "--log_chunk_steps=100")
-    cmd = [sys.executable, "-m", "pipeline.train", *argv]
+    cmd = [sys.executable, "-m", "lrscan.pipeline.train", *argv]
     # the uninterrupted reference
     subprocess.run(cmd + ["--run_id=whole"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
     reference = history(run_files(tmp_path, "whole")[0])
@@ -180,7 +181,7 @@ def test_resume_keeps_the_divergence_and_refuses_other_data(words_file, tmp_path
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     argv = train_argv(words_file, "--schedule=constant", "--lr=1e37", "--stop_on_nonfinite=False", "--steps=6000",
                       "--ckpt_every_steps=500", "--run_id=div2")
-    cmd = [sys.executable, "-m", "pipeline.train", *argv]
+    cmd = [sys.executable, "-m", "lrscan.pipeline.train", *argv]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _stop_with_sigterm(proc, tmp_path / "checkpoints" / "div2.pt")
 
@@ -220,7 +221,7 @@ def test_a_damaged_earlier_segment_does_not_block_resume(words_file, tmp_path):
     junk = tmp_path / "wandb" / "offline-run-20000101_000000-dmg1" / "run-dmg1.wandb"
     junk.parent.mkdir(parents=True)
     junk.write_bytes(b"")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv, "--resume"], env=env, cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv, "--resume"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     h = history([f for f in run_files(tmp_path, "dmg1") if f != junk][0])
@@ -235,7 +236,8 @@ def test_sweep_locked_config_wins_over_flags(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "abc", "WANDB_RUN_ID": "lock1",
            "WANDB_SWEEP_PARAM_PATH": str(params)}
     argv = train_argv(words_file, "--steps=60", "--lre_min=-3")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
+                       capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rf = read_run_file(run_files(tmp_path, "lock1")[0])
@@ -254,7 +256,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, words_file, argv, fragme
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     if not any(a.startswith("--data=") for a in argv):
         argv = [f"--data={words_file}", *argv]
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
+                       capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and fragment in p.stderr
@@ -267,7 +270,8 @@ def test_disabled_mode_needs_no_wandb_process(words_file):
 
 
 def test_help_exits_zero():
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--help"], capture_output=True, text=True, cwd=REPO,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", "--help"], capture_output=True, text=True,
+                       cwd=REPO,
                        timeout=60)
     assert p.returncode == 0 and "--lre_min=" in p.stdout
 
@@ -280,7 +284,8 @@ def test_coupled_range_pair_through_the_agent_hand_off(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "pairs", "WANDB_RUN_ID": "pair1",
            "WANDB_SWEEP_PARAM_PATH": str(params)}
     argv = train_argv(words_file, "--steps=50", "--lre_range={'lre_min': -1.5, 'lre_max': -0.5}")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
+                       capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rf = read_run_file(run_files(tmp_path, "pair1")[0])
@@ -292,7 +297,8 @@ def test_a_diverged_run_says_it_has_no_samples_and_exits_zero(words_file, tmp_pa
     # the command of the report, samples on (the default): no traceback, one line instead of names
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     argv = [f"--data={words_file}", "--steps=10", "--lre_max=400", "--run_id=div3"]
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
+                       capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""  # neither a traceback nor numpy's overflow warning for the inf lr
@@ -366,13 +372,14 @@ def test_wandb_records_the_trainers_program_and_arguments(words_file, tmp_path):
     # what the W&B UI shows as the run's command: the trainer's, though wandb runs in the logger process
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     argv = train_argv(words_file, "--steps=30", "--run_id=cmd1", "--lre_min=-2.5")
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], env=env, cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
+                       capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     [path] = run_files(tmp_path, "cmd1")
     [environment] = [r.environment for r in _wandb_records(path) if r.WhichOneof("record_type") == "environment"
                      and r.environment.program]
-    assert environment.program == "-m pipeline.train"
+    assert environment.program == "-m lrscan.pipeline.train"
     assert list(environment.args) == argv
     assert environment.executable == sys.executable
 
@@ -383,7 +390,7 @@ def test_an_in_process_call_records_its_own_program_and_arguments(words_file, tm
     # process, whose main is pytest's or, on an xdist worker, a `python -c` with no main file
     script = tmp_path / "my_training.py"
     argv = train_argv(words_file, "--steps=20", "--run_id=cmd2")
-    script.write_text(f"from pipeline.config import parse_args\nfrom pipeline.train.loop import train\n\n"
+    script.write_text(f"from lrscan.pipeline.config import parse_args\nfrom lrscan.pipeline.train.loop import train\n\n"
                       f"train(parse_args({argv!r}))\n")
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
     p = subprocess.run([sys.executable, str(script), "--my-flag", "1"], env=env, cwd=tmp_path, capture_output=True,
@@ -408,7 +415,7 @@ def test_resume_without_a_run_id_continues_only_the_one_unfinished_run_that_fits
     def command(*extra: str, steps: int = 6000, lr: float = 0.1) -> list[str]:
         argv = train_argv(words_file, "--schedule=constant", f"--steps={steps}", f"--lr={lr}", "--ckpt_every_steps=500",
                           *extra)
-        return [sys.executable, "-m", "pipeline.train", *argv]
+        return [sys.executable, "-m", "lrscan.pipeline.train", *argv]
 
     def run(cmd: list[str], **extra_env: str) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, env={**env, **extra_env}, cwd=tmp_path, capture_output=True, text=True, timeout=300)

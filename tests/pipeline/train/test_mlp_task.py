@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import keys
-from pipeline.config import TrainConfig
-from pipeline.train.loop import train
-from pipeline.train.mlp_task import MakemoreMLP, make
-from pipeline.train.model import MLP
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import TrainConfig
+from lrscan.pipeline.train.loop import train
+from lrscan.pipeline.train.mlp_task import MakemoreMLP, make
+from lrscan.pipeline.train.model import MLP
 
 
 def losses(cfg: TrainConfig) -> tuple[dict, np.ndarray]:
@@ -49,7 +49,7 @@ def test_the_generic_path_gives_the_hand_written_steps_losses(words_file, tmp_pa
 
 def test_batches_are_the_default_tasks(words_file):
     # batch(step) draws from the same (seed, block) generators as the fast path, across a block boundary
-    from pipeline.train.data import batch_indices, load_splits
+    from lrscan.pipeline.train.data import batch_indices, load_splits
 
     task = make(5, data=str(words_file), batch_size=4)
     Xtr, Ytr = load_splits(str(words_file), 3, 42).train

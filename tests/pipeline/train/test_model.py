@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
+from lrscan.pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
 
 
 def test_lecture_init_is_plain_randn_from_the_seeded_generator():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import wandb
 
-from pipeline import keys
-from pipeline.runlog import read_run_file
-from pipeline.train import runwriter
-from pipeline.train.runwriter import _json_column, _json_number, history_writer
+from lrscan.pipeline import keys
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.train import runwriter
+from lrscan.pipeline.train.runwriter import _json_column, _json_number, history_writer
 from tests.support.runfiles import records, wait_until_written
 
 ROWS = [{keys.LR: 0.001 * (i + 1), keys.LRE: -3.0 + i, keys.LOSS: loss,

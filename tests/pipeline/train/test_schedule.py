@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.train.schedule import ClimbStop, range_lres, schedule_lrs, step_lrs
+from lrscan.pipeline.train.schedule import ClimbStop, range_lres, schedule_lrs, step_lrs
 
 
 def test_range_hits_both_ends_exactly_and_matches_the_seed():

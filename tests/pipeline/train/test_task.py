@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.errors import LrscanError
-from pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, task_module_name
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train.task import Task, check_task, load_task, lr_scales, make_task, task_module_name
 from tests.conftest import REPO
 
 TASKS = textwrap.dedent('''
@@ -23,7 +23,7 @@ TASKS = textwrap.dedent('''
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from pipeline.train.task import Task
+    from lrscan.pipeline.train.task import Task
 
     X, Y = torch.randn(64, 4), torch.randn(64, 1)
 
@@ -86,7 +86,7 @@ def tasks_file(tmp_path):
 ])
 def test_a_bad_task_is_one_line_exit_2_and_no_run(tmp_path, tasks_file, spec, task_args, fragment):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", f"--task={spec}", f"--task_args={task_args}",
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", f"--task={spec}", f"--task_args={task_args}",
                         "--steps=5"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and fragment in p.stderr, p.stderr
@@ -108,7 +108,7 @@ def test_load_task_seeds_python_numpy_and_torch_before_make(tmp_path):
         import random
         import numpy as np
         import torch
-        from pipeline.train.task import Task
+        from lrscan.pipeline.train.task import Task
 
         def make(seed):
             model = torch.nn.Linear(2, 1)  # torch's default init, from the global generator
@@ -166,7 +166,8 @@ def test_check_task_names_the_field(change, fragment):
 
 
 def test_the_cli_help_documents_task_and_task_args():
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--help"], capture_output=True, text=True, cwd=REPO,
+    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", "--help"], capture_output=True, text=True,
+                       cwd=REPO,
                        timeout=60)
     assert p.returncode == 0
     assert "--task=" in p.stdout and "path/to/file.py:make or package.module:make" in p.stdout
@@ -206,7 +207,7 @@ def test_make_task_is_the_one_way_a_function_is_built(tmp_path):
         import random
         import numpy as np
         import torch
-        from pipeline.train.task import Task
+        from lrscan.pipeline.train.task import Task
 
         def make(seed, width=2):
             model = torch.nn.Linear(width, 1)
@@ -217,7 +218,7 @@ def test_make_task_is_the_one_way_a_function_is_built(tmp_path):
     spec = f"{tmp_path}/unseeded_make.py:make"
     from_file = load_task(spec, 5, {})
     torch.manual_seed(123), random.seed(9)  # another state before the next route
-    from pipeline.train.task import load_make
+    from lrscan.pipeline.train.task import load_make
 
     from_function = make_task(load_make(spec), 5, {}, where="range_test")
     assert torch.equal(from_file.model.weight, from_function.model.weight)
@@ -234,7 +235,7 @@ SPAWNED = textwrap.dedent('''
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from pipeline.train.task import Task
+    from lrscan.pipeline.train.task import Task
 
 
     class Squares(Dataset):
@@ -269,7 +270,7 @@ def test_a_task_file_named_like_another_module_gets_a_stable_name_of_its_own(tmp
     (tmp_path / "random.py").write_text("x = 1\n")  # `random` is taken: the stdlib's, already imported
     name = task_module_name(tmp_path / "random.py")
     assert name.startswith("lrscan_task_random_") and name == task_module_name(tmp_path / "random.py")
-    code = "from pipeline.train.task import task_module_name; print(task_module_name(__import__('pathlib').Path("
+    code = "from lrscan.pipeline.train.task import task_module_name; print(task_module_name(__import__('pathlib').Path("
     code += f"{str(tmp_path / 'random.py')!r})))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert other.stdout.strip() == name  # the same in another process (no per-process hash())

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import keys
-from pipeline.config import parse_args
-from pipeline.errors import LrscanError
-from pipeline.runlog import read_run_file
-from pipeline.train.tracking import InitArgs, RunLogger, finish_after_error
+from lrscan.pipeline import keys
+from lrscan.pipeline.config import parse_args
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.train.tracking import InitArgs, RunLogger, finish_after_error
 
 
 @pytest.mark.slow

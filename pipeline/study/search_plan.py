@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ALPHA = 0.05
+ALPHA = 0.025  # one-sided: the two-sided 95% level
 # when live pairs are still tied at the horizon: the largest peak lr among the pairs tied with the best (measured
 # in benchmarks/bench_regret.py: under a decay the loss is flat around the best peak lr and falls off more
 # steeply below it than above, so the largest tied lr has the lowest regret there; see docs/prove.md)
 TIE_RULE = "largest_tied_lr"
-TIE_RULE_TEXT = ("pairs not told apart from the best at the horizon (paired one-sided t, Holm, alpha 0.05) are "
+TIE_RULE_TEXT = ("pairs not told apart from the best at the horizon (paired one-sided t at 0.025, Holm) are "
                  "tied; among them the largest peak lr wins, then the lowest mean")
 ALIVE, TOLD_WORSE, BUDGET, WON, TIED = "alive", "told apart as worse", "dropped for the budget", "won", "tied"
 

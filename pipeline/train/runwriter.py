@@ -35,7 +35,7 @@ def logger_main() -> None:
     try:
         run = init_run(init)
     except Exception as e:
-        failure = f"{type(e).__name__}: {e}"
+        failure = " ".join(f"{type(e).__name__}: {e}".split())  # one line (pydantic's errors span several)
         run = _offline_instead(init) if init.overlapped and init.mode != "offline" else None
         if run is None:
             conn.send(("error", failure))

@@ -27,8 +27,8 @@ whose config comes from it, nor when resuming, which needs the run's logged hist
 `start(wait=False)` returns at once and the first steps train while the logger comes up. Their rows are
 buffered meanwhile, bounded: in the socket and at most `queue_chunks` unacknowledged chunks, after which
 the trainer waits for the logger (within the start's bound). A run whose online `wandb.init` fails keeps
-its rows in an offline run on disk (the logger opens one with the same id instead) and fails at its end
-with one line naming the folder `wandb sync` uploads; nothing trained is lost.
+its rows in an offline run on disk (the logger opens one with the same id instead) and fails with one
+line naming the folder `wandb sync` uploads, at the first chunk after the answer came; nothing trained is lost.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class LoggerProcess:
         self._failed = False  # a failure of the logger was raised to the trainer already
         self._start_deadline = time.monotonic() + START_TIMEOUT_SECONDS
         self._pending_start = False  # start(wait=False): the answer to the first message is still to be read
-        self._late_failure = ""  # an online wandb.init failed and the rows went to an offline run: said at the end
+        self._late_failure = ""  # an online wandb.init failed and the rows went to an offline run: still to be said
         self._conn.send(first)
 
     @property
@@ -196,11 +196,11 @@ class LoggerProcess:
             if self._failed:
                 self._reap()
                 return
+            self._take_pending_start(say_now=False)  # a failed start is said after the exit below
             for item in last:
                 self._put(item)
             if acknowledged:
                 self.flush()
-            self._take_pending_start()
             code = self._wait_for_exit()
             if code != 0:
                 raise self._failure(f"the wandb logging process exited with {_describe_exit(code)}; {self.MAY_LACK}")
@@ -234,11 +234,21 @@ class LoggerProcess:
         except (EOFError, OSError):
             raise self._failure(self._died()) from None
 
-    def _take_pending_start(self) -> None:
+    def _take_pending_start(self, say_now: bool = True) -> None:
         # a start that was not waited for: its answer comes before any acknowledgement
         if self._pending_start:
             self._pending_start = False
             self._take_start()
+            if self._late_failure and say_now:
+                # not a failure of the logger: the run is finished as usual (its exit code the trainer's), the
+                # rows it was handed are kept in its offline run
+                late, self._late_failure = self._late_failure, ""
+                raise LrscanError(late)
+
+    def _check_pending_start(self) -> None:
+        # once per chunk, without waiting: a start that failed is said as soon as its answer is there
+        if self._pending_start and self._conn.poll(0):
+            self._take_pending_start()
 
     def _take_start(self) -> Any:
         raise NotImplementedError  # RunLogger's: a pack's logger is always waited for
@@ -261,6 +271,7 @@ class LoggerProcess:
         if self._failed:
             raise LrscanError(f"the wandb logging process failed earlier (see the error above); nothing more reaches "
                               f"{self.RUNS}")
+        self._check_pending_start()
         # bounded: wait for an acknowledgement when too much is in flight
         while self._in_flight >= self._queue_chunks:
             self._wait_for_ack()
@@ -333,9 +344,9 @@ class RunLogger(LoggerProcess):
             raise self._failure(f"wandb.init failed: {payload}")
         if kind == "offline":  # online init failed; the rows go to an offline run, the run fails at its end
             failure, payload = payload
-            self._late_failure = (f"wandb.init failed ({failure}); the run was logged offline instead, every step "
-                                  f"kept in {Path(payload.run_dir).parent}: `wandb sync {Path(payload.run_dir).parent}`"
-                                  f" uploads it")
+            folder = Path(payload.run_dir).parent
+            self._late_failure = (f"wandb.init failed ({failure}); the steps trained so far were logged offline "
+                                  f"instead, in {folder}: `wandb sync {folder}` uploads them")
         return payload
 
     def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],

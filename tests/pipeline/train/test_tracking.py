@@ -161,16 +161,21 @@ def test_an_online_init_that_fails_after_training_began_keeps_every_row_offline_
     # no API key (conftest): wandb.init online fails; the rows handed over meanwhile go to an offline run
     logger = RunLogger(_overlapped_init(tmp_path, "early2", "online"))
     logger.start(wait=False)
-    for start in range(0, 100, 10):
-        logger.log_steps(*_chunk(start))
-    with pytest.raises(LrscanError) as caught:
+    handed = 0
+    with pytest.raises(LrscanError) as caught:  # at the first chunk after the answer, or at the finish
+        for start in range(0, 100_000, 10):
+            logger.log_steps(*_chunk(start))
+            handed = start + 10
+            time.sleep(0.01)
         logger.finish(0)
+    logger.finish(1)  # the trainer's error path: the run ends with what it was handed
     message = str(caught.value)
     assert "\n" not in message and message.startswith("wandb.init failed (") and "`wandb sync " in message
+    assert handed < 100_000  # said while training, not after
     folder = message.split("`wandb sync ")[1].split("`")[0]
     rf = read_run_file(Path(folder) / "run-early2.wandb")
-    assert rf.history["step"].tolist() == list(range(100))
-    np.testing.assert_array_equal(rf.history[keys.LOSS], np.arange(100) * 0.5)
+    assert rf.history["step"].tolist() == list(range(handed))
+    np.testing.assert_array_equal(rf.history[keys.LOSS], np.arange(handed) * 0.5)
 
 
 @pytest.mark.slow

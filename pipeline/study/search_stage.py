@@ -118,7 +118,6 @@ def fixed_args(study: Any, base: Mapping[str, Any]) -> list[str]:
 def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str, Any], stage: Any) -> SearchResult:
     """Run the search (resumable) and return its result; `stage(text)` prints the stage's header."""
     from lrscan.pipeline.study.judging import candidates_of
-    from lrscan.pipeline.study.study import read_base
 
     t0 = time.monotonic()
     zoom_report = None
@@ -133,7 +132,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         candidates = candidates_of({**pick_summary, "best_lre": best}, study.prove_lrs)
         state.update(prove_candidates=candidates.to_dict("records"), **asked)
         study.save_state(state)
-    base = read_base(study.decay_yaml)
+    base = study.decay_base()
     horizon = decay_grid_steps(base, study.spec.decay_overrides)
     decays, args, seeds = decay_options(study, base), fixed_args(study, base), list(study.prove_seeds)
     seed_spec = {**base["parameters"], **study.spec.decay_overrides}.get("seed") or {}

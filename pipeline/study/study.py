@@ -281,6 +281,10 @@ class Study:
         print(f"report: {self.out / 'report' / 'report.md'}", flush=True)
         return summary
 
+    def decay_base(self) -> dict[str, Any]:
+        """The decay grid's sweep YAML as read (checked), before the size's overrides."""
+        return read_base(self.decay_yaml)
+
     def save_state(self, state: Mapping[str, Any]) -> None:
         """state.json: what a resumed study must keep (the pick, the candidates), written whole."""
         _write_state(self.out, state)

@@ -78,6 +78,20 @@ def regret_table(summary: dict, truth) -> list[dict]:
     return rows
 
 
+def tie_rules(summary: dict, truth) -> dict[str, float] | None:
+    """The tie rules compared on this model: among the pairs the search left tied at the horizon (won or tied),
+    the lr each rule would choose and its regret in the truth table; None when nothing was tied."""
+    tied = [c for c in summary["search"]["candidates"] if c["status"] in ("won", "tied")]
+    if len(tied) < 2:
+        return None
+    means = {float(r["lr"]): float(r["mean"]) for _, r in truth.table.iterrows()}
+    best = min(v for v in means.values() if math.isfinite(v))
+    picks = {"lowest_mean": min(tied, key=lambda c: c["mean"])["lr"], "largest_tied_lr": max(c["lr"] for c in tied),
+             "smallest_tied_lr": min(c["lr"] for c in tied)}
+    return {rule: means[min(means, key=lambda x: abs(math.log10(x) - math.log10(lr)))] - best
+            for rule, lr in picks.items()}
+
+
 def run(model: str, size: str, data: str) -> dict:
     from lrscan.pipeline.study.horizon import StepDecay
     from lrscan.pipeline.study.prove_api import prove
@@ -97,10 +111,11 @@ def run(model: str, size: str, data: str) -> dict:
                   task_args={**m["truth_args"], "data": data}, wandb_mode="disabled")
     truth_s = time.monotonic() - t1
     rows = regret_table(summary, truth)
+    rules = tie_rules(summary, truth)
     return {"model": model, "size": size, "horizon": summary["horizon"], "schedule": schedule.text(),
             "chosen_pair": summary["search"]["chosen_pair"], "study_s": round(study_s, 1),
             "truth_s": round(truth_s, 1), "spent": summary["search"]["spent_run_steps"],
-            "budget": summary["search"]["budget_run_steps"], "rows": rows,
+            "budget": summary["search"]["budget_run_steps"], "rows": rows, "rules": rules,
             "truth": [{"lr": float(r["lr"]), "mean": float(r["mean"])} for _, r in truth.table.iterrows()],
             "load": load()}
 
@@ -125,6 +140,7 @@ def main() -> None:
         print("| suggester | lr | held-out loss at the horizon (3 seeds) | regret (nats) |\n|---|---|---|---|")
         for row in r["rows"]:
             print(f"| {row['who']} | {row['lr']:.4g} | {row['mean']:.4f} | {row['regret']:.4f} |")
+        print(f"tie rules (regret of each rule's choice among the tied pairs): {r['rules'] or 'no tie at the horizon'}")
         print("truth: " + ", ".join(f"{t['lr']:.4g} {t['mean']:.4f}" for t in r["truth"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -199,7 +199,14 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
 
 def _fits(keep: set[plan.Node], *, pairs: tuple[plan.Pair, ...], length: int, lengths: list[int], n_seeds: int,
           left: int) -> bool:
-    return plan.halving_cost(keep, pairs, length, lengths, n_seeds) <= left
+    """Whether the budget left carries `keep`: the successive-halving plan to the horizon fits, or at least the next
+    rung does with one run carried on from there to the horizon (breadth first: the peak lr decides more than the
+    decay, so lrs are kept as long as the next rung can be paid, and the later rungs drop harder)."""
+    if plan.halving_cost(keep, pairs, length, lengths, n_seeds) <= left:
+        return True
+    nxt = lengths[lengths.index(length) + 1]
+    runs = plan.next_nodes(keep, pairs, length, nxt)
+    return n_seeds * (len(runs) * (nxt - length) + (lengths[-1] - nxt)) <= left
 
 
 def n_name(node: plan.Node) -> str:

@@ -414,6 +414,7 @@ class Study:
                                                    "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
             "chosen_lr": best_lr,
             "chosen_by": "pick",
+            "prove": [],  # nothing proven: the search did not run
             "range": {"report": "range/report.md", "counts": rs.get("counts"), "per_run": rs.get("per_run")},
             "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": best_lr,
                       "decay_factors": [list(f) for f in self.decay_factors], **(ds.get("decay") or {})},

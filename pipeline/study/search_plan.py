@@ -151,10 +151,11 @@ def decide(losses: Mapping[Node, np.ndarray], alive: set[Node]) -> dict[Node, st
 def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], fits) -> list[Node]:
     """The nodes to drop, one at a time from the largest group, until `fits(remaining nodes)` holds.
 
-    Among runs that have not decayed yet (constant so far), the smallest lrs go first and the best by mean
-    last: a step decay moves the best peak lr up, to about twice the best short constant lr
-    (docs/prove.md), so a constant-lr rung's evidence against a larger lr is the weaker. Among decayed
-    runs, the worst by mean goes first. One run is always kept."""
+    Among runs that have not decayed yet (constant so far), the smallest lrs go first, the best by mean among
+    them: a step decay moves the best peak lr up, to about twice the best short constant lr (docs/prove.md:
+    0.35 against 0.155 on the demo's MLP, 0.235 against 0.1175 in bench_regret.py), so a constant-lr rung's
+    evidence for a smaller lr is the weaker; the runs left are those its paired test did not tell apart as
+    worse. Among decayed runs, the worst by mean goes first. One run is always kept."""
     keep, dropped = set(alive), []
     while len(keep) > 1 and not fits(keep):
         groups: dict[tuple[int, ...], list[Node]] = {}
@@ -163,9 +164,8 @@ def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], fits) -> l
         key, largest = max(groups.items(), key=lambda kv: (len(kv[1]), kv[0]))
         if len(largest) == 1:
             largest = [n for n in keep if n != min(keep, key=lambda n: _mean(losses[n]))]
-        best = min(largest, key=lambda n: _mean(losses[n]))
-        if not key:  # constant so far: the smallest lr that is not the best
-            worst = min((n for n in largest if n != best), key=lambda n: n[0], default=best)
+        if not key:  # constant so far: the smallest lr
+            worst = min(largest, key=lambda n: n[0])
         else:
             worst = max(largest, key=lambda n: _mean(losses[n]))
         keep.discard(worst)

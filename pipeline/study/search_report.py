@@ -47,7 +47,7 @@ def write_search_report(study: Any, range_report: Any, result: Any, best_lre: fl
         "schedule": search["schedule"], "search": search, "prove": search["candidates"],
         "range": {"report": "range/report.md", "counts": range_report.summary.get("counts"),
                   "per_run": range_report.summary.get("per_run")},
-        "notes": list(dict.fromkeys(range_report.summary.get("notes", []))),
+        "notes": list(dict.fromkeys([*range_report.summary.get("notes", []), *result.notes])),
         "commands": list(study.commands),
     }
     summary["opening"] = result.sentence()

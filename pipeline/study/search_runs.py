@@ -113,8 +113,12 @@ class Search:
                 if not done:
                     self.steps_trained += length - (state["step"] if state else 0)
                 points.append({"run_id": self.run_id(node, seed), "args": self.args(node, seed, length)})
-        size = self.pack or math.ceil(len(points) / self.workers)
-        packs = [points[i:i + size] for i in range(0, len(points), size)]
+        # packmates share their schedule kind (a pack steps constant-lr runs or step-decay runs, not both)
+        packs = []
+        for kind in sorted({a for p in points for a in p["args"] if a.startswith("--schedule=")}):
+            mine = [p for p in points if f"{kind}" in p["args"]]
+            size = self.pack or math.ceil(len(mine) / self.workers)
+            packs += [mine[i:i + size] for i in range(0, len(mine), size)]
         env = {**self.environ, "WANDB_DIR": str(self.folder), "WANDB_MODE": self.wandb_mode,
                "WANDB_RUN_GROUP": self.key}
         for name in ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID"):

@@ -51,6 +51,7 @@ class SearchResult:
     rule: str = plan.TIE_RULE_TEXT
     extended: list[float] = field(default_factory=list)
     zoom_report: Any = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def schedule(self) -> StepDecay:
@@ -62,6 +63,7 @@ class SearchResult:
                 "schedule": self.schedule.to_dict(), "seeds": self.seeds, "judged_by": "dev_loss",
                 "budget_run_steps": self.budget_run_steps, "spent_run_steps": self.spent_run_steps,
                 "seconds": round(self.seconds, 1), "extended_lrs": self.extended, "group": self.key,
+                "notes": self.notes,
                 "candidates": self.records}
 
     def sentence(self) -> str:
@@ -146,6 +148,10 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
                     workers=study.workers or os.cpu_count() or 1, pack=study.pack, wandb_mode=study.wandb_mode,
                     environ=os.environ)
     lengths = plan.rung_lengths(pairs, horizon)
+    # a first rung every candidate can afford: while it would take more than half the budget, one at half its length
+    # before it (still constant-lr for every pair, so compared like with like)
+    while len(pairs) // len(decays) * len(seeds) * lengths[0] > budget // 2 and lengths[0] > 1:
+        lengths.insert(0, lengths[0] // 2)
     study.commands.append(f"python -m lrscan.pipeline.pack {search.folder / 'packs'}/rung<step>-<i>.json   "
                           f"# each rung's packs, in order")
     stage(f"search: {len(candidates)} peak lrs x {len(decays)} decays x {len(seeds)} seeds to {horizon} steps, "
@@ -189,10 +195,28 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         live = [p for p in live if p not in status]
         previous = length
     chosen, final = plan.final_choice({p: seen[p] for p in live})
+    notes = []
+    while True:  # an edge winner is extended past the edge, with its decay, before it is declared
+        beyond = _past_edge(chosen.lr, sorted({p.lr for p in pairs}), extended)
+        if beyond is None:
+            break
+        if len(seeds) * horizon > budget - spent:
+            notes.append(f"lr {chosen.lr:.4g} won at the edge of the candidates; {beyond:.4g} past it was not trained "
+                         f"(the budget left, {budget - spent} run-steps, is less than {len(seeds) * horizon})")
+            break
+        extended.append(beyond)
+        new = plan.Pair(beyond, chosen.decay, "extended past the edge")
+        search.train_to([plan.node_of(new, horizon)], horizon)  # the whole schedule, from step 0
+        spent += len(seeds) * horizon
+        pairs.append(new)
+        live.append(new)
+        reached[new], seen[new] = horizon, search.losses([plan.node_of(new, horizon)])[plan.node_of(new, horizon)]
+        chosen, final = plan.final_choice({p: seen[p] for p in live})
     status.update(final)
     result = SearchResult(chosen=chosen, records=pair_records(pairs, status, reached, seen, seeds), horizon=horizon,
                           seeds=seeds, budget_run_steps=budget, spent_run_steps=spent,
-                          seconds=time.monotonic() - t0, key=key, extended=extended, zoom_report=zoom_report)
+                          seconds=time.monotonic() - t0, key=key, extended=extended, zoom_report=zoom_report,
+                          notes=notes)
     print(result.sentence(), flush=True)
     return result
 

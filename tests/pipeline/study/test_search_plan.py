@@ -71,11 +71,11 @@ def test_a_rung_compares_like_with_like():
     assert plan.decide(losses, set(losses)) == {decayed: plan.ALIVE, undecayed: plan.ALIVE}
 
 
-def test_the_budget_drops_small_constant_lrs_first_and_the_worst_decayed_runs():
+def test_the_budget_drops_the_smallest_constant_lrs_first_and_the_worst_decayed_runs():
     losses = {(0.05, ()): np.array([2.3] * 3), (0.1, ()): np.array([2.1] * 3), (0.2, ()): np.array([2.2] * 3),
               (0.4, ()): np.array([2.6] * 3)}
     dropped = plan.budget_drops(losses, set(losses), lambda keep: len(keep) <= 2)
-    assert dropped == [(0.05, ()), (0.2, ())]  # the best (0.1) and the largest stay
+    assert dropped == [(0.05, ()), (0.1, ())]  # the largest not told apart as worse stay: a decay favours them
     decayed = {(0.1, ((3000, 0.1),)): np.array([2.0] * 3), (0.1, ((3000, 0.01),)): np.array([2.1] * 3)}
     assert plan.budget_drops(decayed, set(decayed), lambda keep: len(keep) <= 1) == [(0.1, ((3000, 0.01),))]
 

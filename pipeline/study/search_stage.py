@@ -150,7 +150,8 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     lengths = plan.rung_lengths(pairs, horizon)
     # a first rung every candidate can afford: while it would take more than half the budget, one at half its length
     # before it (still constant-lr for every pair, so compared like with like)
-    while len(pairs) // len(decays) * len(seeds) * lengths[0] > budget // 2 and lengths[0] > 1:
+    # (the candidates and the ones an edge winner may add past the edge)
+    while (len(pairs) // len(decays) + MAX_EXTENSIONS) * len(seeds) * lengths[0] > budget // 2 and lengths[0] > 1:
         lengths.insert(0, lengths[0] // 2)
     study.commands.append(f"python -m lrscan.pipeline.pack {search.folder / 'packs'}/rung<step>-<i>.json   "
                           f"# each rung's packs, in order")

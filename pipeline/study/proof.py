@@ -4,20 +4,19 @@
     result = range_test(make, seeds=[1, 2, 3, 4, 5], lre_min=-4, lre_max=-1)
     proof = result.prove(steps=2000, seeds=[1, 2, 3])      # the range test's suggestions as candidates
     proof = prove(make, [1e-3, 3e-3, 1e-2], steps=2000, seeds=[1, 2, 3])   # or your own lrs
-    proof.table        # name, suggested_by, lr, lre, losses (per seed), seeds, mean, diff_to_best, diff_ci
-    proof.best_lr, proof.decision.verdict(), proof.plot()
+    proof.table        # analysis.judge's table: per candidate its losses per seed, mean, status against the pick
+    proof.best_lr, proof.verdict.opening(), print(proof), proof.plot()
 
 Each candidate x seed is one real training run of `pipeline.train.loop.train` at a constant lr
 (every step logged to W&B, one group for all of them), built afresh by `make(seed)`: the same seed
 gives the same init and batches at every lr, so the seeds pair. A run is judged by
 `evaluate(model)["dev_loss"]` at its end, or, for a task without `evaluate`, by its mean training
-loss over the last 10% of steps (`proof.judged_by` says which). The table and decision are
-`analysis.prove`'s, the same as the study's prove stage and `python -m analysis` on an lr grid.
+loss over the last 10% of steps (`proof.judged_by` says which). The judging is `analysis.judge`'s,
+the same as the study's prove stage and `python -m analysis` on an lr grid.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrscan.analysis.prove import TAIL_FRAC, TRAIN_TAIL, ProveDecision, grid_candidates, prove_decision, prove_table
+from lrscan.analysis.candidates import check_lrs, check_seeds, grid_candidates
+from lrscan.analysis.judge import Judgement, final_losses, judge
 from lrscan.pipeline import keys
 from lrscan.pipeline.config import TrainConfig, field_names
 from lrscan.pipeline.errors import LrscanError
@@ -44,42 +44,36 @@ NOT_KEYWORDS = ("schedule", "lr", "steps", "seed", "task", "resume", "run_id")
 
 @dataclass
 class Proof:
-    """What `prove` trained and decided: the table (best first), the decision, the per-run losses."""
+    """What `prove` trained and decided: the table (best first), the verdict, the per-run losses."""
 
     table: pd.DataFrame
-    decision: ProveDecision
-    runs: pd.DataFrame = field(repr=False)   # run_id, name, lr, seed, loss, judged_by
+    verdict: Judgement
+    runs: pd.DataFrame = field(repr=False)   # run_id, name, lr, seed, loss, diverged, criterion
     steps: int
     group: str
     seconds: float
 
     @property
     def best_lr(self) -> float:
-        return self.decision.lr
+        return self.verdict.chosen_lr
 
     @property
     def best(self) -> str:
-        return self.decision.winner
+        return self.verdict.chosen
 
     @property
     def judged_by(self) -> str:
-        kinds = sorted(self.runs["judged_by"].unique())
-        return "dev_loss" if kinds == [keys.DEV_LOSS] else (
-            f"mean training loss over the last {TAIL_FRAC:.0%} of steps (the task has no evaluate)")
+        return self.verdict.criterion if self.verdict.criterion == keys.DEV_LOSS else self.verdict.criterion_text()
 
     def plot(self, ax: Axes | None = None) -> Axes:
         """analysis.plots' prove figure: judged loss after the budget against lr, each seed and the mean."""
         from lrscan.analysis.plots import plot_prove
 
-        return plot_prove(self.table, steps=self.steps, judged_by=self.judged_by, ax=ax)
+        return plot_prove(self.table, steps=self.steps, judged_by=self.verdict.criterion_label(),
+                          chosen=self.verdict.chosen, ax=ax)
 
     def __str__(self) -> str:
-        d = self.decision
-        rows = [f"  {r['name']:<16} lr {r['lr']:<10.4g} mean {r['mean']:.4f}  diff {r['diff_to_best']:+.4f}"
-                for _, r in self.table.iterrows()]
-        return "\n".join([f"prove: {len(self.table)} candidates x {d.n_seeds} seeds, {self.steps} steps, judged by "
-                          f"{self.judged_by} (W&B group {self.group}, {self.seconds:.1f} s)",
-                          f"proven: {d.winner} lr {d.lr:.4g}. {d.verdict()}", *rows])
+        return f"prove: W&B group {self.group}, {self.seconds:.1f} s\n{self.verdict}"
 
 
 def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, *, steps: int,
@@ -100,7 +94,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
         TrainConfig fields: wandb_mode, wandb_project, wandb_group (default "prove-<id>"), task_args,
         eval_every_steps, device, ...
     """
-    from lrscan.pipeline.study.range_test import _device_of, _make, _nothing, _restored_globals, _seeds
+    from lrscan.pipeline.study.range_test import _device_of, _make, _nothing, _restored_globals
 
     t0 = time.monotonic()
     if isinstance(task, Task):
@@ -112,8 +106,9 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
                           f"each run trains; other keywords are TrainConfig fields)")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise LrscanError(f"prove: steps={steps!r}: a whole number >= 1")
-    candidates = lrs.reset_index(drop=True) if isinstance(lrs, pd.DataFrame) else _lr_candidates(lrs)
-    seeds = _seeds(task, seeds, {})
+    candidates = lrs.reset_index(drop=True) if isinstance(lrs, pd.DataFrame) else grid_candidates(check_lrs(lrs,
+                                                                                                             "prove"))
+    seeds = list(check_seeds(seeds, "prove"))
     task_args = dict(fields.pop("task_args", None) or {})
     own_ckpt = "ckpt_dir" not in fields
     base = TrainConfig(**{"num_threads": torch.get_num_threads(), "ckpt_every_steps": 0, "samples": 0, **fields},
@@ -121,7 +116,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
     group = base.wandb_group or f"prove-{new_run_id()}"
     base = base.replace(wandb_group=group)
 
-    rows = []
+    steps_rows, run_rows = [], []
     with _restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-prove-") if own_ckpt else _nothing()) as tmp:
         if own_ckpt:
             base = base.replace(ckpt_dir=tmp)
@@ -134,33 +129,19 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
                 cfg = cfg.replace(device=_device_of(one.model, fields.get("device")))
                 losses: list[np.ndarray] = []
                 summary = train(cfg, task=one, on_steps=lambda s, cols, out=losses: out.append(np.array(cols["loss"])))
-                rows.append({"run_id": cfg.run_id, "name": c["name"], "lr": cfg.lr, "seed": float(seed),
-                             **_judged(summary, np.concatenate(losses) if losses else np.zeros(0))})
-    runs = pd.DataFrame(rows)
-    table = prove_table(runs, candidates)
-    return Proof(table=table, decision=prove_decision(table), runs=runs, steps=int(steps), group=group,
+                trained = np.concatenate(losses) if losses else np.zeros(0)
+                steps_rows.append(pd.DataFrame({"run_id": cfg.run_id, keys.STEP_COLUMN: np.arange(len(trained)),
+                                                keys.LR: cfg.lr, keys.LOSS: trained}))
+                run_rows.append({"run_id": cfg.run_id, "name": c["name"], "seed": float(seed),
+                                 keys.DEV_LOSS: summary.get(keys.DEV_LOSS),
+                                 keys.DIVERGED_AT_STEP: summary.get(keys.DIVERGED_AT_STEP)})
+    # judged as `python -m analysis` judges the same runs read back from W&B: analysis.judge.final_losses
+    runs = pd.DataFrame(run_rows)
+    finals = final_losses(pd.concat(steps_rows, ignore_index=True), runs)
+    runs = runs[["run_id", "name", "seed"]].merge(finals.drop(columns="seed"), on="run_id")
+    verdict = judge(finals, candidates, steps=int(steps), group=group)
+    return Proof(table=verdict.table, verdict=verdict, runs=runs, steps=int(steps), group=group,
                  seconds=time.monotonic() - t0)
-
-
-def _lr_candidates(lrs: Any) -> pd.DataFrame:
-    if isinstance(lrs, (str, bytes)) or not isinstance(lrs, Sequence) or not lrs:
-        raise LrscanError(f"prove: lrs={lrs!r}: a list of learning rates, e.g. [1e-3, 3e-3, 1e-2]")
-    bad = [lr for lr in lrs if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and
-                                                                                               math.isfinite(lr))]
-    if bad:
-        raise LrscanError(f"prove: lrs={list(lrs)!r}: {bad[0]!r} is not a learning rate (a positive number)")
-    return grid_candidates(lrs)
-
-
-def _judged(summary: dict[str, Any], losses: np.ndarray) -> dict[str, Any]:
-    """A run's judged loss: its final dev_loss, else its mean training loss over the last 10% of steps."""
-    if summary.get(keys.DIVERGED_AT_STEP) is not None:
-        return {"loss": math.inf, "judged_by": keys.DEV_LOSS if keys.DEV_LOSS in summary else TRAIN_TAIL}
-    dev = summary.get(keys.DEV_LOSS)
-    if dev is not None and math.isfinite(float(dev)):
-        return {"loss": float(dev), "judged_by": keys.DEV_LOSS}
-    tail = losses[-max(1, math.ceil(len(losses) * TAIL_FRAC)):]
-    return {"loss": float(np.mean(tail)) if len(tail) else math.inf, "judged_by": TRAIN_TAIL}
 
 
 def _label(task: Any) -> str:

@@ -175,10 +175,10 @@ class RangeTestResult:
     def prove(self, *, steps: int, seeds: Sequence[int] = (1, 2, 3), lrs: Sequence[float] = (), **fields: Any):
         """Train the range test's suggestions (and `lrs`) against each other: `pipeline.study.proof.prove`.
 
-        Candidates: `analysis.prove.prove_candidates(self.pick, lrs)` (min_loss, fastai_minimum, steepest,
+        Candidates: `analysis.candidates.prove_candidates(self.pick, lrs)` (min_loss, fastai_minimum, steepest,
         valley, the CI's ends, merged within 0.1 decade). Returns a `Proof` (table, best_lr, plot()).
         """
-        from lrscan.analysis.prove import prove_candidates
+        from lrscan.analysis.candidates import prove_candidates
         from lrscan.pipeline.study.proof import prove
 
         if isinstance(self.task, Task):

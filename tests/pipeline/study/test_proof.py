@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import pytest
 
+from lrscan.analysis.judge import TABLE_COLUMNS, TRAIN_TAIL
 from lrscan.analysis.sources import load_runs
 from lrscan.pipeline import Proof, prove, range_test
 from lrscan.pipeline.errors import LrscanError
@@ -21,10 +22,10 @@ def test_prove_trains_each_lr_on_each_seed_as_real_runs_and_the_table_decides(wo
     assert isinstance(proof, Proof)
     assert len(proof.runs) == 6 and proof.judged_by == "dev_loss"
     table = proof.table
-    assert list(table.columns) == ["name", "suggested_by", "lr", "lre", "losses", "seeds", "mean", "diff_to_best",
-                                   "diff_ci"]
+    assert list(table.columns) == TABLE_COLUMNS  # analysis.judge's table, as python -m analysis writes it
     assert table["seeds"].tolist() == [[1, 2]] * 3
-    assert proof.best_lr == table["lr"].iloc[0] and table["mean"].is_monotonic_increasing
+    assert proof.best_lr == proof.verdict.chosen_lr and table["mean"].is_monotonic_increasing
+    assert str(proof).splitlines()[1] == proof.verdict.headline()
     # every candidate x seed is a real W&B run of one group, named and tagged by its candidate, with its dev_loss
     loaded = load_runs(str(tmp_path / "wandb"), group=proof.group)
     runs = loaded.runs.set_index("run_id")
@@ -53,16 +54,18 @@ def test_range_test_result_prove_uses_its_suggesters_and_a_task_without_evaluate
     assert "min_loss" in names and "fastai_minimum" in names and "user" in names
     min_loss = proof.table.loc[proof.table["suggested_by"].str.startswith("min_loss")]
     assert min_loss["lr"].item() == pytest.approx(result.best_lr)
-    assert set(proof.runs["judged_by"]) == {"train_loss_last_10pct"}
+    assert set(proof.runs["criterion"]) == {TRAIN_TAIL}
     assert "last 10%" in proof.judged_by and np.isfinite(proof.table["mean"].iloc[0])
-    assert "proven:" in str(proof)
+    assert proof.verdict.opening() in str(proof)
 
 
 def test_a_task_object_cannot_be_rebuilt_per_candidate(words_file):
     task = tiny_make(1, data=str(words_file))
     with pytest.raises(LrscanError, match="a Task object is one model"):
         prove(task, [0.01], steps=5)
-    with pytest.raises(LrscanError, match="not a learning rate"):
+    with pytest.raises(LrscanError, match="^prove: .*not a learning rate"):
         prove(functools.partial(tiny_make, data=str(words_file)), [0.01, -1.0], steps=5)
     with pytest.raises(LrscanError, match="'lr'"):
         prove(functools.partial(tiny_make, data=str(words_file)), [0.01], steps=5, lr=0.1)
+    with pytest.raises(LrscanError, match=r"^prove: seeds=\[1, 1\]"):
+        prove(functools.partial(tiny_make, data=str(words_file)), [0.01], steps=5, seeds=[1, 1])

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from lrscan.analysis.__main__ import main as analysis_main
+from lrscan.analysis.decide import RULE
 from lrscan.analysis.grids import constant_lr_grids, judge_grids
 from lrscan.analysis.sources import load_runs
 
@@ -102,7 +103,7 @@ def test_python_m_analysis_judges_a_users_200_step_lr_by_batch_size_grid_with_no
         # lr 1.0 diverged (NaN training losses; its val_loss was finite): last, never chosen
         assert table["name"].iloc[-1] == "lr=1" and table["status"].iloc[-1] == "diverged"
         assert grid["reference"] == "lr=0.03" and grid["chosen_by"] in ("told apart from every other",
-                                                                           "rule upper_bound among the tied")
+                                                                           f"rule {RULE} among the tied")
     assert "constant-lr runs left out of the lr grids (crashed)" in " ".join(summary["notes"])
     assert any("no run has a full block of 1000 steps" in n for n in summary["notes"])
     report = (out / "report.md").read_text()

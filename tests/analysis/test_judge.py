@@ -15,6 +15,7 @@ from pandas.testing import assert_frame_equal
 from scipy import stats
 
 from lrscan.analysis.candidates import prove_candidates
+from lrscan.analysis.decide import RULE
 from lrscan.analysis.judge import TABLE_COLUMNS, TRAIN_TAIL, final_losses, judge, judge_run
 from lrscan.pipeline.errors import LrscanError
 
@@ -156,7 +157,7 @@ def test_the_pick_stays_unless_beaten_and_a_tie_says_the_smallest_gap_it_could_h
     assert better.beats_pick and better.chosen == "fastai_minimum" and better.chosen_by == "beats the pick"
     assert better.opening().startswith("lr 0.01 (fastai_minimum, valley) beats the min-loss pick (lr 0.1) by 0.5933")
     summary = better.to_dict()
-    assert summary["chosen_by"] == "beats the pick" and summary["rule"] == "upper_bound" and summary["beats_pick"]
+    assert summary["chosen_by"] == "beats the pick" and summary["rule"] == RULE and summary["beats_pick"]
 
 
 def test_one_seed_is_too_few_and_every_candidate_diverged_is_one_line():

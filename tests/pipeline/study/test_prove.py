@@ -15,6 +15,7 @@ import pytest
 import wandb
 import yaml
 
+from lrscan.analysis.decide import RULE
 from lrscan.analysis.judge import TABLE_COLUMNS
 from lrscan.pipeline.config import TrainConfig, expand_coupled
 from lrscan.pipeline.errors import LrscanError
@@ -115,7 +116,7 @@ def test_a_study_killed_in_the_prove_stage_resumes_with_the_same_command(tmp_pat
     assert json.loads((out / "state.json").read_text())["prove_candidates"] == state["prove_candidates"]
     summary = json.loads((out / "report" / "summary.json").read_text())
     chosen = next(e for e in summary["prove"] if e["name"] == summary["prove_decision"]["chosen"])
-    assert summary["chosen_lr"] == chosen["lr"] and summary["rule"] == "upper_bound"
+    assert summary["chosen_lr"] == chosen["lr"] and summary["rule"] == RULE
     assert summary["chosen_by"] == summary["prove_decision"]["chosen_by"]
     assert {e["status"] for e in summary["prove"]} <= {"pick", "leader", "told apart", "tied", "too few seeds",
                                                        "diverged", "ranking contradicted by the pairing"}

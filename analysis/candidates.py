@@ -46,7 +46,7 @@ def check_lrs(lrs: Any, who: str = "lrs") -> tuple[float, ...]:
     for lr in lrs:
         if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (numbers.Real, np.number)) or not (
                 math.isfinite(float(lr)) and float(lr) > 0):
-            raise LrscanError(f"{who}: {lr!r} is not a learning rate (a positive number, e.g. 0.003)")
+            raise LrscanError(f"{who}: lrs={lrs!r}: {lr!r} is not a learning rate (a positive number, e.g. 0.003)")
     return tuple(float(lr) for lr in lrs)
 
 

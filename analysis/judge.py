@@ -352,6 +352,10 @@ class Judgement:
                 f"{ref} (lr {r['lr']:.4g}); it does not beat {ref}: {c['diff']:+.4f}, {_ci(c)} (the smallest gap "
                 f"these seeds could tell apart: {c['detectable']:.4f}).{tail}")
 
+    def verdict(self) -> str:
+        """The opening sentence, under the name `proof.decision.verdict()` has printed it by."""
+        return self.opening()
+
     def shown(self) -> pd.DataFrame:
         """The table as every output prints it: one row per candidate, the status against the reference."""
         t = self.table

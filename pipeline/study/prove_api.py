@@ -80,6 +80,11 @@ class Proof:
         return self.horizon
 
     @property
+    def decision(self) -> Judgement:
+        """The verdict under its earlier name (`proof.decision.verdict()` prints the opening sentence)."""
+        return self.verdict
+
+    @property
     def best_lr(self) -> float:
         return self.verdict.chosen_lr
 

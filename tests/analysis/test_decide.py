@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from lrscan.analysis.decide import TOLD_APART, decide
+from lrscan.analysis.decide import RULE, RULES, TOLD_APART, decide
 from lrscan.pipeline.errors import LrscanError
 
 E = 4000                                   # experiments per setting
@@ -72,3 +72,17 @@ def test_diverged_runs_and_missing_seeds_in_the_vectorised_core():
         decide(x, rule="best")
     with pytest.raises(LrscanError, match="alpha="):
         decide(x, alpha=1.5)
+
+
+@pytest.mark.parametrize("steeper", [1.0, 3.0])
+def test_the_default_rule_has_the_lowest_regret_of_the_rules_on_loss_bowls(steeper):
+    # benchmarks/simulate_judge.py's bowls, one cell: 5 candidates 0.25 decade apart, noise doubling with the lr
+    rng = np.random.default_rng(3)
+    n, lre = 2000, (np.arange(5) - 2) * 0.25
+    best = rng.uniform(lre[0], lre[-1], (n, 1))
+    away = lre[None, :] - best
+    truth = 16 * away ** 2 * np.where(away > 0, steeper, 1.0)
+    x = truth[..., None] + rng.normal(0, 3, (n, 1, 3)) + rng.normal(0, 1, (n, 5, 3)) * np.linspace(1, 2, 5)[:, None]
+    regret = {rule: (truth[np.arange(n), decide(x, lrs=10.0 ** lre, pick=2, rule=rule).chosen] - truth.min(1)).mean()
+              for rule in RULES}
+    assert min(regret, key=regret.get) == RULE, regret

@@ -46,6 +46,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with lrscan's one-line errors: `pipeline.sweep: error: ...`, exit 2, no usage block."""
 
     def error(self, message: str) -> NoReturn:
+        if message == "argument --sbatch: expected one argument":  # its value starts with a dash: argparse wants =
+            message += " (an option as its value goes after an =: --sbatch=--mem=8G)"
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 

@@ -11,6 +11,7 @@ same run id, every step logged once.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from lrscan.pipeline.runlog import read_run_file
 from lrscan.pipeline.sweep.__main__ import main
 from lrscan.pipeline.sweep.spec import load_sweep
 from lrscan.pipeline.train import checkpoint
+from tests.conftest import REPO
 from tests.pipeline.sweep.agent_server import read_log, wandb_command, write_server
 from tests.pipeline.sweep.fakes import wandb_run_args
 
@@ -91,6 +93,16 @@ def test_the_script_activates_conda_traps_the_notice_and_passes_the_cluster_line
     assert f"export PATH={os.path.dirname(sys.executable)}:\"$PATH\"" in text and "conda" not in text
     assert "scontrol" not in text and "--requeue" not in text and "--signal=B:USR1@300" in text
     assert "--count" not in text and "--term-timeout 280" in text
+
+
+def test_the_docs_show_the_script_their_command_prints(monkeypatch, capsys):
+    page = (REPO / "docs" / "clusters.md").read_text()
+    command = page.split("```bash\n", 1)[1].split("```", 1)[0]
+    argv = shlex.split(command.replace("\\\n", " ").split(">")[0])
+    assert argv[:3] == ["python", "-m", "lrscan.pipeline.sweep"]
+    shown = page.split("## The script", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(REPO)
+    assert script(capsys, *argv[3:]) == shown
 
 
 @pytest.mark.parametrize("flags, says", [

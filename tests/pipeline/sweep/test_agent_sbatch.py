@@ -145,8 +145,9 @@ def _job_folder(tmp: Path, words: Path) -> tuple[Path, Path, dict]:
     return yaml_path, server, env
 
 
-def _trainer_pid(run_id: str, timeout_s: float = 120) -> int:
-    """The pid of the trainer process of `run_id` (its command line and WANDB_RUN_ID), waited for."""
+def _trainer_pid(run_id: str, workdir: Path, timeout_s: float = 120) -> int:
+    """The pid of the trainer process of `run_id` in `workdir` (its command line, WANDB_RUN_ID and WANDB_DIR: another
+    test may run a job of the same run ids at the same time), waited for."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc in Path("/proc").iterdir():
@@ -155,7 +156,8 @@ def _trainer_pid(run_id: str, timeout_s: float = 120) -> int:
                 environ = (proc / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"lrscan.pipeline.train" in cmdline and f"WANDB_RUN_ID={run_id}".encode() in environ:
+            if (b"lrscan.pipeline.train" in cmdline and f"WANDB_RUN_ID={run_id}".encode() in environ
+                    and f"WANDB_DIR={workdir}".encode() in environ):
                 return int(proc.name)
         time.sleep(0.2)
     raise AssertionError(f"no trainer process of {run_id} within {timeout_s:.0f} s")
@@ -174,7 +176,7 @@ def _notice_mid_run(workdir: Path, send_notice) -> None:
     agent pass it on, thaw it. The notice lands in a run that has a checkpoint and has not finished."""
     ckpt = workdir / "checkpoints" / "agentrun0.pt"
     _wait_for(ckpt.exists, 180, "run 0's first checkpoint")
-    pid = _trainer_pid("agentrun0")
+    pid = _trainer_pid("agentrun0", workdir)
     os.kill(pid, signal.SIGSTOP)
     assert not checkpoint.load(ckpt)["finished"]
     send_notice()

@@ -52,6 +52,7 @@ class Proof:
     steps: int
     group: str
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what the task said (Task.notes: a scheduler not stepped, ...)
 
     @property
     def best_lr(self) -> float:
@@ -79,7 +80,8 @@ class Proof:
                 for _, r in self.table.iterrows()]
         return "\n".join([f"prove: {len(self.table)} candidates x {d.n_seeds} seeds, {self.steps} steps, judged by "
                           f"{self.judged_by} (W&B group {self.group}, {self.seconds:.1f} s)",
-                          f"proven: {d.winner} lr {d.lr:.4g}. {d.verdict()}", *rows])
+                          f"proven: {d.winner} lr {d.lr:.4g}. {d.verdict()}", *rows,
+                          *[f"note: {n}" for n in self.notes]])
 
 
 def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, *, steps: int,
@@ -121,13 +123,14 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
     group = base.wandb_group or f"prove-{new_run_id()}"
     base = base.replace(wandb_group=group)
 
-    rows = []
+    rows, notes = [], {}
     with _restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-prove-") if own_ckpt else _nothing()) as tmp:
         if own_ckpt:
             base = base.replace(ckpt_dir=tmp)
         for _, c in candidates.iterrows():
             for seed in seeds:
                 one = _make(task, seed, task_args)
+                notes.update(dict.fromkeys(one.notes))
                 cfg = base.replace(run_id=new_run_id(), seed=seed, lr=float(c["lr"]),
                                    wandb_name=run_name(str(c["name"]), float(c["lr"])),
                                    wandb_tags=("prove", *[s.strip() for s in str(c["suggested_by"]).split(",")]))
@@ -139,7 +142,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
     runs = pd.DataFrame(rows)
     table = prove_table(runs, candidates)
     return Proof(table=table, decision=prove_decision(table), runs=runs, steps=int(steps), group=group,
-                 seconds=time.monotonic() - t0)
+                 seconds=time.monotonic() - t0, notes=list(notes))
 
 
 def _lr_candidates(lrs: Any) -> pd.DataFrame:

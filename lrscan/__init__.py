@@ -35,7 +35,7 @@ _EXPORTS = {
     "write_report": "lrscan.analysis.report",
     "task_from_lightning": "lrscan.pipeline.train.lightning",
     "task_from_hf_trainer": "lrscan.pipeline.train.huggingface",
-    "apply_lr": "lrscan.pipeline.train.adapters",
+    "apply_lr": "lrscan.pipeline.train.apply",
 }
 
 __all__ = sorted(_EXPORTS)

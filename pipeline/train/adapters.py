@@ -18,7 +18,7 @@ parts here know neither library:
   groups copied), so nothing the adapter adds to it reaches theirs.
 - `kept_attributes`: an object's attributes as they were (a DataModule's setup, a Trainer's caches).
 - `task_factory`: `make(seed) -> the user's objects` as `make(seed) -> Task`, for seeds and prove.
-- `apply_lr`: a found lr set where the user sets theirs (an optimizer, hparams, TrainingArguments).
+- `set_optimizer_lr`: a found lr on an optimizer's param groups, keeping their ratios.
 """
 
 from __future__ import annotations
@@ -226,34 +226,6 @@ def note(notes: list[str], text: str) -> None:
     """A note for the Task (what the adapter did differently from the library), printed once per text."""
     if text not in notes:
         notes.append(text)
-
-
-def apply_lr(lr: Any, target: Any) -> float:
-    """Set a found lr where the user sets theirs; returns the lr set.
-
-    lr: a number, or a result with `best_lr` (a RangeTestResult's pick, a Proof's proven lr).
-    target: a torch optimizer (every param group, keeping their ratios and a scheduler's initial_lr,
-    as `RangeTestResult.apply` does); a LightningModule (its `lr`/`learning_rate`, in hparams or as an
-    attribute, as Lightning's `lr_find(update_attr=True)` sets it); an HF `TrainingArguments` or
-    `Trainer` (`args.learning_rate`, and the trainer's optimizer when it has one).
-    """
-    value = getattr(lr, "best_lr", lr)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise LrscanError(f"apply_lr: {lr!r} is not a learning rate > 0 (nor a result with best_lr)")
-    value = float(value)
-    if isinstance(target, torch.optim.Optimizer):
-        return set_optimizer_lr(value, target)
-    if isinstance(target, torch.nn.Module) and hasattr(target, "training_step") \
-            and hasattr(target, "configure_optimizers"):
-        from lrscan.pipeline.train.lightning import apply_lr as to_lightning
-
-        return to_lightning(value, target)
-    if type(target).__module__.split(".")[0] == "transformers":
-        from lrscan.pipeline.train.huggingface import apply_lr as to_hf
-
-        return to_hf(value, target)
-    raise LrscanError(f"apply_lr: {type(target).__name__} is none of a torch optimizer, a LightningModule, an HF "
-                      f"Trainer or TrainingArguments")
 
 
 def set_optimizer_lr(lr: float, optimizer: torch.optim.Optimizer) -> float:

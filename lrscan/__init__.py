@@ -33,6 +33,9 @@ _EXPORTS = {
     "load_runs": "lrscan.analysis.sources",
     "pick_exponent": "lrscan.analysis.pick",
     "write_report": "lrscan.analysis.report",
+    "task_from_lightning": "lrscan.pipeline.train.lightning",
+    "task_from_hf_trainer": "lrscan.pipeline.train.huggingface",
+    "apply_lr": "lrscan.pipeline.train.apply",
 }
 
 __all__ = sorted(_EXPORTS)

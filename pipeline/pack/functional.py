@@ -42,6 +42,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.members import PackMember, Point, resume_members
+from lrscan.pipeline.pack.runs import run_members
 from lrscan.pipeline.pack.updates import make_update, why_not_members, why_not_update
 from lrscan.pipeline.train import checkpoint, rngstate
 from lrscan.pipeline.train.generic import MAX_APPLIED_LR, TaskRun
@@ -307,7 +308,6 @@ def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made
 
     made[k]: the global random states tasks[k]'s make left; a seed run alone starts from them, as it does
     from the command line (a pack's tasks draw nothing from them: why_not_functional)."""
-    from lrscan.pipeline.pack.loop import run_members
     from lrscan.pipeline.train.loop import train
     from lrscan.pipeline.train.tracking import this_process_launch
 
@@ -332,7 +332,7 @@ def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made
     return [summaries[cfg.run_id] for cfg in cfgs]
 
 
-def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[str, dict]:
+def train_task_pack(points: list[Point], *, program: str) -> dict[str, dict]:
     """A pack of task points (checked by the caller to share a key): each member to its end; summaries by run id."""
     cfg0 = points[0].cfg
     torch.set_num_threads(cfg0.num_threads)

@@ -86,6 +86,7 @@ class RangeTestResult:
     task: Any = field(default=None, repr=False)
     task_args: dict[str, Any] = field(default_factory=dict, repr=False)
     fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    task_notes: list[str] = field(default_factory=list, repr=False)  # what the task's maker said (Task.notes)
 
     # the pick (min_loss): the exponent of lowest mean loss, the seed study's "look where the loss is lowest"
     @property
@@ -154,8 +155,9 @@ class RangeTestResult:
 
     @property
     def notes(self) -> list[str]:
-        """What the analysis said about the pick (too few seeds for a CI, ...)."""
-        return list(self.pick.notes)
+        """What the analysis said about the pick (too few seeds for a CI, ...), then what the task said (Task.notes:
+        an adapter's scheduler that was not stepped, ...)."""
+        return list(self.pick.notes) + list(self.task_notes)
 
     def plot(self, ax: Axes | None = None, *, x: str = keys.LRE) -> Axes:
         """The range-test figure (analysis.plots): mean loss per lre bin, each run, the suggesters, the CI.
@@ -337,6 +339,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         run_ids=[r["run_id"] for r in runs], seeds=[int(r[SEED_COLUMN]) for r in runs], group=group,
         wandb_mode=base.wandb_mode, seconds=time.monotonic() - t0, pick_args=pick_args,
         task=task, task_args=task_args, fields={k: v for k, v in fields.items() if k != "wandb_group"},
+        task_notes=list(dict.fromkeys(n for one in tasks for n in one.notes)),
     )
 
 

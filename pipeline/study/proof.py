@@ -32,9 +32,10 @@ from lrscan.analysis.prove import TAIL_FRAC, TRAIN_TAIL, ProveDecision, grid_can
 from lrscan.pipeline import keys
 from lrscan.pipeline.config import TrainConfig, field_names
 from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.study.inputs import learning_rates, whole_number
 from lrscan.pipeline.study.prove import run_name
 from lrscan.pipeline.train.loop import new_run_id, train
-from lrscan.pipeline.train.task import Task
+from lrscan.pipeline.train.task import Task, apply_lr
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -66,6 +67,11 @@ class Proof:
         kinds = sorted(self.runs["judged_by"].unique())
         return "dev_loss" if kinds == [keys.DEV_LOSS] else (
             f"mean training loss over the last {TAIL_FRAC:.0%} of steps (the task has no evaluate)")
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> float:
+        """Set the proven lr (`best_lr`) on every param group of `optimizer`, keeping the groups' ratios as
+        `RangeTestResult.apply` does (`pipeline.train.task.apply_lr`); returns the lr set."""
+        return apply_lr(optimizer, self.best_lr, where="Proof.apply")
 
     def plot(self, ax: Axes | None = None) -> Axes:
         """analysis.plots' prove figure: judged loss after the budget against lr, each seed and the mean."""
@@ -110,8 +116,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
     if bad:
         raise LrscanError(f"prove: {', '.join(map(repr, bad))} not a keyword here (lrs, steps and seeds say what "
                           f"each run trains; other keywords are TrainConfig fields)")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise LrscanError(f"prove: steps={steps!r}: a whole number >= 1")
+    steps = whole_number(steps, "steps", where="prove", minimum=1)
     candidates = lrs.reset_index(drop=True) if isinstance(lrs, pd.DataFrame) else _lr_candidates(lrs)
     seeds = _seeds(task, seeds, {})
     task_args = dict(fields.pop("task_args", None) or {})
@@ -143,13 +148,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | pd.DataFrame, 
 
 
 def _lr_candidates(lrs: Any) -> pd.DataFrame:
-    if isinstance(lrs, (str, bytes)) or not isinstance(lrs, Sequence) or not lrs:
-        raise LrscanError(f"prove: lrs={lrs!r}: a list of learning rates, e.g. [1e-3, 3e-3, 1e-2]")
-    bad = [lr for lr in lrs if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and
-                                                                                               math.isfinite(lr))]
-    if bad:
-        raise LrscanError(f"prove: lrs={list(lrs)!r}: {bad[0]!r} is not a learning rate (a positive number)")
-    return grid_candidates(lrs)
+    return grid_candidates(learning_rates(lrs, "lrs", where="prove"))
 
 
 def _judged(summary: dict[str, Any], losses: np.ndarray) -> dict[str, Any]:

@@ -128,6 +128,21 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, scales: list[float]) -> 
             group["lr"] = lr * scale
 
 
+def apply_lr(optimizer: Any, lr: float, *, where: str = "apply") -> float:
+    """Set `lr` on every param group of `optimizer`, keeping the groups' ratios (`lr_scales`' rule), and on their
+    `initial_lr` where a scheduler keeps one, so a scheduler built afterwards starts from it. Returns `lr`:
+    what `RangeTestResult.apply`, `Proof.apply` and `lrscan.find(...).apply` do."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise LrscanError(f"{where}: {type(optimizer).__name__} is not a torch.optim.Optimizer")
+    lr = float(lr)
+    scales = lr_scales(optimizer)
+    set_lr(optimizer, lr, scales)
+    for group, scale in zip(optimizer.param_groups, scales):
+        if "initial_lr" in group:
+            group["initial_lr"] = lr * scale
+    return lr
+
+
 def load_make(spec: str) -> Callable[..., Any]:
     """The function a task spec names, imported; an LrscanError when the file, module or function is not there."""
     target, colon, name = spec.strip().rpartition(":")

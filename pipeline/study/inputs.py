@@ -42,12 +42,14 @@ def whole_number(value: Any, name: str, *, where: str, minimum: int | None = Non
     return number
 
 
-def real_number(value: Any, name: str, *, where: str, positive: bool = False) -> float:
-    """`value` as a finite float (a Python or numpy number); `positive`: > 0 as well."""
+def real_number(value: Any, name: str, *, where: str, positive: bool = False, what: str = "") -> float:
+    """`value` as a finite float (a Python or numpy number); `positive`: > 0 as well; `what`: what the refusal
+    says was expected (default "a finite number")."""
     value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)) \
             or not math.isfinite(float(value)) or (positive and not float(value) > 0):
-        raise LrscanError(f"{where}: {name}={_shown(value)}: expected a finite number" + (" > 0" if positive else ""))
+        raise LrscanError(f"{where}: {name}={_shown(value)}: expected "
+                          + (what or "a finite number" + (" > 0" if positive else "")))
     return float(value)
 
 

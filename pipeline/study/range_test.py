@@ -499,7 +499,8 @@ def _lre_range(lre_min: float | None, lre_max: float | None, start_lr: float | N
         if lr is None:
             ends.append(None if exponent is None else real_number(exponent, lre_name, where="range_test"))
             continue
-        ends.append(math.log10(real_number(lr, lr_name, where="range_test", positive=True)))
+        ends.append(math.log10(real_number(lr, lr_name, where="range_test", positive=True,
+                                           what="a learning rate > 0, e.g. 1e-5")))
     return ends[0], ends[1]
 
 

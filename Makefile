@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export LRSCAN_DATA := $(abspath $(DATA))
 export WANDB_SILENT := true
 
-.PHONY: demo test lint data venv bench clean test-oldest constraints
+.PHONY: demo test lint data venv bench clean test-oldest constraints docs figures
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the exact versions lrscan develops against (constraints.txt: torch 2.13.0's CPU wheel, wandb 0.31.0, ...);
 	# pyproject.toml holds only the ranges users install from
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs]"
 	touch $@
 
 data: $(DATA)
@@ -57,6 +57,20 @@ constraints: venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+# the documentation site (mkdocs.yml): strict, so a broken link, a page left out of the nav or an API reference
+# that does not resolve fails the build; the site lands in site/ (open site/index.html)
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# the figures the docs show, remade from a real run: the full study (a few minutes on 2 cores), its report's
+# figures copied into docs/figures/
+FIGURES_RUN ?= runs/study-full
+figures: venv data
+	$(BIN)/python -m lrscan.pipeline.study --size=full --out=$(FIGURES_RUN)
+	cp $(FIGURES_RUN)/report/range/range_loss_vs_lre.png $(FIGURES_RUN)/report/decay/decay_block_means.png \
+	   $(FIGURES_RUN)/report/decay/decay_heatmap.png $(FIGURES_RUN)/report/prove_range_candidates.png \
+	   $(FIGURES_RUN)/report/prove/prove_loss_vs_lr.png docs/figures/
 
 demo: venv data
 	$(BIN)/python -m pipeline.study --out=$(OUT)

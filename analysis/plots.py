@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 
 from lrscan.analysis.blocks import sort_key
-from lrscan.analysis.report import value_label as readable
+from lrscan.analysis.labels import value_label as readable
 from lrscan.pipeline import keys
 
 if TYPE_CHECKING:

@@ -9,7 +9,6 @@ folder, with nothing added to it, is ever replaced.
 
 from __future__ import annotations
 
-import ast
 import datetime as _dt
 import json
 import math
@@ -25,6 +24,7 @@ import pandas as pd
 
 from lrscan.analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
 from lrscan.analysis.columns import KEY_MEANINGS
+from lrscan.analysis.labels import value_label  # pipeline.study imports it from here too
 from lrscan.analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
 from lrscan.analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from lrscan.analysis.plain import frame_records, json_safe, object_frame
@@ -401,31 +401,6 @@ def _runs_text(records: Sequence[Mapping[str, Any]], with_note: bool = False) ->
         return f"1 run ({ids[0]}: {records[0].get('schedule_note')})"
     shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
     return f"{len(ids)} run{'s' if len(ids) != 1 else ''} ({shown})"
-
-
-def value_label(value: Any) -> str:
-    """A config value as a person reads it: ``[3000]`` -> ``3000``, 0.0064371 -> ``0.006437`` (4 significant digits).
-
-    Lists of one (a one-boundary decay, as the runs' config holds it) lose their brackets; longer
-    lists keep them, ``[100000, 150000]``. Text that is not a literal is returned as it is.
-    """
-    if isinstance(value, str):
-        try:
-            parsed = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return value
-        if not isinstance(parsed, (list, tuple, int, float)):
-            return value
-        value = parsed
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if hasattr(value, "item") and not isinstance(value, (list, tuple)):
-        value = value.item()  # a numpy scalar
-    if isinstance(value, (list, tuple)):
-        return value_label(value[0]) if len(value) == 1 else "[" + ", ".join(value_label(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def config_text(best: Mapping[str, Any], by: Sequence[str]) -> str:

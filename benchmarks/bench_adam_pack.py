@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from record import record  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 from sweep_timing import sweep_seconds  # noqa: E402
 
@@ -110,6 +111,13 @@ def compare_range_tests(args) -> None:
           f"(target >= 3)")
     print(f"lrscan packed (every step logged) / torch-lr-finder (nothing logged): "
           f"{median['lrscan packed'] / median['torch-lr-finder']:.2f} (target <= 1.5)")
+    record(f"adam_pack_range_test_{args.num_threads}thread", "AdamW range test: packed seeds, one after another, "
+           f"torch-lr-finder ({args.num_threads} intra-op thread(s))",
+           [{"side": name, "s (median)": round(m, 1), "steps/s": round(len(seeds) * args.steps / m),
+             "lrscan packed vs this": f"{m / median['lrscan packed']:.2f}x"} for name, m in median.items()],
+           target="packed >= 3x one after another; lrscan packed (every step logged) <= 1.5x torch-lr-finder's time",
+           note=f"`range_test(examples/wavenet.py:make)`, {len(seeds)} seeds x {args.steps} steps, lre "
+                f"{LRE_MIN}..{LRE_MAX}, median of {args.repeats}; torch-lr-finder logs nothing and is reset by hand.")
 
 
 def compare_sweeps(args) -> None:
@@ -139,6 +147,12 @@ def compare_sweeps(args) -> None:
         print(f"pipeline.sweep --pack={pack}, {args.workers} workers: {results[pack]:7.1f} s", flush=True)
     print(f"\n{args.points} points x {args.steps} steps of examples/wavenet.py (AdamW), every step logged offline: "
           f"packed {results[1] / results[args.points]:.2f}x faster than --pack=1 (target >= 3)")
+    record("adam_pack_sweep", "AdamW sweep: packed against one process per point",
+           [{"side": f"--pack={pack}", "s": round(s, 1), "speed-up over --pack=1": f"{results[1] / s:.2f}x"}
+            for pack, s in results.items()],
+           target="packed >= 3x --pack=1",
+           note=f"{args.points} step-decay points x {args.steps} steps of examples/wavenet.py, every step logged "
+                f"offline, `--workers {args.workers}`.")
 
 
 def main() -> None:

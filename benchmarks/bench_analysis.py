@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from record import record
 
 CHUNK_STEPS = 10_000
 SEEDS = 5
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     checkouts = {"this": Path(__file__).resolve().parents[1]}
     if args.before:
         checkouts = {"before": Path(args.before).resolve(), **checkouts}
+    rows = []
     for n in sizes:
         best: dict[str, tuple[float, int, str, float]] = {}
         for _ in range(args.repeat):
@@ -158,10 +160,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {n} runs x {args.steps} steps ({n * args.steps / 1e6:.0f}M rows): python -m analysis "
                   f"{seconds:.1f} s ({cpu:.1f} s of CPU), peak RSS {peak / 2**20:.0f} MiB (process tree); {line}",
                   flush=True)
+            rows.append({"runs x steps": f"{n} x {args.steps}", "code": name, "wall s": round(seconds, 1),
+                         "CPU s": round(cpu, 1), "peak RSS MiB (process tree)": round(peak / 2**20), "pick": line})
         if len(best) == 2:
             (b_s, b_rss, b_line, b_cpu), (t_s, t_rss, t_line, t_cpu) = best.values()
             print(f"{n} runs: {b_s / t_s:.2f}x faster ({b_cpu / t_cpu:.2f}x less CPU), {t_rss / b_rss:.2f}x the "
                   f"memory; same pick: {b_line == t_line}", flush=True)
+    if rows:
+        record("analysis", "`python -m analysis` at sweep scale: wall, CPU and peak memory",
+               rows, target="10 runs x 200k steps in <= 15 s and <= 0.5 GiB; 50 runs in <= 0.75 GiB",
+               note=f"best of {args.repeat} per size; `--n-boot 1000`.")
 
 
 if __name__ == "__main__":

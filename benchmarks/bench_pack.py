@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from record import record  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 from sweep_timing import sweep_seconds  # noqa: E402
 
@@ -219,21 +220,30 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         steps = args.steps or 1000
+        rows = []
         for repeat in range(3):  # interleaved: the machine is shared
             one, two = (threads_step_us(args.members, t, steps, args.data) for t in (1, 2))
             print(f"repeat {repeat + 1}/3: {args.members} members, one thread {one:5.0f} us/step, two threads "
                   f"{two:5.0f} us/step: {one / two:.2f}x", flush=True)
+            rows.append({"repeat": repeat + 1, "one thread µs/step": round(one), "two threads µs/step": round(two),
+                         "ratio": f"{one / two:.2f}x"})
+        record("pack_threads", f"A pack's batched step of {args.members} members on one thread and on two", rows,
+               note=f"{steps} steps of the makemore MLP's stacked step.")
         return
     os.environ.setdefault("WANDB_SILENT", "true")
     workdir = scratch_dir("lrscan-bench-pack-")
     os.environ["WANDB_DIR"] = workdir
     if args.loggers:
         steps = args.steps or 20000
+        rows = []
         for name, measure in (("one logger process per run", one_logger_per_run),
                               ("one process, K runs (create_new)", one_logger_for_all)):
             wall, cpu, peak = measure(args.members, steps)
             print(f"{name:34s} K={args.members} x {steps} rows: wall {wall:6.1f} s, CPU {cpu:6.1f} s, "
                   f"peak memory {peak:6.0f} MiB", flush=True)
+            rows.append({"logger design": name, "wall s": round(wall, 1), "CPU s": round(cpu, 1),
+                         "peak MiB": round(peak)})
+        record("pack_loggers", f"Logging {args.members} runs x {steps} rows: one process against one per run", rows)
         return
     steps = args.steps or 1000
     alone = sweep_seconds(range_sweep(workdir, args.seeds, steps, 1), args.data, args.workers, 1,
@@ -244,6 +254,11 @@ def main() -> None:
     print(f"pipeline.sweep --pack={args.seeds}, {args.workers} workers: {packed:7.1f} s", flush=True)
     print(f"\n{args.seeds}-seed range test x {steps} steps, {os.cpu_count()} cores")
     print(f"speed-up of packs over one process per point: {alone / packed:.2f}x  (target >= 3x)")
+    record("pack", "A range test's seeds through the runner: packed against one process per point",
+           [{"side": "--pack=1", "s": round(alone, 1), "speed-up": "1"},
+            {"side": f"--pack={args.seeds}", "s": round(packed, 1), "speed-up": f"{alone / packed:.2f}x"}],
+           target="packed >= 3x --pack=1",
+           note=f"{args.seeds}-seed range test x {steps} steps, `--workers {args.workers}`, every step logged offline.")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from record import record  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 
 
@@ -67,6 +68,12 @@ def main() -> None:
     print(f"pack of {args.members:3d}:          {pack_s:7.2f} s  "
           f"({pack_s / args.steps / args.members * 1e6:7.1f} µs per member-step)")
     print(f"speed-up of the pack over {args.members} runs one after another: {args.members * alone_s / pack_s:.1f}x")
+    record("pack_gpu", f"A pack of {args.members} on a GPU against one run",
+           [{"side": "one run", "s": round(alone_s, 2), "µs per member-step": round(alone_s / args.steps * 1e6, 1)},
+            {"side": f"pack of {args.members}", "s": round(pack_s, 2),
+             "µs per member-step": round(pack_s / args.steps / args.members * 1e6, 1)}],
+           note=f"{name}; {args.steps} steps of the lecture's final model, logging disabled; speed-up over "
+                f"{args.members} runs one after another: {args.members * alone_s / pack_s:.1f}x.")
 
 
 if __name__ == "__main__":

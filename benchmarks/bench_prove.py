@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import record  # noqa: E402
 
 
 def timed_study(out: Path, size: str, data: str, *extra: str) -> float:
@@ -43,6 +46,11 @@ def main() -> None:
     print(f"study --size={args.size} --no-prove: {without:7.1f} s")
     print(f"study --size={args.size} (prove):    {with_prove:7.1f} s")
     print(f"ratio prove / no-prove: {with_prove / without:.2f}x (target < 2x)")
+    record("prove", "The study with the prove stage against the same study without it",
+           [{"study": f"--size={args.size} --no-prove", "wall s": round(without, 1), "ratio": "1"},
+            {"study": f"--size={args.size} (prove)", "wall s": round(with_prove, 1),
+             "ratio": f"{with_prove / without:.2f}x"}],
+           target="the prove stage costs less than 2x the study without it")
 
 
 if __name__ == "__main__":

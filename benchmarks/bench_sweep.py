@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
+from record import record  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 from seed_loop import seed_loop  # noqa: E402
 from sweep_timing import sweep_seconds as run_sweep_seconds  # noqa: E402
@@ -110,6 +111,12 @@ def main() -> None:
           f"torch {torch.__version__}")
     print(f"speed-up over the serial seed loop: --pack=1 {serial / runner:.2f}x (target >= 4x), "
           f"--pack={pack} {serial / packed:.2f}x (target >= 8x); with W&B disabled {serial / floor:.2f}x")
+    record("sweep", "A sweep through the runner against the seed's loop + wandb.log, one point after another",
+           [{"side": name, "s": round(s, 1), "speed-up over serial": f"{serial / s:.2f}x"}
+            for name, s in (("serial seed loop + wandb.log per step", serial), ("pipeline.sweep --pack=1", runner),
+                            (f"pipeline.sweep --pack={pack}", packed), (f"--pack={pack}, W&B disabled", floor))],
+           target="--pack=1 >= 4x, packed >= 8x the serial seed loop",
+           note=f"{args.points} points x {args.steps} steps of the lecture's final model, `--workers {args.workers}`.")
 
 
 if __name__ == "__main__":

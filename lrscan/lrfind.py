@@ -16,15 +16,15 @@ range test runs once and nothing is proven: the result says so.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lrscan.pipeline.errors import LrscanError
-from lrscan.pipeline.study.inputs import learning_rates, whole_number, whole_numbers
-from lrscan.pipeline.study.proof import Proof, prove
+from lrscan.pipeline.study.horizon import check_horizon, check_schedule
+from lrscan.pipeline.study.own_task import check_lrs, check_seeds
+from lrscan.pipeline.study.prove_api import Proof
 from lrscan.pipeline.study.range_test import RangeTestResult, range_test
 from lrscan.pipeline.train.task import Task, apply_lr
 
@@ -142,8 +142,8 @@ def find(make: Callable[..., Task] | Task | str, *, horizon: int, seeds: Sequenc
         When the range does not hold the loss minimum and the turn where it climbs, run the range
         `suggest_range()` names (up to twice) before proving.
     schedule
-        The schedule the run will train with, passed to `prove` where it takes one; until then only a
-        constant lr is proven, and giving one is refused.
+        The schedule the run will train with: "constant" (default), a step decay as factors of the peak
+        lr ({"at": [9000], "factors": [0.1]} or [(9000, 0.1)]), as `prove` takes it.
     **fields
         `range_test`'s and `prove`'s other keywords (TrainConfig fields): wandb_mode, wandb_project,
         task_args, device, ...
@@ -153,11 +153,11 @@ def find(make: Callable[..., Task] | Task | str, *, horizon: int, seeds: Sequenc
     FindResult
     """
     t0 = time.monotonic()
-    horizon = whole_number(horizon, "horizon", where="find", minimum=1)
-    seeds = whole_numbers(seeds, "seeds", where="find")
-    prove_seeds = seeds if prove_seeds is None else whole_numbers(prove_seeds, "prove_seeds", where="find")
-    lrs = learning_rates(lrs, "lrs", where="find") if len(lrs) else []
-    prove_args = _prove_arguments(horizon, schedule)
+    horizon = check_horizon(horizon, where="find")
+    seeds = check_seeds(None, seeds, {}, where="find")
+    prove_seeds = seeds if prove_seeds is None else check_seeds(None, prove_seeds, {}, where="find")
+    lrs = check_lrs(lrs, where="find") if len(lrs) else []
+    check_schedule(schedule, horizon=horizon, where="find")
     one_task = isinstance(make, Task)
     if one_task and len(seeds) > 1 and tuple(seeds) != DEFAULT_SEEDS:
         raise LrscanError(f"find: seeds={seeds}: a Task is one model, with one seed; pass make(seed) -> Task to run "
@@ -173,25 +173,9 @@ def find(make: Callable[..., Task] | Task | str, *, horizon: int, seeds: Sequenc
     if one_task:
         return FindResult(range_test=last, proof=None, ranges=ranges, not_proven=ONE_TASK,
                           seconds=time.monotonic() - t0)
-    proof = _called("prove", last.prove, seeds=prove_seeds, lrs=lrs, **prove_args,
+    proof = _called("prove", last.prove, horizon=horizon, schedule=schedule, seeds=prove_seeds, lrs=lrs,
                     **{k: v for k, v in fields.items() if k != "wandb_group"})
     return FindResult(range_test=last, proof=proof, ranges=ranges, seconds=time.monotonic() - t0)
-
-
-def _prove_arguments(horizon: int, schedule: Any) -> dict[str, Any]:
-    """`prove`'s keywords for the run the user will make: its length (and schedule, where prove takes one)."""
-    takes = inspect.signature(prove).parameters
-    if "horizon" in takes:
-        args: dict[str, Any] = {"horizon": horizon}
-        args["steps"] = horizon if "steps" in takes and takes["steps"].default is inspect.Parameter.empty else None
-        args = {k: v for k, v in args.items() if v is not None}
-    else:
-        args = {"steps": horizon}
-    if schedule is not None:
-        if "schedule" not in takes:
-            raise LrscanError("find: schedule=...: this lrscan proves at a constant lr only; leave schedule out")
-        args["schedule"] = schedule
-    return args
 
 
 def _called(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

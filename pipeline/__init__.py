@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
         return range_test if name == "range_test" else RangeTestResult
     if name in ("prove", "Proof"):
-        from lrscan.pipeline.study.proof import Proof, prove
+        from lrscan.pipeline.study.prove_api import Proof, prove
 
         return prove if name == "prove" else Proof
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -176,6 +176,9 @@ class TrainConfig:
     ckpt_dir: str = operational(factory=default_ckpt_dir,
                                 help="folder of the checkpoints, one file per run id (default $WANDB_DIR/checkpoints)")
     ckpt_every_steps: int = operational(10000, "save a checkpoint every this many steps (0: only at the end)")
+    pause_at_step: int = operational(0, "train up to this step, then save a checkpoint and end the run there, "
+                                        "unfinished: the same run with a later pause_at_step (or 0) and --resume "
+                                        "continues it (0: train to steps)")
     resume: bool = operational(False, "continue a run from its checkpoint (same wandb run id, no lost or repeated "
                                       "step): run_id's, else the one unfinished checkpoint in ckpt_dir that fits")
 
@@ -487,7 +490,7 @@ def _validate(c: TrainConfig) -> None:
     for name in ("block_size", "n_embd", "n_hidden", "batch_size", "steps", "log_chunk_steps", "progress_every_steps",
                  "num_threads"):
         need(getattr(c, name) >= 1, f"{name}={getattr(c, name)}: must be >= 1")
-    for name in ("eval_every_steps", "ckpt_every_steps", "climb_burn_in_steps", "samples"):
+    for name in ("eval_every_steps", "ckpt_every_steps", "pause_at_step", "climb_burn_in_steps", "samples"):
         need(getattr(c, name) >= 0, f"{name}={getattr(c, name)}: must be >= 0")
     for name in ("lre_min", "lre_max", "lr", "climb_factor", "smooth_beta"):
         need(math.isfinite(getattr(c, name)), f"{name}={getattr(c, name)}: must be a finite number")

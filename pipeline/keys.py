@@ -20,6 +20,7 @@ TEST_LOSS = "test_loss"
 FINAL_STEP = "final_step"          # last training step that ran (and was logged)
 DIVERGED_AT_STEP = "diverged_at_step"  # first step whose loss was not finite, or absent
 STOP_STEP = "stop_step"            # step at which an early-stop rule ended the run, or absent
+PAUSED_AT_STEP = "paused_at_step"  # the step a paused run (pause_at_step) will continue from, or absent
 STOP_REASON = "stop_reason"        # "climb" | "non_finite" | absent when the run went to the end
 BEST_SMOOTH_LOSS = "best_smooth_loss"
 STEPS_PER_SECOND = "steps_per_second"

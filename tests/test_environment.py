@@ -36,16 +36,55 @@ def _pins(name: str) -> dict[str, Version]:
     return pins
 
 
-def test_environment_yml_matches_pyproject():
-    """`conda env create -f environment.yml` + README's conda lines install what pip would: the same specs."""
+# conda-forge's names for pyproject's packages where they differ (matplotlib-base: matplotlib without a GUI backend)
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+
+
+def _conda_env(name: str) -> tuple[dict[str, str], list[str]]:
+    """An environment file's conda packages (name -> spec, "" for none) and its pip lines."""
+    env = yaml.safe_load((REPO / name).read_text())
+    assert env["channels"] == ["conda-forge"], name
+    conda, pip = {}, []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip += dep["pip"]
+            continue
+        package = Requirement(dep)  # conda's `name>=1,<2` reads as a PEP 508 requirement
+        conda[package.name.lower()] = _norm(str(package.specifier))
+    return conda, pip
+
+
+def _runtime_in_conda_names() -> dict[str, str]:
+    return {CONDA_NAMES.get(name, name): _norm(str(req.specifier)) for name, req in _requirements().items()}
+
+
+def test_environment_yml_is_the_runtime_from_conda_forge_and_lrscan_from_pip():
+    """environment.yml (for users): pyproject's runtime packages and ranges from conda-forge, lrscan by pip, nothing
+    the tests or the docs need (Lightning, transformers, ruff, pytest were in it once)."""
+    conda, pip = _conda_env("environment.yml")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = {_norm(s) for s in project["dependencies"]} | {_norm(s) for s in project["optional-dependencies"]["test"]}
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert {_norm(s) for s in pip} == wanted
-    assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
-    readme = (REPO / "README.md").read_text()
-    assert "conda env create -f environment.yml" in readme and "pip install -e . --no-deps" in readme
+    runtime = _runtime_in_conda_names()
+    assert {k: v for k, v in conda.items() if k not in ("python", "pip")} == runtime
+    assert conda["python"] == _norm(project["requires-python"]) and conda["pip"] == ""
+    assert pip == ["lrscan"]
+    extras = {canonicalize_name(Requirement(r).name) for group in project["optional-dependencies"].values()
+              for r in group}
+    assert not extras & {canonicalize_name(n) for n in conda}, "a test or docs library in the user environment"
+
+
+def test_environment_dev_yml_is_the_same_runtime_plus_the_checkout_with_its_test_and_docs_extras():
+    user, _ = _conda_env("environment.yml")
+    dev, pip = _conda_env("environment-dev.yml")
+    assert dev == user
+    assert pip == ["-e .[test,docs]"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"test", "docs"} <= set(extras)
+
+
+def test_the_docs_say_how_to_make_both_environments():
+    install = (REPO / "docs" / "install.md").read_text()
+    assert "conda env create -f environment.yml" in install and "conda env create -f environment-dev.yml" in install
+    assert "conda env create -f environment.yml" in (REPO / "README.md").read_text()
 
 
 def test_runtime_dependencies_are_ranges_that_keep_a_users_torch_and_wandb():
@@ -86,7 +125,8 @@ def test_the_package_metadata_builds_without_a_deprecation(tmp_path):
             (src / init.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
             (src / init.relative_to(REPO)).write_text("")
     shutil.copy(REPO / "pyproject.toml", src)
-    shutil.copy(REPO / "README.md", src)
+    (src / "docs").mkdir()
+    shutil.copy(REPO / "docs" / "pypi.md", src / "docs")  # the long description
     code = ("import sys; from setuptools import build_meta; "
             "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
     done = subprocess.run([sys.executable, "-W", "always", "-c", code, str(tmp_path)], cwd=src, capture_output=True,
@@ -102,8 +142,9 @@ def _build_wheel(dest: Path) -> Path:
     src = dest / "src"
     for name in ("lrscan", "pipeline", "analysis"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src)
+    shutil.copy(REPO / "pyproject.toml", src)
+    (src / "docs").mkdir()
+    shutil.copy(REPO / "docs" / "pypi.md", src / "docs")  # the long description
     # no build isolation: the setuptools at hand (the build-system's >=77) builds it, nothing is downloaded
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                            "--wheel-dir", str(dest / "dist"), str(src)], capture_output=True, text=True, timeout=300)

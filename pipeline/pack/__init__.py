@@ -7,8 +7,22 @@ training is the single run's loop (pipeline/train/loop.py) driving K members thr
 
     python -m pipeline.pack POINTS.json
     from lrscan.pipeline.pack import train_pack
+
+`train_pack` is loaded on first use (PEP 562): a pack's wandb logging process imports logger.py from this
+package and must not pay for torch.
 """
 
-from lrscan.pipeline.pack.loop import train_pack
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["train_pack"]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "train_pack":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = importlib.import_module("lrscan.pipeline.pack.loop").train_pack
+    globals()[name] = value
+    return value

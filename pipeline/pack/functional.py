@@ -42,6 +42,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.members import PackMember, Point, resume_members
+from lrscan.pipeline.pack.runs import run_members
 from lrscan.pipeline.pack.updates import make_update, why_not_members, why_not_update
 from lrscan.pipeline.train import checkpoint, rngstate
 from lrscan.pipeline.train.generic import MAX_APPLIED_LR, TaskRun
@@ -59,6 +60,10 @@ def why_not_functional(tasks: list[Task]) -> str:
         return f"it accumulates {task.accumulation_steps} micro-batches per step; a pack steps one batch per step"
     if task.scaler is not None:
         return "it has a GradScaler; a pack steps without one"
+    if any(p.dtype == torch.float16 for p in task.model.parameters()):
+        # vmapped float16 kernels round differently from the model's own (39 of 1020 elements after 50 AdamW
+        # steps); bfloat16 and float32 members are bit-identical to their runs alone
+        return "its parameters are float16, which a pack cannot step exactly as the run alone (bfloat16 can)"
     if task.batch_fn is None:
         return "its batches are an iterable; a pack asks each member's batch(step)"
     for t in tasks[1:]:
@@ -295,21 +300,21 @@ def step_seconds(task: Task, steps: int = 5) -> float:
     return min(times[1:])
 
 
-def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made: list[dict]) -> list[dict]:
+def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made: list[dict], *,
+                who: str = "range_test", what: str = "seeds") -> list[dict]:
     """range_test's seeds (cfgs[k] trains tasks[k], rows to on_steps[k]): one pack in this process when their tasks
     can pack (one vmapped step, one logger process holding the K runs), else one after another with the single
     trainer, saying why once; the summaries in order, the same either way (within rtol 1e-5).
 
     made[k]: the global random states tasks[k]'s make left; a seed run alone starts from them, as it does
     from the command line (a pack's tasks draw nothing from them: why_not_functional)."""
-    from lrscan.pipeline.pack.loop import run_members
     from lrscan.pipeline.train.loop import train
     from lrscan.pipeline.train.tracking import this_process_launch
 
     why = why_not_functional(tasks) if len(tasks) > 1 else "one seed"
     if why:
         if len(tasks) > 1:
-            print(f"range_test: the {len(tasks)} seeds train one after another, not packed: {why}", flush=True)
+            print(f"{who}: the {len(tasks)} {what} train one after another, not packed: {why}", flush=True)
         summaries = []
         for cfg, task, o, rng in zip(cfgs, tasks, on_steps, made):
             rngstate.restore(rng)
@@ -327,7 +332,7 @@ def train_seeds(cfgs: list[TrainConfig], tasks: list[Task], on_steps: list, made
     return [summaries[cfg.run_id] for cfg in cfgs]
 
 
-def train_task_pack(points: list[Point], *, program: str, run_members) -> dict[str, dict]:
+def train_task_pack(points: list[Point], *, program: str) -> dict[str, dict]:
     """A pack of task points (checked by the caller to share a key): each member to its end; summaries by run id."""
     cfg0 = points[0].cfg
     torch.set_num_threads(cfg0.num_threads)

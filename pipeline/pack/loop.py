@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 
 from lrscan.pipeline.errors import LrscanError
-from lrscan.pipeline.pack.logger import open_pack_logger
-from lrscan.pipeline.pack.members import FAILED, KILLED, PackMember, Point, resume_members, write_end
+from lrscan.pipeline.pack.members import PackMember, Point, resume_members
+from lrscan.pipeline.pack.runs import run_members
 from lrscan.pipeline.pack.stacked_mlp import StackedMLP, StackedRun
 from lrscan.pipeline.packing import key_difference
 from lrscan.pipeline.train import checkpoint
@@ -31,7 +31,6 @@ from lrscan.pipeline.train.data import load_splits, sha256_of
 from lrscan.pipeline.train.loop import StopRequested, resolve_device, train_members
 from lrscan.pipeline.train.makemore import check_model_fits
 from lrscan.pipeline.train.model import MLP
-from lrscan.pipeline.train.tracking import Launch, RunInfo
 
 TRAINER_PROGRAM = "-m lrscan.pipeline.train"  # what W&B records as each member's command: the run it stands for
 
@@ -67,7 +66,7 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
         # a task of the user's own: K copies of its model stepped with torch.func, when it allows that
         from lrscan.pipeline.pack.functional import train_task_pack
 
-        return train_task_pack(points, program=program, run_members=run_members)
+        return train_task_pack(points, program=program)
     # system inits
     torch.set_num_threads(cfg0.num_threads)
     device = resolve_device(cfg0.device)
@@ -80,56 +79,6 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     if not members:
         return summaries
     summaries.update(run_members(members, program, lambda ms: _train(ms, splits, device)))
-    return summaries
-
-
-def run_members(members: list[PackMember], program: str, train) -> dict[str, dict]:
-    """Open every member's run, `train(members)` (-> summaries by run id), and end the runs as the single
-    trainer does: a failure or a stop ends each member's run still open with its exit code and end file."""
-    # init logging: one process, one wandb run per member
-    logger = open_pack_logger([m.init_args(Launch(program=program, args=m.point.args)) for m in members])
-    opening = {"done": False}
-
-    def open_runs() -> None:
-        # once, at the first use of any member's run: training starts while the logger process runs wandb.init
-        if opening["done"]:
-            return
-        opening["done"] = True
-        opened = logger.start()
-        for k, (member, info) in enumerate(zip(members, opened)):
-            if isinstance(info, RunInfo):
-                member.attach(logger.member(k), info)
-        failed = [(m, info) for m, info in zip(members, opened) if isinstance(info, str)]
-        if failed:
-            raise LrscanError(f"run {failed[0][0].run_id}: wandb.init failed: {failed[0][1]}")
-
-    for member in members:
-        member.attach_when_used(open_runs)
-    try:
-        summaries = train(members)
-    except BaseException as error:
-        stopped = isinstance(error, (StopRequested, KeyboardInterrupt))
-        unfinished: list[str] = []
-        for member in members:
-            if not member.ended:
-                try:
-                    member.logger_finish(130 if stopped else 1)
-                except Exception as e:  # the runs never opened (the logging process failed): say so, go on
-                    unfinished.append(str(e))
-                write_end(member.point, KILLED if stopped else FAILED, 130 if stopped else 1, _one_line(error))
-        if unfinished and str(error) != unfinished[0]:
-            error.add_note(f"also, the W&B runs could not be opened: {unfinished[0]}")
-        try:
-            logger.close(130 if stopped else 1)
-        except Exception as e:
-            error.add_note(f"also, the W&B runs could not be finished: {e}")
-        raise
-    logger.close(0)
-    if logger.finish_errors:
-        for k, why in logger.finish_errors.items():
-            write_end(members[k].point, FAILED, 1, f"the W&B run could not be finished: {why}")
-        raise LrscanError("; ".join(f"run {members[k].run_id}: the W&B run could not be finished: {why}"
-                                    for k, why in logger.finish_errors.items()))
     return summaries
 
 
@@ -157,7 +106,3 @@ def _train(members: list[PackMember], splits, device: torch.device) -> dict[str,
           f"{stack.flat.shape[1]} parameters each, {splits.n_words[0]}/{splits.n_words[1]}/{splits.n_words[2]} words "
           f"train/dev/test, device {device}", flush=True)
     return train_members(members, StackedRun(stack, [m.cfg for m in members], splits, device))
-
-
-def _one_line(error: BaseException) -> str:
-    return "; ".join([str(error) or type(error).__name__, *getattr(error, "__notes__", ())])

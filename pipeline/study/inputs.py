@@ -1,20 +1,18 @@
-"""Numbers users pass from Python (ints, floats, numpy scalars and arrays, tensors' items) made plain, or refused.
+"""Single numbers users pass from Python (ints, floats, numpy scalars, 0-d arrays and tensors) made plain, or refused.
 
-    seeds = whole_numbers(np.arange(1, 4), "seeds", where="find")      # [1, 2, 3]
     steps = whole_number(np.int64(500), "steps", where="range_test")    # 500
-    lrs = learning_rates(np.geomspace(1e-3, 1e-1, 3), "lrs", where="prove")
+    lre_min = real_number(np.float32(-4), "lre_min", where="range_test")  # -4.0
 
-numpy's scalar types are not Python's (`np.float32` is no `float`, `np.int64` no `int`) and an array
-is no `Sequence`, yet both are what `np.linspace`, `np.geomspace` and `df["lr"].to_numpy()` give: every
-number the Python API takes goes through here, so both work wherever a list or a number does. A
-refusal is one `LrscanError` naming the function the user called (`where`) and the argument.
+numpy's scalar types are not Python's (`np.float32` is no `float`, `np.int64` no `int`), yet they are
+what `np.linspace(...)[i]` and `df["lr"].max()` give: the range test's steps and ends go through
+here, so both work wherever a number does (lists of seeds and lrs: `own_task.check_seeds` and
+`check_lrs`). A refusal is one `LrscanError` naming the function the user called (`where`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -53,28 +51,6 @@ def real_number(value: Any, name: str, *, where: str, positive: bool = False, wh
     return float(value)
 
 
-def whole_numbers(values: Any, name: str, *, where: str, example: str = "[1, 2, 3]") -> list[int]:
-    """A non-empty list, tuple, range or 1-d array of whole numbers as a list of ints."""
-    items = _items(values, name, where=where, example=example)
-    bad = [v for v in items if not _is_whole(_scalar(v))]
-    if bad:
-        raise LrscanError(f"{where}: {name}={_shown(values)}: {_shown(bad[0])} is not a whole number "
-                          f"(e.g. {name}={example})")
-    return [int(_scalar(v)) for v in items]
-
-
-def learning_rates(values: Any, name: str, *, where: str, example: str = "[1e-3, 3e-3, 1e-2]") -> list[float]:
-    """A non-empty list, tuple or 1-d array of positive finite numbers as a list of floats."""
-    items = _items(values, name, where=where, example=example)
-    for v in items:
-        v = _scalar(v)
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.number)) \
-                or not (math.isfinite(float(v)) and float(v) > 0):
-            raise LrscanError(f"{where}: {name}={_shown(values)}: {_shown(v)} is not a learning rate "
-                              f"(a positive number)")
-    return [float(_scalar(v)) for v in items]
-
-
 def _scalar(value: Any) -> Any:
     """A 0-d numpy array or a one-element tensor's value as its scalar; anything else as it is."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -82,21 +58,6 @@ def _scalar(value: Any) -> Any:
     if type(value).__module__.startswith("torch") and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
     return value
-
-
-def _items(values: Any, name: str, *, where: str, example: str) -> list[Any]:
-    if hasattr(values, "ndim") and hasattr(values, "tolist"):  # a numpy array, a torch tensor
-        if values.ndim != 1:
-            raise LrscanError(f"{where}: {name} is a {values.ndim}-d array of shape {values.shape}: expected a 1-d one "
-                              f"or a list, e.g. {name}={example}")
-        items = values.tolist()
-    elif isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
-        raise LrscanError(f"{where}: {name}={_shown(values)}: expected a list, e.g. {name}={example}")
-    else:
-        items = list(values)
-    if not items:
-        raise LrscanError(f"{where}: {name} is empty: expected at least one, e.g. {name}={example}")
-    return items
 
 
 def _shown(values: Any) -> str:

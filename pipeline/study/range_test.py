@@ -29,7 +29,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +42,12 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.config import SCHEDULES, TrainConfig, field_names
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.functional import train_seeds
-from lrscan.pipeline.study.inputs import learning_rates, real_number, whole_number, whole_numbers
+from lrscan.pipeline.study.inputs import real_number, whole_number
+from lrscan.pipeline.study.own_task import check_seeds, device_of, make_seeded, restored_globals, task_label
 from lrscan.pipeline.study.ranges import SGD_RANGE, Range, RangeCheck, check_range, fill_range, next_range_arguments
 from lrscan.pipeline.train import rngstate
 from lrscan.pipeline.train.loop import new_run_id
-from lrscan.pipeline.train.task import Task, apply_lr, check_task, load_task, make_task
+from lrscan.pipeline.train.task import Task, apply_lr
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -182,21 +183,27 @@ class RangeTestResult:
         args = {**self.pick_args, **pick_args}
         return dataclasses.replace(self, pick=_pick(self.steps, self.runs, args), pick_args=args)
 
-    def prove(self, *, steps: int, seeds: Sequence[int] = (1, 2, 3), lrs: Sequence[float] = (), **fields: Any):
-        """Train the range test's suggestions (and `lrs`) against each other: `pipeline.study.proof.prove`.
+    def prove(self, *, horizon: int | None = None, schedule: Any = None, seeds: Sequence[int] = (1, 2, 3),
+              lrs: Sequence[float] = (), steps: int | None = None, **fields: Any):
+        """Train the range test's suggestions (and `lrs`, exactly) against each other for the run you will make:
+        `horizon` steps with `schedule` (`pipeline.study.prove_api.prove`; `steps` is horizon's earlier name).
 
-        Candidates: `analysis.prove.prove_candidates(self.pick, lrs)` (min_loss, fastai_minimum, steepest,
-        valley, the CI's ends, merged within 0.1 decade). Returns a `Proof` (table, best_lr, plot()).
+        Candidates: the suggesters' lrs (min_loss, fastai_minimum, steepest, valley, the CI's ends, merged
+        within 0.1 decade) and your `lrs` as given. The range test's own settings (its eval cadence, its
+        range, its stops) are not inherited. Returns a `Proof` (table, best_lr, plot()).
         """
-        from lrscan.analysis.prove import prove_candidates
-        from lrscan.pipeline.study.proof import prove
+        from lrscan.pipeline.study.judging import candidates_of
+        from lrscan.pipeline.study.own_task import check_lrs
+        from lrscan.pipeline.study.prove_api import RANGE_ONLY, prove
 
         if isinstance(self.task, Task):
             raise LrscanError("prove: this range test ran on a Task object, one model: proving trains a fresh "
                               "one per candidate and seed; run range_test(make, ...) with the function that builds it")
-        given = {**{k: v for k, v in self.fields.items() if k != "seed"}, "task_args": self.task_args, **fields}
-        lrs = learning_rates(lrs, "lrs", where="prove") if len(lrs) else []
-        return prove(self.task, prove_candidates(self.pick, lrs), steps=steps, seeds=seeds, **given)
+        user = check_lrs(lrs, where="prove") if len(lrs) else []
+        kept = {k: v for k, v in self.fields.items() if k != "seed" and k not in RANGE_ONLY}
+        given = {**kept, "task_args": self.task_args, **fields}
+        return prove(self.task, candidates_of(self.pick, user), horizon=horizon, steps=steps, schedule=schedule,
+                     seeds=seeds, **given)
 
     def __str__(self) -> str:
         ci = f"[{self.ci[0]:.3f}, {self.ci[1]:.3f}]" if self.ci is not None else "none"
@@ -274,7 +281,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         if name in fields and not (name == "schedule" and fields[name] == SCHEDULES[0]):
             raise LrscanError(f"range_test: {name}={fields[name]!r} is not a keyword here: {why}")
     fields.pop("schedule", None)
-    seeds = _seeds(task, seeds, fields)
+    seeds = check_seeds(task, seeds, fields, where="range_test")
     task_args = dict(fields.pop("task_args", None) or {})
     if task_args and isinstance(task, Task):
         raise LrscanError("range_test: task_args go to a function make(seed, **task_args); a Task is already made")
@@ -290,7 +297,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
                               f"eval_every_steps={fields['eval_every_steps']!r} makes none: give eval_every_steps >= 1")
         fields.setdefault("eval_every_steps", 1)  # torch-lr-finder's val_loader mode: every step
 
-    label = _task_label(task)
+    label = task_label(task)
     own_ckpt = "ckpt_dir" not in fields
     # the range's ends are known once the first task shows its optimizer; checked with the lecture's until then
     ends = Range(*SGD_RANGE, "") if lre_min is None or lre_max is None else Range(lre_min, lre_max, "given")
@@ -304,13 +311,13 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
 
     collected: list[pd.DataFrame] = []
     runs: list[dict[str, Any]] = []
-    with _restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-range-test-") if own_ckpt
-                               else _nothing()) as tmp:
+    with restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-range-test-") if own_ckpt
+                               else nullcontext()) as tmp:
         if own_ckpt:
             base = base.replace(ckpt_dir=tmp)
         tasks, made = [], []  # each seed's task, and the global random states its make left (its run starts there)
         for seed in seeds:
-            tasks.append(_make(task, seed, task_args))
+            tasks.append(make_seeded(task, seed, task_args, where="range_test"))
             made.append(rngstate.capture())
         ends = fill_range(lre_min, lre_max, tasks[0].optimizer)
         if ends.lre_min >= ends.lre_max:
@@ -320,7 +327,8 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         if on_eval_steps and any(one.evaluate is None for one in tasks):
             raise LrscanError(f"range_test: pick_on={column!r} needs a task with evaluate(model) -> "
                               f"{{{column!r}: ...}}; this task has none")
-        cfgs = [base.replace(run_id=new_run_id(), seed=seed, device=_device_of(one.model, fields.get("device")))
+        cfgs = [base.replace(run_id=new_run_id(), seed=seed,
+                             device=device_of(one.model, fields.get("device"), where="range_test"))
                 for seed, one in zip(seeds, tasks)]
         chunks: list[list[tuple[np.ndarray, dict[str, np.ndarray]]]] = [[] for _ in seeds]
 
@@ -362,70 +370,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
 # -- the task, its seeds, its label -----------------------------------------------------------------
 
 
-def _seeds(task: Any, seeds: Sequence[int] | None, fields: Mapping[str, Any]) -> list[int] | None:
-    """The seeds to run, checked; None: one run at `seed=` or TrainConfig's seed."""
-    if seeds is not None and "seed" in fields:
-        raise LrscanError(f"range_test: seed={fields['seed']!r} and seeds={seeds!r}: give one of them")
-    if seeds is None:
-        return None
-    seeds = whole_numbers(seeds, "seeds", where="range_test")
-    repeated = sorted({int(s) for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise LrscanError(f"range_test: seeds={seeds!r}: seed(s) {repeated} repeated (a seed's runs are one unit of "
-                          f"the CI; repeating it measures nothing new)")
-    if isinstance(task, Task) and len(seeds) > 1:
-        raise LrscanError(f"range_test: seeds={seeds!r} needs a function make(seed) -> Task, one model per seed; "
-                          f"a Task is one model")
-    return [int(s) for s in seeds]
-
-
-def _make(task: Any, seed: int, task_args: Mapping[str, Any]) -> Task:
-    """The seed's task: a function and a spec are built by `make_task`, as `--task` builds one (seeded first)."""
-    if isinstance(task, Task):
-        return check_task(task, where="range_test(task)")
-    if isinstance(task, str):
-        return load_task(task, seed, task_args)
-    if callable(task):
-        return make_task(task, seed, task_args, where="range_test")
-    raise LrscanError(f"range_test: task is a {type(task).__name__}; expected a pipeline.Task, a function "
-                      f"make(seed) -> Task or 'path/to/file.py:make'")
-
-
-def _task_label(task: Any) -> str:
-    """What the runs' config records as `task`: a spec that loads it where there is one, else what it was."""
-    if isinstance(task, str):
-        return task
-    if isinstance(task, Task):
-        return f"(Task object):{type(task.model).__name__}"
-    module, name = getattr(task, "__module__", None), getattr(task, "__qualname__", None)
-    if module and name:
-        return f"{module}:{name}"
-    return f"(function):{type(task).__name__}"
-
-
-def _device_of(model: torch.nn.Module, asked: str | None) -> str:
-    """The device the runs record: the model's own (a task trains where its model is; it is never moved)."""
-    device = next(model.parameters()).device
-    if asked not in (None, "auto") and torch.device(asked).type != device.type:
-        raise LrscanError(f"range_test: device={asked!r} but the model is on {device}: a task trains where its model "
-                          f"is (move it in make, e.g. model.to({asked!r}))")
-    if device.type not in ("cpu", "cuda"):
-        return asked or TrainConfig.__dataclass_fields__["device"].default  # TrainConfig names cpu and cuda only
-    return str(device)
-
-
 # -- leaving no trace ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def _restored_globals() -> Iterator[None]:
-    """The global random states and torch's thread count as they were, whatever happens inside."""
-    rng, threads = rngstate.capture(), torch.get_num_threads()
-    try:
-        yield
-    finally:
-        rngstate.restore(rng)
-        torch.set_num_threads(threads)
 
 
 @contextmanager
@@ -462,11 +407,6 @@ def _restored(task: Task) -> Iterator[None]:
                 scaler._scale = scaler._growth_tracker = None
             if scaler_idle:
                 scaler._per_optimizer_states.clear()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 # -- frames and the pick ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Stages, each resumable (kill the study anywhere, run the same command again):
 
 1. the range-test sweep (sweeps/lr_range.yaml, several seeds) through the local runner;
 2. the analysis picks the exponent, with its bootstrap CI and the other suggesters;
-3. the prove sweep (stages/prove.yaml, pipeline/study/prove.py): the suggesters' lrs (and --prove-lrs)
+3. the prove sweep (stages/prove.yaml, pipeline/study/prove_stage.py): the suggesters' lrs (and --prove-lrs)
    trained at a constant lr for --prove-steps on --prove-seeds paired seeds; the lowest mean held-out
    loss wins (--no-prove: skipped, the decay grid trains at the min-loss pick);
 4. the decay-grid sweep (sweeps/decay_grid.yaml) with the proven lr, exactly, as the base lr, and
@@ -59,7 +59,7 @@ from lrscan.pipeline.study.online import (
     default_entity,
     public_api,
 )
-from lrscan.pipeline.study.prove import (
+from lrscan.pipeline.study.prove_stage import (
     DEFAULT_SEEDS,
     check_prove_flags,
     opening_sentence,
@@ -197,7 +197,7 @@ class Study:
             raise LrscanError(f"--pack={pack}: need at least 1 (1: one process per run)")
         self.pack = pack  # runs stacked per process in the sweeps (None: the sweep runner's default for the device)
         self.decay_factors = check_decay_factors(decay_factors)
-        self.prove = prove  # the prove stage between the pick and the decay grid (pipeline/study/prove.py)
+        self.prove = prove  # the prove stage between the pick and the decay grid (pipeline/study/prove_stage.py)
         if zoom and not prove:
             raise LrscanError("--zoom proves the zoomed range test's candidates: drop --no-prove")
         self.zoom = zoom  # before proving: the zoom sweep around the pick, whose pick gives the candidates
@@ -238,14 +238,14 @@ class Study:
 
         range_path = derive_sweep(self.range_yaml, self.out / "stages" / "lr_range.yaml",
                                   {**self.spec.range_overrides, **self.task_parameters(), **self.range_parameters()},
-                                  self._note())
+                                  self.note())
         range_sweep = load_sweep(range_path)
         of = 5 if self.prove else 4
         _stage(1, of=of, text=f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
-        self._sweep(range_sweep)
+        self.sweep(range_sweep)
 
         _stage(2, "picking the exponent", of)
-        range_report = self._analyse(range_sweep, "range")
+        range_report = self.analyse(range_sweep, "range")
         pick = range_report.summary
         if pick.get("best_lre") is None:
             raise LrscanError(f"the range test gave no pick; see {self.out / 'report' / 'range' / 'report.md'}")
@@ -254,7 +254,7 @@ class Study:
         else:
             best_lre = float(pick["best_lre"])
             state = {"range_key": range_sweep.key, "best_lre": best_lre}
-            _write_state(self.out, state)
+            self.save_state(state)
         best_lr = 10.0 ** best_lre
         print(f"picked lre = {best_lre:.3f} (95% CI {_fmt(pick.get('best_lre_ci'))}) -> lr = {best_lr:.4g}; "
               f"steepest {_fmt(pick.get('steepest_lre'))}, valley {_fmt(pick.get('valley_lre'))}", flush=True)
@@ -267,15 +267,19 @@ class Study:
         decay_sweep = self.decay_sweep(chosen_lre, "the prove stage" if proof else "the range test")
         _stage(of - 1, f"decay grid at lr {10.0 ** chosen_lre:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})",
                of)
-        self._sweep(decay_sweep)
+        self.sweep(decay_sweep)
 
         _stage(of, "analysing the decay grid", of)
-        decay_report = self._analyse(decay_sweep, "decay")
+        decay_report = self.analyse(decay_sweep, "decay")
         summary = self._write_top(range_report, decay_report, best_lre, time.monotonic() - t0, proof)
         print(f"\n{summary['opening']}" if proof else "", flush=True)
         print(f"\n{best_decay_sentence(summary['decay'], summary['chosen_lr'])}", flush=True)
         print(f"report: {self.out / 'report' / 'report.md'}", flush=True)
         return summary
+
+    def save_state(self, state: Mapping[str, Any]) -> None:
+        """state.json: what a resumed study must keep (the pick, the candidates), written whole."""
+        _write_state(self.out, state)
 
     def decay_sweep(self, best_lre: float, by: str = "the range test"):
         """The decay stage's sweep, written to stages/decay_grid.yaml: the decay grid at the chosen lr (`by`).
@@ -291,7 +295,7 @@ class Study:
                      "decay_lrs": {"values": decay_lr_values(best_lr, self.decay_factors)}}
         factors = ", ".join(value_label(list(f)) for f in self.decay_factors)
         path = derive_sweep(self.decay_yaml, self.out / "stages" / "decay_grid.yaml", overrides,
-                            f"{self._note()}, base lr 10**{best_lre:.3f} from {by}, "
+                            f"{self.note()}, base lr 10**{best_lre:.3f} from {by}, "
                             f"decay_lrs = that lr x {factors}")
         sweep = load_sweep(path)
         check_decay_points(sweep)
@@ -309,7 +313,8 @@ class Study:
             return {}
         return {"lre_min": {"value": self.lre_range[0]}, "lre_max": {"value": self.lre_range[1]}}
 
-    def _note(self) -> str:
+    def note(self) -> str:
+        """The study's size, task and range, for the derived YAMLs' headers."""
         return (f"study size {self.size}" + (f", task {self.task}" if self.task else "")
                 + (f", lre {self.lre_range[0]:g}..{self.lre_range[1]:g}" if self.lre_range else ""))
 
@@ -341,7 +346,9 @@ class Study:
         if not self.entity:
             self.entity = default_entity(self.api)  # the user's own, as `wandb sweep` would use
 
-    def _sweep(self, sweep) -> None:
+    def sweep(self, sweep) -> None:
+        """Run a stage's sweep through the local runner (finished points are not run again); one line when not all
+        its points finished."""
         from lrscan.pipeline.sweep import run_sweep, unfinished_message
 
         out = self.out / "sweeps"
@@ -355,7 +362,8 @@ class Study:
                    or f"{sweep.key}: points that did not finish; run the same command again to retry them")
             raise LrscanError(f"sweep {why} (manifest: {out / sweep.key / 'manifest.jsonl'})")
 
-    def _analyse(self, sweep, name: str, **report_args: Any):
+    def analyse(self, sweep, name: str, **report_args: Any):
+        """The report of a stage's sweep (report/<name>/), read back from its runs as `python -m analysis` would."""
         block_steps = report_args.pop("block_steps", self.spec.block_steps)
         from lrscan.analysis.report import adopt_unmarked_report, write_report
         from lrscan.analysis.sources import load_runs

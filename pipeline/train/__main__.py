@@ -10,6 +10,9 @@ from lrscan.pipeline.errors import LrscanError, exit_with
 from lrscan.pipeline.train.loop import StopRequested, train
 from lrscan.pipeline.train.tracking import Launch, this_process_launch
 
+# what `wandb agent` (and wandb's own config injection) set: wandb.init then hands the run a config to wait for
+WANDB_CONFIG_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_CONFIG_PATHS")
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
@@ -21,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     launch = Launch(program=os.environ.get("WANDB_PROGRAM") or this_process_launch().program, args=tuple(argv))
     try:
         train(parse_args(argv), env_run_id=os.environ.get("WANDB_RUN_ID", ""),
-              env_resume=os.environ.get("WANDB_RESUME", ""), launch=launch)
+              env_resume=os.environ.get("WANDB_RESUME", ""), launch=launch,
+              config_from_wandb=any(os.environ.get(k) for k in WANDB_CONFIG_VARIABLES))
     except LrscanError as e:
         exit_with(LrscanError(_one_line(e)), "pipeline.train")
     except StopRequested as e:

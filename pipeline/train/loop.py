@@ -120,7 +120,8 @@ def only_resumable_checkpoint(cfg: TrainConfig, data_sha256: str, vocab: tuple[s
 
 def train(cfg: TrainConfig, *, task: Task | None = None,
           on_steps: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
-          env_run_id: str = "", env_resume: str = "", launch: Launch | None = None) -> dict:
+          env_run_id: str = "", env_resume: str = "", launch: Launch | None = None,
+          config_from_wandb: bool = False) -> dict:
     """Run one training run end to end; returns the run summary.
 
     task: a Task to train (in-process); else cfg.task's make builds one; else the makemore MLP.
@@ -130,6 +131,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
     env_run_id, env_resume: WANDB_RUN_ID and WANDB_RESUME as the command line found them (wandb agent
     and pipeline.sweep name a run, and ask for its resumption, that way); --run_id and --resume win.
     launch: the program and arguments W&B records for the run (default: this process's).
+    config_from_wandb: the run's config may come from wandb.init (`wandb agent` sets WANDB_SWEEP_ID): training
+    waits for it. Otherwise, and when not resuming, the first steps train while the logger starts.
     """
     # system inits
     torch.set_num_threads(cfg.num_threads)
@@ -179,7 +182,10 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
             print(f"no checkpoint for {'run ' + run_id if run_id else 'any run'} in {cfg.ckpt_dir}: starting a new run")
     run_id = run_id or new_run_id()
 
-    # init logging (wandb lives in its own process)
+    # init logging (wandb lives in its own process); a new run does not wait for it: its first steps train while
+    # the logger and its wandb service come up, their rows buffered (tracking.py). A resumed run needs the
+    # history its run holds, a sweep agent's the config wandb.init hands out: they wait.
+    wait = config_from_wandb or state is not None or bool(asked_by)
     logger = open_logger(InitArgs(
         run_id=run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
         group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
@@ -187,9 +193,9 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         define_lre_axis=cfg.schedule == "range",
         lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, run_id).with_suffix(".lock")),
         resume_step=state["step"] if state is not None else 0,
-        launch=launch or this_process_launch(),
+        launch=launch or this_process_launch(), overlapped=not wait,
     ))
-    info = logger.start()
+    info = logger.start(wait=wait)
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
         merged = TrainConfig.from_mapping(info.config, base=cfg)

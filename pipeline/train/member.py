@@ -21,10 +21,15 @@ from lrscan.pipeline.train import checkpoint
 from lrscan.pipeline.train.schedule import ClimbStop, schedule_lrs
 
 
+def until_step(cfg: TrainConfig) -> int:
+    """Where the run ends this time: its last step, or the step it pauses at (pause_at_step), whichever comes first."""
+    return min(cfg.steps, cfg.pause_at_step) if cfg.pause_at_step else cfg.steps
+
+
 def chunk_end(step: int, cfg: TrainConfig) -> int:
     """Where the chunk starting at `step` ends: chunks end on eval and checkpoint steps so both see the
     exact state of that step (a pack's members follow the same rule, each at its own step)."""
-    end = min(step + cfg.log_chunk_steps, cfg.steps)
+    end = min(step + cfg.log_chunk_steps, until_step(cfg))
     for every in (cfg.eval_every_steps, cfg.ckpt_every_steps):
         if every:
             end = min(end, (step // every + 1) * every)
@@ -113,7 +118,12 @@ class Member:
 
     @property
     def done(self) -> bool:
-        return self.stop_step is not None or self.step >= self.cfg.steps
+        return self.stop_step is not None or self.step >= until_step(self.cfg)
+
+    @property
+    def paused(self) -> bool:
+        """Ended at its pause_at_step before its last step: its checkpoint continues it."""
+        return self.stop_step is None and self.step < self.cfg.steps
 
     def chunk_end(self) -> int:
         """The end of this member's next chunk alone, by the single trainer's rule."""
@@ -186,12 +196,17 @@ class Member:
             summary[keys.DIVERGED_AT_STEP] = self.diverged_at
         if self.is_range and math.isfinite(self.climb.best):
             summary[keys.BEST_SMOOTH_LOSS] = self.climb.best
+        if self.paused:
+            summary[keys.PAUSED_AT_STEP] = self.step
+        elif self.state is not None:
+            summary[keys.PAUSED_AT_STEP] = None  # a continued run is not paused any more (W&B keeps summary keys)
         return summary
 
     def end(self, summary: dict, weights: dict) -> None:
-        """The member leaves the loop: its summary, its finished checkpoint, its run ended with exit code 0."""
+        """The member leaves the loop: its summary, its finished checkpoint (unfinished when it paused), its run ended
+        with exit code 0."""
         self.logger.summary(summary)
-        self.save_checkpoint(weights, finished=True, summary=summary)
+        self.save_checkpoint(weights, finished=not self.paused, summary=summary)
         self.logger_finish(0)
 
     def tail(self, summary: dict) -> str:

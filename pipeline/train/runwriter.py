@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -31,13 +31,19 @@ def logger_main() -> None:
     lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
     import wandb
 
+    answer, failure = "ok", ""
     try:
         run = init_run(init)
     except Exception as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
+        failure = " ".join(f"{type(e).__name__}: {e}".split())  # one line (pydantic's errors span several)
+        run = _offline_instead(init) if init.overlapped and init.mode != "offline" else None
+        if run is None:
+            conn.send(("error", failure))
+            return
+        answer = "offline"
     try:
-        conn.send(("ok", set_up_run(run, init)))
+        info = set_up_run(run, init)
+        conn.send(("ok", info) if answer == "ok" else ("offline", (failure, info)))
         exit_code = _drain(run, conn, history_writer(run))
     except BaseException:
         traceback.print_exc()
@@ -46,6 +52,16 @@ def logger_main() -> None:
     # finish() can return before wandb-core has written the .wandb file (seen with 0.31 offline:
     # a reader right after found only its header); teardown waits for wandb-core to exit
     wandb.teardown()
+
+
+def _offline_instead(init: InitArgs):
+    """The same run opened offline, after its online wandb.init failed while the trainer went on training: the
+    rows it already handed over stay on disk for `wandb sync` (None when that fails too)."""
+    try:
+        return init_run(replace(init, mode="offline"))
+    except Exception:
+        traceback.print_exc()
+        return None
 
 
 def _drain(run, conn: Connection, write) -> int:

@@ -20,6 +20,15 @@ records those instead.
 
 The logger process also calls `wandb.init`, so it is the one that sees a sweep's locked config;
 it sends `dict(run.config)` back and the trainer rebuilds its TrainConfig from it.
+
+Start-up: a fresh interpreter, `import wandb`, its service and `wandb.init` take seconds, as long as
+thousands of training steps. Where the trainer needs nothing from `wandb.init` (not under a sweep agent,
+whose config comes from it, nor when resuming, which needs the run's logged history), it does not wait:
+`start(wait=False)` returns at once and the first steps train while the logger comes up. Their rows are
+buffered meanwhile, bounded: in the socket and at most `queue_chunks` unacknowledged chunks, after which
+the trainer waits for the logger (within the start's bound). A run whose online `wandb.init` fails keeps
+its rows in an offline run on disk (the logger opens one with the same id instead) and fails with one
+line naming the folder `wandb sync` uploads, at the first chunk after the answer came; nothing trained is lost.
 """
 
 from __future__ import annotations
@@ -101,6 +110,8 @@ class InitArgs:
     lock_path: str = ""    # held while the run is open: one process per run id at a time
     resume_step: int = 0   # a resumed run restarts here: its history must be complete from this step on
     launch: Launch | None = None  # the trainer's program and arguments, for W&B's record of the run
+    # the trainer trains while wandb.init runs: a failed online init keeps the rows in an offline run instead
+    overlapped: bool = False
 
 
 class LoggerProcess:
@@ -150,6 +161,9 @@ class LoggerProcess:
         self._in_flight = 0
         self._finished = False
         self._failed = False  # a failure of the logger was raised to the trainer already
+        self._start_deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        self._pending_start = False  # start(wait=False): the answer to the first message is still to be read
+        self._late_failure = ""  # an online wandb.init failed and the rows went to an offline run: still to be said
         self._conn.send(first)
 
     @property
@@ -164,7 +178,7 @@ class LoggerProcess:
 
     def _wait_for_start(self, timeout_s: float, timeout_message: str) -> tuple:
         # the answer to the first message: wandb.init has run in the logger process
-        deadline = time.monotonic() + timeout_s
+        deadline = min(time.monotonic() + timeout_s, self._start_deadline)
         while not self._conn.poll(PARENT_POLL_SECONDS):
             if self._proc.poll() is not None:
                 raise self._failure("the wandb logging process died during wandb.init (see its output above)")
@@ -182,6 +196,7 @@ class LoggerProcess:
             if self._failed:
                 self._reap()
                 return
+            self._take_pending_start(say_now=False)  # a failed start is said after the exit below
             for item in last:
                 self._put(item)
             if acknowledged:
@@ -189,6 +204,8 @@ class LoggerProcess:
             code = self._wait_for_exit()
             if code != 0:
                 raise self._failure(f"the wandb logging process exited with {_describe_exit(code)}; {self.MAY_LACK}")
+            if self._late_failure:
+                raise self._failure(self._late_failure)
         finally:
             self._conn.close()
 
@@ -217,8 +234,28 @@ class LoggerProcess:
         except (EOFError, OSError):
             raise self._failure(self._died()) from None
 
+    def _take_pending_start(self, say_now: bool = True) -> None:
+        # a start that was not waited for: its answer comes before any acknowledgement
+        if self._pending_start:
+            self._pending_start = False
+            self._take_start()
+            if self._late_failure and say_now:
+                # not a failure of the logger: the run is finished as usual (its exit code the trainer's), the
+                # rows it was handed are kept in its offline run
+                late, self._late_failure = self._late_failure, ""
+                raise LrscanError(late)
+
+    def _check_pending_start(self) -> None:
+        # once per chunk, without waiting: a start that failed is said as soon as its answer is there
+        if self._pending_start and self._conn.poll(0):
+            self._take_pending_start()
+
+    def _take_start(self) -> Any:
+        raise NotImplementedError  # RunLogger's: a pack's logger is always waited for
+
     def _wait_for_ack(self) -> tuple:
         # one acknowledgement, noticing a dead or stuck logger instead of waiting forever
+        self._take_pending_start()
         deadline = time.monotonic() + self._ack_timeout_s
         while not self._conn.poll(min(PARENT_POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
             if self._proc.poll() is not None:
@@ -234,6 +271,7 @@ class LoggerProcess:
         if self._failed:
             raise LrscanError(f"the wandb logging process failed earlier (see the error above); nothing more reaches "
                               f"{self.RUNS}")
+        self._check_pending_start()
         # bounded: wait for an acknowledgement when too much is in flight
         while self._in_flight >= self._queue_chunks:
             self._wait_for_ack()
@@ -282,9 +320,20 @@ class RunLogger(LoggerProcess):
                  finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
         super().__init__("from lrscan.pipeline.train.runwriter import logger_main; logger_main()", init, queue_chunks,
                          ack_timeout_s=ack_timeout_s, finish_timeout_s=finish_timeout_s)
+        self._init = init
 
-    def start(self) -> RunInfo:
-        """Wait until wandb.init has run in the logger process; its run id, dir and (locked) config."""
+    def start(self, wait: bool = True) -> RunInfo:
+        """Wait until wandb.init has run in the logger process; its run id, dir and (locked) config.
+
+        wait=False (the trainer needs nothing from wandb.init; its InitArgs say `overlapped`): return at
+        once what the trainer already knows (its run id and config); the answer is read, and a failure
+        raised, at the first wait on the logger (a full queue, a flush, the finish)."""
+        if not wait:
+            self._pending_start = True
+            return RunInfo(run_id=self._init.run_id, config=dict(self._init.config))
+        return self._take_start()
+
+    def _take_start(self) -> RunInfo:
         kind, payload = self._wait_for_start(START_TIMEOUT_SECONDS, f"wandb.init did not answer within "
                                              f"{START_TIMEOUT_SECONDS:.0f} s; the wandb logging process was killed")
         if kind == "error":
@@ -293,6 +342,11 @@ class RunLogger(LoggerProcess):
             except subprocess.TimeoutExpired:
                 self._kill()
             raise self._failure(f"wandb.init failed: {payload}")
+        if kind == "offline":  # online init failed; the rows go to an offline run, the run fails at its end
+            failure, payload = payload
+            folder = Path(payload.run_dir).parent
+            self._late_failure = (f"wandb.init failed ({failure}); the steps trained so far were logged offline "
+                                  f"instead, in {folder}: `wandb sync {folder}` uploads them")
         return payload
 
     def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],
@@ -335,7 +389,7 @@ class NoLogger:
     def __init__(self, init: InitArgs):
         self._info = RunInfo(run_id=init.run_id, config=dict(init.config))
 
-    def start(self) -> RunInfo:
+    def start(self, wait: bool = True) -> RunInfo:
         return self._info
 
     def log_steps(self, steps, columns, extra=None) -> None:

@@ -346,3 +346,25 @@ def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same
 
     # the uninterrupted reference: the same points packed under other run ids, in this process
     assert_resumed_as_uninterrupted(tmp_path / "wandb", base, points, list(points), steps)
+
+
+@pytest.mark.parametrize("dtype, packs", [(torch.float16, False), (torch.bfloat16, True), (torch.float32, True)])
+def test_float16_members_are_refused_by_name_bfloat16_and_float32_pack(dtype, packs):
+    # vmapped float16 kernels round unlike the model's own; bfloat16 and float32 members equal their runs alone
+    from lrscan.pipeline.train.task import Task
+
+    def make(seed):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(4, 3).to(dtype)
+
+        def batch(step):
+            g = torch.Generator().manual_seed(seed * 100 + step)
+            return torch.randn(8, 4, generator=g).to(dtype), torch.randint(0, 3, (8,), generator=g)
+
+        return Task(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), batches=batch,
+                    loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]).float(), b[1]))
+
+    why = why_not_functional([make(1), make(2)])
+    assert (why == "") == packs
+    if not packs:
+        assert why == "its parameters are float16, which a pack cannot step exactly as the run alone (bfloat16 can)"

@@ -281,7 +281,7 @@ def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch)
     online = Study(size=TINY, out=tmp_path / "online", workers=1, wandb_mode="online", project="lrscan", entity="me",
                    range_yaml=REPO / "sweeps" / "lr_range.yaml", decay_yaml=REPO / "sweeps" / "decay_grid.yaml",
                    n_boot=200, api=api)
-    report = online._analyse(sweep, "range")
+    report = online.analyse(sweep, "range")
     assert api.calls and api.calls[0][0] == "me/lrscan"
     offline = json.loads((out / "report" / "range" / "summary.json").read_text())
     assert report.summary["best_lre"] == pytest.approx(offline["best_lre"])

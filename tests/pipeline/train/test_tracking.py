@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -123,3 +126,67 @@ def test_a_training_error_is_not_hidden_by_a_run_that_cannot_finish(tmp_path):
     assert str(caught) == "--steps='abc': expected int"  # still the error reported
     assert len(caught.__notes__) == 1 and "W&B run could not be finished" in caught.__notes__[0]
     assert "SIGKILL" in caught.__notes__[0]
+
+
+def test_the_logging_processes_import_no_torch():
+    # torch is ~2.5 s of start-up: the logger process (runwriter.py, pack/logger.py) must not pay it
+    code = ("import sys; import lrscan.pipeline.train.runwriter, lrscan.pipeline.pack.logger; "
+            "print(sorted(m for m in ('torch', 'lrscan.pipeline.train.loop') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _overlapped_init(tmp_path: Path, run_id: str, mode: str) -> InitArgs:
+    return InitArgs(run_id=run_id, mode=mode, project="p", entity="", group="", name="", tags=(), job_type="train",
+                    config={"steps": 300}, resume=False, define_lre_axis=False,
+                    lock_path=str(tmp_path / f"{run_id}.lock"), overlapped=True)
+
+
+@pytest.mark.slow
+def test_a_run_not_waiting_for_wandb_init_buffers_its_rows_and_loses_none(tmp_path):
+    logger = RunLogger(_overlapped_init(tmp_path, "early1", "offline"), queue_chunks=2)
+    t0 = time.monotonic()
+    info = logger.start(wait=False)
+    assert time.monotonic() - t0 < 0.5  # no wait on the logger process
+    assert info.run_id == "early1" and info.config == {"steps": 300} and info.logged_through_step == -1
+    for start in range(0, 300, 10):  # 30 chunks, the queue holds 2: the trainer waits for wandb.init, bounded
+        logger.log_steps(*_chunk(start))
+    logger.finish(0)
+    rf = read_run_file(next((tmp_path / "wandb").glob("offline-run-*-early1/run-early1.wandb")))
+    assert rf.history["step"].tolist() == list(range(300)) and rf.exit_code == 0
+
+
+@pytest.mark.slow
+def test_an_online_init_that_fails_after_training_began_keeps_every_row_offline_and_fails_in_one_line(tmp_path):
+    # no API key (conftest): wandb.init online fails; the rows handed over meanwhile go to an offline run
+    logger = RunLogger(_overlapped_init(tmp_path, "early2", "online"))
+    logger.start(wait=False)
+    handed = 0
+    with pytest.raises(LrscanError) as caught:  # at the first chunk after the answer, or at the finish
+        for start in range(0, 100_000, 10):
+            logger.log_steps(*_chunk(start))
+            handed = start + 10
+            time.sleep(0.01)
+        logger.finish(0)
+    logger.finish(1)  # the trainer's error path: the run ends with what it was handed
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("wandb.init failed (") and "`wandb sync " in message
+    assert handed < 100_000  # said while training, not after
+    folder = message.split("`wandb sync ")[1].split("`")[0]
+    rf = read_run_file(Path(folder) / "run-early2.wandb")
+    assert rf.history["step"].tolist() == list(range(handed))
+    np.testing.assert_array_equal(rf.history[keys.LOSS], np.arange(handed) * 0.5)
+
+
+@pytest.mark.slow
+def test_an_init_failure_without_a_fallback_is_one_line_at_the_first_wait(tmp_path):
+    # wandb.init refuses the run itself (a tag over 64 characters), offline too: nothing to fall back on, the
+    # run fails at the trainer's first wait on the logger
+    init = dataclasses.replace(_overlapped_init(tmp_path, "early3", "online"), tags=("x" * 100,))
+    logger = RunLogger(init, queue_chunks=1)
+    logger.start(wait=False)
+    with pytest.raises(LrscanError, match=r"^wandb\.init failed: .*64 characters") as caught:
+        for start in range(0, 100, 10):
+            logger.log_steps(*_chunk(start))
+    assert "\n" not in str(caught.value)
+    logger.finish(1)  # raised already: not again

@@ -67,7 +67,13 @@ def check_prove_flags(steps: int | None, seeds: Any, lrs: Any) -> tuple[int | No
 
 
 def run_name(name: str, lr: float) -> str:
-    """A prove run's W&B name: the candidate and its lr (its seed is in its config)."""
+    """A prove run's W&B name: the candidate and its lr, said once (its seed is in its config):
+    prove-min_loss-lr0.155, prove-lr0.001 (a grid's lr), prove-user-lr0.003 (the user's)."""
+    for prefix in ("lr=", "lr"):
+        if name.startswith(prefix):
+            return f"prove-lr{lr:.4g}"
+    if name.startswith("user_"):
+        return f"prove-user-lr{lr:.4g}"
     return f"prove-{name}-lr{lr:.4g}"
 
 
@@ -151,8 +157,8 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
     `study`: the `Study` (its sweep runner, analysis, folders, flags); `state`: its state.json, where
     the candidates are kept so a resumed study proves the same lrs; `stage(text)` prints the header.
     """
-    from lrscan.analysis.prove import prove_candidates
-    from lrscan.pipeline.study.study import _write_state, read_base
+    from lrscan.pipeline.study.judging import candidates_of
+    from lrscan.pipeline.study.study import read_base
     from lrscan.pipeline.sweep import load_sweep
 
     if study.zoom:  # the zoomed range test's pick and CI are the candidates' source
@@ -162,9 +168,9 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
         candidates = pd.DataFrame(state["prove_candidates"])
     else:
         best = pick_summary["best_lre"] if study.zoom else state["best_lre"]
-        candidates = prove_candidates({**pick_summary, "best_lre": best}, study.prove_lrs)
+        candidates = candidates_of({**pick_summary, "best_lre": best}, study.prove_lrs)
         state.update(prove_candidates=candidates.to_dict("records"), **asked)
-        _write_state(study.out, state)
+        study.save_state(state)
     steps = study.prove_steps or default_prove_steps(decay_grid_steps(read_base(study.decay_yaml),
                                                                       study.spec.decay_overrides))
     # the decay grid's model and data (the size's overrides too), at the candidates' constant lrs
@@ -172,15 +178,15 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
     parameters = {**same_model, **study.task_parameters(),
                   **prove_parameters(candidates, seeds=study.prove_seeds, steps=steps)}
     path = write_prove_yaml(study.decay_yaml, study.out / "stages" / PROVE_YAML, parameters,
-                            f"{study._note()}, {len(candidates)} candidates x {len(study.prove_seeds)} seeds, "
+                            f"{study.note()}, {len(candidates)} candidates x {len(study.prove_seeds)} seeds, "
                             f"{steps} steps")
     sweep = load_sweep(path)
     names = ", ".join(f"{c['suggested_by']} {c['lr']:.3g}" for _, c in candidates.iterrows())
     stage(f"prove: {len(candidates)} candidates x {len(study.prove_seeds)} seeds at a constant lr for {steps} steps "
           f"({sweep.key}): {names}")
-    study._sweep(sweep)
+    study.sweep(sweep)
     # blocks no longer than a quarter of a prove run, so a short --prove-steps still has block means
-    report = study._analyse(sweep, "prove", prove_candidates=candidates,
+    report = study.analyse(sweep, "prove", prove_candidates=candidates,
                             block_steps=min(study.spec.block_steps, max(1, steps // 4)))
     result = report.prove[0]
     print(f"proven: {result.decision.winner} lr {result.decision.lr:.4g} ({result.judged_text()} "
@@ -201,8 +207,8 @@ def run_zoom_stage(study: Any, stage: Any) -> Any:
         atomic_write_text(dest, written.read_text())
     sweep = load_sweep(dest)
     stage(f"zoom: a narrower range test around the pick, {len(sweep.points)} runs ({sweep.key})")
-    study._sweep(sweep)
-    report = study._analyse(sweep, "zoom")
+    study.sweep(sweep)
+    report = study.analyse(sweep, "zoom")
     if report.summary.get("best_lre") is None:
         raise LrscanError(f"--zoom: the zoomed range test gave no pick; see {study.out / 'report' / 'zoom'}")
     print(f"zoomed pick: lre {report.summary['best_lre']:.3f} (95% CI {report.summary.get('best_lre_ci')})", flush=True)

@@ -18,7 +18,7 @@ import yaml
 from lrscan.pipeline.config import TrainConfig, expand_coupled
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.packing import pack_key
-from lrscan.pipeline.study.prove import (
+from lrscan.pipeline.study.prove_stage import (
     check_prove_flags,
     decay_grid_steps,
     default_prove_steps,

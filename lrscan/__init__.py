@@ -11,6 +11,8 @@ The API (each name has its own reference):
 - `range_test`, `RangeTestResult`: the lr range test on your model, over seeds, with the pick's CI;
   `result.suggest_range()` when the range missed the minimum or the turn.
 - `prove`, `Proof`: candidate lrs trained against each other on paired seeds; `proof.apply(optimizer)`.
+- `task_from_lightning`, `task_from_hf_trainer`: a `Task` from a LightningModule or an HF `Trainer`.
+- `apply_lr`: a found lr set where you set yours (an optimizer, a LightningModule's hparams, TrainingArguments).
 - `default_range`: the range's ends for an optimizer's family (SGD-like 1e-3..1, Adam-like 1e-5..1e-1).
 - `load_runs`, `pick_exponent`, `ExponentPick`, `write_report`, `Report`: read W&B runs (lrscan's or your
   own code's), pick the exponent with a CI across seeds, write the report.
@@ -54,6 +56,9 @@ _EXPORTS = {
     "shipped_sweeps": "lrscan.catalog",
     "sweep_path": "lrscan.catalog",
     "export_sweep": "lrscan.catalog",
+    "task_from_lightning": "lrscan.pipeline.train.lightning",
+    "task_from_hf_trainer": "lrscan.pipeline.train.huggingface",
+    "apply_lr": "lrscan.pipeline.train.apply",
 }
 
 __all__ = sorted(_EXPORTS)

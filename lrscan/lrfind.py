@@ -26,10 +26,10 @@ from lrscan.pipeline.study.horizon import check_horizon, check_schedule
 from lrscan.pipeline.study.own_task import check_lrs, check_seeds
 from lrscan.pipeline.study.prove_api import Proof
 from lrscan.pipeline.study.range_test import RangeTestResult, range_test
-from lrscan.pipeline.train.task import Task, apply_lr
+from lrscan.pipeline.train.apply import apply_lr
+from lrscan.pipeline.train.task import Task
 
 if TYPE_CHECKING:
-    import torch
     from matplotlib.figure import Figure
 
 DEFAULT_SEEDS = (1, 2, 3)
@@ -74,10 +74,13 @@ class FindResult:
         suggestions = self.range_test.suggestions
         return pd.DataFrame({"name": list(suggestions), "lr": list(suggestions.values())})
 
-    def apply(self, optimizer: torch.optim.Optimizer) -> float:
-        """Set `best_lr` on every param group of `optimizer`, keeping the groups' ratios (and a scheduler's
-        `initial_lr`), as `RangeTestResult.apply` and `Proof.apply` do; returns the lr set."""
-        return apply_lr(optimizer, self.best_lr, where="FindResult.apply")
+    def apply(self, target: Any) -> float:
+        """Set `best_lr` where you set yours; returns the lr set (`lrscan.apply_lr`).
+
+        target: a torch optimizer (every param group, keeping the ratios they were built with, and a
+        scheduler's `initial_lr`, as `RangeTestResult.apply` and `Proof.apply` do), a LightningModule
+        (its hparams' lr), an HF `TrainingArguments` or `Trainer`."""
+        return apply_lr(self.best_lr, target)
 
     def suggest_range(self) -> dict[str, Any] | None:
         """The range to run next when the last range did not hold the minimum and the turn (else None)."""

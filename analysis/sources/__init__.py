@@ -93,8 +93,9 @@ def load_runs(
     where its schedule came from (schedule_from: its config, or its lr trace).
     keys: read these history keys as they are instead (no choosing, deriving or aligning).
     api: a `wandb.Api` (cloud only; made when needed). cache_dir: where ended cloud runs are
-    cached (default $LRSCAN_CACHE or ~/.cache/lrscan). retry: how a 429 or 5xx from the cloud is
-    tried again (bounded, honouring Retry-After; analysis.sources.cloud.Retry). workers: processes
+    cached (default $LRSCAN_CACHE or ~/.cache/lrscan). retry: how a 429, a 5xx, a lost connection or
+    a timeout from the cloud is tried again (backoff with a floor, honouring a longer Retry-After, a
+    scan resumed where it stopped, one deadline for the whole load; analysis.sources.cloud.Retry). workers: processes
     reading offline files in parallel (default: one per core this process may use, for big files).
 
     Raises LrscanError for an unknown source, a source without runs, no run matching the filters

@@ -7,6 +7,11 @@ scan comes from the run's `history_keys` (the loss, lr and step keys `analysis.c
 them, as offline); a run that does not list its keys is scanned whole. When the server's filters
 leave nothing, one small listing (`len(api.runs(path, per_page=1))`) counts the project's runs for
 the error message.
+
+At scale the cloud fails now and then: a 429, a 5xx, a dropped connection, a timeout. Each is tried
+again (`Retry`): a history scan goes on from the step after the last row it read, the waits back off
+with a floor (a `Retry-After: 0` is not five immediate tries), and one deadline bounds all the
+retries of a load, however many runs it reads.
 """
 
 from __future__ import annotations
@@ -45,28 +50,51 @@ CLOUD_PATH = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
 
 _T = TypeVar("_T")
 RETRY_STATUSES = frozenset((429, *range(500, 600)))  # rate limited, or the server's own trouble
+# wandb-core (Go) reports a failed transport as an API error with no HTTP status and Go's words
+_TRANSPORT_TROUBLE = re.compile(
+    r"timed? ?out|deadline exceeded|did not respond in time|connection (?:refused|reset|aborted|closed)"
+    r"|broken pipe|\bEOF\b|no such host|network is unreachable|temporary failure in name resolution",
+    re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Retry:
-    """How a listing or a history scan that meets a 429 or 5xx is tried again: at most `attempts` tries,
-    waiting the reply's Retry-After when it gives one (at most `max_wait_seconds`), else
-    `first_wait_seconds` doubling each time. `sleep` is injectable so tests need not wait."""
+    """How a listing or a history scan that meets a 429, a 5xx, a lost connection or a timeout is tried
+    again: at most `attempts` tries in a row without progress (a history scan that read rows since its
+    last failure starts counting again), waiting the backoff, `first_wait_seconds` doubling each
+    time up to `max_wait_seconds`, or the reply's Retry-After when that is longer (a `Retry-After: 0`
+    still waits the backoff); and no retry at all once `deadline_seconds` from the start of the load
+    would pass, whatever run it is for. `sleep` and `clock` are injectable so tests need not wait."""
 
     attempts: int = 5
     first_wait_seconds: float = 2.0
     max_wait_seconds: float = 60.0
+    deadline_seconds: float = 600.0
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
 
     def wait_seconds(self, attempt: int, retry_after: float | None) -> float:
-        """The wait after failed try number `attempt` (1-based)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_wait_seconds)
-        return min(self.first_wait_seconds * 2 ** (attempt - 1), self.max_wait_seconds)
+        """The wait after failed try number `attempt` (1-based) in a row."""
+        backoff = min(self.first_wait_seconds * 2 ** (attempt - 1), self.max_wait_seconds)
+        if retry_after is None:
+            return backoff
+        return min(max(retry_after, backoff), self.max_wait_seconds)
+
+    def deadline(self) -> Deadline:
+        """The one deadline of a whole load: every retry of its listing and of all its scans."""
+        return Deadline(self.clock() + self.deadline_seconds, self.deadline_seconds)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When the retries of one load stop (by `Retry.clock`), and how long it allowed."""
+
+    ends_at: float
+    seconds: float
 
 
 class GaveUp(Exception):
-    """A request still failing with a 429/5xx after the last try; its message says so."""
+    """A request still failing after its last try, or when the load's deadline came; its message says so."""
 
 
 def http_status(err: BaseException) -> tuple[int | None, float | None]:
@@ -75,20 +103,47 @@ def http_status(err: BaseException) -> tuple[int | None, float | None]:
     wandb 0.31 raises `CommError(message, exc)` around `requests.HTTPError` (its `response` has the
     status and headers) or around wandb-core's `WandbApiFailedError` (its `response.http_status`).
     """
+    for e in _chain(err):
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None) or getattr(response, "http_status", None)
+        if isinstance(status, int) and status:
+            headers = getattr(response, "headers", None) or {}
+            return status, _retry_after_seconds(headers.get("Retry-After") if hasattr(headers, "get") else None)
+    return None, None
+
+
+def transient(err: BaseException) -> tuple[str, float | None] | None:
+    """What makes `err` worth another try ("HTTP 503", "connection lost", "timed out") and the server's
+    Retry-After; None for an error that would come back the same (403, 404, a bad reply)."""
+    status, retry_after = http_status(err)
+    if status is not None:
+        return (f"HTTP {status}", retry_after) if status in RETRY_STATUSES else None
+    for e in _chain(err):
+        # requests' ConnectionError and Timeout are OSErrors; builtin ConnectionError/TimeoutError too
+        name = type(e).__name__
+        if isinstance(e, TimeoutError) or name in ("Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError"):
+            return "timed out", None
+        if isinstance(e, ConnectionError) or name in ("ConnectionError", "ProtocolError", "NewConnectionError",
+                                                      "MaxRetryError", "ChunkedEncodingError"):
+            return "connection lost", None
+    if _TRANSPORT_TROUBLE.search(str(err)):
+        return "connection lost", None
+    return None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and every exception it wraps (`exc`, as wandb's CommError holds it; cause; context)."""
     seen: set[int] = set()
+    out: list[BaseException] = []
     todo: list[BaseException | None] = [err]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        response = getattr(e, "response", None)
-        status = getattr(response, "status_code", None) or getattr(response, "http_status", None)
-        if isinstance(status, int) and status:
-            headers = getattr(response, "headers", None) or {}
-            return status, _retry_after_seconds(headers.get("Retry-After") if hasattr(headers, "get") else None)
+        out.append(e)
         todo += [getattr(e, "exc", None), e.__cause__, e.__context__]
-    return None, None
+    return out
 
 
 def _retry_after_seconds(value: Any) -> float | None:
@@ -108,25 +163,37 @@ def _retry_after_seconds(value: Any) -> float | None:
     return when.timestamp() - time.time()
 
 
-def with_retries(call: Callable[[], _T], retry: Retry, before_retry: Callable[[], None] | None = None) -> _T:
-    """`call()`, tried again after a 429 or 5xx as `retry` says; GaveUp when the last try fails so."""
+def with_retries(call: Callable[[], _T], retry: Retry, deadline: Deadline | None = None,
+                 before_retry: Callable[[], None] | None = None, progress: Callable[[], int] | None = None) -> _T:
+    """`call()`, tried again after a transient failure as `retry` says, within `deadline` (None: one of
+    its own); GaveUp when it still fails. `progress()`: a count that grows while `call` gets somewhere
+    (rows read); a failure after progress starts the count of tries in a row again."""
+    deadline = deadline or retry.deadline()
     waited = 0.0
-    for attempt in range(1, retry.attempts + 1):
+    attempt = 0
+    done = progress() if progress is not None else 0
+    while True:
+        attempt += 1
         try:
             return call()
         except Exception as err:
-            status, retry_after = http_status(err)
-            if status not in RETRY_STATUSES:
+            why = transient(err)
+            if why is None:
                 raise
-            if attempt == retry.attempts:
-                raise GaveUp(f"{_first_line(err)} (HTTP {status}; gave up after {attempt} tries over "
+            cause, retry_after = why
+            if progress is not None and progress() != done:
+                done, attempt = progress(), 1
+            if attempt >= retry.attempts:
+                raise GaveUp(f"{_first_line(err)} ({cause}; gave up after {attempt} tries in a row over "
                              f"{waited:.0f} s)") from err
             seconds = retry.wait_seconds(attempt, retry_after)
+            if retry.clock() + seconds > deadline.ends_at:
+                raise GaveUp(f"{_first_line(err)} ({cause}; gave up: the {deadline.seconds:.0f} s this load "
+                             f"allows for retries are spent)") from err
             retry.sleep(seconds)
             waited += seconds
             if before_retry is not None:
                 before_retry()
-    raise AssertionError("unreachable")
 
 
 def _first_line(err: BaseException) -> str:
@@ -173,10 +240,11 @@ def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, 
         return list(api.runs(f"{entity}/{project}", filters=filters.cloud_filters(), per_page=RUNS_PAGE_SIZE,
                              lazy=False))
 
+    deadline = retry.deadline()  # one for the whole load: the listing and every run's scans
     try:
         if forget is not None:
             forget()
-        cloud_runs = with_retries(listing, retry, before_retry=forget)
+        cloud_runs = with_retries(listing, retry, deadline, before_retry=forget)
     except Exception as err:  # the Public API raises its own CommError/ValueError types
         raise LrscanError(f"cannot list the runs of {entity}/{project}: {err}") from None
     out = []
@@ -189,7 +257,8 @@ def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, 
         try:
             logged = _logged_counts(run)
             wanted = keys if keys is not None else _keys_for(logged, loss_key, lr_key)
-            meta.history = with_retries(partial(_cloud_history, run, meta, wanted, logged, cache, problems), retry)
+            meta.history = _cloud_history(run, meta, wanted, logged, cache, problems, partial(
+                with_retries, retry=retry, deadline=deadline))
         except Exception as err:  # one bad run must not sink the others
             unread.append(f"run {meta.run_id}: history not read: {_first_line(err)}")
             continue
@@ -257,13 +326,14 @@ def _cloud_stamp(run: Any) -> str:
 
 
 def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: dict[str, int] | None, cache: Path,
-                   problems: list[str]) -> dict[str, np.ndarray]:
+                   problems: list[str], retrying: Callable[..., Any]) -> dict[str, np.ndarray]:
     """Every step of the wanted keys (None: of every key), via scan_history; from the cache for a run that ended.
 
     What to read comes from what the run says it logged (`run.history_keys`, fetched with the
     `lazy=False` listing), never from its summary: lrscan's runs derive their summary on the server
     (`x_server_side_derived_summary`), so a run synced from offline holds only train_loss,
     dev_loss, ... there. A history that comes back short of what the run lists is not cached.
+    `retrying(call, progress=...)`: `with_retries` with the load's Retry and deadline.
     """
     to_read = None if wanted is None else [k for k in wanted if logged is None or k in logged]
     stamp = _cloud_stamp(run)
@@ -282,17 +352,7 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: di
     columns: dict[str, dict[int, float]] = {k: {} for k in wanted or ()}
     all_steps: set[int] = set()
     for keys in [None] if to_read is None else _scan_passes(run, to_read, logged):
-        read = keys if keys is not None else to_read
-        for row in run.scan_history(keys=keys if keys is None else [STEP_ITEM, *keys], page_size=SCAN_PAGE_STEPS):
-            step = row.get(STEP_ITEM)
-            if step is None:
-                continue
-            step = int(step)
-            all_steps.add(step)
-            for key in read if read is not None else [k for k in row if not k.startswith("_")]:
-                value = row.get(key)
-                if value is not None:  # None: not logged at this step (a null parquet cell)
-                    columns.setdefault(key, {})[step] = _cloud_number(value)
+        _scan(run, keys, retrying, partial(_keep_row, keys if keys is not None else to_read, columns, all_steps))
     steps = np.array(sorted(all_steps), np.int64)
     history = {"step": steps}
     for key in wanted if wanted is not None else sorted(columns):
@@ -315,6 +375,40 @@ def _cloud_history(run: Any, meta: RunFile, wanted: list[str] | None, logged: di
     else:
         _cache_write(base, {**history, **{NAN_LOGGED_PREFIX + k: v for k, v in meta.nan_logged.items()}})
     return history
+
+
+def _keep_row(read: list[str] | None, columns: dict[str, dict[int, float]], all_steps: set[int], step: int,
+              row: dict[str, Any]) -> None:
+    """One scanned row into `columns` (key -> {step: value}); `read` None: every key it holds."""
+    all_steps.add(step)
+    for key in read if read is not None else [k for k in row if not k.startswith("_")]:
+        value = row.get(key)
+        if value is not None:  # None: not logged at this step (a null parquet cell)
+            columns.setdefault(key, {})[step] = _cloud_number(value)
+
+
+def _scan(run: Any, keys: list[str] | None, retrying: Callable[..., Any],
+          on_row: Callable[[int, dict[str, Any]], None]) -> None:
+    """`on_row(step, row)` for every row of one `scan_history` pass (keys None: every column). After a
+    429, 5xx, lost connection or timeout the scan goes on from the step after the last row it read,
+    not from step 0: wandb's HistoryScan loads whole pages of steps, so every row before the failed
+    page has been handed on."""
+    next_step = 0
+    rows = 0
+
+    def from_next_step() -> None:
+        nonlocal next_step, rows
+        scan = run.scan_history(keys=keys if keys is None else [STEP_ITEM, *keys], page_size=SCAN_PAGE_STEPS,
+                                min_step=next_step)
+        for row in scan:
+            step = row.get(STEP_ITEM)
+            if step is None:
+                continue
+            on_row(int(step), row)
+            rows += 1
+            next_step = max(next_step, int(step) + 1)
+
+    retrying(from_next_step, progress=lambda: rows)
 
 
 def _logged_counts(run: Any) -> dict[str, int] | None:

@@ -47,7 +47,7 @@ from lrscan.pipeline.study.own_task import check_seeds, device_of, make_seeded, 
 from lrscan.pipeline.study.ranges import SGD_RANGE, Range, RangeCheck, check_range, fill_range, next_range_arguments
 from lrscan.pipeline.train import rngstate
 from lrscan.pipeline.train.loop import new_run_id
-from lrscan.pipeline.train.task import Task, apply_lr
+from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -88,6 +88,7 @@ class RangeTestResult:
     task: Any = field(default=None, repr=False)
     task_args: dict[str, Any] = field(default_factory=dict, repr=False)
     fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    task_notes: list[str] = field(default_factory=list, repr=False)  # what the task's maker said (Task.notes)
     range: Range | None = field(default=None, repr=False)  # the ends run, and why (given, or the optimizer's default)
     n_steps: int = field(default=0, repr=False)  # the steps each run was scheduled for
 
@@ -146,12 +147,21 @@ class RangeTestResult:
         afterwards starts from it. Returns the lr set (on the first group built with a non-zero lr)."""
         if suggester not in self.pick.suggestions:
             raise LrscanError(f"apply(suggester={suggester!r}): expected one of {', '.join(self.pick.suggestions)}")
-        return apply_lr(optimizer, self.suggestions[suggester], where="apply")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise LrscanError(f"apply: {type(optimizer).__name__} is not a torch.optim.Optimizer")
+        lr = self.suggestions[suggester]
+        scales = lr_scales(optimizer)
+        set_lr(optimizer, lr, scales)
+        for group, scale in zip(optimizer.param_groups, scales):
+            if "initial_lr" in group:
+                group["initial_lr"] = lr * scale
+        return lr
 
     @property
     def notes(self) -> list[str]:
-        """What the analysis said about the pick (too few seeds for a CI, ...)."""
-        return list(self.pick.notes)
+        """What the analysis said about the pick (too few seeds for a CI, ...), then what the task said (Task.notes:
+        an adapter's scheduler that was not stepped, ...)."""
+        return list(self.pick.notes) + list(self.task_notes)
 
     @property
     def range_check(self) -> RangeCheck:
@@ -363,7 +373,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         run_ids=[r["run_id"] for r in runs], seeds=[int(r[SEED_COLUMN]) for r in runs], group=group,
         wandb_mode=base.wandb_mode, seconds=time.monotonic() - t0, pick_args=pick_args,
         task=task, task_args=task_args, fields={k: v for k, v in fields.items() if k != "wandb_group"},
-        range=ends, n_steps=steps,
+        task_notes=list(dict.fromkeys(n for one in tasks for n in one.notes)), range=ends, n_steps=steps,
     )
 
 

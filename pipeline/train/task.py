@@ -52,6 +52,8 @@ class Task:
               mode and the global random states put back after it
     scaler: an optional torch.amp.GradScaler (mixed precision: a step it skips is not a measured point)
     accumulation_steps: micro-batches per training step, each loss divided by it, one optimizer step
+    notes: what the task's maker wants said with its results (an adapter: a scheduler it does not step);
+           range_test's and prove's results carry them
     """
 
     model: torch.nn.Module
@@ -61,6 +63,7 @@ class Task:
     evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None
     scaler: torch.amp.GradScaler | None = None
     accumulation_steps: int = 1
+    notes: tuple[str, ...] = ()
 
     @property
     def batch_fn(self) -> Callable[[int], Any] | None:
@@ -126,21 +129,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, scales: list[float]) -> 
             group["lr"].fill_(lr * scale)
         else:
             group["lr"] = lr * scale
-
-
-def apply_lr(optimizer: Any, lr: float, *, where: str = "apply") -> float:
-    """Set `lr` on every param group of `optimizer`, keeping the groups' ratios (`lr_scales`' rule), and on their
-    `initial_lr` where a scheduler keeps one, so a scheduler built afterwards starts from it. Returns `lr`:
-    what `RangeTestResult.apply`, `Proof.apply` and `lrscan.find(...).apply` do."""
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise LrscanError(f"{where}: {type(optimizer).__name__} is not a torch.optim.Optimizer")
-    lr = float(lr)
-    scales = lr_scales(optimizer)
-    set_lr(optimizer, lr, scales)
-    for group, scale in zip(optimizer.param_groups, scales):
-        if "initial_lr" in group:
-            group["initial_lr"] = lr * scale
-    return lr
 
 
 def load_make(spec: str) -> Callable[..., Any]:

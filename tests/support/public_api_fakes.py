@@ -228,13 +228,16 @@ class FakeBackend:
         self._open_scans: dict[int, tuple[SyncedRun, list[str] | None]] = {}
         self._next_scan = 1
         # errors to raise instead of answering, in order: "Runs" (a page of the listing), "scan <run id>"
-        # (a page of that run's history scan); what the server or wandb-core would fail with
+        # (a page of that run's history scan); what the server or wandb-core would fail with; None
+        # answers that request as usual
         self.failures: dict[str, list[BaseException]] = {}
 
     def _maybe_fail(self, what: str) -> None:
         queued = self.failures.get(what)
         if queued:
-            raise queued.pop(0)
+            failure = queued.pop(0)
+            if failure is not None:  # None: this one is answered, a later one fails
+                raise failure
 
     # GraphQL
 

@@ -271,13 +271,98 @@ def test_a_429_that_never_ends_is_said_and_the_other_runs_are_read(tmp_path: Pat
     assert loaded.runs["run_id"].tolist() == ["r2"]
     assert waits == [30, 30]  # Retry-After honoured up to the cap, bounded tries
     [problem] = loaded.problems
-    assert problem.startswith("run r1: history not read: ") and "HTTP 429; gave up after 3 tries over 60 s" in problem
+    assert problem.startswith("run r1: history not read: ")
+    assert "HTTP 429; gave up after 3 tries in a row over 60 s" in problem
     # the listing itself: one line, the cause and the tries
     backend.failures["Runs"] = [core_error(500, "internal error") for _ in range(3)]
     with pytest.raises(LrscanError, match=r"cannot list the runs of me/lrscan: internal error \(HTTP 500; gave up "
-                                          r"after 3 tries over 3 s\)"):
+                                          r"after 3 tries in a row over 3 s\)"):
         load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path,
                   retry=Retry(attempts=3, first_wait_seconds=1.0, sleep=lambda s: None))
+
+
+def seven_steps() -> FakeBackend:
+    return FakeBackend([synced_from_rows("r1", rows_of([-3.0 + 0.5 * i for i in range(7)]),
+                                         config={"schedule": "range"})])
+
+
+def test_a_failure_mid_scan_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cloud, "SCAN_PAGE_STEPS", 2)  # pages of steps [0, 2), [2, 4), [4, 6), [6, 7)
+    clean = load_runs("me/lrscan", api=OfflineApi(seven_steps()), cache_dir=tmp_path / "clean").steps
+    backend = seven_steps()
+    # the second page fails with a 503, and after the resume the third with a lost connection
+    backend.failures["scan r1"] = [None, http_error(503), None, core_error(0, "Post \"https://api.wandb.ai/graphql\": "
+                                                                          "read tcp: connection reset by peer")]
+    waits: list[float] = []
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path / "flaky",
+                       retry=Retry(first_wait_seconds=1.5, sleep=waits.append))
+    assert_frame_equal(loaded.steps, clean)
+    assert loaded.problems == []
+    # every page read once: the scan went on from the step after its last row, never from step 0
+    assert [(lo, hi) for run, lo, hi in backend.pages] == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert len(backend.scans) == 3  # the first scan and its two resumptions
+    assert waits == [1.5, 1.5]  # rows came in between: the tries in a row start again
+
+
+def test_one_retry_deadline_for_the_whole_load(tmp_path: Path) -> None:
+    backend = FakeBackend([synced_from_rows(run_id, rows_of([-3.0, -2.0, -1.0]), config={"schedule": "range"})
+                           for run_id in ("r1", "r2", "r3")])
+    backend.failures = {"Runs": [http_error(503)], "scan r1": [http_error(503), http_error(502)],
+                        "scan r2": [http_error(500)], "scan r3": [http_error(503)]}
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    retry = Retry(attempts=10, first_wait_seconds=2.0, deadline_seconds=10.0, sleep=sleep, clock=lambda: now[0])
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path, retry=retry)
+    # listing 2 s, r1 2 + 4 s, r2 2 s: 10 s spent; r3's first wait would pass the load's deadline
+    assert waits == [2.0, 2.0, 4.0, 2.0] and now[0] == 10.0
+    assert loaded.runs["run_id"].tolist() == ["r1", "r2"]
+    [problem] = loaded.problems
+    assert problem.startswith("run r3: history not read: 503 Server Error")
+    assert problem.endswith("(HTTP 503; gave up: the 10 s this load allows for retries are spent)")
+
+
+def test_connection_errors_and_timeouts_are_retried_like_5xx(tmp_path: Path) -> None:
+    import requests
+    from wandb.sdk.lib.service.service_connection import WandbApiFailedError
+
+    backend = two_runs()
+    backend.failures["Runs"] = [requests.ConnectionError("('Connection aborted.', RemoteDisconnected())")]
+    backend.failures["scan r1"] = [
+        requests.exceptions.ReadTimeout("HTTPSConnectionPool(host='api.wandb.ai'): Read timed out."),
+        WandbApiFailedError("Failed to execute API request: the service process is busy and did not respond in time."),
+        core_error(0, 'Post "https://api.wandb.ai/graphql": dial tcp 35.186.228.49:443: connect: connection refused'),
+        TimeoutError("timed out"),
+    ]
+    waits: list[float] = []
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path,
+                       retry=Retry(first_wait_seconds=1.0, sleep=waits.append))
+    assert loaded.runs["run_id"].tolist() == ["r1", "r2"] and loaded.problems == []
+    assert waits == [1.0, 1.0, 2.0, 4.0, 8.0]
+    # what would fail the same way again is not retried
+    backend = two_runs()
+    backend.failures["scan r1"] = [WandbApiFailedError("Failed to execute API request: the service process is not "
+                                                       "running.")]
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path / "dead",
+                       retry=Retry(sleep=no_wait))
+    assert loaded.problems == ["run r1: history not read: Failed to execute API request: the service process is "
+                               "not running."]
+
+
+def test_retry_after_zero_still_waits_the_backoff(tmp_path: Path) -> None:
+    backend = two_runs()
+    backend.failures["scan r1"] = [http_error(429, retry_after="0") for _ in range(3)]
+    waits: list[float] = []
+    loaded = load_runs("me/lrscan", api=OfflineApi(backend), cache_dir=tmp_path,
+                       retry=Retry(first_wait_seconds=1.5, sleep=waits.append))
+    assert loaded.runs["run_id"].tolist() == ["r1", "r2"]
+    assert waits == [1.5, 3.0, 6.0]  # not three immediate retries
+    assert Retry(first_wait_seconds=1.5).wait_seconds(1, -30.0) == 1.5  # an HTTP date in the past: the same
+    assert Retry(first_wait_seconds=1.5).wait_seconds(1, 7.0) == 7.0  # a longer Retry-After is honoured
 
 
 def test_http_status_is_found_in_the_public_apis_exceptions() -> None:
@@ -288,6 +373,9 @@ def test_http_status_is_found_in_the_public_apis_exceptions() -> None:
     assert cloud.http_status(ValueError("no status")) == (None, None)
     status, seconds = cloud.http_status(http_error(503, retry_after="Wed, 21 Oct 2099 07:28:00 GMT"))
     assert status == 503 and seconds > 1e6
+    assert cloud.transient(CommError("HTTP 429", http_error(429, retry_after="3"))) == ("HTTP 429", 3.0)
+    assert cloud.transient(http_error(404)) is None and cloud.transient(ValueError("bad reply")) is None
+    assert cloud.transient(CommError("boom", ConnectionResetError(104, "reset"))) == ("connection lost", None)
 
 
 def test_a_loss_logged_as_nan_is_a_row_from_the_cloud_as_offline(tmp_path: Path) -> None:

@@ -94,6 +94,16 @@ class Proof:
         return "dev_loss" if kinds == [keys.DEV_LOSS] else (
             f"mean training loss over the last {TAIL_FRAC:.0%} of steps (the task has no evaluate)")
 
+    def apply(self, target: Any) -> float:
+        """Set the proven lr (`best_lr`) where you set yours; returns the lr set (`pipeline.train.apply.apply_lr`).
+
+        target: a torch optimizer (every param group, keeping their ratios and a scheduler's `initial_lr`,
+        as `RangeTestResult.apply` does), a LightningModule (its hparams' lr), an HF `TrainingArguments`
+        or `Trainer`."""
+        from lrscan.pipeline.train.apply import apply_lr
+
+        return apply_lr(self.best_lr, target)
+
     def plot(self, ax: Axes | None = None) -> Axes:
         """analysis.plots' prove figure: judged loss after the horizon against lr, each seed and the mean."""
         from lrscan.analysis.plots import plot_prove

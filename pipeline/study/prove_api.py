@@ -73,6 +73,7 @@ class Proof:
     schedule: StepDecay
     group: str
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what the task said (Task.notes: a scheduler not stepped, ...)
 
     @property
     def steps(self) -> int:
@@ -96,6 +97,16 @@ class Proof:
     def judged_by(self) -> str:
         return self.verdict.criterion if self.verdict.criterion == keys.DEV_LOSS else self.verdict.criterion_text()
 
+    def apply(self, target: Any) -> float:
+        """Set the proven lr (`best_lr`) where you set yours; returns the lr set (`pipeline.train.apply.apply_lr`).
+
+        target: a torch optimizer (every param group, keeping their ratios and a scheduler's `initial_lr`,
+        as `RangeTestResult.apply` does), a LightningModule (its hparams' lr), an HF `TrainingArguments`
+        or `Trainer`."""
+        from lrscan.pipeline.train.apply import apply_lr
+
+        return apply_lr(self.best_lr, target)
+
     def plot(self, ax: Axes | None = None) -> Axes:
         """analysis.plots' prove figure: judged loss after the horizon against lr, each seed and the mean."""
         from lrscan.analysis.plots import plot_prove
@@ -109,8 +120,8 @@ class Proof:
                 "judged_by": self.judged_by, "group": self.group, "seconds": round(self.seconds, 1)}
 
     def __str__(self) -> str:
-        return (f"prove: {self.horizon} steps ({self.schedule.text()}), W&B group {self.group}, "
-                f"{self.seconds:.1f} s\n{self.verdict}")
+        return "\n".join([f"prove: {self.horizon} steps ({self.schedule.text()}), W&B group {self.group}, "
+                          f"{self.seconds:.1f} s", str(self.verdict), *[f"note: {n}" for n in self.notes]])
 
 
 def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | pd.DataFrame, *,
@@ -169,7 +180,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
 
     wanted = [(c, seed) for _, c in candidates.iterrows() for seed in seeds]
     size = len(wanted) if pack is None else int(pack)
-    steps_rows, run_rows = [], []
+    steps_rows, run_rows, notes = [], [], {}
     with restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-prove-") if own_ckpt else nullcontext()
                               ) as tmp:
         if own_ckpt:
@@ -179,6 +190,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
             tasks, made, cfgs, losses = [], [], [], []
             for c, seed in chunk:  # each run's task, and the random states its make left (its run starts there)
                 tasks.append(make_seeded(task, seed, task_args, where=WHERE))
+                notes.update(dict.fromkeys(tasks[-1].notes))
                 made.append(rngstate.capture())
                 lr = float(c["lr"])
                 cfgs.append(base.replace(run_id=new_run_id(), seed=seed, lr=lr, **plan.fields(lr),
@@ -201,7 +213,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
     runs = runs[["run_id", "name", "seed"]].merge(finals.drop(columns="seed"), on="run_id")
     verdict = judge(finals, candidates, steps=horizon, group=group)
     return Proof(table=verdict.table, verdict=verdict, runs=runs, horizon=horizon, schedule=plan, group=group,
-                 seconds=time.monotonic() - t0)
+                 seconds=time.monotonic() - t0, notes=list(notes))
 
 
 def _exact(lrs: list[float]) -> pd.DataFrame:

@@ -35,6 +35,7 @@ appearance, N at a time; array task t runs pack t.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -132,7 +133,7 @@ def pack_keys(sweep: Sweep, packing: bool = True) -> PackKeys:
         if cfg.task:
             # a task of the user's own packs when torch.func can step its copies as its optimizer would
             if key not in task_why:
-                task_why[key], step_s[key] = why_not_packed_task(trainer_args(point))
+                task_why[key], step_s[key] = checked_task(tuple(trainer_args(point)), cfg.task)
                 slots[key] = slots_for_step(step_s[key])
             if task_why[key]:
                 alone[index] = f"it trains its own task ({cfg.task}), which a pack cannot step: {task_why[key]}"
@@ -147,6 +148,44 @@ def slots_for_step(step_seconds: float) -> int:
     """The worker slots a pack takes, by how long one member's step takes alone: one where the logging process
     needs a tenth of a core or less, else two (its trainer's and its logger's)."""
     return 1 if step_seconds >= ONE_SLOT_RATIO * LOGGER_STEP_SECONDS else PACK_SLOTS
+
+
+def checked_task(args: tuple[str, ...], task: str) -> tuple[str, float]:
+    """`why_not_packed_task(args)`, asked once per process for the same arguments and the same task file (its size
+    and modification time): a study runs several sweeps of one task, a runner and its dry run ask again, and each
+    check starts a process that imports torch and builds the task (seconds). A check that could not finish (a
+    timeout, a crash) is asked again next time."""
+    try:
+        return _checked_task(args, _source_stamp(task))
+    except _NotKept as e:
+        return e.answer
+
+
+class _NotKept(Exception):
+    def __init__(self, answer: tuple[str, float]):
+        super().__init__(answer[0])
+        self.answer = answer
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_task(args: tuple[str, ...], stamp: tuple) -> tuple[str, float]:
+    why, seconds = why_not_packed_task(list(args))
+    if why.startswith(UNCHECKED):
+        raise _NotKept((why, seconds))  # lru_cache keeps answers, never exceptions
+    return why, seconds
+
+
+def _source_stamp(task: str) -> tuple:
+    # a task named by its file ("path/to/file.py:make"): the file's size and modification time; a module's: none
+    path = task.rpartition(":")[0] or task
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+UNCHECKED = ("checking its task took more than", "its task could not be checked")  # answers never kept
 
 
 def why_not_packed_task(args: list[str], timeout_s: float = TASK_CHECK_SECONDS) -> tuple[str, float]:

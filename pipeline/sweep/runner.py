@@ -21,11 +21,11 @@ A job is one process: one point's (`Runner._start`, the YAML's command), or a pa
 renews them together, and ends each with its own state: the pack writes one end file per member
 when that member's run ends, and a member whose end file says finished is recorded finished at
 once, while its packmates go on. The manifest, the claims, retries and resumption stay per point.
+What a job is and how its process is tied to the runner: jobs.py; the progress shown: progress.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import socket
@@ -33,7 +33,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from lrscan.pipeline.sweep.claims import (
     here,
 )
 from lrscan.pipeline.sweep.command import args_json_path, build_command, check_sweep, pack_env, point_env, run_id_for
+from lrscan.pipeline.sweep.jobs import Job, die_with_parent, iso, killpg
 from lrscan.pipeline.sweep.manifest import DEFAULT_OUT, manifest_rows, prepare_folder, sweep_folder, write_manifest
 from lrscan.pipeline.sweep.packs import (
     PACK_MODULE,
@@ -63,48 +63,11 @@ from lrscan.pipeline.sweep.packs import (
     trainer_args,
     write_points_file,
 )
+from lrscan.pipeline.sweep.progress import LineProgress, show
 from lrscan.pipeline.sweep.spec import Sweep
 
 PROG = "pipeline.sweep"
 EXIT_CHECK_SECONDS = 0.05  # how soon a finished process frees its slot
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
-@dataclasses.dataclass
-class _Job:
-    claims: dict[int, Claim]   # point index -> the claim held for it: one point, or a pack's members still running
-    proc: subprocess.Popen
-    log: Any
-    started: float             # time.monotonic()
-    started_at: float          # time.time()
-    last_renew: float
-    stop_sent: float | None = None  # monotonic time we sent SIGTERM, if we did
-    end_files: dict[int, str] = dataclasses.field(default_factory=dict)  # a pack's: where each member's end is said
-    slots: int = 1             # workers' slots it takes (a pack: PACK_SLOTS)
-
-
-def _die_with_parent() -> Any:
-    """A preexec_fn that makes the child die with SIGKILL when the runner dies (Linux), else None.
-
-    Without it a SIGKILLed runner leaves its program running; the point's lease then expires, a taker
-    resumes the same run, and two processes would write one run.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the runner died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 class Runner:
@@ -125,8 +88,8 @@ class Runner:
         self.progress = progress
         self.environ = dict(os.environ if environ is None else environ)
         self.store = ClaimStore(folder, lease_seconds)
-        self.jobs: dict[int, _Job] = {}          # point index -> the job holding its claim (a pack: each member's)
-        self._running: list[_Job] = []           # every started process not yet reaped
+        self.jobs: dict[int, Job] = {}          # point index -> the job holding its claim (a pack: each member's)
+        self._running: list[Job] = []           # every started process not yet reaped
         self.pack = max(1, pack)
         # each point's pack key (None: it runs alone), why the ones that could be packed are not, slots a pack takes
         self.packing = pack_keys(sweep, packing=self.pack > 1)
@@ -135,7 +98,7 @@ class Runner:
         self.retry_failed: set[int] = set()      # points that had failed before this runner started
         self.stop_signal: int | None = None
         self._last_manifest: list[tuple[int, str]] | None = None
-        self._preexec = _die_with_parent()
+        self._preexec = die_with_parent()
         self._bar: Any = None
         self._waits_told: set[tuple[int, int]] = set()  # (index, gen) of claims we said we wait for
 
@@ -144,7 +107,7 @@ class Runner:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_signal is not None:
             for job in self._live_jobs():  # second signal: no more waiting
-                _killpg(job.proc, signal.SIGKILL)
+                killpg(job.proc, signal.SIGKILL)
         self.stop_signal = signum
 
     # -- one point
@@ -157,7 +120,7 @@ class Runner:
         log_rel = os.path.join("logs", f"{run_id}.g{gen}.log")
         json_file = args_json_path(self.folder, self.sweep.key, run_id)
         argv, args_json = build_command(self.sweep.command, self.sweep.program, self.sweep.points[index], json_file)
-        info = {"run_id": run_id, "started_at": _iso(time.time()), "log": log_rel, "command": argv}
+        info = {"run_id": run_id, "started_at": iso(time.time()), "log": log_rel, "command": argv}
         claim = self._claim(st, info)
         if claim is None:
             return  # another runner was faster
@@ -192,7 +155,7 @@ class Runner:
         members = []
         for st in group:  # every claim is taken before the pack starts
             run_id = run_id_for(self.sweep.key, st.index)
-            info = {"run_id": run_id, "started_at": _iso(time.time()), "log": log_rel, "command": argv,
+            info = {"run_id": run_id, "started_at": iso(time.time()), "log": log_rel, "command": argv,
                     "pack": run_ids}
             claim = self._claim(st, info)
             if claim is None:
@@ -225,21 +188,21 @@ class Runner:
             log.write(f"{PROG}: cannot start {argv!r}: {e}\n".encode())
             log.close()
             for index, claim in claims.items():
-                self.store.end(index, claim.gen, {"state": FAILED, "exit_code": None, "ended_at": _iso(time.time()),
+                self.store.end(index, claim.gen, {"state": FAILED, "exit_code": None, "ended_at": iso(time.time()),
                                                   "seconds": 0.0, "reason": f"cannot start: {e}"})
             return
         for claim in claims.values():
             self.store.note_program(claim, proc.pid)  # lets a runner on this host see when it is gone
         now = time.monotonic()
-        job = _Job(dict(claims), proc, log, now, time.time(), now, end_files=dict(end_files or {}), slots=slots)
+        job = Job(dict(claims), proc, log, now, time.time(), now, end_files=dict(end_files or {}), slots=slots)
         for index in claims:
             self.jobs[index] = job
         self._running.append(job)
 
-    def _live_jobs(self) -> list[_Job]:
+    def _live_jobs(self) -> list[Job]:
         return list(self._running)
 
-    def _end_point(self, job: _Job, index: int, rc: int | None, reason: str = "") -> None:
+    def _end_point(self, job: Job, index: int, rc: int | None, reason: str = "") -> None:
         """Record how a point's attempt ended: from its pack's end file when there is one, else from the exit code."""
         claim = job.claims.pop(index)
         self.jobs.pop(index, None)
@@ -257,13 +220,13 @@ class Runner:
             state = FAILED
         else:
             state = CRASHED
-        record = {"state": state, "exit_code": rc, "ended_at": _iso(time.time()),
+        record = {"state": state, "exit_code": rc, "ended_at": iso(time.time()),
                   "seconds": round(time.monotonic() - job.started, 3)}
         if reason:
             record["reason"] = reason
         self.store.end(index, claim.gen, record)
 
-    def _finish(self, job: _Job, rc: int, reason: str = "", reasons: Mapping[int, str] | None = None) -> None:
+    def _finish(self, job: Job, rc: int, reason: str = "", reasons: Mapping[int, str] | None = None) -> None:
         self._running.remove(job)
         job.log.close()
         for index in list(job.claims):
@@ -290,7 +253,7 @@ class Runner:
             if lost:
                 # a lease is gone (we were stalled past it): someone may run that point now, so stop ours
                 # (a pack stops with it: its other members resume from their checkpoints on their next attempt)
-                _killpg(job.proc, signal.SIGKILL)
+                killpg(job.proc, signal.SIGKILL)
                 job.proc.wait()
                 job.stop_sent = now
                 lost_ids = ", ".join(run_id_for(self.sweep.key, i) for i in lost)
@@ -368,7 +331,7 @@ class Runner:
                     bar = tqdm(total=len(self.indices), desc=self.sweep.key, unit="run", dynamic_ncols=True,
                                initial=initial)
                 else:
-                    bar = _LineProgress(self.sweep.key, len(self.indices), initial)
+                    bar = LineProgress(self.sweep.key, len(self.indices), initial)
                 self._bar = bar
             while True:
                 self._reap()
@@ -383,14 +346,14 @@ class Runner:
                     self._tell_waits(states)
                 self._write_manifest(states)
                 if bar is not None:
-                    self._show(bar, [states[i] for i in self.indices])
+                    show(bar, [states[i] for i in self.indices])
                 if not self._running and all(self._settled(states[i]) for i in self.indices):
                     break
                 self._sleep_until_one_exits(self.poll_seconds)
             states = self.store.states(len(self.sweep.points))
             self._write_manifest(states, force=True)
             if bar is not None:
-                self._show(bar, [states[i] for i in self.indices])
+                show(bar, [states[i] for i in self.indices])
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
@@ -452,14 +415,14 @@ class Runner:
         now = time.monotonic()
         for job in self._live_jobs():
             job.stop_sent = now
-            _killpg(job.proc, signal.SIGTERM)
+            killpg(job.proc, signal.SIGTERM)
         deadline = now + self.term_timeout_seconds
         while self._running and time.monotonic() < deadline:
             self._reap()
             self._renew_all_quietly()
             time.sleep(min(self.poll_seconds, 0.2))
         for job in self._live_jobs():
-            _killpg(job.proc, signal.SIGKILL)
+            killpg(job.proc, signal.SIGKILL)
             job.proc.wait()
             self._finish(job, job.proc.returncode)
 
@@ -477,47 +440,6 @@ class Runner:
         if force or snapshot != self._last_manifest:
             write_manifest(self.folder, manifest_rows(self.sweep, states))
             self._last_manifest = snapshot
-
-    def _show(self, bar: Any, states: Sequence[PointState]) -> None:
-        done = sum(st.state == FINISHED for st in states)
-        running = sum(st.state == RUNNING for st in states)
-        failed = sum(st.state in (FAILED, CRASHED, KILLED) for st in states)
-        if done > bar.n:
-            bar.update(done - bar.n)
-        bar.set_postfix_str(f"running {running}, failed {failed}", refresh=True)
-
-
-class _LineProgress:
-    """The progress bar's stand-in when stderr is a file or a pipe (CI, nohup, Slurm): one line per change."""
-
-    def __init__(self, desc: str, total: int, initial: int):
-        self.desc, self.total, self.n, self.start_n = desc, total, initial, initial
-        self.t0 = time.monotonic()
-        self.last = ""
-
-    def update(self, k: int) -> None:
-        self.n += k
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        line = f"{self.n}/{self.total} done, {text}"
-        if line == self.last:
-            return
-        self.last = line
-        elapsed = time.monotonic() - self.t0
-        done_here = self.n - self.start_n
-        eta = f", ETA {elapsed / done_here * (self.total - self.n):.0f} s" if done_here and self.n < self.total else ""
-        print(f"{self.desc}: {line} ({elapsed:.0f} s{eta})", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-def _killpg(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
 
 def default_workers() -> int:
     """What the machine (or the Slurm allocation) can take: one single-threaded run per usable core."""

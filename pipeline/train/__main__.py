@@ -7,7 +7,6 @@ import sys
 
 from lrscan.pipeline.config import help_text, parse_args
 from lrscan.pipeline.errors import LrscanError, exit_with
-from lrscan.pipeline.train.loop import StopRequested, train
 from lrscan.pipeline.train.tracking import Launch, this_process_launch
 
 # what `wandb agent` (and wandb's own config injection) set: wandb.init then hands the run a config to wait for
@@ -23,15 +22,26 @@ def main(argv: list[str] | None = None) -> None:
     # pipeline.sweep name the run and ask for a resume there) and this process's own launch
     launch = Launch(program=os.environ.get("WANDB_PROGRAM") or this_process_launch().program, args=tuple(argv))
     try:
-        train(parse_args(argv), env_run_id=os.environ.get("WANDB_RUN_ID", ""),
+        cfg = parse_args(argv)
+    except LrscanError as e:
+        exit_with(LrscanError(_one_line(e)), "pipeline.train")
+    # torch (seconds) only once the flags are good: a mistyped flag is answered at once
+    from lrscan.pipeline.train.loop import StopRequested, train
+
+    try:
+        train(cfg, env_run_id=os.environ.get("WANDB_RUN_ID", ""),
               env_resume=os.environ.get("WANDB_RESUME", ""), launch=launch,
               config_from_wandb=any(os.environ.get(k) for k in WANDB_CONFIG_VARIABLES))
     except LrscanError as e:
         exit_with(LrscanError(_one_line(e)), "pipeline.train")
     except StopRequested as e:
-        print(f"pipeline.train: stopped ({_one_line(e)}); checkpoint saved, resume with --resume --run_id={e.run_id}",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+        if e.preempted:
+            print(f"pipeline.train: preempted ({_one_line(e)}); checkpoint saved, the W&B run marked preempting "
+                  f"(a W&B sweep requeues it); resume with --resume --run_id={e.run_id}", file=sys.stderr)
+        else:
+            print(f"pipeline.train: stopped ({_one_line(e)}); checkpoint saved, resume with --resume "
+                  f"--run_id={e.run_id}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
 
 
 def _one_line(error: BaseException) -> str:

@@ -16,6 +16,7 @@ import pytest
 from lrscan.analysis import load_runs
 from lrscan.pipeline import keys
 from lrscan.pipeline.runlog import read_run_file
+from lrscan.pipeline.sweep import packs
 from lrscan.pipeline.sweep.__main__ import main
 from lrscan.pipeline.sweep.command import run_id_for
 from lrscan.pipeline.sweep.manifest import read_manifest
@@ -333,3 +334,24 @@ def test_a_task_sweep_runs_in_one_pack_or_one_process_per_point_said_once(in_tmp
             assert rows["pack"].isna().all()
             assert err.count(f"every point of {sweep.key} run(s) one process per point: it trains its own task "
                              f"(net.py:make), which a pack cannot step: its optimizer is RMSprop") == 1
+
+
+def test_a_tasks_check_is_asked_once_per_process_until_its_file_changes(tmp_path, monkeypatch):
+    tasks = tmp_path / "tasks.py"
+    tasks.write_text("def make(seed): ...\n")
+    asked = []
+
+    def ask(args, timeout_s=300.0):
+        asked.append(list(args))
+        return ("", 0.5) if len(asked) < 3 else ("its task could not be checked (exit code 1)", 0.0)
+
+    monkeypatch.setattr(packs, "why_not_packed_task", ask)
+    args = (f"--task={tasks}:make", f"--ckpt_dir={tmp_path}")
+    assert packs.checked_task(args, f"{tasks}:make") == ("", 0.5)
+    assert packs.checked_task(args, f"{tasks}:make") == ("", 0.5) and len(asked) == 1  # kept
+    tasks.write_text("def make(seed):\n    return None\n")  # another size: asked again
+    assert packs.checked_task(args, f"{tasks}:make") == ("", 0.5) and len(asked) == 2
+    tasks.write_text("def make(seed):\n    return None  # x\n")
+    for n in (3, 4):  # an answer that is not a check is never kept
+        assert packs.checked_task(args, f"{tasks}:make")[0].startswith("its task could not be checked")
+        assert len(asked) == n

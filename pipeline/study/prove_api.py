@@ -73,6 +73,7 @@ class Proof:
     schedule: StepDecay
     group: str
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what the task said (Task.notes: a scheduler not stepped, ...)
 
     @property
     def steps(self) -> int:
@@ -92,6 +93,16 @@ class Proof:
         kinds = sorted(self.runs["judged_by"].unique())
         return "dev_loss" if kinds == [keys.DEV_LOSS] else (
             f"mean training loss over the last {TAIL_FRAC:.0%} of steps (the task has no evaluate)")
+
+    def apply(self, target: Any) -> float:
+        """Set the proven lr (`best_lr`) where you set yours; returns the lr set (`pipeline.train.apply.apply_lr`).
+
+        target: a torch optimizer (every param group, keeping their ratios and a scheduler's `initial_lr`,
+        as `RangeTestResult.apply` does), a LightningModule (its hparams' lr), an HF `TrainingArguments`
+        or `Trainer`."""
+        from lrscan.pipeline.train.apply import apply_lr
+
+        return apply_lr(self.best_lr, target)
 
     def plot(self, ax: Axes | None = None) -> Axes:
         """analysis.plots' prove figure: judged loss after the horizon against lr, each seed and the mean."""
@@ -115,7 +126,8 @@ class Proof:
         return "\n".join([f"prove: {len(self.table)} candidates x {d.n_seeds} seeds, {self.horizon} steps "
                           f"({self.schedule.text()}), judged by {self.judged_by} (W&B group {self.group}, "
                           f"{self.seconds:.1f} s)",
-                          f"proven: {d.winner} lr {d.lr:.4g}. {d.verdict()}", *rows])
+                          f"proven: {d.winner} lr {d.lr:.4g}. {d.verdict()}", *rows,
+                          *[f"note: {n}" for n in self.notes]])
 
 
 def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | pd.DataFrame, *,
@@ -174,7 +186,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
 
     wanted = [(c, seed) for _, c in candidates.iterrows() for seed in seeds]
     size = len(wanted) if pack is None else int(pack)
-    rows = []
+    rows, notes = [], {}
     with restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-prove-") if own_ckpt else nullcontext()
                               ) as tmp:
         if own_ckpt:
@@ -184,6 +196,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
             tasks, made, cfgs, losses = [], [], [], []
             for c, seed in chunk:  # each run's task, and the random states its make left (its run starts there)
                 tasks.append(make_seeded(task, seed, task_args, where=WHERE))
+                notes.update(dict.fromkeys(tasks[-1].notes))
                 made.append(rngstate.capture())
                 lr = float(c["lr"])
                 cfgs.append(base.replace(run_id=new_run_id(), seed=seed, lr=lr, **plan.fields(lr),
@@ -199,7 +212,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
     runs = pd.DataFrame(rows)
     table, decision = judge(runs, candidates)
     return Proof(table=table, decision=decision, runs=runs, horizon=horizon, schedule=plan, group=group,
-                 seconds=time.monotonic() - t0)
+                 seconds=time.monotonic() - t0, notes=list(notes))
 
 
 def _exact(lrs: list[float]) -> pd.DataFrame:

@@ -351,8 +351,9 @@ class RunLogger(LoggerProcess):
         if self._init.overlapped and changed and not self._late_failure:
             # training began with the trainer's config; a config wandb.init hands out (a sweep's) cannot apply now
             self._late_failure = (f"wandb.init gave the run another config ({', '.join(sorted(changed))} differ) "
-                                  f"after it began training with its own; a run whose config comes from W&B waits for it "
-                                  f"(the command line does under wandb agent; train(..., config_from_wandb=True))")
+                                  f"after it began training with its own; a run whose config comes from W&B waits "
+                                  f"for it (the command line does under wandb agent; train(..., "
+                                  f"config_from_wandb=True))")
         return payload
 
     def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.logger import open_pack_logger
 from lrscan.pipeline.pack.members import FAILED, KILLED, PackMember, write_end
-from lrscan.pipeline.train.loop import exit_code_of
+from lrscan.pipeline.train.loop import StopRequested, exit_code_of
 from lrscan.pipeline.train.tracking import Launch, RunInfo
 
 
@@ -39,7 +39,7 @@ def run_members(members: list[PackMember], program: str, train) -> dict[str, dic
         summaries = train(members)
     except BaseException as error:
         code = exit_code_of(error)
-        stopped = code == 130
+        stopped = isinstance(error, (StopRequested, KeyboardInterrupt))
         unfinished: list[str] = []
         for member in members:
             if not member.ended:

@@ -53,19 +53,30 @@ TASK_FIELDS = ("task", "task_args", "seed")
 RESUME_VALUES = ("allow", "must", "auto")  # the values of WANDB_RESUME that ask for a resume
 
 
+PREEMPT_SIGNAL = signal.SIGUSR1  # a scheduler's warning (Slurm's `--signal`): stop, and let the sweep requeue the run
+
+
 class StopRequested(Exception):
-    """SIGTERM or Ctrl-C: the chunk ended, every member still training has a checkpoint; their runs end with 130."""
+    """SIGTERM or Ctrl-C: the chunk ended, every member still training has a checkpoint; their runs end with 130.
+
+    `preempted`: the signal was PREEMPT_SIGNAL (SIGUSR1), a scheduler's notice that the job is about to be
+    preempted or to reach its time limit: the run is marked preempting in W&B (`run.mark_preempting()`),
+    so a W&B sweep requeues it, and ends with 128 + SIGUSR1 (138)."""
 
     def __init__(self, run_ids: list[str], signum: int, step: int):
         what = f"run {run_ids[0]}" if len(run_ids) == 1 else f"pack of {len(run_ids)} run(s)"
         super().__init__(f"{what}: signal {signum} at step {step}")
         self.run_ids, self.run_id, self.signum = run_ids, run_ids[0], signum
+        self.preempted = signum == PREEMPT_SIGNAL
+        self.exit_code = 128 + signum if self.preempted else 130
 
 
 def exit_code_of(error: BaseException) -> int:
-    """The exit code a run ends with after `error` (a single run's and a pack member's alike): 130 for a stop
-    (SIGTERM, Ctrl-C: its checkpoint continues it), 1 for a failure."""
-    return 130 if isinstance(error, (StopRequested, KeyboardInterrupt)) else 1
+    """The exit code a run ends with after `error` (a single run's and a pack member's alike): a stop's own (130
+    for SIGTERM or Ctrl-C, 138 for a preemption notice: its checkpoint continues it), 1 for a failure."""
+    if isinstance(error, StopRequested):
+        return error.exit_code
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -164,7 +175,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         summary = train_members([member], runner)[run_id]
     except BaseException as error:
         # the training error is the one to report; a run that also fails to finish is mentioned with it
-        finish_after_error(logger, exit_code_of(error), error)
+        preempted = isinstance(error, StopRequested) and error.preempted
+        finish_after_error(logger, exit_code_of(error), error, preempting=preempted)
         raise
     logger.finish(0)
     return summary
@@ -176,8 +188,9 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
     Every member keeps its own rules (pipeline/train/member.py): its stops on its own losses, its eval and
     checkpoint steps, its history rows; members may be at different steps (resumed from different
     checkpoints). A member that stops inside a chunk is replayed up to its stop step (its model is the
-    one of that step, never trained past it), leaves and ends its run; the others go on. SIGTERM or
-    Ctrl-C: the chunk ends, every member still training is checkpointed, StopRequested is raised.
+    one of that step, never trained past it), leaves and ends its run; the others go on. SIGTERM,
+    Ctrl-C or SIGUSR1 (a preemption notice): the chunk ends, every member still training is
+    checkpointed, StopRequested is raised.
     """
     summaries: dict[str, dict] = {}
     with _StopSignals() as signals, _progress_bar(members) as bar:
@@ -240,19 +253,23 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
 
 
 class _StopSignals:
-    """SIGTERM (a sweep runner stopping us, a scheduler's preemption) and Ctrl-C, noted for the loop to stop at
-    the chunk's end. Python installs signal handlers in the main thread only: called from another thread (a
-    notebook kernel's worker, Ray, Gradio) the loop leaves the process's handlers as they are."""
+    """SIGTERM (a sweep runner or `wandb agent` stopping us, a scheduler's kill), Ctrl-C and SIGUSR1 (a
+    scheduler's preemption or time-limit notice), noted for the loop to stop at the chunk's end. A
+    preemption notice, once received, stays the reason: the TERM that follows it (an agent told to stop
+    taking runs forwards its TERM too) does not turn a preempted run into a stopped one. Python installs
+    signal handlers in the main thread only: called from another thread (a notebook kernel's worker,
+    Ray, Gradio) the loop leaves the process's handlers as they are."""
 
     def __enter__(self) -> _StopSignals:
         self.received: int | None = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
+            self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL)}
         return self
 
     def _note(self, signum, frame) -> None:
-        self.received = signum
+        if self.received != PREEMPT_SIGNAL:
+            self.received = signum
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():

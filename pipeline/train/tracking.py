@@ -365,11 +365,13 @@ class RunLogger(LoggerProcess):
     def summary(self, values: dict[str, Any]) -> None:
         self._put(("summary", values))
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempting: bool = False) -> None:
         """Log everything queued, finish the run, wait (bounded) for the process to exit. Idempotent.
+        preempting: mark the run preempting first (`run.mark_preempting()`: a W&B sweep requeues it).
 
         Raises LrscanError when the run could not be finished, unless that failure was raised already."""
-        self._end([("finish", exit_code)], acknowledged=False)
+        self._end([("preempting",), ("finish", exit_code)] if preempting else [("finish", exit_code)],
+                  acknowledged=False)
 
 
 def _plain(value: Any) -> Any:
@@ -390,11 +392,13 @@ def _describe_exit(code: int) -> str:
     return f"code {code}"
 
 
-def finish_after_error(logger: RunLogger | NoLogger, exit_code: int, error: BaseException) -> None:
-    """Finish the run after training failed with `error`. That error stays the one to report: a
-    failure to finish the run is added to it as a note, never raised in its place."""
+def finish_after_error(logger: RunLogger | NoLogger, exit_code: int, error: BaseException,
+                       preempting: bool = False) -> None:
+    """Finish the run after training failed with `error` (preempting: marked so first, see RunLogger.finish).
+    That error stays the one to report: a failure to finish the run is added to it as a note, never raised
+    in its place."""
     try:
-        logger.finish(exit_code)
+        logger.finish(exit_code, preempting=preempting)
     except Exception as e:
         error.add_note(f"also, the W&B run could not be finished: {e}")
 
@@ -417,7 +421,7 @@ class NoLogger:
     def flush(self) -> None:
         pass
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempting: bool = False) -> None:
         pass
 
 

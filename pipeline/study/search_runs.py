@@ -30,7 +30,6 @@ import numpy as np
 from lrscan.pipeline import keys
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.fsutil import atomic_write_text
-from lrscan.pipeline.study.judging import judged_loss
 from lrscan.pipeline.study.search_plan import Node, Pair
 from lrscan.pipeline.train import checkpoint
 
@@ -156,9 +155,18 @@ class Search:
             values = []
             for seed in self.seeds:
                 state = self.state(node, seed) or {}
-                values.append(judged_loss(state.get("summary") or {}, np.zeros(0), keys.DEV_LOSS)["loss"])
+                values.append(held_out_loss(state.get("summary") or {}))
             out[node] = np.array(values)
         return out
+
+
+def held_out_loss(summary: Mapping[str, Any]) -> float:
+    """A rung's judged value of one run: the held-out loss its run ended (or paused) with; inf when it diverged
+    or logged none finite (ranked last, never chosen), as analysis.judge counts a divergence."""
+    value = summary.get(keys.DEV_LOSS)
+    if summary.get(keys.DIVERGED_AT_STEP) is not None or value is None or not math.isfinite(float(value)):
+        return math.inf
+    return float(value)
 
 
 def pair_records(pairs: Sequence[Pair], status: Mapping[Pair, str], reached: Mapping[Pair, int],

@@ -52,6 +52,8 @@ class Task:
               mode and the global random states put back after it
     scaler: an optional torch.amp.GradScaler (mixed precision: a step it skips is not a measured point)
     accumulation_steps: micro-batches per training step, each loss divided by it, one optimizer step
+    notes: what the task's maker wants said with its results (an adapter: a scheduler it does not step);
+           range_test's and prove's results carry them
     """
 
     model: torch.nn.Module
@@ -61,6 +63,7 @@ class Task:
     evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None
     scaler: torch.amp.GradScaler | None = None
     accumulation_steps: int = 1
+    notes: tuple[str, ...] = ()
 
     @property
     def batch_fn(self) -> Callable[[int], Any] | None:

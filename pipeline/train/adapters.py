@@ -35,6 +35,10 @@ import torch
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 
+# what a Task's notes say of a scheduler the user's code builds: the adapters do not step it
+NOT_STEPPED = ("is not stepped: lrscan sets the lr of every step itself (the range test's schedule, prove's "
+               "horizon schedule), keeping the param groups' ratios")
+
 
 class LoaderBatches:
     """A DataLoader's batches as batch(i), each a function of (seed, i); `index`: the last one's place in its epoch."""

@@ -185,6 +185,12 @@ def compare(name: str, task, module, make_task, steps: int, horizon: int, seeds:
     return row
 
 
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -217,7 +223,8 @@ def main() -> None:
                             a.steps, a.horizon, seeds, train_dataloaders=loader))
     record("lightning_hf", "lrscan on a LightningModule and an HF Trainer against Lightning's lr_find", rows,
            note=f"{a.steps} range-test steps on each side (1e-5 .. 1), one thread; regret: prove at {a.horizon} "
-                f"steps over {len(seeds)} paired seeds, lr_find's suggestion one more candidate")
+                f"steps over {len(seeds)} paired seeds, lr_find's suggestion one more candidate; "
+                f"pytorch-lightning {pl.__version__}, transformers {_transformers_version()}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.config import SCHEDULES, TrainConfig, field_names
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.functional import train_seeds
+from lrscan.pipeline.study.inputs import real_number, whole_number
 from lrscan.pipeline.study.own_task import check_seeds, device_of, make_seeded, restored_globals, task_label
+from lrscan.pipeline.study.ranges import SGD_RANGE, Range, RangeCheck, check_range, fill_range, next_range_arguments
 from lrscan.pipeline.train import rngstate
 from lrscan.pipeline.train.loop import new_run_id
 from lrscan.pipeline.train.task import Task, lr_scales, set_lr
@@ -87,6 +89,8 @@ class RangeTestResult:
     task_args: dict[str, Any] = field(default_factory=dict, repr=False)
     fields: dict[str, Any] = field(default_factory=dict, repr=False)
     task_notes: list[str] = field(default_factory=list, repr=False)  # what the task's maker said (Task.notes)
+    range: Range | None = field(default=None, repr=False)  # the ends run, and why (given, or the optimizer's default)
+    n_steps: int = field(default=0, repr=False)  # the steps each run was scheduled for
 
     # the pick (min_loss): the exponent of lowest mean loss, the seed study's "look where the loss is lowest"
     @property
@@ -159,6 +163,20 @@ class RangeTestResult:
         an adapter's scheduler that was not stepped, ...)."""
         return list(self.pick.notes) + list(self.task_notes)
 
+    @property
+    def range_check(self) -> RangeCheck:
+        """Whether the range held the loss minimum (not on its first lrs) and the turn where the loss climbs,
+        with a one-line `message` and the `next_range` when it did not (`pipeline.study.ranges.check_range`)."""
+        low, high = (self.range.lre_min, self.range.lre_max) if self.range is not None else (
+            float(self.steps["lre_min"].iloc[0]), float(self.steps["lre_max"].iloc[0]))
+        return check_range(self.pick, self.runs, lre_min=low, lre_max=high)
+
+    def suggest_range(self) -> dict[str, Any] | None:
+        """The range to run next when this one does not hold the minimum and the turn, as range_test's keywords
+        (`range_test(make, **result.suggest_range())`): lre_min, lre_max, and steps at the same steps per
+        decade. None when the range holds both."""
+        return next_range_arguments(self.range_check, self.n_steps or int(self.steps[keys.STEP_COLUMN].max()) + 1)
+
     def plot(self, ax: Axes | None = None, *, x: str = keys.LRE) -> Axes:
         """The range-test figure (analysis.plots): mean loss per lre bin, each run, the suggesters, the CI.
 
@@ -207,7 +225,10 @@ class RangeTestResult:
             f"steepest: lre {self.steepest_lre:.3f} -> lr {self.steepest_lr:.4g}; "
             f"valley: lre {self.valley_lre:.3f} -> lr {self.valley_lr:.4g}",
         ]
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        if self.range is not None:
+            lines.insert(1, f"range: lr {self.range} ({self.range.why}), {self.n_steps} steps")
+        check = self.range_check.message
+        return "\n".join(lines + [f"note: {n}" for n in self.notes] + ([f"range: {check}"] if check else []))
 
 
 def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None = None, lre_max: float | None = None,
@@ -222,7 +243,10 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         A `pipeline.Task`; or a function `make(seed, **task_args) -> Task`, called once per seed; or
         a spec "path/to/file.py:make" / "package.module:make" (as `--task` takes it).
     lre_min, lre_max, steps : float, float, int
-        lr = 10**linspace(lre_min, lre_max, steps), one training step per lr (default -3, 0).
+        lr = 10**linspace(lre_min, lre_max, steps), one training step per lr. Default ends by the
+        optimizer's family (`pipeline.study.ranges.default_range`): SGD-like -3, 0 (the lecture's
+        1e-3..1), Adam-like (Adam, AdamW, RMSprop, Lion, ...) -5, -1. `result.range_check` says
+        whether the curve held its minimum and its turn, `result.suggest_range()` what to run next.
     start_lr, end_lr : float, optional
         The same ends in lr units (torch-lr-finder's and fastai's words): lre_min = log10(start_lr).
         Give each end one way: lre_min or start_lr, lre_max or end_lr.
@@ -257,6 +281,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         that is not one: before any run exists.
     """
     t0 = time.monotonic()
+    steps = whole_number(steps, "steps", where="range_test", minimum=2)
     unknown = sorted(set(fields) - set(field_names()))
     if unknown:
         valid = [*OWN_KEYWORDS, *(n for n in field_names() if n not in NOT_KEYWORDS and n not in OWN_KEYWORDS)]
@@ -272,7 +297,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         raise LrscanError("range_test: task_args go to a function make(seed, **task_args); a Task is already made")
     pick_args = dict(pick_args or {})
     _check_pick_args(pick_args)
-    lre_min, lre_max = _lre_range(lre_min, lre_max, start_lr, end_lr)
+    lre_min, lre_max = _lre_range(lre_min, lre_max, start_lr, end_lr)  # None: the optimizer family's default
     column = _pick_column(pick_on, pick_args)
     pick_args[PICK_COLUMN] = column
     on_eval_steps = column not in STEP_COLUMNS
@@ -284,8 +309,12 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
 
     label = task_label(task)
     own_ckpt = "ckpt_dir" not in fields
+    # the range's ends are known once the first task shows its optimizer; checked with the lecture's until then
+    ends = Range(*SGD_RANGE, "") if lre_min is None or lre_max is None else Range(lre_min, lre_max, "given")
     base = TrainConfig(**{"num_threads": torch.get_num_threads(), "ckpt_every_steps": 0, "samples": 0, **fields},
-                       schedule="range", lre_min=lre_min, lre_max=lre_max, steps=steps, task=label, task_args=task_args)
+                       schedule="range", lre_min=ends.lre_min if lre_min is None else lre_min,
+                       lre_max=ends.lre_max if lre_max is None else lre_max, steps=steps, task=label,
+                       task_args=task_args)
     group = base.wandb_group or f"range-test-{new_run_id()}"
     base = base.replace(wandb_group=group)
     seeds = seeds or [base.seed]
@@ -300,6 +329,11 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         for seed in seeds:
             tasks.append(make_seeded(task, seed, task_args, where="range_test"))
             made.append(rngstate.capture())
+        ends = fill_range(lre_min, lre_max, tasks[0].optimizer)
+        if ends.lre_min >= ends.lre_max:
+            raise LrscanError(f"range_test: the range's ends lre_min={ends.lre_min:g}, lre_max={ends.lre_max:g} "
+                              f"({ends.why}): lre_min must be below lre_max")
+        base = base.replace(lre_min=ends.lre_min, lre_max=ends.lre_max)
         if on_eval_steps and any(one.evaluate is None for one in tasks):
             raise LrscanError(f"range_test: pick_on={column!r} needs a task with evaluate(model) -> "
                               f"{{{column!r}: ...}}; this task has none")
@@ -339,7 +373,7 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         run_ids=[r["run_id"] for r in runs], seeds=[int(r[SEED_COLUMN]) for r in runs], group=group,
         wandb_mode=base.wandb_mode, seconds=time.monotonic() - t0, pick_args=pick_args,
         task=task, task_args=task_args, fields={k: v for k, v in fields.items() if k != "wandb_group"},
-        task_notes=list(dict.fromkeys(n for one in tasks for n in one.notes)),
+        task_notes=list(dict.fromkeys(n for one in tasks for n in one.notes)), range=ends, n_steps=steps,
     )
 
 
@@ -404,20 +438,19 @@ def _steps_frame(cfg: TrainConfig, chunks: list[tuple[np.ndarray, dict[str, np.n
 
 
 def _lre_range(lre_min: float | None, lre_max: float | None, start_lr: float | None,
-               end_lr: float | None) -> tuple[float, float]:
-    """The range's ends as exponents, each given as an exponent or as an lr (not both); default -3, 0."""
-    ends = []
-    for exponent, lr, (lre_name, lr_name), default in ((lre_min, start_lr, ("lre_min", "start_lr"), -3.0),
-                                                        (lre_max, end_lr, ("lre_max", "end_lr"), 0.0)):
+               end_lr: float | None) -> tuple[float | None, float | None]:
+    """The range's ends as exponents, each given as an exponent or as an lr (not both); None: not given."""
+    ends: list[float | None] = []
+    for exponent, lr, (lre_name, lr_name) in ((lre_min, start_lr, ("lre_min", "start_lr")),
+                                              (lre_max, end_lr, ("lre_max", "end_lr"))):
         if exponent is not None and lr is not None:
             raise LrscanError(f"range_test: {lre_name}={exponent!r} and {lr_name}={lr!r} name the same end of the "
                               f"range: give one ({lre_name} = log10({lr_name}))")
         if lr is None:
-            ends.append(default if exponent is None else exponent)
+            ends.append(None if exponent is None else real_number(exponent, lre_name, where="range_test"))
             continue
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not (math.isfinite(lr) and lr > 0):
-            raise LrscanError(f"range_test: {lr_name}={lr!r}: expected a learning rate > 0, e.g. 1e-5")
-        ends.append(math.log10(lr))
+        ends.append(math.log10(real_number(lr, lr_name, where="range_test", positive=True,
+                                           what="a learning rate > 0, e.g. 1e-5")))
     return ends[0], ends[1]
 
 

@@ -193,7 +193,7 @@ def judge(finals: pd.DataFrame, candidates: pd.DataFrame | None = None, *, pick:
     if d.chosen[0] < 0:
         raise LrscanError("every candidate diverged (a NaN or inf loss): nothing is proven")
     table = _table(cands, seeds, x, present, bad, d)
-    shared = [s for s, every in zip(seeds, present.all(0)) if every]
+    shared = [int(s) if s != "?" else None for s, every in zip(seeds, present.all(0)) if every]
     return Judgement(table=table, criterion=crit, reference=names[int(d.reference[0])], on_pick=bool(d.on_pick[0]),
                      pick=names[pick_i] if pick_i >= 0 else None, chosen=names[int(d.chosen[0])],
                      chosen_lr=float(cands["lr"].iloc[int(d.chosen[0])]), rule=rule, beats_pick=bool(d.beats[0]),
@@ -285,9 +285,14 @@ class Judgement:
     rule: str
     beats_pick: bool               # the chosen one is told apart from the pick as better, Holm-adjusted
     alpha: float = ALPHA
-    shared_seeds: list[str] = field(default_factory=list)
+    shared_seeds: list[int | None] = field(default_factory=list)  # None: a run without a seed
     steps: int | None = None       # each run's length, when known
     group: str | None = None       # the runs' group or sweep, when known
+
+    @property
+    def n_seeds(self) -> int:
+        """The seeds every candidate ran: those the ranking uses."""
+        return len(self.shared_seeds)
 
     def row(self, name: str) -> pd.Series:
         return self.table.loc[self.table["name"] == name].iloc[0]
@@ -318,7 +323,7 @@ class Judgement:
 
     def headline(self) -> str:
         """The first line: the criterion, the table's size, the length of its runs."""
-        n = len(self.shared_seeds)
+        n = self.n_seeds
         where = f" (W&B {self.group})" if self.group else ""
         after = f" after {self.steps} steps" if self.steps else ""
         return (f"Judged by {self.criterion_text()}{after}: {len(self.table)} candidates, {n} seed"
@@ -333,7 +338,7 @@ class Judgement:
         tail = f" Diverged: {', '.join(gone)}." if gone else ""
         m = int(self.table["p_holm"].notna().sum())
         if self.chosen_by.startswith("too few seeds"):
-            n = len(self.shared_seeds)
+            n = self.n_seeds
             return (f"{name} has the lowest loss, but with {n} paired seed{'s' if n != 1 else ''} nothing can be "
                     f"told apart (that takes 2 or more).{tail}")
         if self.beats_pick:

@@ -97,7 +97,7 @@ def test_python_m_analysis_judges_a_users_200_step_lr_by_batch_size_grid_with_no
     summary = json.loads((out / "summary.json").read_text())
     assert [g["group"] for g in summary["prove"]] == ["my-lr-grid (batch_size 16)", "my-lr-grid (batch_size 32)"]
     for grid in summary["prove"]:
-        assert grid["criterion"] == "val_loss" and grid["steps"] == 200 and grid["seeds"] == ["1", "2", "3"]
+        assert grid["criterion"] == "val_loss" and grid["steps"] == 200 and grid["seeds"] == [1, 2, 3]
         table = pd.DataFrame(grid["table"])
         assert table["lr"].tolist()[:2] == pytest.approx([0.03, 0.01]) and grid["chosen"] == "lr=0.03"
         # lr 1.0 diverged (NaN training losses; its val_loss was finite): last, never chosen

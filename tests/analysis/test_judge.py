@@ -106,7 +106,7 @@ def test_repro_a_candidate_missing_its_hard_seed_does_not_win_by_its_own_seed_se
     # lr 0.1 ran seeds 1, 2; lr 0.01 ran 1, 2, 3 (3 is hard). Own-set means: 0.1 2.05 < 0.01 2.47
     rows = finals({0.1: [2.0, 2.1, math.nan], 0.01: [1.9, 2.0, 3.5]})
     verdict = judge(rows)
-    assert verdict.table["name"].tolist() == ["lr=0.01", "lr=0.1"] and verdict.shared_seeds == ["1", "2"]
+    assert verdict.table["name"].tolist() == ["lr=0.01", "lr=0.1"] and verdict.shared_seeds == [1, 2]
     assert verdict.table["mean"].tolist() == pytest.approx([1.95, 2.05]) and verdict.chosen == "lr=0.01"
     with pytest.raises(LrscanError, match="no seed that every candidate ran"):
         judge(finals({0.1: [2.0, math.nan], 0.01: [math.nan, 2.0]}, seeds=(1, 2)))

@@ -105,6 +105,20 @@ def test_the_docs_show_the_script_their_command_prints(monkeypatch, capsys):
     assert script(capsys, *argv[3:]) == shown
 
 
+def test_gpus_for_a_sweep_that_trains_on_the_cpu_get_a_note(in_tmp, capsys):
+    yaml_path = in_tmp / "s.yaml"
+    yaml_path.write_text(SWEEP)
+    for flags in (["--gpus", "1"], ["--sbatch=--gres=gpu:a100:1"]):
+        main([str(yaml_path), "--print-agent-sbatch", "abc", "--conda-env", "x", *flags])
+        out, err = capsys.readouterr()
+        assert out.startswith("#!/bin/bash") and "trains on the CPU" in err and "device: {value: cuda}" in err
+    main([str(yaml_path), "--print-sbatch", "--gpus", "1"])
+    assert "trains on the CPU" in capsys.readouterr().err
+    yaml_path.write_text(SWEEP + "  device: {value: cuda}\n")
+    main([str(yaml_path), "--print-agent-sbatch", "abc", "--conda-env", "x", "--gpus", "1"])
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("flags, says", [
     (["--print-agent-sbatch", "me/proj/abc 123"], "a W&B sweep id"),
     (["--print-agent-sbatch", "abc", "--time", "1:00"], "longer than --signal-seconds 120"),

@@ -244,9 +244,9 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
     try:
         _notice_mid_run(workdir, lambda: first.send_signal(signal.SIGUSR1))
         out, _ = first.communicate(timeout=180)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+    except (AssertionError, subprocess.TimeoutExpired) as e:
+        os.killpg(first.pid, signal.SIGKILL)
+        raise AssertionError(f"{e}; the job's output:\n{first.communicate()[0]}") from None
     assert "lrscan: preemption notice: requeueing job 4242" in out, out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     assert checkpoint.load(workdir / "checkpoints" / "agentrun0.pt")["step"] < STEPS
@@ -254,9 +254,9 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
     second = job(1)
     try:
         out, _ = second.communicate(timeout=300)
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+        os.killpg(second.pid, signal.SIGKILL)
+        raise AssertionError(f"the requeued job did not end; its output:\n{second.communicate()[0]}") from None
     assert second.returncode == 0, out
     assert "lrscan: job 4242 (restart 1)" in out and "resuming run agentrun0 at step" in out, out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"

@@ -78,6 +78,7 @@ demo: venv data
 
 bench: venv data
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_first_step.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_sweep.py

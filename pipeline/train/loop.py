@@ -24,28 +24,33 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from lrscan.pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind
+from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train import checkpoint
 from lrscan.pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits, sha256_of  # noqa: F401 (re-export)
 from lrscan.pipeline.train.generic import TaskRun
 from lrscan.pipeline.train.makemore import MakemoreRun, check_model_fits
-from lrscan.pipeline.train.member import Member, chunk_end  # noqa: F401 (re-export)
+from lrscan.pipeline.train.member import Member, chunk_end, init_args  # noqa: F401 (re-export)
+from lrscan.pipeline.train.resume import (  # noqa: F401 (re-export)
+    checked_state,
+    compatible,
+    only_resumable_checkpoint,
+    same_data,
+    say_resume,
+)
 from lrscan.pipeline.train.stepper import Stepper
 from lrscan.pipeline.train.task import Task, check_task, load_task
-from lrscan.pipeline.train.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
+from lrscan.pipeline.train.tracking import Launch, finish_after_error, open_logger, this_process_launch
 
 # fields that change the data the model sees: a sweep-locked change of one of these reloads the data
 DATA_FIELDS = ("data", "block_size", "split_seed")
 # fields that change what a task's make builds: a sweep-locked change of one of these builds the task again
 TASK_FIELDS = ("task", "task_args", "seed")
 RESUME_VALUES = ("allow", "must", "auto")  # the values of WANDB_RESUME that ask for a resume
-LISTED_CHECKPOINTS = 8  # an error about the checkpoints in a folder names this many, then counts the rest
 
 
 PREEMPT_SIGNAL = signal.SIGUSR1  # a scheduler's warning (Slurm's `--signal`): stop, and let the sweep requeue the run
@@ -66,6 +71,14 @@ class StopRequested(Exception):
         self.exit_code = 128 + signum if self.preempted else 130
 
 
+def exit_code_of(error: BaseException) -> int:
+    """The exit code a run ends with after `error` (a single run's and a pack member's alike): a stop's own (130
+    for SIGTERM or Ctrl-C, 138 for a preemption notice: its checkpoint continues it), 1 for a failure."""
+    if isinstance(error, StopRequested):
+        return error.exit_code
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,53 +91,6 @@ def new_run_id() -> str:
     # the shape of wandb's own ids: 8 characters of [a-z0-9]
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def compatible(saved: dict, cfg: TrainConfig) -> list[str]:
-    """The fields of `cfg` that differ from a checkpoint's config where a resume must keep them: every
-    field but the operational ones (pipeline.config says which)."""
-    now, free = cfg.to_dict(), set(fields_of_kind(OPERATIONAL))
-    return sorted(k for k, v in saved.items() if k not in free and now.get(k) != v)
-
-
-def same_data(state: dict, data_sha256: str, vocab: tuple[str, ...]) -> bool:
-    # the data path may move between machines; its content may not
-    return state.get("data_sha256", data_sha256) == data_sha256 and tuple(state["vocab"]) == tuple(vocab)
-
-
-def only_resumable_checkpoint(cfg: TrainConfig, data_sha256: str, vocab: tuple[str, ...], asked_by: str) -> Path | None:
-    """For a resume without a run id: the one unfinished checkpoint in ckpt_dir that this config and
-    data could continue. None when the folder holds no checkpoint (a new run). Anything else, none
-    that fits or several, is an LrscanError listing them: guessing could continue someone else's run."""
-    found = checkpoint.load_all(cfg.ckpt_dir)
-    if not found:
-        return None
-    fits, described = [], []
-    for path, state in found:
-        if isinstance(state, LrscanError):
-            described.append(f"{path.name} (unreadable)")
-            continue
-        run = state.get("run_id", path.stem)
-        diff = compatible(state["config"], cfg)
-        if diff:
-            described.append(f"{run} ({', '.join(diff)} differ)")
-        elif not same_data(state, data_sha256, vocab):
-            described.append(f"{run} (another word list)")
-        elif state["finished"]:
-            described.append(f"{run} (finished)")
-        else:
-            fits.append(path)
-            described.append(f"{run} (at step {state['step']})")
-    if len(fits) == 1:
-        return fits[0]
-    listed = ", ".join(described[:LISTED_CHECKPOINTS]) + (f" and {len(described) - LISTED_CHECKPOINTS} more"
-                                                          if len(described) > LISTED_CHECKPOINTS else "")
-    where = f"{len(found)} checkpoint(s) in {cfg.ckpt_dir!r}: {listed}"
-    if fits:
-        raise LrscanError(f"{asked_by} without a run id: {len(fits)} unfinished runs fit this config; choose one with "
-                          f"--run_id=ID. {where}")
-    raise LrscanError(f"{asked_by} without a run id: no unfinished run fits this config; continue one with "
-                      f"--run_id=ID, or start a new run without {asked_by}. {where}")
 
 
 def train(cfg: TrainConfig, *, task: Task | None = None,
@@ -171,22 +137,11 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         else:
             path = only_resumable_checkpoint(cfg, data_sha256, vocab, asked_by)
         if path is not None and path.exists():
-            state = checkpoint.load(path)
+            state = checked_state(checkpoint.load(path), path, cfg, task=generic, data_sha256=data_sha256, vocab=vocab)
             run_id = state["run_id"]
-            diff = compatible(state["config"], cfg)
-            if diff:
-                raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint "
-                                  f"{str(path)!r}")
-            if ("flat" in state) == generic:
-                raise LrscanError(f"cannot resume run {run_id}: its checkpoint {str(path)!r} is of "
-                                  f"{'the makemore MLP' if 'flat' in state else 'a task'}, this run trains "
-                                  f"{'a task' if generic else 'the makemore MLP'}")
-            if not same_data(state, data_sha256, vocab):
-                raise LrscanError(f"cannot resume run {run_id}: {cfg.data!r} is not the word list it was trained on")
+            say_resume(run_id, state, path)
             if state["finished"]:
-                print(f"run {run_id} already finished at step {state['step'] - 1} ({path}); nothing to do")
                 return state.get("summary", {})
-            print(f"resuming run {run_id} at step {state['step']} from {path}")
         else:
             print(f"no checkpoint for {'run ' + run_id if run_id else 'any run'} in {cfg.ckpt_dir}: starting a new run")
     run_id = run_id or new_run_id()
@@ -195,15 +150,9 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
     # the logger and its wandb service come up, their rows buffered (tracking.py). A resumed run needs the
     # history its run holds, a sweep agent's the config wandb.init hands out: they wait.
     wait = config_from_wandb or state is not None or bool(asked_by)
-    logger = open_logger(InitArgs(
-        run_id=run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
-        group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
-        config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or bool(asked_by),
-        define_lre_axis=cfg.schedule == "range",
-        lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, run_id).with_suffix(".lock")),
-        resume_step=state["step"] if state is not None else 0,
-        launch=launch or this_process_launch(), overlapped=not wait,
-    ))
+    logger = open_logger(init_args(cfg.replace(run_id=run_id), resume=state is not None or bool(asked_by),
+                                   resume_step=state["step"] if state is not None else 0,
+                                   launch=launch or this_process_launch(), overlapped=not wait))
     info = logger.start(wait=wait)
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
@@ -226,10 +175,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         summary = train_members([member], runner)[run_id]
     except BaseException as error:
         # the training error is the one to report; a run that also fails to finish is mentioned with it
-        stopped = isinstance(error, (StopRequested, KeyboardInterrupt))
         preempted = isinstance(error, StopRequested) and error.preempted
-        code = error.exit_code if isinstance(error, StopRequested) else 130 if stopped else 1
-        finish_after_error(logger, code, error, preempting=preempted)
+        finish_after_error(logger, exit_code_of(error), error, preempting=preempted)
         raise
     logger.finish(0)
     return summary

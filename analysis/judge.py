@@ -305,8 +305,8 @@ class Judgement:
             return "beats the pick"
         if statuses <= {"pick", "leader", STATUS[DIVERGED], "too few seeds"} and "too few seeds" in statuses:
             return "too few seeds: lowest loss"
-        if not self.on_pick and statuses <= {"leader", STATUS[DIVERGED], STATUS[TOLD_APART]}:
-            return "told apart from every other"
+        if self.chosen == self.reference and statuses <= {"pick", "leader", STATUS[DIVERGED], STATUS[TOLD_APART]}:
+            return "told apart from every other"  # every other one worse, or diverged: no rule was needed
         return f"rule {self.rule} among the tied"
 
     def criterion_text(self) -> str:
@@ -344,8 +344,8 @@ class Judgement:
         if self.beats_pick:
             return (f"{name} beats {ref} (lr {r['lr']:.4g}) by {-c['diff']:.4f}: {_ci(c)}, Holm-adjusted p "
                     f"{c['p_holm']:.2g} over {m} comparison{'s' if m != 1 else ''}.{tail}")
-        if self.chosen_by == "told apart from every other":
-            return f"{name} is told apart from every other candidate (Holm over every pair).{tail}"
+        if self.chosen_by == "told apart from every other" and not self.on_pick:
+            return f"{name} is told apart from every other candidate as better (Holm over every pair).{tail}"
         ties = self.table.loc[self.table["status"] == STATUS[TIED]]
         gap = f"{ties['detectable'].min():.4f}" if len(ties) else "n/a"
         if self.chosen == self.reference and not len(ties):

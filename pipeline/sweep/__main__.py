@@ -38,8 +38,8 @@ from lrscan.pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
 from lrscan.pipeline.sweep.outcome import unfinished_message
 from lrscan.pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_keys, pack_plan
 from lrscan.pipeline.sweep.runner import PROG, default_workers, run_sweep
-from lrscan.pipeline.sweep.slurm import SbatchOptions, sbatch_script
-from lrscan.pipeline.sweep.spec import Sweep, load_sweep
+from lrscan.pipeline.sweep.slurm import SbatchOptions, asks_for_gpus, cpu_only_note, sbatch_script
+from lrscan.pipeline.sweep.spec import Sweep, is_trainer, load_sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,7 +113,11 @@ def _print_agent_sbatch(args: argparse.Namespace) -> None:
                    count=args.count, conda_env=conda_env,
                    bin_dir="" if conda_env else os.path.dirname(os.path.abspath(sys.executable)),
                    signal_seconds=args.signal_seconds, requeue=not args.no_requeue, options=_sbatch_options(args))
-    print(agent_sbatch_script(read_sweep_head(args.yaml), job), end="")
+    head = read_sweep_head(args.yaml)
+    print(agent_sbatch_script(head, job), end="")
+    note = cpu_only_note(args.yaml, set(head.devices)) if asks_for_gpus(job.options) and head.runs_trainer else ""
+    if note:
+        print(f"{PROG}: {note} (and make the W&B sweep again from it)", file=sys.stderr)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -170,8 +174,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         pack = args.pack if args.pack is not None else default_pack(sweep, gpu_visible())
         if args.print_sbatch:
             check_sweep(sweep, os.environ)
-            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds, pack, _sbatch_options(args)),
-                  end="")
+            options = _sbatch_options(args)
+            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds, pack, options), end="")
+            devices = {str(p.get("device", "cpu")) for p in sweep.points}
+            note = cpu_only_note(args.yaml, devices) if asks_for_gpus(options) and is_trainer(sweep) else ""
+            if note:
+                print(f"{PROG}: {note}", file=sys.stderr)
             return
         if args.dry_run:
             check_sweep(sweep, os.environ)

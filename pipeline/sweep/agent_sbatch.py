@@ -69,6 +69,7 @@ class SweepHead:
     path: str
     name: str
     runs_trainer: bool
+    devices: frozenset[str] = frozenset()  # the trainer's `device` values in the YAML (its default, cpu, if unset)
 
 
 def read_sweep_head(path: str | os.PathLike) -> SweepHead:
@@ -84,7 +85,11 @@ def read_sweep_head(path: str | os.PathLike) -> SweepHead:
         raise LrscanError(f"{path}: name must be a string and command a list")
     head = Sweep(path=path, text=text, config=config, name=name, key=name, method=str(config.get("method")),
                  program=str(config.get("program", "")), command=tuple(str(c) for c in command), points=())
-    return SweepHead(path=path, name=name, runs_trainer=is_trainer(head))
+    runs_trainer = is_trainer(head)
+    spec = (config.get("parameters") or {}).get("device", {"value": "cpu"}) if runs_trainer else {}
+    devices = spec.get("values", [spec.get("value")]) if isinstance(spec, dict) else []
+    return SweepHead(path=path, name=name, runs_trainer=runs_trainer,
+                     devices=frozenset(str(d) for d in devices if isinstance(d, str)))
 
 
 def check_agent_job(job: AgentJob) -> None:

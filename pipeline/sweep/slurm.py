@@ -58,6 +58,22 @@ class SbatchOptions:
                 + [(option_name(line), f"#SBATCH {line}") for line in self.extra])
 
 
+GPU_OPTIONS = ("--gpus", "--gpus-per-node", "--gpus-per-task", "--gpus-per-socket")
+
+
+def asks_for_gpus(options: SbatchOptions) -> bool:
+    """Do these lines ask Slurm for GPUs (--gpus and its kin, or a gpu --gres)?"""
+    return any(name in GPU_OPTIONS or (name == "--gres" and "gpu" in line) for name, line in options.lines())
+
+
+def cpu_only_note(yaml_path: str, devices: set[str]) -> str:
+    """A note for a job that asks for GPUs while every run of its sweep trains on the CPU ("" otherwise)."""
+    if devices != {"cpu"}:
+        return ""
+    return (f"note: the job asks for GPUs, but {yaml_path} trains on the CPU (the trainer's device defaults to cpu): "
+            "add `device: {value: cuda}` (or auto) to its parameters")
+
+
 def option_name(line: str) -> str:
     """The long name of the sbatch option an extra line sets: `--mem=8G` -> --mem, `-p gpu` -> --partition."""
     head = line.split("=", 1)[0].split(None, 1)[0]

@@ -52,6 +52,7 @@ def test_the_paired_comparison_with_the_pick_is_the_t_interval_of_the_per_seed_d
                                                                                          d1.mean() + half))
     assert t.loc["steepest", "status"] == "told apart" and t.loc["steepest", "direction"] == "worse"
     assert t.loc["min_loss", "status"] == "pick" and verdict.chosen == "min_loss" and not verdict.beats_pick
+    assert verdict.chosen_by == "told apart from every other"
     assert "every other candidate is told apart from it as worse" in verdict.opening()
     # unpaired, the same numbers could not tell them apart: without seeds there is no pairing, one run each
     with pytest.raises(LrscanError, match="one run per candidate and seed"):

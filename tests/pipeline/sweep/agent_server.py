@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from tests.conftest import REPO
 
@@ -61,10 +62,23 @@ def serve(folder: str) -> None:
     from wandb.sdk import wandb_login
 
     config = (Path(folder) / "sweep.yaml").read_text()
-    wandb_sweeps._sweep_with_runs = lambda api, sweep_id, specs, **kw: {"config": config}
-    wandb_sweeps._register_agent = lambda api, host, **kw: {"id": f"agent-{os.getpid()}"}
-    wandb_sweeps._agent_heartbeat = lambda api, agent_id, metrics, run_states: heartbeat(
-        Path(folder), agent_id, run_states, Path(os.environ["WANDB_DIR"]))
+    agent_id = f"agent-{os.getpid()}"
+    # wandb 0.31 asks through `wandb.apis.public.sweeps`' helpers; older releases (down to lrscan's oldest
+    # supported) through the InternalApi the agent builds, after the CLI asked whether it is logged in
+    server = SimpleNamespace(
+        is_authenticated=True, sweep=lambda sweep_id, specs, **kw: {"config": config},
+        register_agent=lambda host, **kw: {"id": agent_id},
+        agent_heartbeat=lambda agent_id, metrics, run_states: heartbeat(
+            Path(folder), agent_id, run_states, Path(os.environ["WANDB_DIR"])))
+    if hasattr(wandb_sweeps, "_sweep_with_runs"):
+        wandb_sweeps._sweep_with_runs = lambda api, sweep_id, specs, **kw: server.sweep(sweep_id, specs)
+        wandb_sweeps._register_agent = lambda api, host, **kw: server.register_agent(host)
+        wandb_sweeps._agent_heartbeat = lambda api, *args: server.agent_heartbeat(*args)
+    else:
+        import wandb.cli.cli as wandb_cli
+
+        wandb.apis.InternalApi = lambda *a, **k: server
+        wandb_cli._get_cling_api = lambda *a, **k: server
     wandb_login._login = lambda *a, **k: True
     wandb.Api = lambda *a, **k: object()  # the real one logs in to the server
     wandb_agent.Agent.POLL_INTERVAL = POLL_SECONDS

@@ -105,6 +105,20 @@ def test_the_docs_show_the_script_their_command_prints(monkeypatch, capsys):
     assert script(capsys, *argv[3:]) == shown
 
 
+def test_gpus_for_a_sweep_that_trains_on_the_cpu_get_a_note(in_tmp, capsys):
+    yaml_path = in_tmp / "s.yaml"
+    yaml_path.write_text(SWEEP)
+    for flags in (["--gpus", "1"], ["--sbatch=--gres=gpu:a100:1"]):
+        main([str(yaml_path), "--print-agent-sbatch", "abc", "--conda-env", "x", *flags])
+        out, err = capsys.readouterr()
+        assert out.startswith("#!/bin/bash") and "trains on the CPU" in err and "device: {value: cuda}" in err
+    main([str(yaml_path), "--print-sbatch", "--gpus", "1"])
+    assert "trains on the CPU" in capsys.readouterr().err
+    yaml_path.write_text(SWEEP + "  device: {value: cuda}\n")
+    main([str(yaml_path), "--print-agent-sbatch", "abc", "--conda-env", "x", "--gpus", "1"])
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("flags, says", [
     (["--print-agent-sbatch", "me/proj/abc 123"], "a W&B sweep id"),
     (["--print-agent-sbatch", "abc", "--time", "1:00"], "longer than --signal-seconds 120"),
@@ -230,9 +244,9 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
     try:
         _notice_mid_run(workdir, lambda: first.send_signal(signal.SIGUSR1))
         out, _ = first.communicate(timeout=180)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+    except (AssertionError, subprocess.TimeoutExpired) as e:
+        os.killpg(first.pid, signal.SIGKILL)
+        raise AssertionError(f"{e}; the job's output:\n{first.communicate()[0]}") from None
     assert "lrscan: preemption notice: requeueing job 4242" in out, out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     assert checkpoint.load(workdir / "checkpoints" / "agentrun0.pt")["step"] < STEPS
@@ -240,9 +254,9 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
     second = job(1)
     try:
         out, _ = second.communicate(timeout=300)
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+        os.killpg(second.pid, signal.SIGKILL)
+        raise AssertionError(f"the requeued job did not end; its output:\n{second.communicate()[0]}") from None
     assert second.returncode == 0, out
     assert "lrscan: job 4242 (restart 1)" in out and "resuming run agentrun0 at step" in out, out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"

@@ -64,7 +64,7 @@ def default_data_path() -> str:
 def missing_data_message(path: str) -> str:
     """What to do when the word list `path` is not there, in words that work outside the repository."""
     return (f"data file {path!r} does not exist: give the word list with --data=PATH or ${DATA_ENV}=PATH, or fetch "
-            f"makemore's names.txt with `python -m pipeline.train.data fetch {path}`")
+            f"makemore's names.txt with `python -m lrscan.pipeline.train.data fetch {path}`")
 
 
 def default_wandb_mode() -> str:
@@ -329,7 +329,7 @@ def help_text(width: int = 100) -> str:
         shown = list(default) if isinstance(default, tuple) else default
         flags.append((f"  --{f.name}={shown!s}", f.metadata.get("help", "")))
     column = min(32, max(len(flag) for flag, _ in flags) + 2)  # a longer flag puts its help on the next line
-    lines = ["usage: python -m pipeline.train [--key=value ...]", "", "keys (default):"]
+    lines = ["usage: lrscan train [--key=value ...]   (python -m lrscan.pipeline.train)", "", "keys (default):"]
     for flag, help_ in flags:
         wrapped = textwrap.wrap(help_, max(20, width - column), break_on_hyphens=False) or [""]
         if len(flag) + 2 > column:

@@ -70,7 +70,7 @@ from lrscan.pipeline.study.prove_stage import (
 )
 from lrscan.pipeline.yamlfile import read_yaml_mapping
 
-PROG = "pipeline.study"
+PROG = "lrscan study"  # how errors and notices start: the command that runs it, installed
 # the sweep YAMLs the study starts from travel as package data (pipeline/study/yamls/, which the repo's
 # sweeps/ links to), so an installed lrscan finds them from any folder
 YAMLS = Path(str(resources.files("lrscan.pipeline.study") / "yamls"))
@@ -377,7 +377,7 @@ class Study:
         dest = self.out / "report" / name
         adopt_unmarked_report(dest)  # the study's own report from before reports carried a marker
         loaded = load_runs(source, group=sweep.key, api=self.api)
-        self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} "
+        self.commands.append(f"lrscan analyze {shlex.quote(source)} --group {sweep.key} "
                              f"--out {shlex.quote(str(dest))} --block-steps {block_steps}")
         return write_report(dest, loaded, block_steps=block_steps, n_boot=self.n_boot, source=source,
                             filters={"group": sweep.key}, **report_args)

@@ -278,8 +278,9 @@ def test_the_installed_wheel_works_beside_a_distribution_owning_pipeline_and_ana
     done = subprocess.run([str(venv / "bin" / "lrscan"), "sweep", "demo", "--pack", "1", "--count", "1", "--out",
                            "runs", "--no-progress"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    done = subprocess.run([str(venv / "bin" / "lrscan"), "analyze", "wandb", "--out", "report", "--n-boot", "0"],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    [folder] = (work / "runs").iterdir()  # the sweep's folder, its runs in its wandb/
+    done = subprocess.run([str(venv / "bin" / "lrscan"), "analyze", str(folder / "wandb"), "--out", "report",
+                           "--n-boot", "0"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (work / "report" / "summary.json").is_file()
     assert (site / "pipeline" / "__init__.py").read_text() == "OWNER = 'other-pipeline'\n"

@@ -184,7 +184,7 @@ class Study:
                  check_seconds: float = ONLINE_CHECK_SECONDS, task: str = "", task_args: Any = None,
                  lre_min: float | None = None, lre_max: float | None = None, pack: int | None = None,
                  prove: bool = True, prove_steps: int | None = None, prove_seeds: Any = DEFAULT_SEEDS,
-                 prove_lrs: Any = (), zoom: bool = False):
+                 prove_lrs: Any = (), zoom: bool = False, extend: bool = False):
         if isinstance(size, str) and size not in SIZES:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
@@ -201,6 +201,7 @@ class Study:
         if zoom and not prove:
             raise LrscanError("--zoom proves the zoomed range test's candidates: drop --no-prove")
         self.zoom = zoom  # before proving: the zoom sweep around the pick, whose pick gives the candidates
+        self.extend = extend  # a range that misses its minimum or its turn is run again where it says (ranges.py)
         self.prove_steps, self.prove_seeds, self.prove_lrs = check_prove_flags(prove_steps, prove_seeds, prove_lrs)
         # both base sweeps are read before anything is written, so a bad one leaves no folder behind
         read_base(range_yaml)
@@ -246,6 +247,10 @@ class Study:
 
         _stage(2, "picking the exponent", of)
         range_report = self.analyse(range_sweep, "range")
+        if self.extend and range_report.pick is not None:
+            from lrscan.pipeline.study.ranges import extend_study_range
+
+            range_sweep, range_report = extend_study_range(self, range_sweep, range_report, lambda t: _stage(2, t, of))
         pick = range_report.summary
         if pick.get("best_lre") is None:
             raise LrscanError(f"the range test gave no pick; see {self.out / 'report' / 'range' / 'report.md'}")

@@ -124,3 +124,20 @@ def test_the_studys_extend_runs_the_range_it_names_and_reads_that_pick(tmp_path,
     assert "does not hold the curve" in capsys.readouterr().out
     assert extended_report.pick.per_run["lre_max"].astype(float).max() > -6.0
     assert (study.out / "report" / "range_extended_1" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("model", ["makemore MLP + SGD", "examples/wavenet.py + AdamW"])
+def test_the_default_range_holds_the_minimum_and_the_turn_on_both_small_models(real_names, model):
+    """The measurement behind the defaults: each family's default range, on its small model, holds both the loss
+    minimum and the turn where the loss climbs (the figures: docs/quickstart.md, "Default ranges")."""
+    from examples.wavenet import make as wavenet
+    from lrscan.pipeline import range_test
+    from lrscan.pipeline.train.mlp_task import make as mlp
+
+    make = mlp if model.startswith("makemore") else wavenet
+    result = range_test(make, seeds=[1, 2], steps=600, task_args={"data": str(real_names)}, wandb_mode="disabled")
+    family = "SGD-like" if make is mlp else "Adam-like"
+    assert family in result.range.why and result.range_check.holds, result.range_check.message
+    assert result.suggest_range() is None and "does not hold" not in str(result)

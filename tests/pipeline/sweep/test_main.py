@@ -104,7 +104,7 @@ def test_help_runs_as_a_module_and_lists_the_flags():
     done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.sweep", "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: pipeline.sweep ")
+    assert done.stdout.startswith("usage: lrscan sweep ")
     for flag in ("--workers", "--dry-run", "--index", "--out", "--lease-seconds", "--print-sbatch", "--array-tasks"):
         assert flag in done.stdout
 

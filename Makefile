@@ -39,7 +39,8 @@ OLDEST ?= .venv-oldest
 # talk to W&B: the logger, the run writer and the trainer's loop (runs, resume, kills) on the oldest wandb
 OLDEST_TESTS ?= tests/pipeline/train/test_tracking.py tests/pipeline/train/test_runwriter.py \
 	tests/pipeline/train/test_loop.py tests/pipeline/pack/test_logger.py tests/pipeline/test_runlog.py \
-	tests/analysis/sources tests/pipeline/sweep/test_command.py tests/pipeline/sweep/test_agent.py
+	tests/analysis/sources tests/pipeline/sweep/test_command.py tests/pipeline/sweep/test_agent.py \
+	tests/pipeline/sweep/test_agent_sbatch.py::test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job
 test-oldest: data $(OLDEST)/.installed
 	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) $(OLDEST_TESTS)
 $(OLDEST)/.installed: pyproject.toml constraints.txt constraints-oldest.txt
@@ -77,6 +78,7 @@ demo: venv data
 
 bench: venv data
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_first_step.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_sweep.py

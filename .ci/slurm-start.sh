@@ -1,5 +1,6 @@
 #!/bin/bash
-# A one-node Slurm cluster on localhost (no systemd), for tests/test_sweep.py's real `sbatch` test.
+# A one-node Slurm cluster on localhost (no systemd), for the real `sbatch` tests (tests/pipeline/sweep/test_slurm.py,
+# test_agent_sbatch.py: a wandb agent job preempted, requeued and resumed).
 # Run as root. The recipe is the team's tested one (shared/notes/slurm.md). .ci/run calls it.
 set -euo pipefail
 

@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--zoom-base",
                    help=f"sweep YAML the zoom sweep copies (default {DEFAULT_ZOOM_BASE} when it exists)")
+    p.add_argument("--no-prove", action="store_true",
+                   help="judge no lr grid (constant-lr runs equal in every hyperparameter but lr and seed)")
+    p.add_argument("--held-out-key", help="the held-out loss that judges lr grids; every run must have logged it "
+                                          "(default: the first of dev_loss, val_loss, val/loss, eval/loss, ... every "
+                                          "run logged, else the mean training loss of each run's last 10%% of steps)")
     p.add_argument("--log-to-wandb", action="store_true",
                    help="also log the report as a wandb run with job_type=analysis")
     p.add_argument("--wandb-mode", default="offline", choices=("offline", "online"),
@@ -133,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "job_type": job_type},
             log_to_wandb=args.log_to_wandb, wandb_mode=args.wandb_mode,
             include_running=states is not None and "running" in states,
+            prove=not args.no_prove, held_out_key=args.held_out_key,
         )
     except LrscanError as err:
         exit_with(err, PROG)

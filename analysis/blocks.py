@@ -348,3 +348,14 @@ def sort_key(label: Any) -> tuple:
     if isinstance(value, (int, float)):
         return (0, (value,))
     return (1, str(label))
+
+def fitting_block_steps(steps: pd.DataFrame, block_steps: int, notes: list[str]) -> int:
+    """`block_steps`, or a quarter of the longest run when no run is that long (a note says so)."""
+    span = steps.groupby("run_id", observed=True)[keys.STEP_COLUMN].agg(["min", "max"])
+    longest = int((span["max"] - span["min"]).max()) + 1  # steps a run spans (it may log every 10th)
+    if longest >= block_steps:
+        return block_steps
+    fitted = max(1, longest // 4)
+    notes.append(f"no run has a full block of {block_steps} steps (the longest has {longest}): blocks of {fitted} "
+                 f"steps (--block-steps sets it)")
+    return fitted

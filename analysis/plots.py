@@ -271,17 +271,16 @@ def plot_decay_heatmap(
 
 
 def plot_prove(data: pd.DataFrame, *, steps: int | None = None, judged_by: str = "held-out loss",
-               ax: Axes | None = None) -> Axes:
-    """The prove stage: each candidate's judged loss after the budget against its lr (log x).
+               chosen: str | None = None, ax: Axes | None = None) -> Axes:
+    """Candidates judged against each other: each one's judged loss after the budget against its lr (log x).
 
-    `data`: `analysis.prove.prove_table`'s frame, best first. Each seed is a small dot, the mean over
-    seeds a large marker joined across lrs, each candidate labelled by its suggesters; the winner's
-    marker is red.
+    `data`: `analysis.judge`'s table (name, suggested_by, lr, seeds, losses, mean), best first. Each
+    seed is a small dot, the mean over seeds a large marker joined across lrs, each candidate labelled
+    by its suggesters; the `chosen` one's marker (default: the first row's) is a red star.
     """
-    from lrscan.analysis.prove import long_losses
-
     ax = _new_ax(ax)
-    points = long_losses(data)
+    points = pd.DataFrame([{"lr": r["lr"], "seed": s, "loss": v} for _, r in data.iterrows()
+                           for s, v in zip(r["seeds"], r["losses"])], columns=["lr", "seed", "loss"])
     finite = points.loc[np.isfinite(points["loss"].to_numpy(dtype="float64"))]
     if not finite.empty:
         sns.scatterplot(data=finite.assign(seed=finite["seed"].astype(str)), x="lr", y="loss", hue="seed",
@@ -289,10 +288,11 @@ def plot_prove(data: pd.DataFrame, *, steps: int | None = None, judged_by: str =
     mean = data.loc[np.isfinite(data["mean"].to_numpy(dtype="float64"))].sort_values("lr")
     ax.plot(mean["lr"], mean["mean"], color="tab:blue", linewidth=1.2, marker="o", markersize=8,
             label="mean over seeds")
-    if len(data) and math.isfinite(float(data["mean"].iloc[0])):
-        best = data.iloc[0]
+    won = data.loc[data["name"] == chosen] if chosen is not None else data.head(1)
+    if len(won) and math.isfinite(float(won["mean"].iloc[0])):
+        best = won.iloc[0]
         ax.plot([best["lr"]], [best["mean"]], marker="*", markersize=18, color="tab:red", linestyle="none",
-                label=f"proven: {best['name']}, lr {best['lr']:.3g}")
+                label=f"chosen: {best['name']}, lr {best['lr']:.3g}")
     for _, row in mean.iterrows():
         ax.annotate(f"{row['suggested_by']}\nlr {row['lr']:.3g}", (row["lr"], row["mean"]), xytext=(6, 8),
                     textcoords="offset points", fontsize="x-small")
@@ -304,7 +304,7 @@ def plot_prove(data: pd.DataFrame, *, steps: int | None = None, judged_by: str =
     ax.set_xscale("log")
     ax.set_xlabel(LR_LABEL)
     ax.set_ylabel(f"{judged_by} after {steps} steps" if steps else judged_by)
-    ax.set_title("Prove: the suggestions trained at a constant lr; lowest mean wins")
+    ax.set_title("Candidates trained against each other (star: the one chosen)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return ax
 

@@ -22,13 +22,22 @@ from typing import Any
 
 import pandas as pd
 
-from lrscan.analysis.blocks import SCHEDULE, SCHEDULE_RANGE, DecaySummary, block_means, decay_grid, decay_summary
+from lrscan.analysis.blocks import (
+    SCHEDULE,
+    SCHEDULE_RANGE,
+    DecaySummary,
+    block_means,
+    decay_grid,
+    decay_summary,
+    fitting_block_steps,
+)
 from lrscan.analysis.columns import KEY_MEANINGS
+from lrscan.analysis.grids import judge_grids
+from lrscan.analysis.judge import Judgement
 from lrscan.analysis.labels import value_label  # pipeline.study imports it from here too
 from lrscan.analysis.outdir import MARKER_FILE, check_out_dir, replace_dir, staging_dir
 from lrscan.analysis.pick import ExponentPick, ci_description, pick_exponent, running_runs
 from lrscan.analysis.plain import frame_records, json_safe, object_frame
-from lrscan.analysis.prove import ProveResult, constant_lr_grids, prove_markdown, prove_results
 from lrscan.analysis.runconfig import with_config
 from lrscan.analysis.zoom import write_sweep_yaml, zoom_sweep
 from lrscan.pipeline import keys
@@ -59,7 +68,7 @@ class Report:
     pick: ExponentPick | None = None
     decay: DecaySummary | None = None
     files: list[str] = field(default_factory=list)
-    prove: list[ProveResult] = field(default_factory=list)
+    prove: list[Judgement] = field(default_factory=list)  # the lr grids judged (analysis.judge)
 
 
 def write_report(
@@ -79,6 +88,8 @@ def write_report(
     dpi: int = 110,
     include_running: bool = False,
     prove_candidates: pd.DataFrame | None = None,
+    prove: bool = True,
+    held_out_key: str | None = None,
 ) -> Report:
     """Analyse `loaded` (an `analysis.sources.Loaded`) and write the report folder `out_dir`.
 
@@ -88,9 +99,12 @@ def write_report(
     suggesters, per-run table, decay table, counts of runs/steps read and records skipped,
     problems), ``blocks.csv`` (block means of every run), the PNGs, ``zoom.yaml`` and
     ``report.md`` linking them. Runs still running are named there and left out of the pick
-    unless `include_running` (`--state running`). Constant-lr runs that differ in lr (a group's lr
-    grid, or the study's prove stage with its `prove_candidates`, `analysis.prove`) get the prove
-    table (``prove_table.csv``, summary's ``prove``) and its figure.
+    unless `include_running` (`--state running`). Each lr grid of constant-lr runs (`analysis.grids`:
+    runs equal in every hyperparameter but lr and seed; or the study's prove stage, its
+    `prove_candidates`) is judged by `analysis.judge` (criterion: `held_out_key`, else the first
+    held-out loss every run logged, else the training tail): its table (``prove_table.csv``,
+    summary's ``prove``) and figure; a grid it cannot judge is a note. `prove=False`: no grid is judged.
+    Runs shorter than `block_steps` get blocks of a quarter of the longest run, said in a note.
 
     `out_dir` must not exist, be empty, or be a report this function wrote, with nothing added
     (it is then replaced in one step; see `check_out_dir`). With `log_to_wandb`, a run with
@@ -106,6 +120,7 @@ def write_report(
     problems = list(getattr(loaded, "problems", []) or [])
     notes: list[str] = list(getattr(loaded, "notes", []) or [])  # the loader's: runs left out, keys, schedules
 
+    block_steps = fitting_block_steps(steps, block_steps, notes)
     is_range = steps[SCHEDULE] == SCHEDULE_RANGE if SCHEDULE in steps.columns else pd.Series(True, index=steps.index)
     pick = decay = None
     with warnings.catch_warnings(record=True) as caught:
@@ -122,9 +137,11 @@ def write_report(
                 decay = decay_summary(_rows(steps, ~is_range), runs, block_steps)
             except LrscanError as err:
                 raise with_first_problem(err, problems, steps.loc[~is_range, "run_id"]) from None
-        prove: list[ProveResult] = []
-        if prove_candidates is not None or constant_lr_grids(runs):
-            prove = prove_results(steps, runs, prove_candidates)
+        verdicts: list[Judgement] = []
+        if prove_candidates is not None or prove:
+            verdicts, grid_notes = judge_grids(steps, runs, prove_candidates, held_out_key=held_out_key,
+                                               include_running=include_running)
+            notes += grid_notes
         # every run's config beside its blocks, the fields `steps` leaves to `runs` too
         blocks = with_config(block_means(steps, keys.LOG10_LOSS, block_steps), runs)
     notes += list(dict.fromkeys(str(w.message) for w in caught))
@@ -154,7 +171,7 @@ def write_report(
                          "rows": int(len(blocks))}
     summary["decay"] = None if decay is None else {
         "by": decay.by, "metric": decay.metric, "best": decay.best, "table": frame_records(decay.table)}
-    summary["prove"] = [r.to_dict() for r in prove]
+    summary["prove"] = [r.to_dict() for r in verdicts]
     summary["runs"] = run_keys(runs)
     summary["running"] = {"runs": running_runs(runs), "in_pick": include_running}
     if include_running and summary["running"]["runs"]:
@@ -162,10 +179,10 @@ def write_report(
 
     parent, tmp = staging_dir(out_dir)
     try:
-        files = _write_files(tmp, summary, pick, decay, blocks, steps, runs, block_steps, zoom_base, dpi, prove)
+        files = _write_files(tmp, summary, pick, decay, blocks, steps, runs, block_steps, zoom_base, dpi, verdicts)
         summary["files"] = files
         _write_json(tmp / SUMMARY_FILE, summary)
-        (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files, prove))
+        (tmp / REPORT_FILE).write_text(_markdown(summary, pick, decay, files, verdicts))
         _write_json(tmp / MARKER_FILE, {"written_by": "lrscan analysis.report.write_report",
                                         "created": summary["created"], "files": [SUMMARY_FILE, REPORT_FILE, *files]})
         replace_dir(tmp, parent / out_dir.name)
@@ -174,7 +191,7 @@ def write_report(
         raise
 
     report = Report(out_dir=out_dir, summary=summary, pick=pick, decay=decay, files=[SUMMARY_FILE, REPORT_FILE, *files],
-                    prove=prove)
+                    prove=verdicts)
     if log_to_wandb:
         summary["wandb_run"] = log_report_to_wandb(report, steps, mode=wandb_mode, runs=runs)
         _write_json(out_dir / SUMMARY_FILE, summary)
@@ -269,13 +286,14 @@ def _write_files(folder: Path, summary, pick, decay, blocks, steps, runs, block_
         suffix = f"_{i + 1}" if i else ""
         result.table.to_csv(folder / PROVE_TABLE.replace(".csv", f"{suffix}.csv"), index=False)
         files.append(PROVE_TABLE.replace(".csv", f"{suffix}.csv"))
-        save(plots.plot_prove(result.table, steps=result.steps, judged_by=result.judged_text()),
+        save(plots.plot_prove(result.table, steps=result.steps, judged_by=result.criterion_label(),
+                              chosen=result.chosen),
              PROVE_FIGURE.replace(".png", f"{suffix}.png"))
     return files
 
 
 def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySummary | None, files: list[str],
-              prove: Sequence[ProveResult] = ()) -> str:
+              prove: Sequence[Judgement] = ()) -> str:
     c = summary["counts"]
     lines = [
         "# lrscan report",
@@ -330,7 +348,8 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
         if FIGURES["heatmap"] in files:
             lines += [f"![decay heatmap]({FIGURES['heatmap']})", ""]
     for i, result in enumerate(prove):
-        lines += prove_markdown(result, PROVE_FIGURE.replace(".png", f"_{i + 1}.png" if i else ".png"))
+        figure = PROVE_FIGURE.replace(".png", f"_{i + 1}.png" if i else ".png")
+        lines += [f"## Prove: {result.group}", "", *result.markdown(), f"![prove]({figure})", ""]
     if summary.get("runs"):
         lines += ["## Runs read", "", *[f"- {line}" for line in keys_lines(summary["runs"])], ""]
     lines += [
@@ -491,6 +510,7 @@ def summary_lines(report: Report) -> Sequence[str]:
     if s.get("decay"):
         d = s["decay"]
         lines.append(f"decay grid: best {config_text(d['best'], d['by'])} ({d['metric']} {d['best']['value']:.4g})")
+    lines += [f"lr grid {p['group']}: {p['headline']} {p['opening']}" for p in s.get("prove") or []]
     lines += [f"runs: {line}" for line in keys_lines(s.get("runs") or [])]
     for p in s["problems"]:
         lines.append(f"problem: {p}")
@@ -501,3 +521,4 @@ def summary_lines(report: Report) -> Sequence[str]:
 
 def _no_ci_reason(n_boot: int, n_seeds: int) -> str:
     return "n/a (no bootstrap: --n-boot 0)" if not n_boot else f"n/a ({n_seeds} seed{'s' if n_seeds != 1 else ''})"
+

@@ -2,11 +2,16 @@
 
     .venv/bin/python benchmarks/bench_analysis.py [--steps 200000] [--sizes 10,50] [--dir DIR] [--repeat 1]
         [--before CHECKOUT]    # also time another checkout of lrscan (say main's), side by side
+        [--writer script]      # runs a plain wandb script wrote, not lrscan
 
 1. Makes the runs once (reused from DIR, default $TMPDIR/lrscan-bench-analysis-<steps>): real
    offline wandb range-test runs, 5 seeds over a few lre ranges, written by lrscan's own run writer
    (`pipeline.train.runwriter.history_writer`, the records `run.log` would send, a whole chunk per
-   hand-off), one folder per size (`runs-10/`, `runs-50/`).
+   hand-off), one folder per size (`runs-10/`, `runs-50/`). With `--writer script`: runs as a plain
+   wandb script writes them (`run.log` of lr, lre, loss, log10_loss every step, a nested dict every
+   10th, NaN and inf rows, wandb's default summary records), in `script-runs-<n>/`: one run is
+   logged, the others are its records under their own run ids, framed anew (logging 200k steps with
+   `run.log` takes minutes a run).
 2. Runs `python -m analysis <folder> --out <tmp>` as a subprocess on each size and measures its
    wall time, the CPU time and the peak RSS of its whole process tree (the analysis and any worker
    it starts), sampled from /proc every 10 ms. With --before, the same command from that checkout runs
@@ -21,11 +26,13 @@ import argparse
 import glob
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +78,104 @@ def write_runs(folder: Path, n_runs: int, n_steps: int) -> None:
         print(f"  run {i + 1}/{n_runs} written ({time.perf_counter() - start:.0f} s)", flush=True)
     wandb.teardown()
     (folder / "complete").write_text("")
+
+
+PLAIN_SCRIPT = """
+import math, random, sys
+import wandb
+
+n_steps = int(sys.argv[2])
+random.seed(0)
+run = wandb.init(mode="offline", dir=sys.argv[1], project="mine", id="script000",
+                 config={"optimizer": "sgd", "batch_size": 32},
+                 settings=wandb.Settings(console="off", x_disable_stats=True))
+loss = 3.3
+for i in range(n_steps):
+    lre = -4.0 + 4.5 * i / (n_steps - 1)
+    loss = 0.999 * loss + 0.001 * (2.0 + (lre + 1.5) ** 2) + random.gauss(0.0, 0.01)
+    row = {"lr": 10 ** lre, "lre": lre, "loss": loss, "log10_loss": math.log10(abs(loss))}
+    if i % 10 == 0:
+        row["opt"] = {"momentum": 0.9, "grad_norm": abs(random.gauss(1.0, 0.3))}
+    if i > 0.9 * n_steps and i % 97 == 13:  # the range test's end: lr too high, the loss diverges
+        row["loss"] = row["log10_loss"] = float("nan")
+    if i > 0.9 * n_steps and i % 101 == 17:
+        row["loss"] = row["log10_loss"] = float("inf")
+    run.log(row)
+run.finish()
+"""
+
+
+def write_script_runs(folder: Path, n_runs: int, n_steps: int) -> None:
+    """`n_runs` runs as a plain wandb script logs them, under `folder` (kept if already complete)."""
+    if (folder / "complete").is_file():
+        return
+    first = folder / "logged"
+    found = sorted(first.glob("wandb/offline-run-*/run-*.wandb"))
+    if not found:
+        start = time.perf_counter()
+        first.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", PLAIN_SCRIPT, str(first), str(n_steps)], check=True,
+                       env={**os.environ, "WANDB_SILENT": "true"})
+        print(f"  the script logged {n_steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
+        found = sorted(first.glob("wandb/offline-run-*/run-*.wandb"))
+    records = list(_records(found[-1].read_bytes()))
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    for i in range(n_runs):
+        run_id = f"script{i:03d}"
+        out = []
+        for payload in records:
+            if b"script000" in payload:  # the run record names the run: the copy gets its own id
+                parsed = Record()
+                parsed.ParseFromString(payload)
+                if parsed.WhichOneof("record_type") == "run":
+                    parsed.run.run_id, parsed.run.display_name = run_id, f"script-{i}"
+                    payload = parsed.SerializeToString()
+            out.append(payload)
+        run_dir = folder / "wandb" / f"offline-run-20260101_0000{i % 100:02d}-{run_id}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / f"run-{run_id}.wandb").write_bytes(_framed(out))
+    shutil.rmtree(first)
+    (folder / "complete").write_text("")
+
+
+def _records(data: bytes):
+    """The records of a clean .wandb file (leveldb-log framing in 32 KiB blocks after a 7-byte header)."""
+    from lrscan.pipeline.runlog import BLOCK_BYTES, CHUNK_HEADER, FIRST, FULL, HEADER, LAST
+
+    pos, parts = len(HEADER), []
+    while pos + CHUNK_HEADER.size <= len(data):
+        left = BLOCK_BYTES - pos % BLOCK_BYTES
+        _, length, kind = CHUNK_HEADER.unpack_from(data, pos)
+        if left < CHUNK_HEADER.size or kind == 0:
+            pos += left
+            continue
+        payload = data[pos + CHUNK_HEADER.size : pos + CHUNK_HEADER.size + length]
+        pos += CHUNK_HEADER.size + length
+        parts = [payload] if kind in (FULL, FIRST) else [*parts, payload]
+        if kind in (FULL, LAST):
+            yield b"".join(parts)
+
+
+def _framed(records: list[bytes]) -> bytes:
+    """`records` framed as wandb-core writes them: FULL chunks, or FIRST/MIDDLE/LAST over block ends."""
+    from lrscan.pipeline.runlog import BLOCK_BYTES, CHUNK_HEADER, FIRST, FULL, HEADER, LAST, MIDDLE
+
+    out = bytearray(HEADER)
+    for payload in records:
+        first = True
+        while True:
+            left = BLOCK_BYTES - len(out) % BLOCK_BYTES
+            if left < CHUNK_HEADER.size:
+                out += bytes(left)  # the block's tail: zero padding
+                continue
+            piece, payload = payload[: left - CHUNK_HEADER.size], payload[left - CHUNK_HEADER.size :]
+            kind = (FULL if not payload else FIRST) if first else (LAST if not payload else MIDDLE)
+            out += CHUNK_HEADER.pack(zlib.crc32(piece, zlib.crc32(bytes([kind]))), len(piece), kind) + piece
+            first = False
+            if not payload:
+                break
+    return bytes(out)
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -135,11 +240,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of the analysis per size (the best is kept)")
     parser.add_argument("--write-only", action="store_true")
     parser.add_argument("--before", default="", help="another lrscan checkout to time side by side (e.g. main's)")
+    parser.add_argument("--writer", choices=("lrscan", "script"), default="lrscan",
+                        help="who wrote the runs: lrscan's run writer, or a plain wandb script")
     args = parser.parse_args(argv)
     root = Path(args.dir or Path(tempfile.gettempdir()) / f"lrscan-bench-analysis-{args.steps}")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    prefix = "" if args.writer == "lrscan" else "script-"
     for n in sizes:
-        write_runs(root / f"runs-{n}", n, args.steps)
+        if args.writer == "lrscan":
+            write_runs(root / f"runs-{n}", n, args.steps)
+        else:
+            write_script_runs(root / f"script-runs-{n}", n, args.steps)
     if args.write_only:
         return
     print(f"cores this process may use: {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}")
@@ -152,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.repeat):
             for name, code in checkouts.items():  # alternately, so both see the same machine
                 with tempfile.TemporaryDirectory() as tmp:
-                    result = measure([sys.executable, "-m", "lrscan.analysis", str(root / f"runs-{n}"), "--out",
+                    result = measure([sys.executable, "-m", "lrscan.analysis", str(root / f"{prefix}runs-{n}"), "--out",
                                       str(Path(tmp) / "report"), "--n-boot", "1000"], code)
                 if name not in best or result[0] < best[name][0]:
                     best[name] = result
@@ -167,8 +278,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{n} runs: {b_s / t_s:.2f}x faster ({b_cpu / t_cpu:.2f}x less CPU), {t_rss / b_rss:.2f}x the "
                   f"memory; same pick: {b_line == t_line}", flush=True)
     if rows:
-        record("analysis", "`python -m analysis` at sweep scale: wall, CPU and peak memory",
-               rows, target="10 runs x 200k steps in <= 15 s and <= 0.5 GiB; 50 runs in <= 0.75 GiB",
+        who = "lrscan's runs" if args.writer == "lrscan" else "runs a plain wandb script wrote"
+        record("analysis" if args.writer == "lrscan" else "analysis-script",
+               f"`python -m analysis` at sweep scale, {who}: wall, CPU and peak memory",
+               rows, target="10 runs x 200k steps in <= 8 s and <= 0.5 GiB; 50 runs in <= 0.75 GiB",
                note=f"best of {args.repeat} per size; `--n-boot 1000`.")
 
 

@@ -26,11 +26,13 @@ The machine is shared and noisy: compare ratios, not absolute times.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,6 +125,23 @@ class _Sampler(threading.Thread):
             time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _sampled(roots) -> Iterator[dict[str, float]]:
+    """The block's wall seconds, and the CPU seconds and peak memory of the process trees `roots()` names meanwhile:
+    {"wall_s", "cpu_s", "peak_mib"}, filled when the block ends (both logger layouts are timed this one way)."""
+    sampler = _Sampler(roots)
+    sampler.start()
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["wall_s"] = time.perf_counter() - t0
+        sampler.done = True
+        sampler.join()
+        out["cpu_s"], out["peak_mib"] = sum(sampler.cpu.values()), sampler.peak_mib
+
+
 def _columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"lr": np.full(n, 0.1), "lre": np.full(n, -1.0), "loss": rng.random(n) + 2, "log10_loss": rng.random(n)}
 
@@ -134,21 +153,16 @@ def one_logger_per_run(members: int, steps: int) -> tuple[float, float, float]:
     loggers = [RunLogger(InitArgs(run_id=f"sep{k}", mode="offline", project="bench", entity="", group="", name="",
                                   tags=(), job_type="train", config={"k": k}, resume=False, define_lre_axis=False))
                for k in range(members)]
-    sampler = _Sampler(lambda: [lg.pid for lg in loggers])
-    sampler.start()
-    t0 = time.perf_counter()
-    for lg in loggers:
-        lg.start()
-    for start in range(0, steps, 256):
-        n = min(256, steps - start)
+    with _sampled(lambda: [lg.pid for lg in loggers]) as took:
         for lg in loggers:
-            lg.log_steps(np.arange(start, start + n), _columns(n, rng))
-    for lg in loggers:
-        lg.finish(0)
-    wall = time.perf_counter() - t0
-    sampler.done = True
-    sampler.join()
-    return wall, sum(sampler.cpu.values()), sampler.peak_mib
+            lg.start()
+        for start in range(0, steps, 256):
+            n = min(256, steps - start)
+            for lg in loggers:
+                lg.log_steps(np.arange(start, start + n), _columns(n, rng))
+        for lg in loggers:
+            lg.finish(0)
+    return took["wall_s"], took["cpu_s"], took["peak_mib"]
 
 
 def one_logger_for_all(members: int, steps: int) -> tuple[float, float, float]:
@@ -159,20 +173,15 @@ def one_logger_for_all(members: int, steps: int) -> tuple[float, float, float]:
     pack = PackLogger([InitArgs(run_id=f"one{k}", mode="offline", project="bench", entity="", group="", name="",
                                 tags=(), job_type="train", config={"k": k}, resume=False, define_lre_axis=False)
                        for k in range(members)])
-    sampler = _Sampler(lambda: [pack.pid])
-    sampler.start()
-    t0 = time.perf_counter()
-    pack.start()
-    handles = [pack.member(k) for k in range(members)]
-    for start in range(0, steps, 256):
-        n = min(256, steps - start)
-        for h in handles:
-            h.log_steps(np.arange(start, start + n), _columns(n, rng))
-    pack.close(0)
-    wall = time.perf_counter() - t0
-    sampler.done = True
-    sampler.join()
-    return wall, sum(sampler.cpu.values()), sampler.peak_mib
+    with _sampled(lambda: [pack.pid]) as took:
+        pack.start()
+        handles = [pack.member(k) for k in range(members)]
+        for start in range(0, steps, 256):
+            n = min(256, steps - start)
+            for h in handles:
+                h.log_steps(np.arange(start, start + n), _columns(n, rng))
+        pack.close(0)
+    return took["wall_s"], took["cpu_s"], took["peak_mib"]
 
 
 def threads_step_us(members: int, threads: int, steps: int, data: str) -> float:

@@ -65,7 +65,7 @@ class FindResult:
 
     @property
     def table(self):
-        """The proof's table (name, suggested_by, lr, lre, losses per seed, mean, diff_to_best, diff_ci), best
+        """The proof's table (analysis.judge: name, suggested_by, lr, seeds, losses, mean, diff, ..., status), best
         first; without a proof, the range test's suggestions (name, lr)."""
         import pandas as pd
 

@@ -71,9 +71,13 @@ def missing_data_message(path: str) -> str:
 
 
 def default_wandb_mode() -> str:
-    # `WANDB_MODE=online python -m pipeline.sweep ...` and the study's --wandb_mode reach every run this way
+    # `WANDB_MODE=online python -m pipeline.sweep ...` and the study's --wandb_mode reach every run this way.
+    # A run a real `wandb agent` started (it sets WANDB_SWEEP_ID; lrscan's runner never does) belongs to the
+    # sweep on the W&B server: offline, the server would never hear of it
     mode = os.environ.get("WANDB_MODE", "")
-    return mode if mode in WANDB_MODES else "offline"
+    if mode in WANDB_MODES:
+        return mode
+    return "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
 
 
 def default_ckpt_dir() -> str:
@@ -165,7 +169,7 @@ class TrainConfig:
     # wandb
     wandb_mode: str = operational(factory=default_wandb_mode,
                                   help="offline (no account needed), online or disabled "
-                                       "(default $WANDB_MODE or offline)")
+                                       "(default $WANDB_MODE, else online under `wandb agent`, else offline)")
     wandb_project: str = location(factory=lambda: os.environ.get("WANDB_PROJECT") or "lrscan",
                                   help="wandb project (default $WANDB_PROJECT or lrscan)")
     wandb_entity: str = location(factory=lambda: os.environ.get("WANDB_ENTITY", ""),

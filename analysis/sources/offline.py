@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lrscan.analysis.columns import LOSS_NAMES, LR_NAMES, STEP_NAMES, choose_keys, logged_keys
-from lrscan.analysis.prove import HELD_OUT_KEYS
+from lrscan.analysis.judge import HELD_OUT_KEYS
 from lrscan.analysis.sources.filters import Filters, LeftOut
 from lrscan.analysis.sources.frame import DEFAULT_KEYS
 from lrscan.pipeline.errors import LrscanError
@@ -59,7 +59,7 @@ def load_offline(path: Path, filters: Filters, keys: list[str] | None, problems:
         raise LrscanError(f"no wandb runs in {path}: no {RUN_FILE_GLOB} file below it")
     first_keys = keys if keys is not None else list(dict.fromkeys(
         [*DEFAULT_KEYS, *STEP_NAMES, *(k for k in (loss_key, lr_key) if k is not None),
-         *HELD_OUT_KEYS]))  # held-out losses: read so their last value is in the run's summary (analysis.prove)
+         *HELD_OUT_KEYS]))  # held-out losses: read so their last value is in the run's summary (analysis.judge)
     segments: list[RunFile] = []
     skipped = unreadable = 0
     for file, run in zip(files, read_files(files, first_keys, workers)):

@@ -14,8 +14,8 @@ from lrscan.pipeline.config import TrainConfig, parse_args
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.fsutil import atomic_write_text
 from lrscan.pipeline.train import checkpoint
-from lrscan.pipeline.train.loop import compatible, same_data
-from lrscan.pipeline.train.member import Member
+from lrscan.pipeline.train.member import Member, init_args
+from lrscan.pipeline.train.resume import checked_state, say_resume
 from lrscan.pipeline.train.tracking import InitArgs, Launch, RunInfo
 
 # how a member's run ended, as its end file says (the sweep runner reads it for the point's state)
@@ -52,24 +52,11 @@ def write_end(point: Point, state: str, exit_code: int, reason: str = "") -> Non
 def load_resume_state(point: Point, *, data_sha256: str = "", vocab: tuple[str, ...] = (),
                       task: bool = False) -> dict | None:
     """The member's checkpoint when it has one (a pack always continues its members), checked as the
-    single trainer checks a resume; None for a new run. `task`: the pack trains a task of the user's
-    own (its data is the task's: named by the config); else the makemore MLP on `data_sha256`'s words."""
+    single trainer checks a resume (pipeline/train/resume.py); None for a new run."""
     path = checkpoint.ckpt_path(point.cfg.ckpt_dir, point.run_id)
     if not path.exists():
         return None
-    state = checkpoint.load(path)
-    if ("flat" in state) == task:
-        of, trains = ("the makemore MLP", "a task") if task else ("a task", "the makemore MLP")
-        raise LrscanError(f"cannot resume run {point.run_id}: its checkpoint {str(path)!r} is of {of}, this pack "
-                          f"trains {trains}")
-    diff = compatible(state["config"], point.cfg)
-    if diff:
-        raise LrscanError(f"cannot resume run {point.run_id}: {', '.join(diff)} differ from its checkpoint "
-                          f"{str(path)!r}")
-    if not task and not same_data(state, data_sha256, vocab):
-        raise LrscanError(f"cannot resume run {point.run_id}: {point.cfg.data!r} is not the word list it was "
-                          f"trained on")
-    return state
+    return checked_state(checkpoint.load(path), path, point.cfg, task=task, data_sha256=data_sha256, vocab=vocab)
 
 
 def resume_members(points: list[Point], *, data_sha256: str = "", vocab: tuple[str, ...] = (),
@@ -80,14 +67,13 @@ def resume_members(points: list[Point], *, data_sha256: str = "", vocab: tuple[s
     finished: dict[str, dict] = {}
     for point in points:
         state = load_resume_state(point, data_sha256=data_sha256, vocab=vocab, task=task)
-        if state is not None and state["finished"]:
-            print(f"run {point.run_id} already finished at step {state['step'] - 1}; nothing to do")
-            finished[point.run_id] = state.get("summary", {})
-            write_end(point, FINISHED, 0)
-            continue
-        members.append(PackMember(point, state, data_sha256, vocab))
         if state is not None:
-            print(f"resuming run {point.run_id} at step {state['step']} from {members[-1].ckpt_file}")
+            say_resume(point.run_id, state, checkpoint.ckpt_path(point.cfg.ckpt_dir, point.run_id))
+            if state["finished"]:
+                finished[point.run_id] = state.get("summary", {})
+                write_end(point, FINISHED, 0)
+                continue
+        members.append(PackMember(point, state, data_sha256, vocab))
     return members, finished
 
 
@@ -100,14 +86,8 @@ class PackMember(Member):
         self.point = point
 
     def init_args(self, launch: Launch) -> InitArgs:
-        cfg = self.cfg
-        return InitArgs(
-            run_id=self.run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
-            group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
-            config=cfg.to_dict(), resume=True,  # a pack continues a member whose run exists, as a sweep retry does
-            define_lre_axis=self.is_range, lock_path=str(self.ckpt_file.with_suffix(".lock")),
-            resume_step=self.step, launch=launch,
-        )
+        # resume: a pack continues a member whose run exists, as a sweep retry does
+        return init_args(self.cfg, resume=True, resume_step=self.step, launch=launch)
 
     def attach(self, logger, info: RunInfo) -> None:
         """The member's open run: its logger handle and how far its history already goes."""

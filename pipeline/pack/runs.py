@@ -9,7 +9,7 @@ from __future__ import annotations
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.logger import open_pack_logger
 from lrscan.pipeline.pack.members import FAILED, KILLED, PackMember, write_end
-from lrscan.pipeline.train.loop import StopRequested
+from lrscan.pipeline.train.loop import StopRequested, exit_code_of
 from lrscan.pipeline.train.tracking import Launch, RunInfo
 
 
@@ -38,19 +38,20 @@ def run_members(members: list[PackMember], program: str, train) -> dict[str, dic
     try:
         summaries = train(members)
     except BaseException as error:
+        code = exit_code_of(error)
         stopped = isinstance(error, (StopRequested, KeyboardInterrupt))
         unfinished: list[str] = []
         for member in members:
             if not member.ended:
                 try:
-                    member.logger_finish(130 if stopped else 1)
+                    member.logger_finish(code)
                 except Exception as e:  # the runs never opened (the logging process failed): say so, go on
                     unfinished.append(str(e))
-                write_end(member.point, KILLED if stopped else FAILED, 130 if stopped else 1, _one_line(error))
+                write_end(member.point, KILLED if stopped else FAILED, code, _one_line(error))
         if unfinished and str(error) != unfinished[0]:
             error.add_note(f"also, the W&B runs could not be opened: {unfinished[0]}")
         try:
-            logger.close(130 if stopped else 1)
+            logger.close(code)
         except Exception as e:
             error.add_note(f"also, the W&B runs could not be finished: {e}")
         raise

@@ -97,14 +97,19 @@ def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.n
     n = len(ends)
     name = key.encode()
     values = np.full(n, np.nan)
+    parts = name.split(b".")
     if len(name) > 127:
         return values, None, np.ones(n, bool)
     label = bytes([len(name)]) + name
     loose_count = blob.count(label)
-    if loose_count == 0:
+    # "a.b" logged as a nested dict is written as the parts "a", "b" (nested_key), never as "a.b":
+    # records holding that form are parsed with protobuf
+    nested = b"".join(b"\x12" + bytes([len(part)]) + part for part in parts) + b"\x82\x01" if len(parts) > 1 else b""
+    nested_count = blob.count(nested) if nested else 0
+    if loose_count == 0 and nested_count == 0:
         return values, None, np.zeros(n, bool)
     strict = re.compile(rb"\x0a[\x00-\x7f][\x0a\x12]" + re.escape(label) + rb"\x82\x01[\x00-\x7f]([-+.0-9A-Za-z]*)")
-    if loose_count == n:
+    if loose_count == n and nested_count == 0:
         found = strict.findall(blob)
         if len(found) == n:
             # one item per record (a row is a dict: a key occurs at most once), so match i is record i
@@ -118,6 +123,9 @@ def _fast_key(blob: bytes, ends: np.ndarray, key: str) -> tuple[np.ndarray, np.n
     strict_rec = np.searchsorted(ends, np.asarray(starts, np.int64), side="right")
     loose_rec = np.searchsorted(ends, np.asarray(loose_starts, np.int64), side="right")
     bad = np.bincount(strict_rec, minlength=n) != np.bincount(loose_rec, minlength=n)
+    if nested_count:
+        nested_starts = [m.start() for m in re.finditer(re.escape(nested), blob)]
+        bad[np.searchsorted(ends, np.asarray(nested_starts, np.int64), side="right")] = True
     placed = np.zeros(n, bool)
     if raw:
         values[strict_rec] = _to_float(raw)

@@ -10,7 +10,6 @@ Every error names the function the user called (`where`): `prove: seeds=...`, no
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -50,16 +49,10 @@ def check_seeds(task: Any, seeds: Any, fields: Mapping[str, Any], *, where: str)
 
 def check_lrs(lrs: Any, *, where: str) -> list[float]:
     """Learning rates as given (a list, a tuple or a numpy array of positive finite numbers, numpy floats too),
-    in order, exactly: never rounded or replaced."""
-    if isinstance(lrs, np.ndarray):
-        lrs = lrs.ravel().tolist()
-    if isinstance(lrs, (str, bytes)) or not isinstance(lrs, Sequence) or len(lrs) == 0:
-        raise LrscanError(f"{where}: lrs={lrs!r}: a list of learning rates, e.g. [1e-3, 3e-3, 1e-2]")
-    for lr in lrs:
-        ok = not isinstance(lr, (bool, np.bool_)) and isinstance(lr, (int, float, np.integer, np.floating))
-        if not ok or not (math.isfinite(float(lr)) and float(lr) > 0):
-            raise LrscanError(f"{where}: lrs={list(lrs)!r}: {lr!r} is not a learning rate (a positive number)")
-    return [float(lr) for lr in lrs]
+    in order, exactly: never rounded or replaced. The one check of lrs, analysis.candidates'."""
+    from lrscan.analysis.candidates import check_lrs as checked
+
+    return list(checked(lrs, where))
 
 
 def make_seeded(task: Any, seed: int, task_args: Mapping[str, Any], *, where: str) -> Task:

@@ -5,8 +5,8 @@
     proof = result.prove(horizon=2000, seeds=[1, 2, 3])                   # the suggestions, constant lr, 2000 steps
     proof = result.prove(horizon=12000, schedule=[(9000, 0.1)])           # the run you will make: lr x 0.1 at 9000
     proof = prove(make, [1e-3, 3e-3, 1e-2], horizon=2000, seeds=[1, 2, 3])   # or your own lrs, exactly these
-    proof.table        # name, suggested_by, lr, lre, losses (per seed), seeds, mean, diff_to_best, diff_ci
-    proof.best_lr, proof.decision.verdict(), proof.plot(), proof.to_dict()
+    proof.table        # analysis.judge's table: per candidate its losses per seed, mean, status against the pick
+    proof.best_lr, proof.verdict.opening(), print(proof), proof.plot(), proof.to_dict()
 
 The proof answers "which lr trains best for the run I am about to make": each candidate x seed is
 one real training run of that length (`horizon`, steps) with that schedule (pipeline/study/horizon.py:
@@ -16,7 +16,7 @@ seeds pair. The K x S runs train in packs (pipeline/pack/functional.py: one vmap
 members, each at its own lr) wherever the task packs, else one after another, saying why once; the
 numbers are the same either way. A run is judged by its final held-out loss (`evaluate(model)
 ["dev_loss"]`), or, for a task without `evaluate`, by its mean training loss over the last 10% of
-steps (`proof.judged_by`). The table and decision are the judge's (pipeline/study/judging.py).
+steps (`proof.judged_by`), one criterion for every run. The verdict is the judge's (pipeline/study/judging.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from lrscan.pipeline.config import TrainConfig, field_names
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.pack.functional import train_seeds
 from lrscan.pipeline.study.horizon import StepDecay, check_horizon, check_schedule
-from lrscan.pipeline.study.judging import TAIL_FRAC, ProveDecision, grid_candidates, judge, judged_loss
+from lrscan.pipeline.study.judging import Judgement, final_losses, grid_candidates, judge
 from lrscan.pipeline.study.own_task import (
     check_lrs,
     check_seeds,
@@ -64,11 +64,11 @@ RANGE_ONLY = ("eval_every_steps", "lre_min", "lre_max", "step_mode", "stop_on_cl
 
 @dataclass
 class Proof:
-    """What `prove` trained and decided: the table (best first), the decision, the per-run losses."""
+    """What `prove` trained and decided: the table (best first), the verdict, the per-run losses."""
 
     table: pd.DataFrame
-    decision: ProveDecision
-    runs: pd.DataFrame = field(repr=False)   # run_id, name, lr, seed, loss, judged_by
+    verdict: Judgement
+    runs: pd.DataFrame = field(repr=False)   # run_id, name, lr, seed, loss, diverged, criterion
     horizon: int
     schedule: StepDecay
     group: str
@@ -81,18 +81,21 @@ class Proof:
         return self.horizon
 
     @property
+    def decision(self) -> Judgement:
+        """The verdict under its earlier name (`proof.decision.verdict()` prints the opening sentence)."""
+        return self.verdict
+
+    @property
     def best_lr(self) -> float:
-        return self.decision.lr
+        return self.verdict.chosen_lr
 
     @property
     def best(self) -> str:
-        return self.decision.winner
+        return self.verdict.chosen
 
     @property
     def judged_by(self) -> str:
-        kinds = sorted(self.runs["judged_by"].unique())
-        return "dev_loss" if kinds == [keys.DEV_LOSS] else (
-            f"mean training loss over the last {TAIL_FRAC:.0%} of steps (the task has no evaluate)")
+        return self.verdict.criterion if self.verdict.criterion == keys.DEV_LOSS else self.verdict.criterion_text()
 
     def apply(self, target: Any) -> float:
         """Set the proven lr (`best_lr`) where you set yours; returns the lr set (`pipeline.train.apply.apply_lr`).
@@ -108,26 +111,17 @@ class Proof:
         """analysis.plots' prove figure: judged loss after the horizon against lr, each seed and the mean."""
         from lrscan.analysis.plots import plot_prove
 
-        return plot_prove(self.table, steps=self.horizon, judged_by=self.judged_by, ax=ax)
+        return plot_prove(self.table, steps=self.horizon, judged_by=self.verdict.criterion_label(),
+                          chosen=self.verdict.chosen, ax=ax)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the chosen lr, the horizon and schedule, the decision and the table."""
-        d = self.decision
-        return {"chosen_lr": d.lr, "chosen_by": "prove", "winner": d.winner, "verdict": d.verdict(),
-                "horizon": self.horizon, "schedule": self.schedule.to_dict(), "judged_by": self.judged_by,
-                "n_seeds": d.n_seeds, "group": self.group, "seconds": round(self.seconds, 1),
-                "table": [{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in r.items()}
-                          for r in self.table.to_dict("records")]}
+        """JSON-able: the verdict's words, numbers and table (analysis.judge), the horizon and schedule."""
+        return {**self.verdict.to_dict(), "horizon": self.horizon, "schedule": self.schedule.to_dict(),
+                "judged_by": self.judged_by, "group": self.group, "seconds": round(self.seconds, 1)}
 
     def __str__(self) -> str:
-        d = self.decision
-        rows = [f"  {r['name']:<16} lr {r['lr']:<10.4g} mean {r['mean']:.4f}  diff {r['diff_to_best']:+.4f}"
-                for _, r in self.table.iterrows()]
-        return "\n".join([f"prove: {len(self.table)} candidates x {d.n_seeds} seeds, {self.horizon} steps "
-                          f"({self.schedule.text()}), judged by {self.judged_by} (W&B group {self.group}, "
-                          f"{self.seconds:.1f} s)",
-                          f"proven: {d.winner} lr {d.lr:.4g}. {d.verdict()}", *rows,
-                          *[f"note: {n}" for n in self.notes]])
+        return "\n".join([f"prove: {self.horizon} steps ({self.schedule.text()}), W&B group {self.group}, "
+                          f"{self.seconds:.1f} s", str(self.verdict), *[f"note: {n}" for n in self.notes]])
 
 
 def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | pd.DataFrame, *,
@@ -186,7 +180,7 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
 
     wanted = [(c, seed) for _, c in candidates.iterrows() for seed in seeds]
     size = len(wanted) if pack is None else int(pack)
-    rows, notes = [], {}
+    steps_rows, run_rows, notes = [], [], {}
     with restored_globals(), (tempfile.TemporaryDirectory(prefix="lrscan-prove-") if own_ckpt else nullcontext()
                               ) as tmp:
         if own_ckpt:
@@ -207,11 +201,18 @@ def prove(task: Callable[..., Task] | str, lrs: Sequence[float] | np.ndarray | p
             on_steps = [lambda s, cols, out=out: out.append(np.array(cols[keys.LOSS])) for out in losses]
             summaries = train_seeds(cfgs, tasks, on_steps, made, who=WHERE, what="runs")
             for (c, seed), cfg, summary, seen in zip(chunk, cfgs, summaries, losses):
-                rows.append({"run_id": cfg.run_id, "name": c["name"], "lr": cfg.lr, "seed": float(seed),
-                             **judged_loss(summary, np.concatenate(seen) if seen else np.zeros(0), keys.DEV_LOSS)})
-    runs = pd.DataFrame(rows)
-    table, decision = judge(runs, candidates)
-    return Proof(table=table, decision=decision, runs=runs, horizon=horizon, schedule=plan, group=group,
+                trained = np.concatenate(seen) if seen else np.zeros(0)
+                steps_rows.append(pd.DataFrame({"run_id": cfg.run_id, keys.STEP_COLUMN: np.arange(len(trained)),
+                                                keys.LR: cfg.lr, keys.LOSS: trained}))
+                run_rows.append({"run_id": cfg.run_id, "name": c["name"], "seed": float(seed),
+                                 keys.DEV_LOSS: summary.get(keys.DEV_LOSS),
+                                 keys.DIVERGED_AT_STEP: summary.get(keys.DIVERGED_AT_STEP)})
+    # judged as `python -m analysis` judges the same runs read back from W&B: one criterion for every run
+    runs = pd.DataFrame(run_rows)
+    finals = final_losses(pd.concat(steps_rows, ignore_index=True), runs)
+    runs = runs[["run_id", "name", "seed"]].merge(finals.drop(columns="seed"), on="run_id")
+    verdict = judge(finals, candidates, steps=horizon, group=group)
+    return Proof(table=verdict.table, verdict=verdict, runs=runs, horizon=horizon, schedule=plan, group=group,
                  seconds=time.monotonic() - t0, notes=list(notes))
 
 

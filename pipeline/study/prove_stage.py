@@ -1,6 +1,6 @@
 """The study's prove stage: the range test's candidates as a constant-lr sweep (prove.yaml), candidates x seeds.
 
-    candidates = analysis.prove.prove_candidates(pick, extra_lrs)     # min_loss, fastai_minimum, steepest, ...
+    candidates = judging.candidates_of(pick, extra_lrs)     # min_loss, fastai_minimum, steepest, ...
     path = write_prove_yaml(base_yaml, dest, prove_parameters(candidates, seeds=[1, 2, 3], steps=4000), note)
 
 `prove.yaml` is an ordinary W&B sweep YAML (the same file runs under `wandb sweep` + `wandb agent`):
@@ -104,40 +104,6 @@ def write_prove_yaml(base_yaml: Path, dest: Path, parameters: Mapping[str, Any],
     return dest
 
 
-def study_prove_entries(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """summary.json's `prove`: one entry per candidate, best first (name, suggested_by, lr, lre, losses, ...)."""
-    return [{"name": r["name"], "suggested_by": r["suggested_by"], "lr": r["lr"], "lre": r["lre"],
-             "losses": list(r["losses"]), "seeds": list(r["seeds"]), "mean": r["mean"],
-             "diff_to_best": r["diff_to_best"], "diff_ci": list(r["diff_ci"])} for r in table]
-
-
-def opening_sentence(prove: Mapping[str, Any], table: Sequence[Mapping[str, Any]]) -> str:
-    """report.md's first line: what the range test suggested, what training proved, and by how much it beat the pick."""
-    pick = next((r for r in table if "min_loss" in str(r["suggested_by"]).split(", ")), None)
-    won = table[0]
-    sd = prove.get("sd")
-    spread = f" ± {sd:.4f}" if sd is not None and math.isfinite(sd) else ""
-    loss = "held-out loss" if not prove.get("on_training_loss") else "last-10% training loss"
-    head = (f"The range test suggested lr {pick['lr']:.4g} (min-loss pick) " if pick else "The range test suggested ")
-    head += (f"among {len(table)} candidates; training proved lr {won['lr']:.4g} ({won['suggested_by']}) with "
-             f"{loss} {won['mean']:.4f}{spread} after {prove['steps']} steps over {prove['n_seeds']} seeds")
-    if pick is None or pick["name"] == won["name"]:
-        runner = table[1] if len(table) > 1 else None
-        tail = (f": the pick itself won, {runner['diff_to_best']:.4f} ahead of {runner['name']} "
-                f"(95% CI {_ci(runner['diff_ci'])})." if runner else ".")
-        return head + tail
-    low = pick["diff_ci"][0] if pick["diff_ci"] else None
-    told = low is not None and math.isfinite(float(low)) and float(low) > 0
-    return head + (f", {'beating' if told else 'ahead of'} the min-loss pick by {pick['diff_to_best']:.4f} (paired "
-                   f"95% CI {_ci(pick['diff_ci'])}" + ("" if told else "; not distinguishable at this budget") + ").")
-
-
-def _ci(ci: Sequence[Any]) -> str:
-    if ci is None or any(v is None or not math.isfinite(float(v)) for v in ci):
-        return "n/a: too few seeds"
-    return f"[{float(ci[0]):+.4f}, {float(ci[1]):+.4f}]"
-
-
 # -- the stage, as the study runs it ------------------------------------------------------------------
 
 
@@ -152,7 +118,7 @@ def decay_grid_steps(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> i
 
 
 def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str, Any], stage: Any) -> Any:
-    """Derive prove.yaml from the pick, run it like the other stages, analyse it; returns the `ProveResult`.
+    """Derive prove.yaml from the pick, run it like the other stages, analyse it; returns its judge verdict.
 
     `study`: the `Study` (its sweep runner, analysis, folders, flags); `state`: its state.json, where
     the candidates are kept so a resumed study proves the same lrs; `stage(text)` prints the header.
@@ -189,8 +155,7 @@ def run_prove_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str
     report = study.analyse(sweep, "prove", prove_candidates=candidates,
                             block_steps=min(study.spec.block_steps, max(1, steps // 4)))
     result = report.prove[0]
-    print(f"proven: {result.decision.winner} lr {result.decision.lr:.4g} ({result.judged_text()} "
-          f"{result.decision.mean:.4f}). {result.decision.verdict()}", flush=True)
+    print(f"{result.headline()}\n{result.opening()}", flush=True)
     return result
 
 
@@ -229,14 +194,3 @@ def save_range_candidates(pick: Any, candidates: pd.DataFrame, winner: str, dest
     ax.figure.savefig(tmp, dpi=dpi)
     plt.close(ax.figure)
     tmp.replace(dest)
-
-
-def prove_table_lines(result: Any) -> list[str]:
-    """The prove table in markdown for the study's report.md: best first, paired difference to the winner."""
-    lines = ["| candidate | suggested by | lr | mean | diff to best | paired 95% CI | per seed |",
-             "|---|---|---|---|---|---|---|"]
-    for _, r in result.table.iterrows():
-        per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in zip(r["seeds"], r["losses"]))
-        lines.append(f"| {r['name']} | {r['suggested_by']} | {r['lr']:.4g} | {r['mean']:.4f} | "
-                     f"{r['diff_to_best']:+.4f} | {_ci(r['diff_ci'])} | {per_seed} |")
-    return lines

@@ -62,11 +62,8 @@ from lrscan.pipeline.study.online import (
 from lrscan.pipeline.study.prove_stage import (
     DEFAULT_SEEDS,
     check_prove_flags,
-    opening_sentence,
-    prove_table_lines,
     run_prove_stage,
     save_range_candidates,
-    study_prove_entries,
 )
 from lrscan.pipeline.yamlfile import read_yaml_mapping
 
@@ -268,7 +265,7 @@ class Study:
         proof, chosen_lre = None, best_lre
         if self.prove:
             proof = run_prove_stage(self, pick, state, lambda text: _stage(3, text, of))
-            chosen_lre = math.log10(proof.decision.lr)
+            chosen_lre = math.log10(proof.chosen_lr)
         decay_sweep = self.decay_sweep(chosen_lre, "the prove stage" if proof else "the range test")
         _stage(of - 1, f"decay grid at lr {10.0 ** chosen_lre:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})",
                of)
@@ -394,8 +391,8 @@ class Study:
         folder = self.out / "report"
         rs, ds = range_report.summary, decay_report.summary
         best_lr = 10.0 ** best_lre
-        chosen_lr = proof.decision.lr if proof is not None else best_lr
-        table = study_prove_entries(proof.table.to_dict("records")) if proof is not None else []
+        chosen_lr = proof.chosen_lr if proof is not None else best_lr
+        verdict = proof.to_dict() if proof is not None else {}  # analysis.judge's words and table
         summary = {
             "size": self.size,
             "task": self.task or "makemore MLP",
@@ -411,16 +408,17 @@ class Study:
             "suggesters": rs.get("suggesters") or {"min_loss": rs.get("best_lre"), "minimum": rs.get("best_lre"),
                                                    "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
             "chosen_lr": chosen_lr,
-            "chosen_by": "prove" if proof is not None else "pick",
-            "prove": table,
-            "prove_decision": {k: v for k, v in proof.to_dict().items() if k != "table"} if proof else None,
+            "chosen_by": verdict.get("chosen_by", "pick"),
+            "rule": verdict.get("rule"),
+            "prove": verdict.get("table", []),
+            "prove_decision": {k: v for k, v in verdict.items() if k != "table"} or None,
             "range": {"report": "range/report.md", "counts": rs.get("counts"), "per_run": rs.get("per_run")},
             "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": chosen_lr,
                       "decay_factors": [list(f) for f in self.decay_factors], **(ds.get("decay") or {})},
             "notes": list(dict.fromkeys([*rs.get("notes", []), *ds.get("notes", [])])),
             "commands": list(self.commands),
         }
-        opening = opening_sentence(summary["prove_decision"], table) if proof else (
+        opening = f"{proof.headline()} {proof.opening()}" if proof else (
             f"The range test picked lr {best_lr:.4g} (min loss); --no-prove: the decay grid trained at it unproven.")
         summary["opening"] = opening
         atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
@@ -428,17 +426,13 @@ class Study:
         decay_figs = [f for f in decay_report.files if f.endswith(".png")]
         prove_lines = []
         if proof is not None:
-            save_range_candidates(range_report.pick, proof.table, proof.decision.winner,
-                                  folder / "prove_range_candidates.png")
-            prove_lines = ["## Prove", "", *([f"Judged by {proof.judged_text()}.", ""] if proof.on_training_loss
-                                             else []),
-                           proof.decision.verdict(), "", *prove_table_lines(proof), "",
+            save_range_candidates(range_report.pick, proof.table, proof.chosen, folder / "prove_range_candidates.png")
+            prove_lines = ["## Prove", "", *proof.markdown(),
                            "![prove](prove/prove_loss_vs_lr.png)", "",
                            "![candidates on the range test](prove_range_candidates.png)", "",
                            "Full report: [prove](prove/report.md).", ""]
         lines = [
-            *([opening, *([f"Judged by {proof.judged_text()}."] if proof.on_training_loss else []), ""]
-              if proof is not None else []),
+            *([proof.headline(), proof.opening(), ""] if proof is not None else []),
             f"# lrscan study ({self.size}" + (f", task {self.task}" if self.task else "") + ")",
             "",
             f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "

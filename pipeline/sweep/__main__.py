@@ -6,6 +6,10 @@
     python -m pipeline.sweep sweeps/lr_range.yaml --index 3       # only point 3 (a Slurm array task)
     python -m pipeline.sweep sweeps/lr_range.yaml --pack 1        # one process per point (no packs)
     python -m pipeline.sweep sweeps/lr_range.yaml --print-sbatch  # a Slurm job array script for this sweep
+    python -m pipeline.sweep sweeps/lr_range.yaml --print-sbatch --partition gpu --gpus 1 --time 2:00:00 \
+        --sbatch=--account=abc                                    # ... with the cluster's own #SBATCH lines
+    python -m pipeline.sweep sweeps/lr_range.yaml --print-agent-sbatch ENTITY/PROJECT/ID --conda-env lrscan \
+        --count 8 --time 4:00:00 --gpus 1                         # a `wandb agent` job (docs/clusters.md)
 
 Points of lrscan's trainer that can share a process train stacked in packs of up to `--pack` (default:
 16 on a CPU, 64 when the points train on a GPU), each still its own W&B run and manifest row
@@ -28,19 +32,22 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lrscan.pipeline.errors import LrscanError, exit_with
+from lrscan.pipeline.sweep.agent_sbatch import SIGNAL_SECONDS, AgentJob, agent_sbatch_script, read_sweep_head
 from lrscan.pipeline.sweep.command import args_json_path, build_command, check_sweep, run_id_for
 from lrscan.pipeline.sweep.manifest import DEFAULT_OUT, MANIFEST, sweep_folder
 from lrscan.pipeline.sweep.outcome import unfinished_message
 from lrscan.pipeline.sweep.packs import PACK_MODULE, check_pack, default_pack, gpu_visible, pack_keys, pack_plan
 from lrscan.pipeline.sweep.runner import PROG, default_workers, run_sweep
-from lrscan.pipeline.sweep.slurm import sbatch_script
-from lrscan.pipeline.sweep.spec import Sweep, load_sweep
+from lrscan.pipeline.sweep.slurm import SbatchOptions, asks_for_gpus, cpu_only_note, sbatch_script
+from lrscan.pipeline.sweep.spec import Sweep, is_trainer, load_sweep
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with lrscan's one-line errors: `pipeline.sweep: error: ...`, exit 2, no usage block."""
 
     def error(self, message: str) -> NoReturn:
+        if message == "argument --sbatch: expected one argument":  # its value starts with a dash: argparse wants =
+            message += " (an option as its value goes after an =: --sbatch=--mem=8G)"
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
@@ -51,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="points run at once (default: usable cores)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded commands and exit")
     p.add_argument("--count", type=int, default=None,
-                   help="random: number of runs (default run_cap); grid: first N points (N >= 1)")
+                   help="random: number of runs (default run_cap); grid: first N points (N >= 1); "
+                        "with --print-agent-sbatch: runs per agent (wandb agent --count)")
     p.add_argument("--seed", type=int, default=0, help="random: seed of the draws")
     p.add_argument("--index", type=int, action="append", default=None,
                    help="run only this point (repeatable; several are packed together); Slurm: see --print-sbatch")
@@ -70,7 +78,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--print-sbatch", action="store_true", help="print a Slurm job array script for this sweep and exit")
     p.add_argument("--array-tasks", type=int, default=0,
                    help="with --print-sbatch: K draining workers instead of one task per point")
+    slurm = p.add_argument_group("Slurm scripts (--print-sbatch, --print-agent-sbatch)")
+    slurm.add_argument("--partition", default="", help="#SBATCH --partition")
+    slurm.add_argument("--gpus", default="", help="#SBATCH --gpus: a count, or type:count (a100:2)")
+    slurm.add_argument("--time", default="", help="#SBATCH --time, e.g. 4:00:00 or 1-12")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                       help="any other #SBATCH line, as on sbatch's command line (repeatable): "
+                            "--sbatch=--account=abc --sbatch=--mem=8G")
+    slurm.add_argument("--print-agent-sbatch", metavar="SWEEP_ID", default=None,
+                       help="print a Slurm batch script running `wandb agent SWEEP_ID` (ENTITY/PROJECT/ID) for the "
+                            "W&B sweep made from this YAML, and exit")
+    slurm.add_argument("--conda-env", default=None,
+                       help="with --print-agent-sbatch: the conda environment the job activates (default: the "
+                            "active one; outside conda, this Python's environment goes first on PATH)")
+    slurm.add_argument("--workdir", default=None,
+                       help="with --print-agent-sbatch: the job's working folder, shared by the nodes: runs and "
+                            "checkpoints land there (default: the current folder)")
+    slurm.add_argument("--signal-seconds", type=int, default=SIGNAL_SECONDS,
+                       help="with --print-agent-sbatch: Slurm's SIGUSR1 comes this long before the time limit "
+                            f"(default {SIGNAL_SECONDS})")
+    slurm.add_argument("--no-requeue", action="store_true",
+                       help="with --print-agent-sbatch: after a preemption notice, end the job, do not requeue it")
     return p
+
+
+def _sbatch_options(args: argparse.Namespace) -> SbatchOptions:
+    return SbatchOptions(partition=args.partition, gpus=args.gpus, time=args.time, extra=tuple(args.sbatch))
+
+
+def _print_agent_sbatch(args: argparse.Namespace) -> None:
+    # the CLI's edge: the active conda environment, this Python's environment, the current folder
+    conda_env = args.conda_env if args.conda_env is not None else os.environ.get("CONDA_DEFAULT_ENV", "")
+    job = AgentJob(sweep_id=args.print_agent_sbatch, workdir=os.path.abspath(args.workdir or os.getcwd()),
+                   count=args.count, conda_env=conda_env,
+                   bin_dir="" if conda_env else os.path.dirname(os.path.abspath(sys.executable)),
+                   signal_seconds=args.signal_seconds, requeue=not args.no_requeue, options=_sbatch_options(args))
+    head = read_sweep_head(args.yaml)
+    print(agent_sbatch_script(head, job), end="")
+    note = cpu_only_note(args.yaml, set(head.devices)) if asks_for_gpus(job.options) and head.runs_trainer else ""
+    if note:
+        print(f"{PROG}: {note} (and make the W&B sweep again from it)", file=sys.stderr)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -118,13 +165,21 @@ def _print_dry_run(sweep: Sweep, out: str, pack: int, workers: int, indices: Seq
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
+        if args.print_agent_sbatch is not None:
+            _print_agent_sbatch(args)  # the W&B server expands the sweep: any method, --count is the agent's
+            return
         _check_flags(args)
         sweep = load_sweep(args.yaml, count=args.count, seed=args.seed)
         # the CLI's edge: the machine is looked at here (a GPU for the points' device decides the pack size)
         pack = args.pack if args.pack is not None else default_pack(sweep, gpu_visible())
         if args.print_sbatch:
             check_sweep(sweep, os.environ)
-            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds, pack), end="")
+            options = _sbatch_options(args)
+            print(sbatch_script(sweep, args.out, args.array_tasks, args.lease_seconds, pack, options), end="")
+            devices = {str(p.get("device", "cpu")) for p in sweep.points}
+            note = cpu_only_note(args.yaml, devices) if asks_for_gpus(options) and is_trainer(sweep) else ""
+            if note:
+                print(f"{PROG}: {note}", file=sys.stderr)
             return
         if args.dry_run:
             check_sweep(sweep, os.environ)

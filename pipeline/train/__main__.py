@@ -43,9 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     except LrscanError as e:
         exit_with(LrscanError(_one_line(e)), PROG)
     except StopRequested as e:
-        print(f"{PROG}: stopped ({_one_line(e)}); checkpoint saved, resume with --resume --run_id={e.run_id}",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+        if e.preempted:
+            print(f"{PROG}: preempted ({_one_line(e)}); checkpoint saved, the W&B run marked preempting "
+                  f"(a W&B sweep requeues it); resume with --resume --run_id={e.run_id}", file=sys.stderr)
+        else:
+            print(f"{PROG}: stopped ({_one_line(e)}); checkpoint saved, resume with --resume "
+                  f"--run_id={e.run_id}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
 
 
 def _one_line(error: BaseException) -> str:

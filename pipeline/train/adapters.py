@@ -35,6 +35,10 @@ import torch
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 
+# what a Task's notes say of a scheduler the user's code builds: the adapters do not step it
+NOT_STEPPED = ("is not stepped: lrscan sets the lr of every step itself (the range test's schedule, prove's "
+               "horizon schedule), keeping the param groups' ratios")
+
 
 class LoaderBatches:
     """A DataLoader's batches as batch(i), each a function of (seed, i); `index`: the last one's place in its epoch."""
@@ -57,9 +61,19 @@ class LoaderBatches:
     def order(self, epoch: int) -> list[list[int]]:
         """The epoch's batches as dataset indices: the batch sampler under random states seeded by (seed, epoch)."""
         if self._epoch is None or self._epoch[0] != epoch:
+            seed = (self.seed * 1_000_003 + epoch) % (2**63 - 1)
+            # a sampler with a generator of its own (DataLoader(generator=...)) draws from it: seeded the same way
+            own = getattr(getattr(self.batch_sampler, "sampler", None), "generator", None)
+            kept = own.get_state() if isinstance(own, torch.Generator) else None
             with torch.random.fork_rng(devices=[]), _python_and_numpy_forked():
-                _seed_all((self.seed * 1_000_003 + epoch) % (2**63 - 1))
-                self._epoch = (epoch, [list(ix) for _, ix in zip(range(self.per_epoch), self.batch_sampler)])
+                _seed_all(seed)
+                if kept is not None:
+                    own.manual_seed(seed)
+                try:
+                    self._epoch = (epoch, [list(ix) for _, ix in zip(range(self.per_epoch), self.batch_sampler)])
+                finally:
+                    if kept is not None:
+                        own.set_state(kept)
         return self._epoch[1]
 
     def __call__(self, i: int) -> Any:

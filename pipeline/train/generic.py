@@ -42,7 +42,7 @@ from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 MAX_APPLIED_LR = 1e30
 MAX_SCALER_RETRIES = 64  # a step the GradScaler skips this often in a row (finite loss) is counted anyway
 OWN_KEYS = (*keys.STEP_KEYS, keys.SMOOTH_LOSS, keys.FINAL_STEP, keys.STEPS_PER_SECOND, keys.STOP_STEP,
-            keys.STOP_REASON, keys.DIVERGED_AT_STEP, keys.BEST_SMOOTH_LOSS, "n_params")
+            keys.STOP_REASON, keys.DIVERGED_AT_STEP, keys.BEST_SMOOTH_LOSS, keys.PAUSED_AT_STEP, "n_params")
 
 
 class Batches:

@@ -39,6 +39,7 @@ import torch
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train import rngstate
 from lrscan.pipeline.train.adapters import (
+    NOT_STEPPED,
     batches_of,
     clip_gradients,
     kept_attributes,
@@ -135,14 +136,11 @@ def _task(trainer: Any, *, seed: int | None) -> Task:
             optimizer = unscheduled(trainer.create_optimizer())
     if trainer.lr_scheduler is not None:
         scheduler = type(_unwrapped(trainer.lr_scheduler, "scheduler")).__name__
-        note(notes, f"the Trainer's {scheduler} is not stepped: lrscan sets the lr of every "
-                    f"step itself (a range test its schedule, prove a constant lr), keeping the param groups' ratios")
+        note(notes, f"the Trainer's {scheduler} {NOT_STEPPED}")
     else:
         warm_up = f", warm-up {args.warmup_steps} steps" if getattr(args, "warmup_steps", 0) else ""
         kind = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
-        note(notes, f"the Trainer's lr_scheduler_type={kind!r}"
-                    f"{warm_up} is not stepped: lrscan sets the lr of every step itself (a range test its schedule, "
-                    f"prove a constant lr), keeping the param groups' ratios")
+        note(notes, f"the Trainer's lr_scheduler_type={kind!r}{warm_up} {NOT_STEPPED}")
     clip_gradients(optimizer, args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else None, "norm")
     dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
 

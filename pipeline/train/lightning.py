@@ -12,7 +12,7 @@ What the Task does with the user's objects, as `Trainer.fit` would:
   hooks; `self.log` calls in it are taken and dropped (lrscan logs the loss of every step itself);
 - the optimizer and its param groups are those `configure_optimizers` returns (called once per Task,
   so the Task's optimizer is its own); a scheduler it returns is not stepped: lrscan sets the lr of
-  every step (a range test its schedule, prove a constant lr), keeping the groups' ratios, and the
+  every step (the range test's schedule, prove's horizon schedule), keeping the groups' ratios, and the
   Task's notes say so;
 - the train batches come from a LightningDataModule (prepare_data, setup("fit"), train_dataloader),
   the dataloaders given, or the module's own train_dataloader: batch i is a function of (seed, i)
@@ -45,6 +45,7 @@ import torch
 
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train.adapters import (
+    NOT_STEPPED,
     batches_of,
     clip_gradients,
     kept_attributes,
@@ -255,9 +256,7 @@ def _optimizer(module: Any, where: str, notes: list[str]) -> torch.optim.Optimiz
     for scheduler in schedulers:
         scheduler = scheduler.get("scheduler") if isinstance(scheduler, Mapping) else scheduler
         if scheduler is not None:
-            note(notes, f"the {type(scheduler).__name__} that configure_optimizers returns is not stepped: lrscan sets "
-                        f"the lr of every step itself (a range test its schedule, prove a constant lr), keeping the "
-                        f"param groups' ratios")
+            note(notes, f"the {type(scheduler).__name__} that configure_optimizers returns {NOT_STEPPED}")
     return unscheduled(optimizers[0])
 
 

@@ -24,37 +24,59 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from lrscan.pipeline.config import OPERATIONAL, TrainConfig, fields_of_kind
+from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train import checkpoint
 from lrscan.pipeline.train.data import SAMPLING_BLOCK_STEPS, batch_indices, load_splits, sha256_of  # noqa: F401 (re-export)
 from lrscan.pipeline.train.generic import TaskRun
 from lrscan.pipeline.train.makemore import MakemoreRun, check_model_fits
-from lrscan.pipeline.train.member import Member, chunk_end  # noqa: F401 (re-export)
+from lrscan.pipeline.train.member import Member, chunk_end, init_args  # noqa: F401 (re-export)
+from lrscan.pipeline.train.resume import (  # noqa: F401 (re-export)
+    checked_state,
+    compatible,
+    only_resumable_checkpoint,
+    same_data,
+    say_resume,
+)
 from lrscan.pipeline.train.stepper import Stepper
 from lrscan.pipeline.train.task import Task, check_task, load_task
-from lrscan.pipeline.train.tracking import InitArgs, Launch, finish_after_error, open_logger, this_process_launch
+from lrscan.pipeline.train.tracking import Launch, finish_after_error, open_logger, this_process_launch
 
 # fields that change the data the model sees: a sweep-locked change of one of these reloads the data
 DATA_FIELDS = ("data", "block_size", "split_seed")
 # fields that change what a task's make builds: a sweep-locked change of one of these builds the task again
 TASK_FIELDS = ("task", "task_args", "seed")
 RESUME_VALUES = ("allow", "must", "auto")  # the values of WANDB_RESUME that ask for a resume
-LISTED_CHECKPOINTS = 8  # an error about the checkpoints in a folder names this many, then counts the rest
+
+
+PREEMPT_SIGNAL = signal.SIGUSR1  # a scheduler's warning (Slurm's `--signal`): stop, and let the sweep requeue the run
 
 
 class StopRequested(Exception):
-    """SIGTERM or Ctrl-C: the chunk ended, every member still training has a checkpoint; their runs end with 130."""
+    """SIGTERM or Ctrl-C: the chunk ended, every member still training has a checkpoint; their runs end with 130.
+
+    `preempted`: the signal was PREEMPT_SIGNAL (SIGUSR1), a scheduler's notice that the job is about to be
+    preempted or to reach its time limit: the run is marked preempting in W&B (`run.mark_preempting()`),
+    so a W&B sweep requeues it, and ends with 128 + SIGUSR1 (138)."""
 
     def __init__(self, run_ids: list[str], signum: int, step: int):
         what = f"run {run_ids[0]}" if len(run_ids) == 1 else f"pack of {len(run_ids)} run(s)"
         super().__init__(f"{what}: signal {signum} at step {step}")
         self.run_ids, self.run_id, self.signum = run_ids, run_ids[0], signum
+        self.preempted = signum == PREEMPT_SIGNAL
+        self.exit_code = 128 + signum if self.preempted else 130
+
+
+def exit_code_of(error: BaseException) -> int:
+    """The exit code a run ends with after `error` (a single run's and a pack member's alike): a stop's own (130
+    for SIGTERM or Ctrl-C, 138 for a preemption notice: its checkpoint continues it), 1 for a failure."""
+    if isinstance(error, StopRequested):
+        return error.exit_code
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,53 +91,6 @@ def new_run_id() -> str:
     # the shape of wandb's own ids: 8 characters of [a-z0-9]
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def compatible(saved: dict, cfg: TrainConfig) -> list[str]:
-    """The fields of `cfg` that differ from a checkpoint's config where a resume must keep them: every
-    field but the operational ones (pipeline.config says which)."""
-    now, free = cfg.to_dict(), set(fields_of_kind(OPERATIONAL))
-    return sorted(k for k, v in saved.items() if k not in free and now.get(k) != v)
-
-
-def same_data(state: dict, data_sha256: str, vocab: tuple[str, ...]) -> bool:
-    # the data path may move between machines; its content may not
-    return state.get("data_sha256", data_sha256) == data_sha256 and tuple(state["vocab"]) == tuple(vocab)
-
-
-def only_resumable_checkpoint(cfg: TrainConfig, data_sha256: str, vocab: tuple[str, ...], asked_by: str) -> Path | None:
-    """For a resume without a run id: the one unfinished checkpoint in ckpt_dir that this config and
-    data could continue. None when the folder holds no checkpoint (a new run). Anything else, none
-    that fits or several, is an LrscanError listing them: guessing could continue someone else's run."""
-    found = checkpoint.load_all(cfg.ckpt_dir)
-    if not found:
-        return None
-    fits, described = [], []
-    for path, state in found:
-        if isinstance(state, LrscanError):
-            described.append(f"{path.name} (unreadable)")
-            continue
-        run = state.get("run_id", path.stem)
-        diff = compatible(state["config"], cfg)
-        if diff:
-            described.append(f"{run} ({', '.join(diff)} differ)")
-        elif not same_data(state, data_sha256, vocab):
-            described.append(f"{run} (another word list)")
-        elif state["finished"]:
-            described.append(f"{run} (finished)")
-        else:
-            fits.append(path)
-            described.append(f"{run} (at step {state['step']})")
-    if len(fits) == 1:
-        return fits[0]
-    listed = ", ".join(described[:LISTED_CHECKPOINTS]) + (f" and {len(described) - LISTED_CHECKPOINTS} more"
-                                                          if len(described) > LISTED_CHECKPOINTS else "")
-    where = f"{len(found)} checkpoint(s) in {cfg.ckpt_dir!r}: {listed}"
-    if fits:
-        raise LrscanError(f"{asked_by} without a run id: {len(fits)} unfinished runs fit this config; choose one with "
-                          f"--run_id=ID. {where}")
-    raise LrscanError(f"{asked_by} without a run id: no unfinished run fits this config; continue one with "
-                      f"--run_id=ID, or start a new run without {asked_by}. {where}")
 
 
 def train(cfg: TrainConfig, *, task: Task | None = None,
@@ -162,22 +137,11 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         else:
             path = only_resumable_checkpoint(cfg, data_sha256, vocab, asked_by)
         if path is not None and path.exists():
-            state = checkpoint.load(path)
+            state = checked_state(checkpoint.load(path), path, cfg, task=generic, data_sha256=data_sha256, vocab=vocab)
             run_id = state["run_id"]
-            diff = compatible(state["config"], cfg)
-            if diff:
-                raise LrscanError(f"cannot resume run {run_id}: {', '.join(diff)} differ from its checkpoint "
-                                  f"{str(path)!r}")
-            if ("flat" in state) == generic:
-                raise LrscanError(f"cannot resume run {run_id}: its checkpoint {str(path)!r} is of "
-                                  f"{'the makemore MLP' if 'flat' in state else 'a task'}, this run trains "
-                                  f"{'a task' if generic else 'the makemore MLP'}")
-            if not same_data(state, data_sha256, vocab):
-                raise LrscanError(f"cannot resume run {run_id}: {cfg.data!r} is not the word list it was trained on")
+            say_resume(run_id, state, path)
             if state["finished"]:
-                print(f"run {run_id} already finished at step {state['step'] - 1} ({path}); nothing to do")
                 return state.get("summary", {})
-            print(f"resuming run {run_id} at step {state['step']} from {path}")
         else:
             print(f"no checkpoint for {'run ' + run_id if run_id else 'any run'} in {cfg.ckpt_dir}: starting a new run")
     run_id = run_id or new_run_id()
@@ -186,15 +150,9 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
     # the logger and its wandb service come up, their rows buffered (tracking.py). A resumed run needs the
     # history its run holds, a sweep agent's the config wandb.init hands out: they wait.
     wait = config_from_wandb or state is not None or bool(asked_by)
-    logger = open_logger(InitArgs(
-        run_id=run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
-        group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
-        config=cfg.replace(run_id=run_id).to_dict(), resume=state is not None or bool(asked_by),
-        define_lre_axis=cfg.schedule == "range",
-        lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, run_id).with_suffix(".lock")),
-        resume_step=state["step"] if state is not None else 0,
-        launch=launch or this_process_launch(), overlapped=not wait,
-    ))
+    logger = open_logger(init_args(cfg.replace(run_id=run_id), resume=state is not None or bool(asked_by),
+                                   resume_step=state["step"] if state is not None else 0,
+                                   launch=launch or this_process_launch(), overlapped=not wait))
     info = logger.start(wait=wait)
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins
@@ -217,7 +175,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
         summary = train_members([member], runner)[run_id]
     except BaseException as error:
         # the training error is the one to report; a run that also fails to finish is mentioned with it
-        finish_after_error(logger, 130 if isinstance(error, (StopRequested, KeyboardInterrupt)) else 1, error)
+        preempted = isinstance(error, StopRequested) and error.preempted
+        finish_after_error(logger, exit_code_of(error), error, preempting=preempted)
         raise
     logger.finish(0)
     return summary
@@ -229,8 +188,9 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
     Every member keeps its own rules (pipeline/train/member.py): its stops on its own losses, its eval and
     checkpoint steps, its history rows; members may be at different steps (resumed from different
     checkpoints). A member that stops inside a chunk is replayed up to its stop step (its model is the
-    one of that step, never trained past it), leaves and ends its run; the others go on. SIGTERM or
-    Ctrl-C: the chunk ends, every member still training is checkpointed, StopRequested is raised.
+    one of that step, never trained past it), leaves and ends its run; the others go on. SIGTERM,
+    Ctrl-C or SIGUSR1 (a preemption notice): the chunk ends, every member still training is
+    checkpointed, StopRequested is raised.
     """
     summaries: dict[str, dict] = {}
     with _StopSignals() as signals, _progress_bar(members) as bar:
@@ -293,19 +253,23 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
 
 
 class _StopSignals:
-    """SIGTERM (a sweep runner stopping us, a scheduler's preemption) and Ctrl-C, noted for the loop to stop at
-    the chunk's end. Python installs signal handlers in the main thread only: called from another thread (a
-    notebook kernel's worker, Ray, Gradio) the loop leaves the process's handlers as they are."""
+    """SIGTERM (a sweep runner or `wandb agent` stopping us, a scheduler's kill), Ctrl-C and SIGUSR1 (a
+    scheduler's preemption or time-limit notice), noted for the loop to stop at the chunk's end. A
+    preemption notice, once received, stays the reason: the TERM that follows it (an agent told to stop
+    taking runs forwards its TERM too) does not turn a preempted run into a stopped one. Python installs
+    signal handlers in the main thread only: called from another thread (a notebook kernel's worker,
+    Ray, Gradio) the loop leaves the process's handlers as they are."""
 
     def __enter__(self) -> _StopSignals:
         self.received: int | None = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
+            self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT, PREEMPT_SIGNAL)}
         return self
 
     def _note(self, signum, frame) -> None:
-        self.received = signum
+        if self.received != PREEMPT_SIGNAL:
+            self.received = signum
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():

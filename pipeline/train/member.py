@@ -19,6 +19,7 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.train import checkpoint
 from lrscan.pipeline.train.schedule import ClimbStop, schedule_lrs
+from lrscan.pipeline.train.tracking import InitArgs, Launch
 
 
 def until_step(cfg: TrainConfig) -> int:
@@ -34,6 +35,19 @@ def chunk_end(step: int, cfg: TrainConfig) -> int:
         if every:
             end = min(end, (step // every + 1) * every)
     return end
+
+
+def init_args(cfg: TrainConfig, *, resume: bool, resume_step: int, launch: Launch | None,
+              overlapped: bool = False) -> InitArgs:
+    """What the logging process' wandb.init gets for the run `cfg` describes (`cfg.run_id`): a single run's and
+    a pack member's alike."""
+    return InitArgs(
+        run_id=cfg.run_id, mode=cfg.wandb_mode, project=cfg.wandb_project, entity=cfg.wandb_entity,
+        group=cfg.wandb_group, name=cfg.wandb_name, tags=cfg.wandb_tags, job_type=cfg.wandb_job_type,
+        config=cfg.to_dict(), resume=resume, define_lre_axis=cfg.schedule == "range",
+        lock_path=str(checkpoint.ckpt_path(cfg.ckpt_dir, cfg.run_id).with_suffix(".lock")),
+        resume_step=resume_step, launch=launch, overlapped=overlapped,
+    )
 
 
 def with_evaluated(rows: np.ndarray, columns: dict[str, np.ndarray], extra: dict[int, dict]) -> dict[str, np.ndarray]:

@@ -76,6 +76,8 @@ def _drain(run, conn: Connection, write) -> int:
             write(*item[1:])
         elif kind == "summary":
             run.summary.update(item[1])
+        elif kind == "preempting":  # a W&B sweep requeues a run marked so that then exits non-zero
+            run.mark_preempting()
         elif kind == "finish":
             return int(item[1])
         try:
@@ -86,10 +88,11 @@ def _drain(run, conn: Connection, write) -> int:
 
 def logger_connection() -> Connection:
     """A logger process' socket to the trainer (its fd is the process' first argument)."""
-    # Ctrl-C and SIGTERM reach the whole process group: the trainer decides when to stop and tells
-    # us, or dies and we see the socket close. Either way we log everything we were handed first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C and SIGTERM reach the whole process group, a scheduler's SIGUSR1 (a preemption notice) may
+    # reach every process of a job: the trainer decides when to stop and tells us, or dies and we see the
+    # socket close. Either way we log everything we were handed first.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
     return Connection(int(sys.argv[1]))
 
 

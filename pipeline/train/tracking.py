@@ -347,6 +347,13 @@ class RunLogger(LoggerProcess):
             folder = Path(payload.run_dir).parent
             self._late_failure = (f"wandb.init failed ({failure}); the steps trained so far were logged offline "
                                   f"instead, in {folder}: `wandb sync {folder}` uploads them")
+        changed = [k for k, v in self._init.config.items() if _plain(payload.config.get(k, v)) != _plain(v)]
+        if self._init.overlapped and changed and not self._late_failure:
+            # training began with the trainer's config; a config wandb.init hands out (a sweep's) cannot apply now
+            self._late_failure = (f"wandb.init gave the run another config ({', '.join(sorted(changed))} differ) "
+                                  f"after it began training with its own; a run whose config comes from W&B waits "
+                                  f"for it (the command line does under wandb agent; train(..., "
+                                  f"config_from_wandb=True))")
         return payload
 
     def log_steps(self, steps: np.ndarray, columns: dict[str, np.ndarray],
@@ -358,11 +365,22 @@ class RunLogger(LoggerProcess):
     def summary(self, values: dict[str, Any]) -> None:
         self._put(("summary", values))
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempting: bool = False) -> None:
         """Log everything queued, finish the run, wait (bounded) for the process to exit. Idempotent.
+        preempting: mark the run preempting first (`run.mark_preempting()`: a W&B sweep requeues it).
 
         Raises LrscanError when the run could not be finished, unless that failure was raised already."""
-        self._end([("finish", exit_code)], acknowledged=False)
+        self._end([("preempting",), ("finish", exit_code)] if preempting else [("finish", exit_code)],
+                  acknowledged=False)
+
+
+def _plain(value: Any) -> Any:
+    # a config value as it compares across wandb's round trip (tuples come back as lists)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _describe_exit(code: int) -> str:
@@ -374,11 +392,13 @@ def _describe_exit(code: int) -> str:
     return f"code {code}"
 
 
-def finish_after_error(logger: RunLogger | NoLogger, exit_code: int, error: BaseException) -> None:
-    """Finish the run after training failed with `error`. That error stays the one to report: a
-    failure to finish the run is added to it as a note, never raised in its place."""
+def finish_after_error(logger: RunLogger | NoLogger, exit_code: int, error: BaseException,
+                       preempting: bool = False) -> None:
+    """Finish the run after training failed with `error` (preempting: marked so first, see RunLogger.finish).
+    That error stays the one to report: a failure to finish the run is added to it as a note, never raised
+    in its place."""
     try:
-        logger.finish(exit_code)
+        logger.finish(exit_code, preempting=preempting)
     except Exception as e:
         error.add_note(f"also, the W&B run could not be finished: {e}")
 
@@ -401,7 +421,7 @@ class NoLogger:
     def flush(self) -> None:
         pass
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempting: bool = False) -> None:
         pass
 
 

@@ -49,7 +49,7 @@ def test_find_runs_the_range_test_and_the_proof_and_applies_the_proven_lr():
     assert found.proof.steps == 40  # the horizon is what each candidate trains
     text = str(found)
     assert text.startswith(f"lrscan.find: lr {found.best_lr:.4g} (proven")
-    assert "range test: 2 run(s)" in text and "proven:" in text and found.proof.best in text
+    assert "range test: 2 run(s)" in text and found.proof.verdict.opening() in text and found.proof.best in text
     fig = found.plot()
     assert len(fig.axes) >= 2 and "proven" in fig.axes[0].get_title()
     # apply: the proven lr on the first group, the others keeping their ratio (0.05 / 0.1)

@@ -17,6 +17,16 @@ def test_defaults_follow_the_seed():
         c.steps = 5  # type: ignore[misc]
 
 
+def test_a_run_of_a_real_wandb_agent_logs_online_unless_told_otherwise(monkeypatch):
+    # `wandb agent` sets WANDB_SWEEP_ID and not WANDB_MODE: its runs belong to the sweep on the server
+    monkeypatch.delenv("WANDB_MODE")
+    assert TrainConfig().wandb_mode == "offline"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    assert TrainConfig().wandb_mode == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert TrainConfig().wandb_mode == "offline"
+
+
 def test_agent_style_arguments_parse_to_typed_values():
     # exactly what `wandb agent` writes with ${args}: str() of each value
     c = parse_args(["--lre_min=-3.0", "--lre_max=0", "--steps=200000", "--decay_steps=[100000, 150000]",

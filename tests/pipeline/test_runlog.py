@@ -72,6 +72,16 @@ def test_special_values_whole_floats_nested_keys(special_run: Path) -> None:
     assert np.signbit(run.history["log10_loss"][2])  # -0.0 survives
 
 
+def test_a_nested_key_is_read_without_a_flat_key_of_its_name(special_run: Path) -> None:
+    # {"opt": {"lr": 0.5}} is written as the name parts "opt", "lr": asked for alone, "opt.lr" must
+    # still be found (no flat `lr` beside it to send its records to protobuf)
+    run = read_run_file(special_run, ["opt.lr"])
+    np.testing.assert_array_equal(run.history["opt.lr"], [0.5, np.nan, 0.25, np.nan])
+    assert run.history["step"].tolist() == [0, 1, 5, 7] and run.skipped_records == 0
+    slow = read_run_file(special_run, None).history["opt.lr"]  # every record through protobuf
+    np.testing.assert_array_equal(run.history["opt.lr"], slow)
+
+
 def test_segments_read_the_same_as_the_whole_file(long_run: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
                                                  ) -> None:
     path, rows = long_run

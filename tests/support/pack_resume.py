@@ -52,6 +52,18 @@ def kill(proc: subprocess.Popen) -> None:
     assert proc.wait(timeout=60) == -signal.SIGKILL
 
 
+def rerun_resumes_every_member(cmd: list[str], env: dict, cwd: Path, steps_at: dict[str, int],
+                               timeout_s: float = 900) -> subprocess.CompletedProcess:
+    """The killed pack's command run again: it exits 0, each member in `steps_at` says it resumes at its
+    checkpoint's step, and its end file says finished. The run, for what the caller checks more."""
+    again = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    assert again.returncode == 0, again.stderr
+    for r, step in steps_at.items():
+        assert f"resuming run {r} at step {step}" in again.stdout
+        assert json.loads((cwd / "ends" / f"{r}.json").read_text())["state"] == "finished"
+    return again
+
+
 def assert_resumed_as_uninterrupted(wandb_dir: Path, base: list[str], points: dict[str, list[str]],
                                     resumed: list[str], steps: int) -> dict[str, list]:
     """The same points packed again in this process under run ids ref-RUN_ID, uninterrupted; each resumed run's two

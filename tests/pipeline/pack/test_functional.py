@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -24,7 +22,13 @@ from lrscan.pipeline.train import checkpoint
 from lrscan.pipeline.train.loop import StopRequested, train
 from lrscan.pipeline.train.task import load_task
 from lrscan.pipeline.train.tracking import Launch
-from tests.support.pack_resume import assert_resumed_as_uninterrupted, kill, pack_command, start_and_freeze
+from tests.support.pack_resume import (
+    assert_resumed_as_uninterrupted,
+    kill,
+    pack_command,
+    rerun_resumes_every_member,
+    start_and_freeze,
+)
 from tests.support.packs import alone_then_packed, assert_same_runs, train_alone
 
 pytestmark = pytest.mark.slow
@@ -338,11 +342,7 @@ def test_an_adamw_task_pack_killed_by_sigkill_resumes_every_member_with_the_same
     assert all(0 < s < steps for s in at.values())
     kill(proc)
 
-    again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr
-    for r in points:
-        assert f"resuming run {r} at step {at[r]}" in again.stdout
-        assert json.loads((tmp_path / "ends" / f"{r}.json").read_text())["state"] == "finished"
+    rerun_resumes_every_member(cmd, env, tmp_path, {r: at[r] for r in points})
 
     # the uninterrupted reference: the same points packed under other run ids, in this process
     assert_resumed_as_uninterrupted(tmp_path / "wandb", base, points, list(points), steps)

@@ -20,7 +20,13 @@ from lrscan.pipeline.pack.members import Point
 from lrscan.pipeline.runlog import read_run_file
 from lrscan.pipeline.train import checkpoint
 from tests.conftest import train_argv
-from tests.support.pack_resume import assert_resumed_as_uninterrupted, kill, pack_command, start_and_freeze
+from tests.support.pack_resume import (
+    assert_resumed_as_uninterrupted,
+    kill,
+    pack_command,
+    rerun_resumes_every_member,
+    start_and_freeze,
+)
 
 STEPS = 20000
 
@@ -62,11 +68,7 @@ def test_sigkill_then_the_same_command_resumes_every_unfinished_member(words_fil
     assert not (tmp_path / "ends" / "k-0.json").exists()
     assert json.loads((tmp_path / "ends" / "k-div.json").read_text())["state"] == "finished"
 
-    again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    for r in ("k-0", "k-1", "k-2"):
-        assert f"resuming run {r} at step {at[r]['step']}" in again.stdout
-        assert json.loads((tmp_path / "ends" / f"{r}.json").read_text())["state"] == "finished"
+    again = rerun_resumes_every_member(cmd, env, tmp_path, {r: at[r]["step"] for r in ("k-0", "k-1", "k-2")}, 600)
     assert "run k-div already finished" in again.stdout
 
     # the uninterrupted reference: the same points packed under other run ids, in this process

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrscan.analysis.judge import TABLE_COLUMNS
 from lrscan.analysis.sources import load_runs
 from lrscan.pipeline import Proof, Task, prove, range_test
 from lrscan.pipeline.errors import LrscanError
@@ -47,10 +48,10 @@ def test_prove_trains_each_lr_at_the_horizon_with_the_schedule_as_real_runs(word
     assert isinstance(proof, Proof)
     assert len(proof.runs) == 6 and proof.judged_by == "dev_loss" and proof.horizon == proof.steps == 30
     table = proof.table
-    assert list(table.columns) == ["name", "suggested_by", "lr", "lre", "losses", "seeds", "mean", "diff_to_best",
-                                   "diff_ci"]
+    assert list(table.columns) == TABLE_COLUMNS  # analysis.judge's table, as python -m analysis writes it
     assert table["seeds"].tolist() == [[1, 2]] * 3 and sorted(table["lr"]) == [1e-3, 1e-2, 3e-1]
-    assert proof.best_lr == table["lr"].iloc[0] and table["mean"].is_monotonic_increasing
+    assert proof.best_lr == proof.verdict.chosen_lr and table["mean"].is_monotonic_increasing
+    assert proof.verdict.headline() in str(proof) and proof.to_dict()["rule"] == proof.verdict.rule
     # every candidate x seed is a real W&B run of one group, with the schedule asked, named once by its lr
     loaded = load_runs(str(tmp_path / "wandb"), group=proof.group)
     runs = loaded.runs.set_index("run_id")
@@ -96,7 +97,7 @@ def test_range_test_result_prove_drops_the_range_tests_settings_and_trains_the_u
     assert asked in proof.table["lr"].tolist() and result.best_lr not in proof.table["lr"].tolist()
     # the range test evaluated every step (pick_on dev_loss); the proof's runs evaluate at their end only
     assert len(proof.runs) == len(proof.table) and np.isfinite(proof.table["mean"].iloc[0])
-    assert "proven:" in str(proof) and "12 steps (constant)" in str(proof)
+    assert proof.verdict.opening() in str(proof) and "12 steps (constant)" in str(proof)
 
 
 def test_a_task_without_evaluate_is_judged_on_its_training_tail(words_file):
@@ -106,7 +107,7 @@ def test_a_task_without_evaluate_is_judged_on_its_training_tail(words_file):
         return task
 
     proof = prove(make, [1e-2, 1e-1], horizon=10, seeds=[1], wandb_mode="disabled")
-    assert set(proof.runs["judged_by"]) == {"train_loss_last_10pct"} and "last 10%" in proof.judged_by
+    assert set(proof.runs["criterion"]) == {"train_loss_last_10pct"} and "last 10%" in proof.judged_by
 
 
 @pytest.mark.parametrize("call, message", [

@@ -15,6 +15,8 @@ import pytest
 import wandb
 import yaml
 
+from lrscan.analysis.decide import RULE
+from lrscan.analysis.judge import TABLE_COLUMNS
 from lrscan.pipeline.config import TrainConfig, expand_coupled
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.packing import pack_key
@@ -22,7 +24,6 @@ from lrscan.pipeline.study.prove_stage import (
     check_prove_flags,
     decay_grid_steps,
     default_prove_steps,
-    opening_sentence,
     prove_parameters,
     write_prove_yaml,
 )
@@ -72,22 +73,6 @@ def test_prove_yaml_is_a_constant_lr_by_seed_grid_whose_points_pack(tmp_path):
     assert "decay_steps" not in sweep.config["parameters"] and "lr" not in sweep.config["parameters"]
 
 
-def test_the_opening_sentence_says_what_won_and_by_how_much():
-    table = [{"name": "fastai_minimum", "suggested_by": "fastai_minimum, valley", "lr": 0.01, "mean": 2.1,
-              "diff_to_best": 0.0, "diff_ci": [0.0, 0.0]},
-             {"name": "min_loss", "suggested_by": "min_loss", "lr": 0.1, "mean": 2.4, "diff_to_best": 0.3,
-              "diff_ci": [0.1, 0.5]}]
-    prove = {"sd": 0.05, "steps": 4000, "n_seeds": 3, "on_training_loss": False}
-    assert opening_sentence(prove, table) == (
-        "The range test suggested lr 0.1 (min-loss pick) among 2 candidates; training proved lr 0.01 "
-        "(fastai_minimum, valley) with held-out loss 2.1000 ± 0.0500 after 4000 steps over 3 seeds, beating the "
-        "min-loss pick by 0.3000 (paired 95% CI [+0.1000, +0.5000]).")
-    table[1]["diff_ci"] = [-0.1, 0.7]
-    assert "not distinguishable at this budget" in opening_sentence(prove, table)
-    won = opening_sentence(prove, [table[1] | {"diff_to_best": 0.0}, table[0] | {"diff_to_best": 0.3}])
-    assert "the pick itself won, 0.3000 ahead of fastai_minimum" in won
-
-
 STUDY_CODE = ("import sys; from pathlib import Path; from tests.pipeline.study.test_study import tiny_study; "
               "s = tiny_study(Path(sys.argv[1]), prove=True, prove_steps=1500, prove_seeds=2); s.run()")
 
@@ -130,19 +115,23 @@ def test_a_study_killed_in_the_prove_stage_resumes_with_the_same_command(tmp_pat
     assert (out / "stages" / "prove.yaml").read_text() == yaml_text  # the same candidates, the same sweep
     assert json.loads((out / "state.json").read_text())["prove_candidates"] == state["prove_candidates"]
     summary = json.loads((out / "report" / "summary.json").read_text())
-    assert summary["chosen_by"] == "prove" and summary["chosen_lr"] == summary["prove"][0]["lr"]
+    chosen = next(e for e in summary["prove"] if e["name"] == summary["prove_decision"]["chosen"])
+    assert summary["chosen_lr"] == chosen["lr"] and summary["rule"] == RULE
+    assert summary["chosen_by"] == summary["prove_decision"]["chosen_by"]
+    assert {e["status"] for e in summary["prove"]} <= {"pick", "leader", "told apart", "tied", "too few seeds",
+                                                       "diverged", "ranking contradicted by the pairing"}
     assert summary["decay"]["lr"] == summary["chosen_lr"]
     n = len(state["prove_candidates"])
     assert len(summary["prove"]) == n and all(e["seeds"] == [1, 2] for e in summary["prove"])
-    assert set(summary["prove"][0]) == {"name", "suggested_by", "lr", "lre", "losses", "seeds", "mean", "diff_to_best",
-                                        "diff_ci"}
+    assert list(summary["prove"][0]) == TABLE_COLUMNS
     # each candidate x seed is one run, resumed in place: its id is the point's, never a second run
     runs = {re.sub(r"^offline-run-\d{8}_\d{6}-", "", p.name) for p in prove_dir.joinpath("wandb").glob("offline-run-*")}
     assert runs == {f"{prove_dir.name}-{i:04d}" for i in range(2 * n)}
     decay = yaml.safe_load((out / "stages" / "decay_grid.yaml").read_text())
     assert decay["parameters"]["lr"]["value"] == summary["chosen_lr"]
     report = (out / "report" / "report.md").read_text()
-    assert report.startswith("The range test suggested") and "after 1500 steps over 2 seeds" in report.splitlines()[0]
+    assert report.startswith("Judged by dev_loss") and "after 1500 steps: " in report.splitlines()[0]
+    assert report.splitlines()[1] == summary["prove_decision"]["opening"]
     assert (out / "report" / "prove" / "prove_loss_vs_lr.png").is_file()
     assert (out / "report" / "prove_range_candidates.png").is_file()
 
@@ -164,4 +153,4 @@ def test_zoom_runs_the_zoom_sweep_and_proves_its_candidates(tmp_path, monkeypatc
     assert zoomed["counts"]["range_runs"] == 3  # the zoom sweep's three seeds
     min_loss = next(e for e in summary["prove"] if e["name"] == "min_loss")
     assert min_loss["lre"] == pytest.approx(zoomed["best_lre"])
-    assert summary["chosen_by"] == "prove"
+    assert summary["chosen_by"] == summary["prove_decision"]["chosen_by"]

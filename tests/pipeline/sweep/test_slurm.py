@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lrscan.pipeline.sweep.__main__ import main
+from lrscan.pipeline.sweep.slurm import time_seconds
 from lrscan.pipeline.sweep.spec import load_sweep
 from tests.pipeline.sweep.fakes import expected, manifest, records, write_sweep
 
@@ -46,6 +47,33 @@ def test_draining_workers_variant_of_the_script(in_tmp, capsys):
     assert "#SBATCH --array=0-1" in script and "--workers 1" in script and "--index" not in script
 
 
+def test_the_array_script_takes_the_clusters_lines(in_tmp, capsys):
+    path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
+    main([str(path), "--print-sbatch", "--partition", "gpu", "--gpus", "2", "--time", "1-12",
+          "--sbatch=--account=abc", "--sbatch=-J mine", "--sbatch=--mem=8G"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#SBATCH")]
+    # an extra line replaces the script's own line for its option (-J is --job-name), the rest follow in order
+    assert lines == ["#SBATCH -J mine", "#SBATCH --array=0-2", "#SBATCH --ntasks=1", "#SBATCH --cpus-per-task=1",
+                     "#SBATCH --partition=gpu", "#SBATCH --gpus=2", "#SBATCH --time=1-12", "#SBATCH --account=abc",
+                     "#SBATCH --mem=8G"]
+    for flags, says in [(["--sbatch=--array=0-9"], "the array is the sweep's"),
+                        (["--time", "90 min"], "one word, no spaces"),
+                        (["--time", "1:2:3:4"], "not a Slurm time"),
+                        (["--gpus", "1", "--sbatch=-G 2"], "--gpus given twice"),
+                        (["--sbatch=#SBATCH --mem=1G"], "an sbatch option on one line"),
+                        (["--sbatch", "--mem=1G"], "goes after an =: --sbatch=--mem=8G")]:
+        with pytest.raises(SystemExit) as exc:
+            main([str(path), "--print-sbatch", *flags])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 5400), ("5:30", 330), ("4:00:00", 14400), ("1-12", 129600),
+                                           ("2-3:04", 183840), ("0-0:0:45", 45)])
+def test_slurm_time_formats(text, seconds):
+    assert time_seconds(text) == seconds
+
+
 def _slurm_up() -> bool:
     if not shutil.which("sbatch") or not shutil.which("sinfo"):
         return False
@@ -62,7 +90,9 @@ def _slurm_up() -> bool:
 def test_real_sbatch_array(in_tmp, capsys):
     path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
     sweep = load_sweep(path)
-    main([str(path), "--print-sbatch", "--out", str(in_tmp / "shared")])
+    # the cluster's lines as a real sbatch reads them (this one-node Slurm has a partition `debug`, no GPUs)
+    main([str(path), "--print-sbatch", "--out", str(in_tmp / "shared"), "--partition", "debug", "--time", "5:00",
+          "--sbatch=--mem=200M"])
     (in_tmp / "array.sh").write_text(capsys.readouterr().out)
     done = subprocess.run(["sbatch", "--parsable", "--wait", "array.sh"], cwd=in_tmp, capture_output=True, text=True,
                           timeout=300)

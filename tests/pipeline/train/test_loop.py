@@ -208,6 +208,48 @@ def _stop_with_sigterm(proc: subprocess.Popen, ckpt: Path) -> None:
     assert proc.wait(timeout=120) == 130
 
 
+def record_kinds(path: Path) -> list[str]:
+    """The kinds of a .wandb file's records other than history rows, in order (wandb_internal.proto's oneof)."""
+    from lrscan.pipeline.runlog.framing import HEADER, Scan, record_class, scan
+
+    kinds = []
+    for payload in scan(path.read_bytes(), len(HEADER), Scan([], [], 0, False), True).others:
+        record = record_class()()
+        record.ParseFromString(payload)
+        kinds.append(record.WhichOneof("record_type"))
+    return kinds
+
+
+def test_a_preemption_notice_checkpoints_marks_the_run_preempting_and_a_resume_completes_it(words_file, tmp_path):
+    # SIGUSR1 (Slurm's --signal, forwarded by `wandb agent`), then the TERM that follows it: the run stops at a
+    # chunk's end with a checkpoint, is marked preempting for W&B's sweep requeue and exits 128 + SIGUSR1
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_RUN_ID": "pre1"}
+    cmd = [sys.executable, "-m", "lrscan.pipeline.train",
+           *train_argv(words_file, "--schedule=constant", "--steps=4000", "--ckpt_every_steps=500")]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _freeze_at_first_checkpoint(proc, tmp_path / "checkpoints" / "pre1.pt")
+    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGUSR1, err
+    assert "preempted" in err and "marked preempting" in err
+    [first] = run_files(tmp_path, "pre1")
+    assert read_run_file(first).exit_code == 138 and "preempting" in record_kinds(first)
+    stopped_at = checkpoint.load(tmp_path / "checkpoints" / "pre1.pt")
+    assert not stopped_at["finished"] and 0 < stopped_at["step"] < 4000
+
+    # what W&B's requeue hands the next agent: the same run id, and the job's WANDB_RESUME=allow
+    p = subprocess.run(cmd, env={**env, "WANDB_RESUME": "allow"}, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert f"resuming run pre1 at step {stopped_at['step']}" in p.stdout
+    first, second = run_files(tmp_path, "pre1")
+    assert "preempting" not in record_kinds(second) and read_run_file(second).exit_code == 0
+    steps = np.concatenate([history(f)["step"] for f in (first, second)])
+    assert sorted(steps.tolist()) == list(range(4000)), "a lost or repeated step"
+
+
 def test_an_lr_past_float32_diverges_instead_of_crashing(words_file):
     summary = train(parse_args(train_argv(words_file, "--lre_min=39", "--lre_max=41", "--steps=50",
                                           "--stop_on_nonfinite=False",

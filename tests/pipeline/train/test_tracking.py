@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lrscan.pipeline import keys
 from lrscan.pipeline.config import parse_args
@@ -190,3 +191,19 @@ def test_an_init_failure_without_a_fallback_is_one_line_at_the_first_wait(tmp_pa
             logger.log_steps(*_chunk(start))
     assert "\n" not in str(caught.value)
     logger.finish(1)  # raised already: not again
+
+
+@pytest.mark.slow
+def test_a_config_wandb_hands_out_after_training_began_is_refused_in_one_line(tmp_path, monkeypatch):
+    # a sweep agent's locked config reaching a run that did not wait for it (in Python, without config_from_wandb)
+    params = tmp_path / "config-early4.yaml"
+    params.write_text(yaml.safe_dump({"wandb_version": 1, "steps": {"value": 40}}))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(params))  # the logger process inherits both
+    logger = RunLogger(_overlapped_init(tmp_path, "early4", "offline"), queue_chunks=1)
+    logger.start(wait=False)
+    with pytest.raises(LrscanError, match=r"^wandb\.init gave the run another config \(steps differ\)"):
+        for start in range(0, 100_000, 10):
+            logger.log_steps(*_chunk(start))
+        logger.finish(0)
+    logger.finish(1)

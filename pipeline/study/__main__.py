@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="range test -> pick -> prove -> decay grid -> report, resumable")
+    p = _Parser(prog=PROG, description="range test -> pick -> one search over (peak lr, decay) to the horizon -> "
+                                       "report, resumable")
     p.add_argument("--size", default="demo", choices=sorted(SIZES),
                    help="demo (minutes on 2 cores), full (the seed's sizes) or smoke (seconds: does it run here?)")
     p.add_argument("--out", default=None, help="study folder (default runs/study-<size>)")
@@ -52,14 +53,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lre_max", "--lre-max", type=float, default=None,
                    help="range test: last lr exponent, with --lre_min")
     p.add_argument("--prove-steps", "--prove_steps", type=int, default=None,
-                   help="prove stage: steps each candidate trains at its constant lr (default: a third of the decay "
-                        "grid's steps; the budget decides the ranking)")
+                   help="the search's budget: what a prove stage of candidates x seeds x this many steps plus the "
+                        "decay grid cost (default: a third of the decay grid's steps)")
     p.add_argument("--prove-seeds", "--prove_seeds", default="3",
-                   help="prove stage: a number of paired seeds (default 3) or a list, e.g. 1,2,3")
+                   help="the search's paired seeds: a number (default 3: seeds 1, 2, 3) or the seeds themselves, "
+                        "e.g. 1,2,3 or [7]")
     p.add_argument("--prove-lrs", "--prove_lrs", default="",
-                   help="prove stage: your own lrs to prove beside the range test's suggestions, e.g. 0.003,0.01")
+                   help="your own peak lrs to search beside the range test's suggestions, each trained exactly as "
+                        "given, e.g. 0.003,0.01")
     p.add_argument("--no-prove", "--no_prove", action="store_true",
-                   help="skip the prove stage: the decay grid trains at the min-loss pick (the behaviour before it)")
+                   help="skip the search: the decay grid trains at the min-loss pick, unproven")
     p.add_argument("--zoom", action="store_true",
                    help="before proving, run the range report's zoom sweep (a narrower range test around the pick), "
                         "pick again on it and prove the zoomed candidates")

@@ -1,4 +1,4 @@
-"""The whole study in one command: range test -> picked exponent -> prove -> decay grid -> report.
+"""The whole study in one command: range test -> picked exponent -> one search over (peak lr, decay) -> report.
 
     python -m pipeline.study                      # the demo: minutes on 2 CPU cores, offline
     python -m pipeline.study --size=full          # the seed's sizes: 1000-step range tests, 200k-step runs
@@ -6,17 +6,19 @@
     python -m pipeline.study --task=examples/wavenet.py:make [--task_args="{'n_embd': 24}"]   # on your own model
     python -m pipeline.study --task=... --lre_min=-5 --lre_max=-1   # another range for the range test (AdamW's)
 
-Stages, each resumable (kill the study anywhere, run the same command again):
+Stages, each resumable (kill the study anywhere, run the same command again), numbered as they run:
 
 1. the range-test sweep (sweeps/lr_range.yaml, several seeds) through the local runner;
 2. the analysis picks the exponent, with its bootstrap CI and the other suggesters;
-3. the prove sweep (stages/prove.yaml, pipeline/study/prove_stage.py): the suggesters' lrs (and --prove-lrs)
-   trained at a constant lr for --prove-steps on --prove-seeds paired seeds; the lowest mean held-out
-   loss wins (--no-prove: skipped, the decay grid trains at the min-loss pick);
-4. the decay-grid sweep (sweeps/decay_grid.yaml) with the proven lr, exactly, as the base lr, and
-   decayed lrs that follow it: that lr times each of --decay_factors (default 0.1 and 0.01,
-   the seed's 0.1 -> 0.01 is a factor of 0.1), so a decay always lowers the lr;
-5. the analysis of that grid.
+   (--zoom: the zoom sweep around the pick, picked again: its candidates are the ones searched;)
+3. the search (pipeline/study/search_stage.py): the suggesters' lrs (and --prove-lrs, exactly) x the decay
+   grid's options (decay_steps x --decay_factors), each pair trained with that schedule to the decay grid's
+   length on --prove-seeds paired seeds, judged at each decay step and at the horizon, the pairs told apart
+   as worse dropped and the others continued from their checkpoints; the budget is what the prove stage
+   and the decay grid it replaces cost (run-steps), the tie rule is stated in summary.json (`rule`).
+
+With --no-prove: 3. the decay-grid sweep (sweeps/decay_grid.yaml) at the min-loss pick, exactly, its decayed
+lrs that pick times each of --decay_factors; 4. the analysis of that grid.
 
 Online, credentials (WANDB_API_KEY or the netrc entry `wandb login` writes), the server (a few
 seconds' check of its URL) and the entity are checked before stage 1: a missing one is one line.
@@ -59,12 +61,7 @@ from lrscan.pipeline.study.online import (
     default_entity,
     public_api,
 )
-from lrscan.pipeline.study.prove_stage import (
-    DEFAULT_SEEDS,
-    check_prove_flags,
-    run_prove_stage,
-    save_range_candidates,
-)
+from lrscan.pipeline.study.prove_stage import DEFAULT_SEEDS, check_prove_flags
 from lrscan.pipeline.yamlfile import read_yaml_mapping
 
 PROG = "lrscan study"  # how errors and notices start: the command that runs it, installed
@@ -238,11 +235,18 @@ class Study:
                                   {**self.spec.range_overrides, **self.task_parameters(), **self.range_parameters()},
                                   self.note())
         range_sweep = load_sweep(range_path)
-        of = 5 if self.prove else 4
-        _stage(1, of=of, text=f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
+        # the stages this study runs, counted: range test, pick, [zoom], search (proving and the decay grid in one)
+        # or, with --no-prove, range test, pick, decay grid, its analysis
+        of, done = (4 if self.zoom else 3) if self.prove else 4, [0]
+
+        def stage(text: str) -> None:
+            done[0] += 1
+            _stage(done[0], text, of)
+
+        stage(f"range test: {len(range_sweep.points)} runs ({range_sweep.key})")
         self.sweep(range_sweep)
 
-        _stage(2, "picking the exponent", of)
+        stage("picking the exponent")
         range_report = self.analyse(range_sweep, "range")
         if self.extend and range_report.pick is not None:
             from lrscan.pipeline.study.ranges import extend_study_range
@@ -262,22 +266,29 @@ class Study:
               f"steepest {_fmt(pick.get('steepest_lre'))}, valley {_fmt(pick.get('valley_lre'))}", flush=True)
         print(f"CI: {ci_description(pick.get('ci_method'))}", flush=True)
 
-        proof, chosen_lre = None, best_lre
         if self.prove:
-            proof = run_prove_stage(self, pick, state, lambda text: _stage(3, text, of))
-            chosen_lre = math.log10(proof.chosen_lr)
-        decay_sweep = self.decay_sweep(chosen_lre, "the prove stage" if proof else "the range test")
-        _stage(of - 1, f"decay grid at lr {10.0 ** chosen_lre:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})",
-               of)
+            from lrscan.pipeline.study.search_report import write_search_report
+            from lrscan.pipeline.study.search_stage import run_search_stage
+
+            result = run_search_stage(self, pick, state, stage)
+            summary = write_search_report(self, range_report, result, best_lre, time.monotonic() - t0)
+            print(f"\n{summary['opening']}", flush=True)
+            print(f"report: {self.out / 'report' / 'report.md'}", flush=True)
+            return summary
+        decay_sweep = self.decay_sweep(best_lre, "the range test")
+        stage(f"decay grid at lr {best_lr:.4g}: {len(decay_sweep.points)} runs ({decay_sweep.key})")
         self.sweep(decay_sweep)
 
-        _stage(of, "analysing the decay grid", of)
+        stage("analysing the decay grid")
         decay_report = self.analyse(decay_sweep, "decay")
-        summary = self._write_top(range_report, decay_report, best_lre, time.monotonic() - t0, proof)
-        print(f"\n{summary['opening']}" if proof else "", flush=True)
+        summary = self._write_top(range_report, decay_report, best_lre, time.monotonic() - t0)
         print(f"\n{best_decay_sentence(summary['decay'], summary['chosen_lr'])}", flush=True)
         print(f"report: {self.out / 'report' / 'report.md'}", flush=True)
         return summary
+
+    def decay_base(self) -> dict[str, Any]:
+        """The decay grid's sweep YAML as read (checked), before the size's overrides."""
+        return read_base(self.decay_yaml)
 
     def save_state(self, state: Mapping[str, Any]) -> None:
         """state.json: what a resumed study must keep (the pick, the candidates), written whole."""
@@ -384,15 +395,14 @@ class Study:
         return write_report(dest, loaded, block_steps=block_steps, n_boot=self.n_boot, source=source,
                             filters={"group": sweep.key}, **report_args)
 
-    def _write_top(self, range_report, decay_report, best_lre: float, seconds: float, proof: Any = None
-                   ) -> dict[str, Any]:
+    def _write_top(self, range_report, decay_report, best_lre: float, seconds: float) -> dict[str, Any]:
+        """--no-prove: summary.json and report.md from the range report and the decay grid's (a searched study's
+        are pipeline/study/search_report.py's)."""
         from lrscan.analysis.pick import ci_description
 
         folder = self.out / "report"
         rs, ds = range_report.summary, decay_report.summary
         best_lr = 10.0 ** best_lre
-        chosen_lr = proof.chosen_lr if proof is not None else best_lr
-        verdict = proof.to_dict() if proof is not None else {}  # analysis.judge's words and table
         summary = {
             "size": self.size,
             "task": self.task or "makemore MLP",
@@ -407,32 +417,21 @@ class Study:
             # lre per suggester, "minimum" kept beside "min_loss" (its old name) for readers of older summaries
             "suggesters": rs.get("suggesters") or {"min_loss": rs.get("best_lre"), "minimum": rs.get("best_lre"),
                                                    "steepest": rs.get("steepest_lre"), "valley": rs.get("valley_lre")},
-            "chosen_lr": chosen_lr,
-            "chosen_by": verdict.get("chosen_by", "pick"),
-            "rule": verdict.get("rule"),
-            "prove": verdict.get("table", []),
-            "prove_decision": {k: v for k, v in verdict.items() if k != "table"} or None,
+            "chosen_lr": best_lr,
+            "chosen_by": "pick",
+            "prove": [],  # nothing proven: the search did not run
             "range": {"report": "range/report.md", "counts": rs.get("counts"), "per_run": rs.get("per_run")},
-            "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": chosen_lr,
+            "decay": {"report": "decay/report.md", "counts": ds.get("counts"), "lr": best_lr,
                       "decay_factors": [list(f) for f in self.decay_factors], **(ds.get("decay") or {})},
             "notes": list(dict.fromkeys([*rs.get("notes", []), *ds.get("notes", [])])),
             "commands": list(self.commands),
         }
-        opening = f"{proof.headline()} {proof.opening()}" if proof else (
-            f"The range test picked lr {best_lr:.4g} (min loss); --no-prove: the decay grid trained at it unproven.")
-        summary["opening"] = opening
+        summary["opening"] = (f"The range test picked lr {best_lr:.4g} (min loss); --no-prove: the decay grid "
+                              f"trained at it unproven.")
         atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
         figures = [f for f in range_report.files if f.endswith(".png")]
         decay_figs = [f for f in decay_report.files if f.endswith(".png")]
-        prove_lines = []
-        if proof is not None:
-            save_range_candidates(range_report.pick, proof.table, proof.chosen, folder / "prove_range_candidates.png")
-            prove_lines = ["## Prove", "", *proof.markdown(),
-                           "![prove](prove/prove_loss_vs_lr.png)", "",
-                           "![candidates on the range test](prove_range_candidates.png)", "",
-                           "Full report: [prove](prove/report.md).", ""]
         lines = [
-            *([proof.headline(), proof.opening(), ""] if proof is not None else []),
             f"# lrscan study ({self.size}" + (f", task {self.task}" if self.task else "") + ")",
             "",
             f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "
@@ -442,10 +441,9 @@ class Study:
             "",
             *[f"![{f}](range/{f})" for f in figures],
             "",
-            *prove_lines,
-            best_decay_sentence(summary["decay"], chosen_lr),
+            best_decay_sentence(summary["decay"], best_lr),
             "",
-            decay_table_markdown(summary["decay"], chosen_lr),
+            decay_table_markdown(summary["decay"], best_lr),
             "",
             *[f"![{f}](decay/{f})" for f in decay_figs],
             "",

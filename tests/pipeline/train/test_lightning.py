@@ -236,3 +236,25 @@ def test_the_found_lr_goes_where_lightning_users_set_it() -> None:
     assert plain.learning_rate == 0.03
     with pytest.raises(LrscanError, match="has no 'lr' or 'learning_rate'"):
         lrscan.apply_lr(0.03, pl.LightningModule())
+
+
+@pytest.mark.slow
+def test_a_task_file_with_the_factory_trains_from_the_command_line(tmp_path) -> None:
+    """`--task=file.py:make_task` (what sweeps and the study launch) with make_task = task_from_lightning(make)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "net.py").write_text(
+        "import lrscan\n"
+        "from tests.pipeline.train.test_lightning import make\n"
+        "make_task = lrscan.task_from_lightning(make)\n")
+    done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", f"--task={tmp_path / 'net.py'}:make_task",
+                           "--task_args={'shuffle': True}", "--steps=12", "--eval_every_steps=6",
+                           "--wandb_mode=disabled", f"--ckpt_dir={tmp_path / 'ckpt'}"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Net with 97 parameters, AdamW (2 param groups)" in done.stdout and "dev_loss" in done.stdout

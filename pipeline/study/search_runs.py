@@ -1,0 +1,183 @@
+"""The study's search, run: each rung's runs trained in packs (pause_at_step), continued, parted at decay steps.
+
+    search = Search(folder, base_args, pairs, horizon=12000, seeds=(1, 2, 3), workers=2, pack=16)
+    search.train_to(nodes, 3000)          # every node x seed to step 3000 (new runs start, paused ones go on)
+    search.part(children, at=3000)        # each child run starts from its parent's checkpoint at 3000
+    search.losses(nodes)                  # node -> held-out loss per seed, where each paused
+
+Each run is an ordinary trainer run (`python -m lrscan.pipeline.pack POINTS.json`, the sweep runner's
+pack process: the makemore MLP stacked, a task packed with torch.func) configured for the whole horizon
+with its lr schedule so far, and ended at a rung with `pause_at_step`: its checkpoint, unfinished, is what
+the next rung continues, so no step is trained twice. A run parting at a decay step is a new W&B run whose
+history starts at that step; the run it parted from holds the steps before (its config says which:
+`wandb_tags` "parted-from-<run id>@<step>"). A killed study run again finds every rung's checkpoints and
+trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrscan.pipeline import keys
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.study.search_plan import Node, Pair
+from lrscan.pipeline.train import checkpoint
+
+PACK_SECONDS_LIMIT = 24 * 3600  # a bound on one rung's pack process: a hung one is stopped and said
+
+
+def node_name(node: Node) -> str:
+    lr, decay = node
+    return f"lr{lr:.4g}" + "".join(f"-x{f:g}@{b}" for b, f in decay)
+
+
+def arg_text(value: Any) -> str:
+    """A parameter value as the trainer's flags take it: lists as [a, b], mappings as Python literals."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    if isinstance(value, Mapping):
+        return repr(dict(value))
+    return str(value)
+
+
+class Search:
+    def __init__(self, folder: Path, base_args: Sequence[str], *, horizon: int, seeds: Sequence[int], key: str,
+                 workers: int, pack: int | None, wandb_mode: str, environ: Mapping[str, str]):
+        self.folder, self.base_args, self.horizon, self.seeds = folder, list(base_args), horizon, list(seeds)
+        self.key, self.workers, self.pack, self.wandb_mode = key, max(1, workers), pack, wandb_mode
+        self.environ = dict(environ)
+        self.ckpt_dir = folder / "checkpoints"
+        self.steps_trained = 0  # run-steps trained by this process (a resumed study counts only what it trains)
+
+    def run_id(self, node: Node, seed: int) -> str:
+        digest = hashlib.sha1(json.dumps([node[0], node[1], seed]).encode()).hexdigest()[:8]
+        return f"{self.key[-8:]}{digest}"
+
+    def args(self, node: Node, seed: int, length: int) -> list[str]:
+        lr, decay = node
+        schedule = (["--schedule=constant"] if not decay else
+                    ["--schedule=step", f"--decay_steps={arg_text([b for b, _ in decay])}",
+                     f"--decay_lrs={arg_text([lr * f for _, f in decay])}"])
+        return [*self.base_args, f"--lr={lr!r}", *schedule, f"--steps={self.horizon}", f"--seed={seed}",
+                f"--pause_at_step={0 if length >= self.horizon else length}", "--eval_every_steps=0",
+                "--ckpt_every_steps=0", f"--ckpt_dir={self.ckpt_dir}", f"--wandb_group={self.key}",
+                f"--wandb_name=search-{node_name(node)}-s{seed}", f"--wandb_mode={self.wandb_mode}",
+                f"--run_id={self.run_id(node, seed)}"]
+
+    def state(self, node: Node, seed: int) -> dict | None:
+        path = checkpoint.ckpt_path(self.ckpt_dir, self.run_id(node, seed))
+        return checkpoint.load(path) if path.exists() else None
+
+    def part(self, children: Mapping[Node, Node], at: int) -> None:
+        """Each child's runs start from its parent's checkpoint at step `at` (written once; a rerun keeps it)."""
+        from lrscan.pipeline.config import TrainConfig
+
+        for child, parent in children.items():
+            for seed in self.seeds:
+                dest = checkpoint.ckpt_path(self.ckpt_dir, self.run_id(child, seed))
+                if dest.exists():
+                    continue
+                state = self.state(parent, seed)
+                if state is None or state["step"] != at:
+                    raise LrscanError(f"search: run {self.run_id(parent, seed)} ({node_name(parent)}, seed {seed}) "
+                                      f"has no checkpoint at step {at} to continue {node_name(child)} from")
+                lr, decay = child
+                config = TrainConfig.from_mapping(state["config"]).replace(
+                    schedule="step", decay_steps=tuple(b for b, _ in decay),
+                    decay_lrs=tuple(lr * f for _, f in decay), run_id=self.run_id(child, seed),
+                    wandb_name=f"search-{node_name(child)}-s{seed}",
+                    wandb_tags=(f"parted-from-{self.run_id(parent, seed)}@{at}",))
+                checkpoint.save(dest, {**{k: v for k, v in state.items() if k != "format_version"},
+                                       "config": config.to_dict(), "run_id": config.run_id, "finished": False,
+                                       "summary": {}})
+
+    def train_to(self, nodes: Sequence[Node], length: int) -> None:
+        """Every node x seed trained to `length` (paused there, or finished at the horizon), in packs, `workers`
+        processes at a time; one line naming the log when a pack fails."""
+        points = []
+        for node in sorted(nodes):
+            for seed in self.seeds:
+                state = self.state(node, seed)
+                done = state is not None and (state["finished"] or state["step"] >= length)
+                if not done:
+                    self.steps_trained += length - (state["step"] if state else 0)
+                points.append({"run_id": self.run_id(node, seed), "args": self.args(node, seed, length)})
+        # packmates share their schedule kind (a pack steps constant-lr runs or step-decay runs, not both)
+        packs = []
+        for kind in sorted({a for p in points for a in p["args"] if a.startswith("--schedule=")}):
+            mine = [p for p in points if f"{kind}" in p["args"]]
+            size = self.pack or math.ceil(len(mine) / self.workers)
+            packs += [mine[i:i + size] for i in range(0, len(mine), size)]
+        env = {**self.environ, "WANDB_DIR": str(self.folder), "WANDB_MODE": self.wandb_mode,
+               "WANDB_RUN_GROUP": self.key}
+        for name in ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID"):
+            env.pop(name, None)
+        running: list[tuple[subprocess.Popen, Path]] = []
+        for i, members in enumerate(packs):
+            while len(running) >= self.workers:
+                self._wait(running.pop(0))
+            spec = self.folder / "packs" / f"rung{length}-{i}.json"
+            atomic_write_text(spec, json.dumps({"points": members}, indent=1))
+            log = spec.with_suffix(".log")
+            with open(log, "w") as out:
+                running.append((subprocess.Popen([sys.executable, "-m", "lrscan.pipeline.pack", str(spec)], env=env,
+                                                 stdout=out, stderr=subprocess.STDOUT), log))
+        for one in running:
+            self._wait(one)
+
+    def _wait(self, one: tuple[subprocess.Popen, Path]) -> None:
+        proc, log = one
+        try:
+            code = proc.wait(timeout=PACK_SECONDS_LIMIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = -9
+        if code != 0:
+            tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+            raise LrscanError(f"search: a pack of runs failed (exit {code}): {tail[0] if tail else ''} (log: {log}); "
+                              f"run the same command again to continue")
+
+    def losses(self, nodes: Sequence[Node]) -> dict[Node, np.ndarray]:
+        """Each node's judged loss per seed (in `seeds` order) where its runs ended last: the held-out loss."""
+        out = {}
+        for node in nodes:
+            values = []
+            for seed in self.seeds:
+                state = self.state(node, seed) or {}
+                values.append(held_out_loss(state.get("summary") or {}))
+            out[node] = np.array(values)
+        return out
+
+
+def held_out_loss(summary: Mapping[str, Any]) -> float:
+    """A rung's judged value of one run: the held-out loss its run ended (or paused) with; inf when it diverged
+    or logged none finite (ranked last, never chosen), as analysis.judge counts a divergence."""
+    value = summary.get(keys.DEV_LOSS)
+    if summary.get(keys.DIVERGED_AT_STEP) is not None or value is None or not math.isfinite(float(value)):
+        return math.inf
+    return float(value)
+
+
+def pair_records(pairs: Sequence[Pair], status: Mapping[Pair, str], reached: Mapping[Pair, int],
+                 losses: Mapping[Pair, np.ndarray], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """summary.json's candidates: each pair with its status, the step it reached and its losses there."""
+    rows = []
+    for p in pairs:
+        v = losses.get(p, np.array([]))
+        rows.append({"name": p.name, "lr": p.lr, "lre": math.log10(p.lr), "decay": [list(d) for d in p.decay],
+                     "suggested_by": p.suggested_by, "status": status.get(p, ""), "reached_step": reached.get(p, 0),
+                     "losses": [float(x) for x in v], "seeds": list(seeds),
+                     "mean": float(np.mean(v)) if len(v) and np.all(np.isfinite(v)) else math.inf})
+    return sorted(rows, key=lambda r: (-r["reached_step"], r["mean"]))
+

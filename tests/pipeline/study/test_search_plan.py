@@ -1,0 +1,89 @@
+"""The search's plan: runs shared until pairs part, like compared with like, Holm, the budget, the tie rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lrscan.pipeline.study import search_plan as plan
+
+DECAYS = [((3000, 0.1),), ((3000, 0.01),), ((9000, 0.1),)]
+CANDIDATES = [{"lr": lr, "suggested_by": "x"} for lr in (0.05, 0.1, 0.2)]
+
+
+def test_pairs_share_a_run_until_their_decay_and_rungs_are_the_decay_steps_and_the_horizon():
+    pairs = plan.make_pairs(CANDIDATES, DECAYS)
+    assert len(pairs) == 9 and pairs[0].name == "lr0.05-x0.1@3000"
+    assert plan.rung_lengths(pairs, 12000) == [3000, 9000, 12000]
+    assert len({plan.node_of(p, 3000) for p in pairs}) == 3  # one constant run per lr up to the first decay
+    at_9000 = {plan.node_of(p, 9000) for p in pairs}
+    assert len(at_9000) == 9 and plan.forks_at(at_9000, 3000) == {
+        (lr, ((3000, f),)): (lr, ()) for lr in (0.05, 0.1, 0.2) for f in (0.1, 0.01)}
+    assert plan.group_of((0.1, ((3000, 0.1),))) == (3000,)
+
+
+def test_the_halving_cost_counts_each_run_once_from_where_it_is():
+    pairs = plan.make_pairs(CANDIDATES[:1], DECAYS)
+    lengths = plan.rung_lengths(pairs, 12000)
+    trunk = {plan.node_of(pairs[0], 3000)}
+    # 3000 -> 9000: the trunk and two parted runs (3 x 6000); 9000 -> 12000: at most half of each group goes on
+    assert plan.halving_cost(trunk, pairs, 3000, lengths, n_seeds=1, eta=100) == 3 * 6000 + 2 * 3000
+    assert plan.halving_cost(trunk, pairs, 3000, lengths, n_seeds=3, eta=1) == 3 * (3 * 6000 + 3 * 3000)
+
+
+def test_holm_tells_apart_only_what_the_paired_seeds_show():
+    best = np.array([2.0, 2.1, 2.2, 2.05, 2.15])
+    clearly = best + np.array([0.30, 0.31, 0.29, 0.30, 0.32])
+    noisy = best + np.array([0.3, -0.2, 0.1, -0.1, 0.05])
+    assert plan.holm_worse(best, {"a": clearly, "b": noisy}) == {"a"}
+    assert plan.holm_worse(best, {"d": best + np.array([np.nan, 0, 0, 0, 0])}) == {"d"}  # diverged: worse, no test
+    assert plan.holm_worse(best[:1], {"a": clearly[:1]}) == set()  # one seed tells nothing apart
+
+
+def _rung(rng, k: int, n: int, gap_sd: float) -> tuple[dict[int, np.ndarray], set[int]]:
+    """k nodes over n seeds with a seed effect shared across them; node 0 ahead by gap_sd sd of the paired
+    differences; what a rung would drop against the best by mean."""
+    seed = rng.normal(0, 1.0, n)
+    losses = {i: seed + rng.normal(0, 0.1, n) + (0.0 if i == 0 else gap_sd * 0.1 * math.sqrt(2)) for i in range(k)}
+    best = min(losses, key=lambda i: losses[i].mean())
+    return losses, plan.holm_worse(losses[best], {i: v for i, v in losses.items() if i != best})
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_rung_seldom_drops_the_truly_best_and_tells_a_real_gap_apart(k, n):
+    # thousands of synthetic rungs in a second: with no real difference, dropping one of equals costs nothing,
+    # what matters is that the truly best node (ahead by one sd of the paired differences) is dropped at most
+    # at about the one-sided level, and that a gap of 3 sd is told apart with 5 seeds
+    rng = np.random.default_rng(k * 10 + n)
+    dropped_best = sum(0 in _rung(rng, k, n, 1.0)[1] for _ in range(2000)) / 2000
+    assert dropped_best <= plan.ALPHA + 0.01
+    if n == 5:
+        told = sum(len(_rung(rng, k, n, 3.0)[1]) == k - 1 for _ in range(1000)) / 1000
+        assert told >= 0.8
+
+
+def test_a_rung_compares_like_with_like():
+    decayed, undecayed = (0.1, ((3000, 0.1),)), (0.1, ())
+    losses = {decayed: np.array([2.0, 2.01, 2.02]), undecayed: np.array([2.5, 2.51, 2.52])}
+    assert plan.decide(losses, set(losses)) == {decayed: plan.ALIVE, undecayed: plan.ALIVE}
+
+
+def test_the_budget_drops_the_smallest_constant_lrs_first_and_the_worst_decayed_runs():
+    losses = {(0.05, ()): np.array([2.3] * 3), (0.1, ()): np.array([2.1] * 3), (0.2, ()): np.array([2.2] * 3),
+              (0.4, ()): np.array([2.6] * 3)}
+    dropped = plan.budget_drops(losses, set(losses), lambda keep: len(keep) <= 2)
+    assert dropped == [(0.05, ()), (0.1, ())]  # the largest not told apart as worse stay: a decay favours them
+    decayed = {(0.1, ((3000, 0.1),)): np.array([2.0] * 3), (0.1, ((3000, 0.01),)): np.array([2.1] * 3)}
+    assert plan.budget_drops(decayed, set(decayed), lambda keep: len(keep) <= 1) == [(0.1, ((3000, 0.01),))]
+
+
+def test_ties_at_the_horizon_go_to_the_largest_tied_lr():
+    a, b, c = (plan.Pair(lr, ((9000, 0.1),), "x") for lr in (0.1, 0.2, 0.4))
+    noise = np.array([0.01, -0.02, 0.015])
+    chosen, status = plan.final_choice({a: 2.30 + noise, b: 2.31 - noise, c: np.array([2.6, 2.62, 2.61])})
+    assert chosen == b and status == {a: plan.TIED, b: plan.WON, c: plan.TOLD_WORSE}
+    assert plan.TIE_RULE == "largest_tied_lr" and "largest peak lr" in plan.TIE_RULE_TEXT
+    assert math.isinf(plan._mean([np.inf, 1.0]))

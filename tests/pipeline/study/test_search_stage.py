@@ -1,0 +1,84 @@
+"""The study's search stage, run as a user runs it: killed mid-search and resumed, its summary and report, --zoom."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import wandb
+
+from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.study.search_plan import BUDGET, TIED, TOLD_WORSE, WON
+from tests.conftest import REPO, make_words
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+STUDY_CODE = ("import sys; from pathlib import Path; from tests.pipeline.study.test_study import tiny_study; "
+              "s = tiny_study(Path(sys.argv[1]), prove=True, prove_seeds=2); s.run()")
+
+
+def test_a_study_killed_in_the_search_resumes_and_says_what_it_chose_and_why(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(make_words()) + "\n")
+    out = tmp_path / "study"
+    wandb.setup()  # the caller's own wandb service must not hold the search's runs
+    env = {**os.environ, "LRSCAN_DATA": str(words), "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    argv = [sys.executable, "-c", STUDY_CODE, str(out)]
+    first = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    seen = []
+    for line in first.stdout:
+        seen.append(line)
+        if "] search:" in line:
+            break
+    assert "[3/3] search:" in "".join(seen), "".join(seen)[-3000:]
+    deadline = time.monotonic() + 180
+    while not list((out / "sweeps").glob("search-*/checkpoints/*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the study and its packs, mid-rung
+    first.wait(timeout=60)
+    first.stdout.close()
+    state = json.loads((out / "state.json").read_text())
+
+    second = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1100)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert json.loads((out / "state.json").read_text())["prove_candidates"] == state["prove_candidates"]
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    search = summary["search"]
+    assert summary["chosen_by"] == "search" and summary["horizon"] == 400 and "largest peak lr" in summary["rule"]
+    assert search["spent_run_steps"] <= search["budget_run_steps"]
+    statuses = {c["name"]: c["status"] for c in search["candidates"]}
+    assert list(statuses.values()).count(WON) == 1 and set(statuses.values()) <= {WON, TIED, TOLD_WORSE, BUDGET}
+    won = next(c for c in search["candidates"] if c["status"] == WON)
+    assert won["lr"] == summary["chosen_lr"] and won["reached_step"] == 400 and len(won["losses"]) == 2
+    assert summary["schedule"]["at"] == [b for b, _ in won["decay"]]
+    # the user's lrs and every suggester's are candidates, each pair of the decay grid's options
+    n_lrs = len({c["lr"] for c in search["candidates"]})
+    assert len(search["candidates"]) == 2 * n_lrs and n_lrs >= len(state["prove_candidates"])
+    report = (out / "report" / "report.md").read_text()
+    assert report.startswith("The search proved lr") and "## Search: peak lr x decay" in report
+    assert "Step-decay grid" not in report and "Best config" not in report
+    assert (out / "report" / "prove_range_candidates.png").is_file()
+    assert not (out / "report" / "decay").exists()  # no decay grid was trained beside the search
+
+
+def test_zoom_searches_the_zoomed_candidates_and_shows_the_zoomed_pick(tmp_path, monkeypatch):
+    from tests.pipeline.study.test_study import tiny_study
+
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(make_words()) + "\n")
+    monkeypatch.setenv("LRSCAN_DATA", str(words))
+    with pytest.raises(LrscanError, match="--zoom proves"):
+        tiny_study(tmp_path / "x", prove=False, zoom=True)
+    out = tmp_path / "study"
+    summary = tiny_study(out, prove=True, zoom=True, prove_seeds=1, prove_lrs=(0.05,)).run()
+    zoomed = json.loads((out / "report" / "zoom" / "summary.json").read_text())
+    assert summary["zoomed"] and summary["best_lre"] == pytest.approx(zoomed["best_lre"])
+    lrs = {c["lr"] for c in summary["search"]["candidates"]}
+    assert 0.05 in lrs and any(abs(lr - 10 ** zoomed["best_lre"]) < 1e-9 for lr in lrs)
+    assert "(the zoomed range test)" in (out / "report" / "report.md").read_text()

@@ -249,8 +249,6 @@ class Study:
         stage("picking the exponent")
         range_report = self.analyse(range_sweep, "range")
         if self.extend and range_report.pick is not None:
-            from lrscan.pipeline.study.ranges import extend_study_range
-
             range_sweep, range_report = extend_study_range(self, range_sweep, range_report, lambda t: _stage(2, t, of))
         pick = range_report.summary
         if pick.get("best_lre") is None:
@@ -455,3 +453,33 @@ class Study:
         lines += ["## Redo each stage by hand", "", "```", *self.commands, "```", ""]
         atomic_write_text(folder / "report.md", "\n".join(lines))
         return summary
+
+
+def extend_study_range(study: Any, sweep: Any, report: Any, stage: Any) -> tuple[Any, Any]:
+    """The study's --extend: while the range sweep's curve misses its minimum or its turn (at most
+    `MAX_EXTENSIONS` times), run the range `check_range` names (stages/lr_range_extended_N.yaml, the
+    range sweep with those ends and as many steps per decade) and read its pick instead. Returns the
+    last (sweep, report). Each derived file is the same text on a resume, so a resumed study resumes it."""
+    from lrscan.pipeline.study.ranges import MAX_EXTENSIONS, STUDY, check_range, next_range_arguments
+    from lrscan.pipeline.sweep import load_sweep
+
+    for n in range(1, MAX_EXTENSIONS + 1):
+        per_run = report.pick.per_run
+        # the runs' ranges (categorical when read from runs): the widest span they cover
+        low, high = float(per_run["lre_min"].astype(float).min()), float(per_run["lre_max"].astype(float).max())
+        check = check_range(report.pick, per_run, lre_min=low, lre_max=high, where=STUDY)
+        if check.holds:
+            return sweep, report
+        steps = max(int(p.get("steps", 1000)) for p in sweep.points)
+        nxt = next_range_arguments(check, steps)
+        print(f"{STUDY}: {check.message}", flush=True)
+        overrides = {**study.spec.range_overrides, **study.task_parameters(),
+                     **{k: {"value": v} for k, v in nxt.items()}}
+        path = derive_sweep(study.range_yaml, study.out / "stages" / f"lr_range_extended_{n}.yaml", overrides,
+                            f"{study.note()}, --extend {n}: lre {nxt['lre_min']:g}..{nxt['lre_max']:g}")
+        sweep = load_sweep(path)
+        stage(f"--extend: the range test again over lr {10 ** nxt['lre_min']:.3g}..{10 ** nxt['lre_max']:.3g}, "
+              f"{len(sweep.points)} runs ({sweep.key})")
+        study.sweep(sweep)
+        report = study.analyse(sweep, f"range_extended_{n}")
+    return sweep, report

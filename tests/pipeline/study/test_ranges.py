@@ -103,8 +103,7 @@ def test_a_run_stopped_for_a_climb_turned_up():
 def test_the_studys_extend_runs_the_range_it_names_and_reads_that_pick(tmp_path, words_file, monkeypatch, capsys):
     """A range far below the MLP's good lrs (1e-7..1e-6: the loss barely moves) is run again two decades higher,
     as a sweep of its own whose pick the study then reads."""
-    from lrscan.pipeline.study.ranges import extend_study_range
-    from lrscan.pipeline.study.study import derive_sweep
+    from lrscan.pipeline.study.study import derive_sweep, extend_study_range
     from lrscan.pipeline.sweep import load_sweep
     from tests.pipeline.study.test_study import tiny_study
 

@@ -64,14 +64,15 @@ lint: venv
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-# the figures the docs show, remade from a real run: the full study (a few minutes on 2 cores), its report's
-# figures copied into docs/figures/
+# the figures the docs show, remade from real runs: the full study (its range test and the search's candidates) and
+# the same study with --no-prove (its decay grid's figures), each report's figures copied into docs/figures/
 FIGURES_RUN ?= runs/study-full
 figures: venv data
 	$(BIN)/python -m lrscan.pipeline.study --size=full --out=$(FIGURES_RUN)
-	cp $(FIGURES_RUN)/report/range/range_loss_vs_lre.png $(FIGURES_RUN)/report/decay/decay_block_means.png \
-	   $(FIGURES_RUN)/report/decay/decay_heatmap.png $(FIGURES_RUN)/report/prove_range_candidates.png \
-	   $(FIGURES_RUN)/report/prove/prove_loss_vs_lr.png docs/figures/
+	cp $(FIGURES_RUN)/report/range/range_loss_vs_lre.png $(FIGURES_RUN)/report/prove_range_candidates.png docs/figures/
+	$(BIN)/python -m lrscan.pipeline.study --size=full --no-prove --out=$(FIGURES_RUN)-no-prove
+	cp $(FIGURES_RUN)-no-prove/report/decay/decay_block_means.png $(FIGURES_RUN)-no-prove/report/decay/decay_heatmap.png \
+	   docs/figures/
 
 demo: venv data
 	$(BIN)/python -m pipeline.study --out=$(OUT)

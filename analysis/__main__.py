@@ -21,7 +21,7 @@ from typing import NoReturn
 from lrscan.pipeline.errors import LrscanError, exit_with
 from lrscan.pipeline.runlog import map_big_arrays_alone
 
-PROG = "analysis"
+PROG = "lrscan analyze"  # how errors start: the command that runs it, installed
 DEFAULT_SOURCE = "./wandb"
 DEFAULT_ZOOM_BASE = Path("sweeps") / "lr_range.yaml"
 

@@ -330,7 +330,7 @@ def _markdown(summary: dict[str, Any], pick: ExponentPick | None, decay: DecaySu
             markdown_table(pick.per_run),
             "",
             "Zoom in: [zoom.yaml](zoom.yaml), a narrower range test around the pick "
-            "(`python -m pipeline.sweep zoom.yaml`, or `wandb sweep zoom.yaml`).",
+            "(`lrscan sweep zoom.yaml`, or `wandb sweep zoom.yaml`).",
             "",
         ]
     if decay is not None:

@@ -61,10 +61,13 @@ def default_data_path() -> str:
     return LOCAL_DATA
 
 
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # wandb.init's own rule (wandb_settings.validate_project)
+
+
 def missing_data_message(path: str) -> str:
     """What to do when the word list `path` is not there, in words that work outside the repository."""
     return (f"data file {path!r} does not exist: give the word list with --data=PATH or ${DATA_ENV}=PATH, or fetch "
-            f"makemore's names.txt with `python -m pipeline.train.data fetch {path}`")
+            f"makemore's names.txt with `python -m lrscan.pipeline.train.data fetch {path}`")
 
 
 def default_wandb_mode() -> str:
@@ -333,7 +336,7 @@ def help_text(width: int = 100) -> str:
         shown = list(default) if isinstance(default, tuple) else default
         flags.append((f"  --{f.name}={shown!s}", f.metadata.get("help", "")))
     column = min(32, max(len(flag) for flag, _ in flags) + 2)  # a longer flag puts its help on the next line
-    lines = ["usage: python -m pipeline.train [--key=value ...]", "", "keys (default):"]
+    lines = ["usage: lrscan train [--key=value ...]   (python -m lrscan.pipeline.train)", "", "keys (default):"]
     for flag, help_ in flags:
         wrapped = textwrap.wrap(help_, max(20, width - column), break_on_hyphens=False) or [""]
         if len(flag) + 2 > column:
@@ -518,5 +521,10 @@ def _validate(c: TrainConfig) -> None:
                                           f"its own flags (n_embd, n_hidden, ...)")
     need(c.run_id == "" or c.run_id.replace("-", "").replace("_", "").isalnum(),
          f"run_id={c.run_id!r}: use letters, digits, - and _ only")
+    # W&B refuses these in wandb.init, once a run has started: said here, before anything does
+    bad = sorted({ch for ch in c.wandb_project if ch in WANDB_PROJECT_FORBIDDEN})
+    need(not bad and len(c.wandb_project) <= 128,
+         f"wandb_project={c.wandb_project!r}: W&B project names are at most 128 characters, without "
+         f"{' '.join(WANDB_PROJECT_FORBIDDEN)} (found {' '.join(bad) or 'too many characters'})")
 
 

@@ -153,39 +153,134 @@ def _build_wheel(dest: Path) -> Path:
     return wheel
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_the_installed_wheel_runs_the_demo_study_from_an_empty_folder(tmp_path, real_names):
-    wheel = _build_wheel(tmp_path)
-    # a fresh venv whose dependencies are this environment's (torch, wandb, ...): a .pth line puts our
-    # site-packages after the venv's own, where the wheel goes (a path in a .pth runs none of its .pth files,
-    # so this environment's editable lrscan stays out of sight)
+def _venv_with(tmp_path: Path, *wheels: Path) -> tuple[Path, Path]:
+    """A fresh venv holding `wheels`, whose dependencies are this environment's (torch, wandb, ...): a .pth line
+    puts our site-packages after the venv's own, where the wheels go (a path in a .pth runs none of its .pth
+    files, so this environment's editable lrscan stays out of sight). Returns (venv, its site-packages)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     [site] = venv.glob("lib/python*/site-packages")
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # with its dependencies resolved, from no index: the ranges must take this environment's torch and wandb
-    # as they are (a user's own builds stay), so the wheel is all pip installs
+    # as they are (a user's own builds stay), so the wheels are all pip installs
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-                           "--no-index", "--no-cache-dir", str(wheel)], capture_output=True, text=True, timeout=300)
+                           "--no-index", "--no-cache-dir", *map(str, wheels)], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    [installed] = [line for line in done.stdout.splitlines() if line.startswith("Successfully installed")]
-    assert installed == "Successfully installed lrscan-0.1.0", done.stdout
-    # from an empty folder, with no repo, no $LRSCAN_DATA and makemore's names.txt in the per-user cache
+    return venv, site
+
+
+def _user_env(tmp_path: Path, venv: Path, names: Path) -> tuple[Path, dict[str, str]]:
+    """An empty folder as a user's, with no repo, no $LRSCAN_DATA and makemore's names.txt in the per-user cache."""
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
     (home / ".cache" / "lrscan").mkdir(parents=True)
-    shutil.copy(real_names, home / ".cache" / "lrscan" / "names.txt")
+    shutil.copy(names, home / ".cache" / "lrscan" / "names.txt")
     env = {k: v for k, v in os.environ.items() if k not in ("LRSCAN_DATA", "XDG_CACHE_HOME", "PYTHONPATH")}
-    env |= {"HOME": str(home), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "WANDB_DIR": str(work)}
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "from lrscan import pipeline, analysis; "
-                            "print(pipeline.__file__); print(analysis.__file__)"],
+    env |= {"HOME": str(home), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "WANDB_DIR": str(work),
+            "WANDB_MODE": "offline", "MPLBACKEND": "Agg"}
+    return work, env
+
+
+# a user's own files named like lrscan's rooms: importing either would fail loudly
+USERS_OWN = "raise RuntimeError('the user\\'s own {name}.py was imported')\n"
+
+
+def _quickstart_block() -> str:
+    """The first Python block of docs/quickstart.md (the README's too): `lrscan.find` on a model it makes."""
+    import re
+
+    return re.findall(r"```python\n(.*?)```", (REPO / "docs" / "quickstart.md").read_text(), re.S)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_installed_wheel_works_beside_a_users_pipeline_py_and_analysis_py(tmp_path, real_names):
+    """From a folder holding a pipeline.py and an analysis.py: `import lrscan`, the quickstart's first block and
+    `lrscan study --size=smoke` work, and the wheel installs nothing at the top level but `lrscan`."""
+    wheel = _build_wheel(tmp_path)
+    import zipfile
+
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"lrscan", "lrscan-0.1.0.dist-info"}, tops
+    venv, site = _venv_with(tmp_path, wheel)
+    work, env = _user_env(tmp_path, venv, real_names)
+    for name in ("pipeline", "analysis"):
+        (work / f"{name}.py").write_text(USERS_OWN.format(name=name))
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lrscan; from lrscan import pipeline, analysis; "
+                            "print(lrscan.__file__); print(pipeline.__file__); print(analysis.__file__); "
+                            "print(lrscan.range_test.__module__, lrscan.find.__module__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr
-    assert all(Path(line).is_relative_to(site) for line in where.stdout.split()), where.stdout
-    done = subprocess.run([str(venv / "bin" / "lrscan-study"), "--size=smoke", "--out=study"], cwd=work, env=env,
+    files = where.stdout.split()[:3]
+    assert all(Path(f).is_relative_to(site) for f in files), where.stdout
+    (work / "quickstart.py").write_text(_quickstart_block())
+    done = subprocess.run([str(venv / "bin" / "python"), "quickstart.py"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=700)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "lrscan.find: lr" in done.stdout and "training with lr" in done.stdout
+    done = subprocess.run([str(venv / "bin" / "lrscan"), "study", "--size=smoke", "--out=study"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((work / "study" / "report" / "summary.json").read_text())
     assert summary["size"] == "smoke" and summary["best_lr"] > 0 and len(summary["best_lre_ci"]) == 2
-    assert sorted(p.name for p in work.iterdir()) == ["study"]  # everything the study wrote is in its folder
+    # the study's runs record the program a user can run again, installed
+    assert "lrscan.pipeline.train" in (work / "study" / "stages" / "lr_range.yaml").read_text()
+    assert not (work / "__pycache__").exists()  # neither of the user's files was imported
+    # everything the study wrote is in its folder (the quickstart wrote its figure and its runs)
+    assert sorted(p.name for p in work.iterdir()) == ["analysis.py", "find.png", "pipeline.py", "quickstart.py",
+                                                      "study", "wandb"]
+
+
+def _dummy_wheel(dest: Path) -> Path:
+    """A distribution that owns the top-level `pipeline` and `analysis` packages (such names are taken on the
+    package index), built here."""
+    src = dest / "dummy"
+    for name in ("pipeline", "analysis"):
+        (src / name).mkdir(parents=True)
+        (src / name / "__init__.py").write_text(f"OWNER = 'other-{name}'\n")
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=77"]\n'
+                                        'build-backend = "setuptools.build_meta"\n'
+                                        '[project]\nname = "other-pipeline"\nversion = "1.0"\n'
+                                        '[tool.setuptools]\npackages = ["pipeline", "analysis"]\n')
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--wheel-dir", str(dest / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [wheel] = (dest / "dist").glob("other_pipeline-*.whl")
+    return wheel
+
+
+TINY_RANGE_TEST = """
+import torch, lrscan, pipeline, analysis
+assert pipeline.OWNER == "other-pipeline" and analysis.OWNER == "other-analysis"  # theirs, untouched
+def make(seed):
+    model = torch.nn.Linear(2, 1)
+    X = torch.randn(64, 2)
+    y = X.sum(1, keepdim=True)
+    return lrscan.Task(model, torch.optim.SGD(model.parameters(), lr=0.1), batches=lambda i: (X, y),
+                       loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]))
+result = lrscan.range_test(make, seeds=[1, 2], steps=40, wandb_mode="disabled")
+print("best_lr", result.best_lr)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_installed_wheel_works_beside_a_distribution_owning_pipeline_and_analysis(tmp_path, real_names):
+    venv, site = _venv_with(tmp_path, _dummy_wheel(tmp_path), _build_wheel(tmp_path))
+    assert (site / "pipeline" / "__init__.py").read_text() == "OWNER = 'other-pipeline'\n"  # not replaced
+    work, env = _user_env(tmp_path, venv, real_names)
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", TINY_RANGE_TEST], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "best_lr" in done.stdout
+    # a sweep launches `-m lrscan.pipeline.train`, which the other `pipeline` cannot shadow
+    done = subprocess.run([str(venv / "bin" / "lrscan"), "sweep", "demo", "--pack", "1", "--count", "1", "--out",
+                           "runs", "--no-progress"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [folder] = (work / "runs").iterdir()  # the sweep's folder, its runs in its wandb/
+    done = subprocess.run([str(venv / "bin" / "lrscan"), "analyze", str(folder / "wandb"), "--out", "report",
+                           "--n-boot", "0"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (work / "report" / "summary.json").is_file()
+    assert (site / "pipeline" / "__init__.py").read_text() == "OWNER = 'other-pipeline'\n"

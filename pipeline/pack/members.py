@@ -96,7 +96,7 @@ class PackMember(Member):
         if merged != self.cfg:
             changed = sorted(k for k, v in merged.to_dict().items() if self.cfg.to_dict()[k] != v)
             raise LrscanError(f"run {self.run_id}: W&B's config changes {', '.join(changed)}; a packed run takes its "
-                              f"config from its arguments only (run it alone with python -m pipeline.train)")
+                              f"config from its arguments only (run it alone with lrscan train)")
         self.use(logger, info.logged_through_step)
 
     def end(self, summary: dict, weights: dict) -> None:

@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", action="store_true",
                    help="before proving, run the range report's zoom sweep (a narrower range test around the pick), "
                         "pick again on it and prove the zoomed candidates")
+    p.add_argument("--extend", action="store_true",
+                   help="when the range test's curve misses the loss minimum (lowest on its first lrs) or the turn "
+                        "where the loss climbs, run it again two decades further on that side (at most twice) "
+                        "before picking")
     return p
 
 
@@ -98,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               n_boot=args.n_boot, decay_factors=args.decay_factors, access=access, task=args.task,
               task_args=args.task_args, lre_min=args.lre_min, lre_max=args.lre_max, pack=args.pack,
               prove=not args.no_prove, prove_steps=args.prove_steps, prove_seeds=args.prove_seeds,
-              prove_lrs=args.prove_lrs, zoom=args.zoom).run()
+              prove_lrs=args.prove_lrs, zoom=args.zoom, extend=args.extend).run()
     except LrscanError as e:
         exit_with(e, PROG)
     except KeyboardInterrupt:

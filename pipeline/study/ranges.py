@@ -35,6 +35,8 @@ ADAM_RANGE = (-5.0, -1.0)  # 1e-5..1e-1: Adam-like optimizers' good lrs two deca
 # RAdam, Adamax, SparseAdam, RMSprop, Adagrad, and by name the usual third-party ones (bitsandbytes' AdamW8bit,
 # apex's FusedAdam, Lion, LAMB, Adafactor, Sophia)
 ADAPTIVE_NAMES = ("adam", "rmsprop", "adagrad", "lion", "lamb", "adafactor", "sophia", "shampoo", "prodigy")
+STUDY = "lrscan study"  # check_range's `where` for the study: the hint names its flags
+MAX_EXTENSIONS = 2        # --extend / extend=True: at most this many further ranges
 EXTEND_DECADES = 2.0      # how far the next range reaches past the side that failed
 TURN_FRACTION = 0.2       # the loss "turns up" once it climbs this fraction of its fall above its minimum
 LOW_END_BINS = 2          # a minimum in the first this-many bins the pick reads sits "on the first lrs"
@@ -137,8 +139,9 @@ def check_range(pick: Any, runs: pd.DataFrame | None, *, lre_min: float, lre_max
         what = f"the loss is lowest on its first lrs (lr {_lr(lre[at])}): the good lrs may lie below it"
     else:
         what = "the loss never turns up: the lr where training breaks down lies above it"
-    message = (f"the range {span} does not hold the curve: {what}; run {_lr(low)}..{_lr(high)} next "
-               f"({where}(..., lre_min={low:g}, lre_max={high:g}); result.suggest_range())")
+    how = (f"--lre_min={low:g} --lre_max={high:g}, or --extend" if where == STUDY else
+           f"{where}(..., lre_min={low:g}, lre_max={high:g}); result.suggest_range()")
+    message = f"the range {span} does not hold the curve: {what}; run {_lr(low)}..{_lr(high)} next ({how})"
     return RangeCheck(lre_min, lre_max, holds_minimum, turns_up, (low, high), message)
 
 
@@ -160,3 +163,4 @@ def _stop_reasons(runs: pd.DataFrame | Mapping[str, Any] | None) -> set[str]:
 
 def _lr(lre: float) -> str:
     return f"{10 ** float(lre):.3g}"
+

@@ -64,7 +64,7 @@ from lrscan.pipeline.study.online import (
 from lrscan.pipeline.study.prove_stage import DEFAULT_SEEDS, check_prove_flags
 from lrscan.pipeline.yamlfile import read_yaml_mapping
 
-PROG = "pipeline.study"
+PROG = "lrscan study"  # how errors and notices start: the command that runs it, installed
 # the sweep YAMLs the study starts from travel as package data (pipeline/study/yamls/, which the repo's
 # sweeps/ links to), so an installed lrscan finds them from any folder
 YAMLS = Path(str(resources.files("lrscan.pipeline.study") / "yamls"))
@@ -178,7 +178,7 @@ class Study:
                  check_seconds: float = ONLINE_CHECK_SECONDS, task: str = "", task_args: Any = None,
                  lre_min: float | None = None, lre_max: float | None = None, pack: int | None = None,
                  prove: bool = True, prove_steps: int | None = None, prove_seeds: Any = DEFAULT_SEEDS,
-                 prove_lrs: Any = (), zoom: bool = False):
+                 prove_lrs: Any = (), zoom: bool = False, extend: bool = False):
         if isinstance(size, str) and size not in SIZES:
             raise LrscanError(f"--size={size!r}: expected one of {', '.join(SIZES)}")
         if wandb_mode == "online" and not project:
@@ -195,6 +195,7 @@ class Study:
         if zoom and not prove:
             raise LrscanError("--zoom proves the zoomed range test's candidates: drop --no-prove")
         self.zoom = zoom  # before proving: the zoom sweep around the pick, whose pick gives the candidates
+        self.extend = extend  # a range that misses its minimum or its turn is run again where it says (ranges.py)
         self.prove_steps, self.prove_seeds, self.prove_lrs = check_prove_flags(prove_steps, prove_seeds, prove_lrs)
         # both base sweeps are read before anything is written, so a bad one leaves no folder behind
         read_base(range_yaml)
@@ -247,6 +248,8 @@ class Study:
 
         stage("picking the exponent")
         range_report = self.analyse(range_sweep, "range")
+        if self.extend and range_report.pick is not None:
+            range_sweep, range_report = extend_study_range(self, range_sweep, range_report, lambda t: _stage(2, t, of))
         pick = range_report.summary
         if pick.get("best_lre") is None:
             raise LrscanError(f"the range test gave no pick; see {self.out / 'report' / 'range' / 'report.md'}")
@@ -385,7 +388,7 @@ class Study:
         dest = self.out / "report" / name
         adopt_unmarked_report(dest)  # the study's own report from before reports carried a marker
         loaded = load_runs(source, group=sweep.key, api=self.api)
-        self.commands.append(f"python -m analysis {shlex.quote(source)} --group {sweep.key} "
+        self.commands.append(f"lrscan analyze {shlex.quote(source)} --group {sweep.key} "
                              f"--out {shlex.quote(str(dest))} --block-steps {block_steps}")
         return write_report(dest, loaded, block_steps=block_steps, n_boot=self.n_boot, source=source,
                             filters={"group": sweep.key}, **report_args)
@@ -450,3 +453,33 @@ class Study:
         lines += ["## Redo each stage by hand", "", "```", *self.commands, "```", ""]
         atomic_write_text(folder / "report.md", "\n".join(lines))
         return summary
+
+
+def extend_study_range(study: Any, sweep: Any, report: Any, stage: Any) -> tuple[Any, Any]:
+    """The study's --extend: while the range sweep's curve misses its minimum or its turn (at most
+    `MAX_EXTENSIONS` times), run the range `check_range` names (stages/lr_range_extended_N.yaml, the
+    range sweep with those ends and as many steps per decade) and read its pick instead. Returns the
+    last (sweep, report). Each derived file is the same text on a resume, so a resumed study resumes it."""
+    from lrscan.pipeline.study.ranges import MAX_EXTENSIONS, STUDY, check_range, next_range_arguments
+    from lrscan.pipeline.sweep import load_sweep
+
+    for n in range(1, MAX_EXTENSIONS + 1):
+        per_run = report.pick.per_run
+        # the runs' ranges (categorical when read from runs): the widest span they cover
+        low, high = float(per_run["lre_min"].astype(float).min()), float(per_run["lre_max"].astype(float).max())
+        check = check_range(report.pick, per_run, lre_min=low, lre_max=high, where=STUDY)
+        if check.holds:
+            return sweep, report
+        steps = max(int(p.get("steps", 1000)) for p in sweep.points)
+        nxt = next_range_arguments(check, steps)
+        print(f"{STUDY}: {check.message}", flush=True)
+        overrides = {**study.spec.range_overrides, **study.task_parameters(),
+                     **{k: {"value": v} for k, v in nxt.items()}}
+        path = derive_sweep(study.range_yaml, study.out / "stages" / f"lr_range_extended_{n}.yaml", overrides,
+                            f"{study.note()}, --extend {n}: lre {nxt['lre_min']:g}..{nxt['lre_max']:g}")
+        sweep = load_sweep(path)
+        stage(f"--extend: the range test again over lr {10 ** nxt['lre_min']:.3g}..{10 ** nxt['lre_max']:.3g}, "
+              f"{len(sweep.points)} runs ({sweep.key})")
+        study.sweep(sweep)
+        report = study.analyse(sweep, f"range_extended_{n}")
+    return sweep, report

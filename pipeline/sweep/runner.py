@@ -66,7 +66,7 @@ from lrscan.pipeline.sweep.packs import (
 from lrscan.pipeline.sweep.progress import LineProgress, show
 from lrscan.pipeline.sweep.spec import Sweep
 
-PROG = "pipeline.sweep"
+PROG = "lrscan sweep"  # how errors and notices start: the command that runs it, installed
 EXIT_CHECK_SECONDS = 0.05  # how soon a finished process frees its slot
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,11 @@ def load_sweep(path: str | os.PathLike, count: int | None = None, seed: int = 0)
     if method == "random":
         identity.update(seed=seed, count=len(points))
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    key = f"{Path(path).stem[:40]}-{digest}"
+    # the key names the sweep's folder, its runs' group and ids: the file's name with what a run id may not hold
+    # (dots, spaces, punctuation) as "_", so a file such as "lr range v1.2.yaml" runs (a key that was valid before
+    # is unchanged, so its sweep resumes)
+    stem = re.sub(r"[^\w-]", "_", Path(path).stem)[:40]
+    key = f"{stem}-{digest}"
     return Sweep(path=path, text=text, config=config, name=name, key=key, method=method, program=program,
                  command=tuple(command), points=tuple(points), seed=seed)
 

@@ -214,7 +214,7 @@ def find_names(given: str, cache: Path, url: str = NAMES_URL) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m pipeline.train.data fetch [DEST] [--shared DIR]"
+    usage = "usage: python -m lrscan.pipeline.train.data fetch [DEST] [--shared DIR]"
     if not args or args[0] != "fetch":
         print(usage, file=sys.stderr)
         raise SystemExit(2)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         origin = fetch_names(dest, shared)
     except LrscanError as e:
-        exit_with(e, "pipeline.train.data")
+        exit_with(e, "lrscan.pipeline.train.data")
     where = "already in place" if origin == "present" else "from " + origin
     print(f"{dest}: ok ({where}, sha256 {NAMES_SHA256[:12]}...)")
 

@@ -161,7 +161,7 @@ def test_bad_input_is_one_line_and_exit_2(runs_folder, tmp_path, capsys, argv, m
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("analysis: error:") and message in err
+    assert len(err.splitlines()) == 1 and err.startswith("lrscan analyze: error:") and message in err
     assert not out.exists()
 
 
@@ -277,12 +277,14 @@ def test_cli_names_the_real_cause_in_one_line(user_runs, tmp_path):
     source = tmp_path / "wandb"
     done = run_cli(source, "--out", tmp_path / "report")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and not (tmp_path / "report").exists()
-    assert done.stderr.startswith("analysis: error: none of the 1 matching run(s) logged a loss to analyse: run mine1: "
+    assert done.stderr.startswith("lrscan analyze: error: none of the 1 matching run(s) logged a loss to analyse: "
+                                  "run mine1: "
                                   "no loss and no lr logged (looked for loss: loss, log10_loss, train/loss")
     assert "it logged my/loss, my/lr); --loss-key and --lr-key name other keys" in done.stderr
     done = run_cli(source, "--out", tmp_path / "report", "--job-type", "train")
     assert done.returncode == 2 and done.stderr == (
-        f"analysis: error: no runs in {source} match job_type='train': left out 1 of 1 runs: 1 by job_type='train' "
+        f"lrscan analyze: error: no runs in {source} match job_type='train': left out 1 of 1 runs: "
+        f"1 by job_type='train' "
         f"(their job types: '' x1)\n")
     done = run_cli(source, "--out", tmp_path / "report", "--loss-key", "my/loss", "--lr-key", "my/lr", "--n-boot", "0")
     assert done.returncode == 0, done.stderr

@@ -110,3 +110,42 @@ def test_the_commands_start_as_processes(argv):
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
+
+
+NAMED = """name: "démo v2.1 ü"
+description: a user's names, with dots, spaces and non-ASCII letters
+program: pipeline/train/__main__.py
+command: ["${env}", python3, -m, lrscan.pipeline.train, "${args}"]
+method: grid
+parameters:
+  schedule: {value: range}
+  steps: {value: 60}
+  n_hidden: {value: 8}
+  samples: {value: 0}
+  wandb_project: {value: PROJECT}
+  wandb_name: {value: "lauf ü 1.0"}
+  seed: {values: [1]}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_names_with_dots_spaces_and_non_ascii_run_or_are_refused_before_anything_starts(capsys, tmp_path,
+                                                                                      monkeypatch, words_file):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LRSCAN_DATA", str(words_file))
+    sweep = tmp_path / "mein sweep v1.2 ü.yaml"
+    sweep.write_text(NAMED.replace("PROJECT", "projekt ü.1"))
+    code, _, err = run_cli(capsys, "sweep", str(sweep), "--pack", "1", "--no-progress", "--out", "runs")
+    assert code == 0, err
+    [folder] = (tmp_path / "runs").iterdir()
+    assert folder.name.startswith("mein_sweep_v1_2_ü-")  # the key: what a run id may hold
+    code, out, err = run_cli(capsys, "analyze", str(folder / "wandb"), "--group", folder.name, "--out", "report",
+                             "--n-boot", "0")
+    assert code == 0, err
+    assert (tmp_path / "report" / "summary.json").is_file()
+    # a project name W&B refuses is one line before any point starts, nothing written
+    sweep.write_text(NAMED.replace("PROJECT", "team/projekt"))
+    code, out, err = run_cli(capsys, "sweep", str(sweep), "--pack", "1", "--no-progress", "--out", "refused")
+    assert code == 2 and err.count("\n") == 1 and "wandb_project='team/projekt'" in err, err
+    assert not (tmp_path / "refused").exists()

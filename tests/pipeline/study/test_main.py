@@ -29,7 +29,7 @@ def _study(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
 def test_offline_with_no_word_list_says_the_three_ways_and_launches_nothing(tmp_path):
     p = _study(tmp_path)
     assert p.returncode == 2
-    assert p.stderr.startswith("pipeline.study: error: no word list: ") and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("lrscan study: error: no word list: ") and p.stderr.count("\n") == 1, p.stderr
     for way in ("--data=PATH", "LRSCAN_DATA=PATH", str(tmp_path / "home" / ".cache" / "lrscan" / "names.txt")):
         assert way in p.stderr
     assert list((tmp_path / "work").iterdir()) == []  # no study folder, no runs

@@ -96,3 +96,47 @@ def test_a_run_stopped_for_a_climb_turned_up():
     runs = pd.DataFrame({"run_id": ["r1", "r2", "r3"], "stop_reason": ["climb", None, None]})
     assert check_range(flat, runs, lre_min=-3.0, lre_max=0.0).turns_up
     assert not check_range(flat, runs.assign(stop_reason=None), lre_min=-3.0, lre_max=0.0).turns_up
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_studys_extend_runs_the_range_it_names_and_reads_that_pick(tmp_path, words_file, monkeypatch, capsys):
+    """A range far below the MLP's good lrs (1e-7..1e-6: the loss barely moves) is run again two decades higher,
+    as a sweep of its own whose pick the study then reads."""
+    from lrscan.pipeline.study.study import derive_sweep, extend_study_range
+    from lrscan.pipeline.sweep import load_sweep
+    from tests.pipeline.study.test_study import tiny_study
+
+    monkeypatch.setenv("LRSCAN_DATA", str(words_file))
+    study = tiny_study(tmp_path / "study", lre_min=-7.0, lre_max=-6.0, extend=True)
+    study.out.mkdir()
+    overrides = {**study.spec.range_overrides, **study.range_parameters()}
+    sweep = load_sweep(derive_sweep(study.range_yaml, study.out / "stages" / "lr_range.yaml", overrides, "test"))
+    study.sweep(sweep)
+    report = study.analyse(sweep, "range")
+    stages = []
+    extended, extended_report = extend_study_range(study, sweep, report, stages.append)
+    assert extended.key != sweep.key and stages and "--extend" in stages[0]
+    first = load_sweep(study.out / "stages" / "lr_range_extended_1.yaml")
+    assert {(p["lre_min"], p["lre_max"]) for p in first.points} == {(-7.0, -4.0)}
+    assert {p["steps"] for p in first.points} == {900}  # 300 steps a decade, as the first range
+    assert "does not hold the curve" in capsys.readouterr().out
+    assert extended_report.pick.per_run["lre_max"].astype(float).max() > -6.0
+    assert (study.out / "report" / "range_extended_1" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("model", ["makemore MLP + SGD", "examples/wavenet.py + AdamW"])
+def test_the_default_range_holds_the_minimum_and_the_turn_on_both_small_models(real_names, model):
+    """The measurement behind the defaults: each family's default range, on its small model, holds both the loss
+    minimum and the turn where the loss climbs (the figures: docs/quickstart.md, "Default ranges")."""
+    from examples.wavenet import make as wavenet
+    from lrscan.pipeline import range_test
+    from lrscan.pipeline.train.mlp_task import make as mlp
+
+    make = mlp if model.startswith("makemore") else wavenet
+    result = range_test(make, seeds=[1, 2], steps=600, task_args={"data": str(real_names)}, wandb_mode="disabled")
+    family = "SGD-like" if make is mlp else "Adam-like"
+    assert family in result.range.why and result.range_check.holds, result.range_check.message
+    assert result.suggest_range() is None and "does not hold" not in str(result)

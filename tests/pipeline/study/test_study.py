@@ -286,7 +286,7 @@ def test_online_study_analyses_from_the_public_api(study, tmp_path, monkeypatch)
     offline = json.loads((out / "report" / "range" / "summary.json").read_text())
     assert report.summary["best_lre"] == pytest.approx(offline["best_lre"])
     assert report.summary["counts"]["runs_read"] == offline["counts"]["runs_read"] == 4
-    assert any("python -m analysis me/lrscan --group" in c for c in online.commands)
+    assert any("lrscan analyze me/lrscan --group" in c for c in online.commands)
 
 
 # -- the decay grid follows the pick ---------------------------------------------------------------
@@ -371,7 +371,7 @@ def _online_study(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProce
 
 def _one_line(p: subprocess.CompletedProcess, tmp_path: Path) -> str:
     assert p.returncode == 2, p.stderr[-2000:]
-    assert p.stderr.startswith("pipeline.study: error: ") and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("lrscan study: error: ") and p.stderr.count("\n") == 1, p.stderr
     assert not (tmp_path / "study").exists()  # nothing written, nothing run
     return p.stderr
 
@@ -494,7 +494,7 @@ def test_a_task_that_does_not_load_is_one_line_before_anything_is_written(tmp_pa
     p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.study", f"--out={tmp_path / 's'}", f"--task={WAVENET}",
                         "--task_args={'n_embdd': 4}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
-    assert p.stderr.startswith(f"pipeline.study: error: task='{WAVENET}': make(seed, **task_args)")
+    assert p.stderr.startswith(f"lrscan study: error: task='{WAVENET}': make(seed, **task_args)")
     assert not (tmp_path / "s").exists()
 
 
@@ -508,7 +508,7 @@ def test_a_missing_word_list_is_one_line_before_any_point_from_any_folder(tmp_pa
                        capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
-    assert p.stderr.startswith(f"pipeline.study: error: data file '{tmp_path / 'nowhere' / 'names.txt'}' does not "
+    assert p.stderr.startswith(f"lrscan study: error: data file '{tmp_path / 'nowhere' / 'names.txt'}' does not "
                                f"exist")
     assert "make data" not in p.stderr
     assert list(empty.iterdir()) == []  # no study folder, no point launched, no wandb folder

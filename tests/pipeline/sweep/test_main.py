@@ -64,7 +64,7 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(in_tmp, capsys, body
         main(["bad.yaml", "--out", "runs"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("pipeline.sweep: error: ")
+    assert len(err.splitlines()) == 1 and err.startswith("lrscan sweep: error: ")
     assert re.search(message, err), err
     assert not (in_tmp / "runs").exists()
 
@@ -78,7 +78,7 @@ def test_a_count_below_one_is_refused_not_a_slice(in_tmp, capsys, count, mode):
         main([str(path), "--count", count, "--out", "runs", *mode])
     assert exc.value.code == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == (f"pipeline.sweep: error: --count {count}: need at least 1 "
+    assert captured.err.strip() == (f"lrscan sweep: error: --count {count}: need at least 1 "
                                     "(grid: run its first N points; random: draw N points)")
     assert captured.out == "" and not (in_tmp / "runs").exists()
 
@@ -96,7 +96,7 @@ def test_flag_errors_are_one_line_without_the_usage_block(in_tmp, capsys, argv, 
         main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and err.startswith("pipeline.sweep: error: ") and message in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("lrscan sweep: error: ") and message in err, err
     assert "usage:" not in err
 
 
@@ -104,7 +104,7 @@ def test_help_runs_as_a_module_and_lists_the_flags():
     done = subprocess.run([sys.executable, "-m", "lrscan.pipeline.sweep", "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: pipeline.sweep ")
+    assert done.stdout.startswith("usage: lrscan sweep ")
     for flag in ("--workers", "--dry-run", "--index", "--out", "--lease-seconds", "--print-sbatch", "--array-tasks"):
         assert flag in done.stdout
 

@@ -22,10 +22,10 @@ def test_points_that_did_not_finish_are_named_with_the_first_ones_last_error_lin
     assert exc.value.code == 1
     log = os.path.join("runs", sweep.key, "logs", f"{run_id_for(sweep.key, 2)}.g0.log")
     assert capsys.readouterr().err.splitlines()[-2:] == [
-        f"pipeline.sweep: {sweep.key}: 2 of 4 points did not finish (2 failed); "
+        f"lrscan sweep: {sweep.key}: 2 of 4 points did not finish (2 failed); "
         f"point 2 ({run_id_for(sweep.key, 2)}) failed (exit code 3, attempt 1): FakeError: asked to fail (x=1) "
         f"[log: {log}]; run the same command again to retry them",
-        f"pipeline.sweep: {sweep.key}: manifest {os.path.join('runs', sweep.key, 'manifest.jsonl')}",
+        f"lrscan sweep: {sweep.key}: manifest {os.path.join('runs', sweep.key, 'manifest.jsonl')}",
     ]
     (in_tmp / "runs" / sweep.key / "fake" / "heal").touch()
     assert run_sweep(sweep, "runs", workers=2, poll_seconds=0.05, progress=False) == 0

@@ -252,7 +252,7 @@ def test_bad_pack_flag_is_one_line_exit_2(in_tmp, capsys):
         main([str(path), "--pack", "0"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err == "pipeline.sweep: error: --pack 0: need at least 1 (1: one process per point)\n"
+    assert err == "lrscan sweep: error: --pack 0: need at least 1 (1: one process per point)\n"
     assert not (in_tmp / "runs").exists()
 
 

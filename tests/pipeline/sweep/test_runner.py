@@ -95,7 +95,7 @@ def test_a_killed_runners_points_are_taken_over_at_once_on_the_same_host(in_tmp)
         first, retry = ClaimStore(str(folder), 3600).attempts(i)
         assert first["state"] == "crashed"
         assert first["reason"] == f"its worker {host}:{victim.pid} died (seen dead on this host)"
-        assert f"pipeline.sweep: point {i} ({run_id_for(sweep.key, i)}): its worker {host}:{victim.pid} died " \
+        assert f"lrscan sweep: point {i} ({run_id_for(sweep.key, i)}): its worker {host}:{victim.pid} died " \
                "(seen dead on this host); taking it over now (attempt 2)" in err.splitlines()
         starts = records(folder, "starts")[run_id_for(sweep.key, i)]
         assert [r["env"]["WANDB_RESUME"] for r in starts] == [None, "allow"]

@@ -21,6 +21,17 @@ def test_sweep_key_follows_what_runs_not_comments_or_order(tmp_path):
     assert load_sweep(a).key != key
 
 
+@pytest.mark.parametrize(("name", "stem"), [("lr_range-2", "lr_range-2"), ("démo", "démo"),
+                                            ("lr range v1.2", "lr_range_v1_2"), ("a+b(c)", "a_b_c_"),
+                                            ("x" * 50, "x" * 40)])
+def test_the_key_holds_only_what_a_run_id_may(tmp_path, name, stem):
+    """The key names the runs (`<key>-0003`): dots and spaces of a file's name would make every point fail at
+    launch (run_id: letters, digits, - and _), so they become "_"; a name that was a valid key stays as it was."""
+    key = load_sweep(write_sweep(tmp_path, "x: {values: [1]}\n", name=name)).key
+    assert key.rsplit("-", 1)[0] == stem
+    assert key.replace("-", "").replace("_", "").isalnum()
+
+
 @pytest.mark.parametrize("count", [0, -1])
 def test_a_count_below_one_is_refused_not_a_slice(tmp_path, count):
     # `points[:-1]` would quietly drop the last point under the same sweep key (the CLI's side: test_main.py)

@@ -410,13 +410,18 @@ def _wandb_records(path: Path):
             yield record
 
 
-def test_wandb_records_the_trainers_program_and_arguments(words_file, tmp_path):
+@pytest.mark.parametrize(("module", "program"), [
+    ("lrscan.pipeline.train", ""),
+    ("pipeline.train", ""),  # a checkout's older name (users' sweep YAMLs say it): recorded as the installed one
+    ("lrscan.pipeline.train", "pipeline/train/__main__.py"),  # `wandb agent` passes the YAML's program
+])
+def test_wandb_records_the_trainers_program_and_arguments(words_file, tmp_path, module, program):
     # what the W&B UI shows as the run's command: the trainer's, though wandb runs in the logger process
-    env = {**os.environ, "WANDB_DIR": str(tmp_path)}
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}  # a checkout's folders on the path
+    env |= {"WANDB_PROGRAM": program} if program else {}
     argv = train_argv(words_file, "--steps=30", "--run_id=cmd1", "--lre_min=-2.5")
-    p = subprocess.run([sys.executable, "-m", "lrscan.pipeline.train", *argv], env=env, cwd=tmp_path,
-                       capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", module, *argv], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
     assert p.returncode == 0, p.stderr
     [path] = run_files(tmp_path, "cmd1")
     [environment] = [r.environment for r in _wandb_records(path) if r.WhichOneof("record_type") == "environment"

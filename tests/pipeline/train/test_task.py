@@ -90,7 +90,7 @@ def test_a_bad_task_is_one_line_exit_2_and_no_run(tmp_path, tasks_file, spec, ta
                         "--steps=5"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and fragment in p.stderr, p.stderr
-    assert p.stderr.startswith(f"pipeline.train: error: task={spec!r}")
+    assert p.stderr.startswith(f"lrscan train: error: task={spec!r}")
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "checkpoints").exists()
 
 

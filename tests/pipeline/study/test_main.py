@@ -17,7 +17,7 @@ def _study(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
     it, no $LRSCAN_DATA, its own per-user cache."""
     work, src = tmp_path / "work", tmp_path / "src"
     work.mkdir(exist_ok=True)
-    for name in ("pipeline", "analysis"):
+    for name in ("lrscan", "pipeline", "analysis"):
         if not (src / name).exists():
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     base = {k: v for k, v in os.environ.items() if k not in ("LRSCAN_DATA", "XDG_CACHE_HOME")}

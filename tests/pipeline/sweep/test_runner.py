@@ -136,11 +136,11 @@ def test_a_runner_that_must_wait_says_for_what_and_how_long(in_tmp):
     host = socket.gethostname()
     assert len(lines) == 2, lines
     assert re.fullmatch(
-        rf"pipeline\.sweep: waiting for point 0 \({sweep.key}-0000\): held by node-elsewhere:4242 on another host "
+        rf"lrscan sweep: waiting for point 0 \({sweep.key}-0000\): held by node-elsewhere:4242 on another host "
         r"\(not checkable from here\); until it ends, or its lease lapses unrenewed "
         r"\(in \d+ s at the earliest; lease 3600 s\)", lines[0]), lines[0]
     assert re.fullmatch(
-        rf"pipeline\.sweep: waiting for point 1 \({sweep.key}-0001\): held by {re.escape(host)}:{owner.pid}, "
+        rf"lrscan sweep: waiting for point 1 \({sweep.key}-0001\): held by {re.escape(host)}:{owner.pid}, "
         r"alive on this host; until it ends, or its lease lapses unrenewed "
         r"\(in \d+ s at the earliest; lease 3600 s\)", lines[1]), lines[1]
     assert manifest(folder)["state"].tolist() == ["finished", "finished"]
@@ -222,5 +222,5 @@ def test_a_claim_from_another_host_is_taken_over_once_its_lease_lapses(in_tmp, c
     first, retry = ClaimStore(str(folder), 5.0).attempts(0)
     assert first["state"] == "crashed" and re.fullmatch(r"lease expired after \d+ s", first["reason"])
     assert retry["state"] == "finished"
-    assert re.fullmatch(rf"pipeline\.sweep: point 0 \({sweep.key}-0000\): no lease renewal from node-elsewhere:4242 "
+    assert re.fullmatch(rf"lrscan sweep: point 0 \({sweep.key}-0000\): no lease renewal from node-elsewhere:4242 "
                         r"for \d+ s; taking it over now \(attempt 2\)", capsys.readouterr().err.strip())

@@ -77,7 +77,7 @@ def test_bad_data_gets_one_clear_error(tmp_path, content, fragment):
 def test_missing_file_says_what_works_outside_the_repository(tmp_path):
     with pytest.raises(LrscanError, match="does not exist") as e:
         load_splits(tmp_path / "nope.txt", 3, 42)
-    assert "make data" not in str(e.value) and "python -m pipeline.train.data fetch" in str(e.value)
+    assert "make data" not in str(e.value) and "python -m lrscan.pipeline.train.data fetch" in str(e.value)
 
 
 def test_character_outside_the_training_vocabulary(tmp_path):

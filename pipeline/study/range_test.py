@@ -46,8 +46,9 @@ from lrscan.pipeline.study.inputs import real_number, whole_number
 from lrscan.pipeline.study.own_task import check_seeds, device_of, make_seeded, restored_globals, task_label
 from lrscan.pipeline.study.ranges import SGD_RANGE, Range, RangeCheck, check_range, fill_range, next_range_arguments
 from lrscan.pipeline.train import rngstate
+from lrscan.pipeline.train.adapters import set_optimizer_lr
 from lrscan.pipeline.train.loop import new_run_id
-from lrscan.pipeline.train.task import Task, lr_scales, set_lr
+from lrscan.pipeline.train.task import Task
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -149,13 +150,7 @@ class RangeTestResult:
             raise LrscanError(f"apply(suggester={suggester!r}): expected one of {', '.join(self.pick.suggestions)}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise LrscanError(f"apply: {type(optimizer).__name__} is not a torch.optim.Optimizer")
-        lr = self.suggestions[suggester]
-        scales = lr_scales(optimizer)
-        set_lr(optimizer, lr, scales)
-        for group, scale in zip(optimizer.param_groups, scales):
-            if "initial_lr" in group:
-                group["initial_lr"] = lr * scale
-        return lr
+        return set_optimizer_lr(self.suggestions[suggester], optimizer)
 
     @property
     def notes(self) -> list[str]:

@@ -97,7 +97,7 @@ def _next_commands(state: dict, agent_id: str, run_states: dict, wandb_dir: Path
     # runs that ended: this agent's that it no longer runs, and any whose newest segment has its exit (the real
     # server hears that from the run itself: an agent that stopped, or reached --count, heartbeats no more)
     for run_id, owner in list(state["issued"].items()):
-        exit_code, preempting = _ended(wandb_dir, run_id)
+        exit_code, preempting = run_end(wandb_dir, run_id)
         if run_id in run_states or (owner != agent_id and exit_code is None):
             continue
         del state["issued"][run_id]
@@ -125,7 +125,7 @@ def _next_commands(state: dict, agent_id: str, run_states: dict, wandb_dir: Path
     return [{"type": kind, "run_id": run_id, **point}]
 
 
-def _ended(wandb_dir: Path, run_id: str) -> tuple[int | None, bool]:
+def run_end(wandb_dir: Path, run_id: str) -> tuple[int | None, bool]:
     """The exit code of a run's newest offline segment, and whether it was marked preempting."""
     from lrscan.pipeline.runlog import read_run_file
     from lrscan.pipeline.runlog.framing import HEADER, Scan, record_class, scan

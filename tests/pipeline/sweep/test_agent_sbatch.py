@@ -27,7 +27,7 @@ from lrscan.pipeline.sweep.__main__ import main
 from lrscan.pipeline.sweep.spec import load_sweep
 from lrscan.pipeline.train import checkpoint
 from tests.conftest import REPO
-from tests.pipeline.sweep.agent_server import read_log, wandb_command, write_server
+from tests.pipeline.sweep.agent_server import read_log, run_end, wandb_command, write_server
 from tests.pipeline.sweep.fakes import wandb_run_args
 
 STEPS = 3000
@@ -243,11 +243,14 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
     first = job(0)
     try:
         _notice_mid_run(workdir, lambda: first.send_signal(signal.SIGUSR1))
-        out, _ = first.communicate(timeout=180)
+        first_out, _ = first.communicate(timeout=180)
     except (AssertionError, subprocess.TimeoutExpired) as e:
         os.killpg(first.pid, signal.SIGKILL)
         raise AssertionError(f"{e}; the job's output:\n{first.communicate()[0]}") from None
-    assert "lrscan: preemption notice: requeueing job 4242" in out, out
+    assert "lrscan: preemption notice: requeueing job 4242" in first_out, first_out
+    # the run the notice stopped ended with the preemption's exit code, marked preempting: what the sweep requeues
+    _wait_for(lambda: run_end(workdir, "agentrun0")[0] is not None, 60, "run 0's exit record")
+    assert run_end(workdir, "agentrun0") == (138, True), (run_end(workdir, "agentrun0"), first_out)
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     assert checkpoint.load(workdir / "checkpoints" / "agentrun0.pt")["step"] < STEPS
 
@@ -258,7 +261,8 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
         os.killpg(second.pid, signal.SIGKILL)
         raise AssertionError(f"the requeued job did not end; its output:\n{second.communicate()[0]}") from None
     assert second.returncode == 0, out
-    assert "lrscan: job 4242 (restart 1)" in out and "resuming run agentrun0 at step" in out, out
+    assert "lrscan: job 4242 (restart 1)" in out and "resuming run agentrun0 at step" in out, \
+        f"{out}\nthe server's log: {read_log(server)}\nthe first job's output:\n{first_out}"
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     _check_the_sweep_ran_with_one_preemption(workdir, server)
 

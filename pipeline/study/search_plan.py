@@ -14,8 +14,13 @@ has trained to it and is judged by its held-out loss there, paired over the seed
 A rung compares like with like: nodes whose lr has decayed at the same steps (a run just decayed is
 always ahead of one that has not yet, whatever the final order). Within such a group a node told apart as
 worse than the group's best (paired one-sided t test, Holm over the group, `ALPHA`) is dropped with its
-pairs; then, while carrying the live nodes to the horizon would cost more than the budget left, the worst
-by mean of the largest group is dropped ("budget"). At the horizon every pair is complete and all live
+pairs. Then the budget: while the cheapest fair way on (`fair_cost`: every later rung keeps one node of
+each budget set) costs more than the budget left, one node of the largest budget set is dropped. A budget
+set is a group of nodes whose pairs still have a decay ahead (same decay steps so far), or all the nodes
+whose pairs have applied their whole schedule ("decayed": compared with each other whatever their decay
+steps; each has cashed in its decay). A node that has yet to decay is never weighed against one that has:
+when every set is down to one node the budget drops nothing more, and the plan checked at every rung
+before makes that the exception (said in the result). At the horizon every pair is complete and all live
 ones are compared; when the best is not told apart from the others, `TIE_RULE` decides.
 """
 
@@ -34,6 +39,11 @@ ALPHA = 0.025  # one-sided: the two-sided 95% level
 TIE_RULE = "largest_tied_lr"
 TIE_RULE_TEXT = ("pairs not told apart from the best at the horizon (paired one-sided t at 0.025, Holm) are "
                  "tied; among them the largest peak lr wins, then the lowest mean")
+# how far a step decay moves the best peak lr above the best constant lr of a short run: about twice (docs/prove.md:
+# 0.35 against 0.155 on the demo's MLP, 0.235 against 0.1175 on WaveNet with AdamW in bench_regret.py). A constant-lr
+# rung's best lr times this is where the decayed optimum is looked for: the budget keeps the constant runs nearest
+# it, and the candidates are extended past the top edge until they bracket it
+DECAY_SHIFT = 2.0
 ALIVE, TOLD_WORSE, BUDGET, WON, TIED = "alive", "told apart as worse", "dropped for the budget", "won", "tied"
 
 Decay = tuple[tuple[int, float], ...]  # (step, factor of the peak lr), steps increasing
@@ -90,20 +100,28 @@ def next_nodes(alive: Iterable[Node], pairs: Sequence[Pair], length: int, nxt: i
     return {node_of(p, nxt) for p in pairs if node_of(p, length) in live}
 
 
-def halving_cost(alive: Iterable[Node], pairs: Sequence[Pair], length: int, lengths: Sequence[int],
-                 n_seeds: int, eta: int = 2) -> int:
-    """Run-steps to carry the live nodes to the horizon if each later rung keeps the best 1/eta of each group (the
-    successive-halving plan the budget is checked against); every run trains the steps since the rung before."""
+def budget_set(node: Node, pairs: Sequence[Pair], length: int) -> tuple[int, ...] | None:
+    """The set `node` is weighed in by the budget at `length`: None when every pair through it has applied its whole
+    schedule (decayed: all such nodes together), else the steps it decayed at (nodes with a decay still ahead)."""
+    ahead = any(b >= length for p in pairs if node_of(p, length) == node for b, _ in p.decay)
+    return group_of(node) if ahead else None
+
+
+def fair_cost(keep: Iterable[Node], pairs: Sequence[Pair], length: int, lengths: Sequence[int], n_seeds: int) -> int:
+    """Run-steps to carry `keep` to the horizon the cheapest fair way: every later rung keeps one node of each budget
+    set (a decay still ahead is never weighed against a decay done); every run trains the steps since the rung
+    before. Nodes of one set have the same pairs ahead (every candidate lr has every decay option), so which
+    one is kept does not change the cost."""
     later = [t for t in lengths if t >= length]
-    nodes, cost = set(alive), 0
+    nodes, cost = set(keep), 0
     for lo, hi in zip(later, later[1:]):
         nodes = next_nodes(nodes, pairs, lo, hi)
         cost += n_seeds * len(nodes) * (hi - lo)
         if hi < later[-1]:
-            groups: dict[tuple[int, ...], list[Node]] = {}
+            sets: dict[tuple[int, ...] | None, Node] = {}
             for n in sorted(nodes):
-                groups.setdefault(group_of(n), []).append(n)
-            nodes = {n for g in groups.values() for n in g[:math.ceil(len(g) / eta)]}
+                sets[budget_set(n, pairs, hi)] = n
+            nodes = set(sets.values())
     return cost
 
 
@@ -148,26 +166,34 @@ def decide(losses: Mapping[Node, np.ndarray], alive: set[Node]) -> dict[Node, st
     return verdict
 
 
-def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], fits) -> list[Node]:
-    """The nodes to drop, one at a time from the largest group, until `fits(remaining nodes)` holds.
+def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], pairs: Sequence[Pair], length: int,
+                 fits) -> list[Node]:
+    """The nodes to drop, one at a time from the largest budget set (`budget_set`), until `fits(remaining nodes)`.
 
-    Among runs that have not decayed yet (constant so far), the smallest lrs go first, the best by mean among
-    them: a step decay moves the best peak lr up, to about twice the best short constant lr (docs/prove.md:
-    0.35 against 0.155 on the demo's MLP, 0.235 against 0.1175 in bench_regret.py), so a constant-lr rung's
-    evidence for a smaller lr is the weaker; the runs left are those its paired test did not tell apart as
-    worse. Among decayed runs, the worst by mean goes first. One run is always kept."""
+    Among runs with a decay still ahead and none applied (constant so far), the one farthest (in log lr) from
+    `DECAY_SHIFT` times the largest lr not told apart from the set's best goes first (the worse by mean of two
+    as far): a step decay moves the best peak lr up, to about twice the best short constant lr, so a
+    constant-lr rung's ranking is read shifted, from the largest lr it cannot tell from its best (as the tie
+    rule at the horizon reads a tie). In any other set the worst by mean goes first. A set is never emptied:
+    nodes are weighed only within a set."""
     keep, dropped = set(alive), []
-    while len(keep) > 1 and not fits(keep):
-        groups: dict[tuple[int, ...], list[Node]] = {}
+    constant = [n for n in alive if budget_set(n, pairs, length) == ()]
+    target = math.nan
+    if constant:
+        best = min(constant, key=lambda n: _mean(losses[n]))
+        worse = holm_worse(losses[best], {n: losses[n] for n in constant if n != best})
+        target = DECAY_SHIFT * max(n[0] for n in constant if n not in worse)
+    while not fits(keep):
+        sets: dict[tuple[int, ...] | None, list[Node]] = {}
         for n in keep:
-            groups.setdefault(group_of(n), []).append(n)
-        key, largest = max(groups.items(), key=lambda kv: (len(kv[1]), kv[0]))
+            sets.setdefault(budget_set(n, pairs, length), []).append(n)
+        key, largest = max(sets.items(), key=lambda kv: (len(kv[1]), kv[0] is None, kv[0] or ()))
         if len(largest) == 1:
-            largest = [n for n in keep if n != min(keep, key=lambda n: _mean(losses[n]))]
-        if not key:  # constant so far: the smallest lr
-            worst = min(largest, key=lambda n: n[0])
+            break
+        if key == ():  # constant so far: the farthest from where the decayed optimum is looked for
+            worst = max(largest, key=lambda n: (round(abs(math.log(n[0] / target)), 6), _mean(losses[n])))
         else:
-            worst = max(largest, key=lambda n: _mean(losses[n]))
+            worst = max(largest, key=lambda n: (_mean(losses[n]), -n[0]))
         keep.discard(worst)
         dropped.append(worst)
     return dropped

@@ -33,6 +33,7 @@ from lrscan.pipeline.study.search_runs import Search, arg_text, pair_records
 
 EXTEND_FACTOR = 2.0     # an edge winner's neighbour past the edge: twice its lr (or half)
 MAX_EXTENSIONS = 2      # per edge, at the first rung and again at the horizon
+FIRST_RUNG_SHARE = 4    # the first rung takes at most 1/4 of the budget (earlier rungs are added until it does)
 # the decay grid's parameters the search sets itself
 SET_HERE = ("lr", "decay_steps", "decay_lrs", "schedule", "steps", "eval_every_steps", "seed", "ckpt_dir",
             "ckpt_every_steps", "pause_at_step", "run_id", "wandb_group", "wandb_name", "wandb_mode")
@@ -148,10 +149,11 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
                     workers=study.workers or os.cpu_count() or 1, pack=study.pack, wandb_mode=study.wandb_mode,
                     environ=os.environ)
     lengths = plan.rung_lengths(pairs, horizon)
-    # a first rung every candidate can afford: while it would take more than half the budget, one at half its length
-    # before it (still constant-lr for every pair, so compared like with like)
-    # (the candidates and the ones an edge winner may add past the edge)
-    while (len(pairs) // len(decays) + MAX_EXTENSIONS) * len(seeds) * lengths[0] > budget // 2 and lengths[0] > 1:
+    # successive halving over growing lengths: while the first rung would take more than a quarter of the budget, one
+    # at half its length before it (still constant-lr for every pair, so compared like with like); the broad first
+    # look is cheap and the budget goes to the decays (the candidates and the ones an edge may add past the edge)
+    while (len(pairs) // len(decays) + MAX_EXTENSIONS) * len(seeds) * lengths[0] > budget // FIRST_RUNG_SHARE \
+            and lengths[0] > 1:
         lengths.insert(0, lengths[0] // 2)
     study.commands.append(f"python -m lrscan.pipeline.pack {search.folder / 'packs'}/rung<step>-<i>.json   "
                           f"# each rung's packs, in order")
@@ -161,7 +163,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     status: dict[plan.Pair, str] = {}
     reached: dict[plan.Pair, int] = {}
     seen: dict[plan.Pair, np.ndarray] = {}
-    live, spent, previous, extended = list(pairs), 0, 0, []
+    live, spent, previous, extended, notes = list(pairs), 0, 0, [], []
     for length in lengths:
         counted: set[plan.Node] = set()
         while True:  # at the first rung, an edge winner's neighbour past the edge joins before anyone is dropped
@@ -172,9 +174,13 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             spent += len(seeds) * (length - previous) * len(set(nodes) - counted)
             counted |= set(nodes)
             losses = search.losses(nodes)
+            if previous:
+                break
+            # the candidates must bracket the winner: at the first (constant-lr) rung the decayed optimum is looked for
+            # at DECAY_SHIFT times the best lr, so the range goes on past the top edge until it holds that lr
             best = min(nodes, key=lambda n: plan._mean(losses[n]))
-            beyond = _past_edge(best[0], sorted({p.lr for p in pairs}), extended)
-            if previous or beyond is None:
+            beyond = _past_edge(best[0], sorted({p.lr for p in pairs}), extended, shift=plan.DECAY_SHIFT)
+            if beyond is None:
                 break
             extended.append(beyond)
             new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
@@ -187,8 +193,13 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             break
         verdict = plan.decide(losses, set(nodes))
         out = {n for n, v in verdict.items() if v == plan.TOLD_WORSE}
-        cut = set(plan.budget_drops(losses, set(nodes) - out, functools.partial(
-            _fits, pairs=tuple(live), length=length, lengths=lengths, n_seeds=len(seeds), left=budget - spent)))
+        fits = functools.partial(_fits, pairs=tuple(live), length=length, lengths=lengths, n_seeds=len(seeds),
+                                 left=budget - spent)
+        cut = set(plan.budget_drops(losses, set(nodes) - out, live, length, fits))
+        if not fits(set(nodes) - out - cut) and not any("could not carry" in n for n in notes):
+            notes.append(f"at step {length} the budget left ({budget - spent} run-steps) could not carry one run of "
+                         f"each decay still ahead and of the decayed ones; none was weighed against another of "
+                         f"another kind, so the search goes over the budget")
         for p in live:
             n = plan.node_of(p, length)
             if n in out or n in cut:
@@ -196,7 +207,6 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         live = [p for p in live if p not in status]
         previous = length
     chosen, final = plan.final_choice({p: seen[p] for p in live})
-    notes = []
     while True:  # an edge winner is extended past the edge, with its decay, before it is declared
         beyond = _past_edge(chosen.lr, sorted({p.lr for p in pairs}), extended)
         if beyond is None:
@@ -224,14 +234,8 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
 
 def _fits(keep: set[plan.Node], *, pairs: tuple[plan.Pair, ...], length: int, lengths: list[int], n_seeds: int,
           left: int) -> bool:
-    """Whether the budget left carries `keep`: the successive-halving plan to the horizon fits, or at least the next
-    rung does with one run carried on from there to the horizon (breadth first: the peak lr decides more than the
-    decay, so lrs are kept as long as the next rung can be paid, and the later rungs drop harder)."""
-    if plan.halving_cost(keep, pairs, length, lengths, n_seeds) <= left:
-        return True
-    nxt = lengths[lengths.index(length) + 1]
-    runs = plan.next_nodes(keep, pairs, length, nxt)
-    return n_seeds * (len(runs) * (nxt - length) + (lengths[-1] - nxt)) <= left
+    """Whether the budget left carries `keep` to the horizon the cheapest fair way (search_plan.fair_cost)."""
+    return plan.fair_cost(keep, pairs, length, lengths, n_seeds) <= left
 
 
 def n_name(node: plan.Node) -> str:
@@ -239,12 +243,13 @@ def n_name(node: plan.Node) -> str:
     return f"lr {lr:.4g}" + "".join(f" x{f:g}@{b}" for b, f in decay)
 
 
-def _past_edge(best_lr: float, all_lrs: list[float], extended: list[float]) -> float | None:
-    """The lr past the edge the best is at (twice the largest, half the smallest), None when it is inside."""
+def _past_edge(best_lr: float, all_lrs: list[float], extended: list[float], shift: float = 1.0) -> float | None:
+    """The lr past the edge the best is at (twice the largest, half the smallest), None when it is inside. `shift`:
+    the best is looked for at `shift` times `best_lr` (a constant-lr rung read for a decayed run, search_plan)."""
     if len(extended) >= MAX_EXTENSIONS or len(all_lrs) < 2:
         return None
-    if best_lr >= max(all_lrs):
-        return best_lr * EXTEND_FACTOR
+    if best_lr * shift >= max(all_lrs) * (1 + 1e-9) or best_lr >= max(all_lrs):
+        return max(all_lrs) * EXTEND_FACTOR
     if best_lr <= min(all_lrs):
         return best_lr / EXTEND_FACTOR
     return None

@@ -24,13 +24,31 @@ def test_pairs_share_a_run_until_their_decay_and_rungs_are_the_decay_steps_and_t
     assert plan.group_of((0.1, ((3000, 0.1),))) == (3000,)
 
 
-def test_the_halving_cost_counts_each_run_once_from_where_it_is():
+def test_the_fair_cost_carries_one_run_of_each_budget_set_and_counts_each_run_once_from_where_it_is():
     pairs = plan.make_pairs(CANDIDATES[:1], DECAYS)
     lengths = plan.rung_lengths(pairs, 12000)
     trunk = {plan.node_of(pairs[0], 3000)}
-    # 3000 -> 9000: the trunk and two parted runs (3 x 6000); 9000 -> 12000: at most half of each group goes on
-    assert plan.halving_cost(trunk, pairs, 3000, lengths, n_seeds=1, eta=100) == 3 * 6000 + 2 * 3000
-    assert plan.halving_cost(trunk, pairs, 3000, lengths, n_seeds=3, eta=1) == 3 * (3 * 6000 + 3 * 3000)
+    # 3000 -> 9000: the trunk and two parted runs (3 x 6000); at 9000 the two decayed at 3000 are one set (one goes
+    # on) and the trunk parts at 9000 into one more: 9000 -> 12000 two runs
+    assert plan.fair_cost(trunk, pairs, 3000, lengths, n_seeds=1) == 3 * 6000 + 2 * 3000
+    assert plan.fair_cost(trunk, pairs, 3000, lengths, n_seeds=3) == 3 * (3 * 6000 + 2 * 3000)
+    # two lrs constant so far: one set, one of them goes on after the next rung
+    two = plan.make_pairs(CANDIDATES[:2], DECAYS)
+    assert plan.fair_cost({plan.node_of(p, 3000) for p in two}, two, 3000, lengths, 1) == 6 * 6000 + 2 * 3000
+
+
+def test_budget_sets_keep_a_decay_ahead_apart_from_a_decay_done():
+    pairs = plan.make_pairs(CANDIDATES[:1], [((3000, 0.1),), ((6000, 0.1),), ((9000, 0.1),)])
+    early, trunk, mid = (0.05, ((3000, 0.1),)), (0.05, ()), (0.05, ((6000, 0.1),))
+    assert plan.budget_set(early, pairs, 6000) is None and plan.budget_set(trunk, pairs, 6000) == ()
+    assert plan.budget_set(mid, pairs, 9000) is None  # decayed at 3000 and at 6000: one set at 9000
+    # the regression this guards: at 6000 a run decayed at 3000 is far ahead of the trunk that decays later, and
+    # the budget must not weigh them (the trunk's pairs decaying at 6000 and 9000 were dropped for it)
+    losses = {early: np.array([2.45, 2.46, 2.44]), trunk: np.array([2.83, 2.84, 2.82])}
+    assert plan.budget_drops(losses, set(losses), pairs, 6000, lambda keep: False) == []
+    # runs that have applied their whole schedule are weighed together, whatever their decay step
+    losses = {early: np.array([2.38, 2.39, 2.37]), mid: np.array([2.33, 2.32, 2.34])}
+    assert plan.budget_drops(losses, set(losses), pairs, 9000, lambda keep: len(keep) <= 1) == [early]
 
 
 def test_holm_tells_apart_only_what_the_paired_seeds_show():
@@ -71,13 +89,19 @@ def test_a_rung_compares_like_with_like():
     assert plan.decide(losses, set(losses)) == {decayed: plan.ALIVE, undecayed: plan.ALIVE}
 
 
-def test_the_budget_drops_the_smallest_constant_lrs_first_and_the_worst_decayed_runs():
-    losses = {(0.05, ()): np.array([2.3] * 3), (0.1, ()): np.array([2.1] * 3), (0.2, ()): np.array([2.2] * 3),
-              (0.4, ()): np.array([2.6] * 3)}
-    dropped = plan.budget_drops(losses, set(losses), lambda keep: len(keep) <= 2)
-    assert dropped == [(0.05, ()), (0.1, ())]  # the largest not told apart as worse stay: a decay favours them
+def test_the_budget_keeps_constant_lrs_nearest_twice_the_largest_tied_one_and_drops_the_worst_decayed_runs():
+    lrs = (0.05, 0.1, 0.2, 0.4)
+    pairs = plan.make_pairs([{"lr": lr, "suggested_by": "x"} for lr in lrs], DECAYS)
+    noise = np.array([0.0, 0.03, -0.03])
+    losses = {(0.05, ()): 2.3 + noise, (0.1, ()): 2.1 + noise, (0.2, ()): 2.12 - noise,
+              (0.4, ()): np.array([2.6, 2.6, 2.61])}
+    # 0.2 is not told apart from the best (0.1), 0.4 is: the decayed optimum is looked for at 2 x 0.2 = 0.4;
+    # 0.05 is the farthest from it (8x below), then 0.1 (4x below); 0.2 and 0.4 stay
+    dropped = plan.budget_drops(losses, set(losses), pairs, 3000, lambda keep: len(keep) <= 2)
+    assert dropped == [(0.05, ()), (0.1, ())]
     decayed = {(0.1, ((3000, 0.1),)): np.array([2.0] * 3), (0.1, ((3000, 0.01),)): np.array([2.1] * 3)}
-    assert plan.budget_drops(decayed, set(decayed), lambda keep: len(keep) <= 1) == [(0.1, ((3000, 0.01),))]
+    assert plan.budget_drops(decayed, set(decayed), pairs, 9000, lambda keep: len(keep) <= 1) == [
+        (0.1, ((3000, 0.01),))]
 
 
 def test_ties_at_the_horizon_go_to_the_largest_tied_lr():

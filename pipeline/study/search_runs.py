@@ -31,6 +31,7 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.fsutil import atomic_write_text
 from lrscan.pipeline.study.search_plan import Node, Pair
+from lrscan.pipeline.sweep.packs import PACK_SLOTS
 from lrscan.pipeline.train import checkpoint
 
 PACK_SECONDS_LIMIT = 24 * 3600  # a bound on one rung's pack process: a hung one is stopped and said
@@ -65,9 +66,9 @@ class Search:
 
     def args(self, node: Node, seed: int, length: int) -> list[str]:
         lr, decay = node
-        schedule = (["--schedule=constant"] if not decay else
-                    ["--schedule=step", f"--decay_steps={arg_text([b for b, _ in decay])}",
-                     f"--decay_lrs={arg_text([lr * f for _, f in decay])}"])
+        # a step schedule for every run, a run not yet decayed with no steps (a constant lr): a rung's runs share packs
+        schedule = ["--schedule=step", f"--decay_steps={arg_text([b for b, _ in decay])}",
+                    f"--decay_lrs={arg_text([lr * f for _, f in decay])}"]
         return [*self.base_args, f"--lr={lr!r}", *schedule, f"--steps={self.horizon}", f"--seed={seed}",
                 f"--pause_at_step={0 if length >= self.horizon else length}", "--eval_every_steps=0",
                 "--ckpt_every_steps=0", f"--ckpt_dir={self.ckpt_dir}", f"--wandb_group={self.key}",
@@ -112,12 +113,9 @@ class Search:
                 if not done:
                     self.steps_trained += length - (state["step"] if state else 0)
                 points.append({"run_id": self.run_id(node, seed), "args": self.args(node, seed, length)})
-        # packmates share their schedule kind (a pack steps constant-lr runs or step-decay runs, not both)
-        packs = []
-        for kind in sorted({a for p in points for a in p["args"] if a.startswith("--schedule=")}):
-            mine = [p for p in points if f"{kind}" in p["args"]]
-            size = self.pack or math.ceil(len(mine) / self.workers)
-            packs += [mine[i:i + size] for i in range(0, len(mine), size)]
+        # as the sweep runner sizes them: a makemore pack keeps two cores busy (its trainer and its logging process)
+        size = self.pack or math.ceil(len(points) / max(1, self.workers // PACK_SLOTS))
+        packs = [points[i:i + size] for i in range(0, len(points), size)]
         env = {**self.environ, "WANDB_DIR": str(self.folder), "WANDB_MODE": self.wandb_mode,
                "WANDB_RUN_GROUP": self.key}
         for name in ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID"):

@@ -24,7 +24,6 @@ import sys
 
 from lrscan.pipeline.config import parse_args
 from lrscan.pipeline.errors import LrscanError, exit_with
-from lrscan.pipeline.pack.functional import why_not_packed_task
 from lrscan.pipeline.pack.loop import TRAINER_PROGRAM, PackStopRequested, train_pack
 from lrscan.pipeline.pack.members import Point
 from lrscan.pipeline.packing import WHY_NOT_FLAG
@@ -75,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         # the sweep runner's question, asked as a process (it never imports this room): can points of
         # this task share a pack? One line: empty when they can, else why not; then a step's seconds
         try:
+            from lrscan.pipeline.pack.functional import why_not_packed_task  # torch.func: ~0.5 s a makemore pack skips
+
             why, seconds = why_not_packed_task(parse_args(argv[1:]))
             print(f"{why}\n{seconds!r}")
         except LrscanError as e:

@@ -28,6 +28,7 @@ import torch
 from lrscan.pipeline import keys
 from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.train.data import Splits, batch_indices
+from lrscan.pipeline.train.makemore import losses_text
 from lrscan.pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes
 
 
@@ -245,8 +246,7 @@ class StackedRun:
         return {"flat": self.model(k).flat.detach().cpu().clone()}
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        print(f"run {run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
-              f"test {summary[keys.TEST_LOSS]:.4f}  ({tail})", flush=True)
+        print(f"run {run_id}: {losses_text(summary)}  ({tail})", flush=True)
         cfg = self.cfgs[k]
         if cfg.samples:
             g = torch.Generator().manual_seed(cfg.seed + 10)

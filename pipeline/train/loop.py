@@ -199,7 +199,12 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
             # (before the first chunk too: a checkpoint can be at a run's last step)
             leaving = [k for k, m in enumerate(members) if m.done]
             if leaving:
-                losses = stepper.final_losses(leaving)  # side by side where the stepper can
+                # side by side where the stepper can; a run paused at a step (a search's rung) ends with what its eval
+                # step logs, its held-out loss (the makemore MLP's pass over the training split is most of a rung's
+                # end), the full losses at its last step
+                ending = [k for k in leaving if not members[k].paused]
+                losses = stepper.final_losses(ending) if ending else {}
+                losses.update({k: stepper.evaluate(k) for k in leaving if members[k].paused})
                 for k in leaving:
                     m = members[k]
                     summary = m.end_summary(stepper.n_params, losses[k])

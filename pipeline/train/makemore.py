@@ -21,6 +21,12 @@ from lrscan.pipeline.train.data import Splits, batch_indices
 from lrscan.pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
 
 
+def losses_text(summary: dict) -> str:
+    """The losses a makemore run ended with, as its report line says them (a run paused at a step has its dev loss
+    only: pipeline/train/loop.py)."""
+    return "  ".join(f"{name} {summary[key]:.4f}" for name, key in
+                     (("train", keys.TRAIN_LOSS), ("dev", keys.DEV_LOSS), ("test", keys.TEST_LOSS)) if key in summary)
+
 def check_model_fits(cfg: TrainConfig, vocab_size: int, members: int = 1) -> None:
     """Parameters and gradients of `members` models, float32: a size that cannot fit fails here, before any run
     exists (members > 1: a pack's stack)."""
@@ -91,8 +97,7 @@ class MakemoreRun:
         self.model.flat.copy_(state["flat"].to(self.device))
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        print(f"run {run_id}: train {summary[keys.TRAIN_LOSS]:.4f}  dev {summary[keys.DEV_LOSS]:.4f}  "
-              f"test {summary[keys.TEST_LOSS]:.4f}  ({tail})")
+        print(f"run {run_id}: {losses_text(summary)}  ({tail})")
         if self.cfg.samples:
             g = torch.Generator().manual_seed(self.cfg.seed + 10)
             try:

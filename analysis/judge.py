@@ -133,7 +133,13 @@ def final_losses(steps: pd.DataFrame, runs: pd.DataFrame | None = None, *, held_
 
 
 def _last_value(summary: pd.DataFrame, ordered: pd.DataFrame, key: str, name: str, a: int, b: int) -> float:
-    """A run's last logged `key`: its summary's, else its last value in the steps frame (NaN: none)."""
+    """A run's last logged `key`: its summary's, else its last value in the steps frame (NaN: none); inf when the
+    last logged value was not finite (a diverged run, judged so, never by an older finite value).
+
+    A summary holds the last logged value of every key a run logged, a NaN included; in a frame a NaN reads as
+    missing, so the runs frame names the keys whose last logged value was NaN (`keys.NAN_LAST`)."""
+    if keys.NAN_LAST in summary.columns and key in str(summary[keys.NAN_LAST].get(name) or "").split(","):
+        return math.inf
     if key in summary.columns:
         value = pd.to_numeric(pd.Series([summary[key].get(name)]), errors="coerce").iloc[0]
         if not pd.isna(value):

@@ -46,3 +46,7 @@ TRAINER_MODULES = (TRAINER_MODULE, "pipeline.train")
 TRAINER_PROGRAM = "pipeline/train/__main__.py"  # `${program}`; W&B keeps it as the sweep's program
 # python3: W&B's ${interpreter} is the literal `python`, which many machines lack
 TRAINER_COMMAND = ("${env}", "python3", "-m", TRAINER_MODULE, "${args}")
+
+# analysis' runs frame: the summary keys whose last logged value was NaN (a frame reads a NaN as missing; a run
+# judged on such a key has diverged, analysis.judge). A column only where some run has one.
+NAN_LAST = "nan_last"

@@ -36,7 +36,7 @@ from lrscan.analysis.sources.filters import Filters, LeftOut
 from lrscan.analysis.sources.frame import OPTIONAL_KEYS
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.fsutil import atomic_file
-from lrscan.pipeline.runlog import STEP_ITEM, RunFile
+from lrscan.pipeline.runlog import STEP_ITEM, RunFile, last_logged
 
 CACHE_ENV = "LRSCAN_CACHE"
 SCAN_PAGE_STEPS = 10_000  # scan_history's page_size counts steps
@@ -264,7 +264,7 @@ def load_cloud(source: str, filters: Filters, keys: list[str] | None, api: Any, 
             continue
         # as offline (read_run_file): a logged key's summary is its last logged value, unless the run
         # set it; a run synced from offline holds only what lrscan set, so the frames match either way
-        meta.summary = {**_last_values(meta.history), **meta.summary}
+        meta.summary = {**last_logged(meta.history, meta.nan_logged), **meta.summary}
         out.append(meta)
     problems += unread
     if not out and unread:
@@ -289,15 +289,6 @@ def _count_runs(api: Any, path: str) -> int:
         return len(api.runs(path, per_page=1))
     except Exception:  # only a better error message depends on it
         return 0
-
-
-def _last_values(history: dict[str, np.ndarray]) -> dict[str, float]:
-    out = {}
-    for key, values in history.items():
-        present = np.flatnonzero(~np.isnan(values)) if key != "step" else ()
-        if len(present):
-            out[key] = float(values[present[-1]])
-    return out
 
 
 def _cloud_meta(run: Any, entity: str, project: str) -> RunFile:

@@ -15,6 +15,7 @@ plotting and picking), lr and lre float64 (exact exponents).
 from __future__ import annotations
 
 import json
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -219,6 +220,10 @@ def _runs_frame(runs: list[RunFile], config_fields: list[str],
             row.update({c: run_info.get(run.run_id, {}).get(c) for c in RUN_INFO_COLUMNS})
         row.update({name: _typed(run.config.get(name), types[name]) for name in config_fields})
         row.update({key: run.summary.get(key) for key in summary_keys if key not in row})
+        # a NaN as a key's last logged value reads as a missing one in a frame: say which (analysis.judge: diverged)
+        nan_last = [k for k in summary_keys if isinstance(run.summary.get(k), float) and math.isnan(run.summary[k])]
+        if nan_last:
+            row[K.NAN_LAST] = ",".join(nan_last)
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame = frame.astype({"exit_code": "Int64", "first_step": "Int64", "last_step": "Int64", "n_steps": "int64"})

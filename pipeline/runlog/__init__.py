@@ -29,8 +29,8 @@ from lrscan.pipeline.runlog.framing import (
 )
 from lrscan.pipeline.runlog.history import STEP_ITEM
 from lrscan.pipeline.runlog.parallel import map_big_arrays_alone, read_files, read_worker_main
-from lrscan.pipeline.runlog.reader import SEGMENT_BYTES, RunFile, read_logged, read_run_file
+from lrscan.pipeline.runlog.reader import SEGMENT_BYTES, RunFile, last_logged, read_logged, read_run_file
 
 __all__ = ["BLOCK_BYTES", "CHUNK_HEADER", "CHUNK_HEADER_BYTES", "FIRST", "FULL", "HEADER", "LAST", "MIDDLE",
-           "SEGMENT_BYTES", "STEP_ITEM", "RunFile", "map_big_arrays_alone", "read_files", "read_logged",
+           "SEGMENT_BYTES", "STEP_ITEM", "RunFile", "last_logged", "map_big_arrays_alone", "read_files", "read_logged",
            "read_run_file", "read_worker_main"]

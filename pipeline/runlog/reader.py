@@ -114,13 +114,7 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
         if not _apply_record(out, payload):
             out.skipped_records += 1
     # the summary of a logged key is its last logged value; values set with run.summary win
-    summary = {}
-    for key, values in history.items():
-        present = np.flatnonzero(~np.isnan(values)) if key != "step" else ()
-        if len(present):
-            summary[key] = float(values[present[-1]])
-    summary.update(out.summary)
-    out.summary = summary
+    out.summary = {**last_logged(history, nan_logged), **out.summary}
     if out.exit_code is not None:
         out.state = "finished" if out.exit_code == 0 else "crashed"
     elif time.time() - mtime < RUNNING_GRACE_SECONDS:
@@ -215,3 +209,17 @@ def _run_id_from_path(path: str) -> str:
     if base.startswith("run-") and base.endswith(".wandb"):
         return base[len("run-") : -len(".wandb")]
     return base
+
+
+def last_logged(history: dict[str, np.ndarray], nan_logged: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each history key's last logged value, as W&B's summary holds it: a NaN logged last is the value (a run judged
+    on it has diverged, not the older finite value before it), a NaN that only means "not logged at this step"
+    is not. `nan_logged`: which NaN were logged (RunFile.nan_logged)."""
+    out = {}
+    for key, values in history.items():
+        if key == "step":
+            continue
+        present = np.flatnonzero(~np.isnan(values) | nan_logged.get(key, np.zeros(len(values), bool)))
+        if len(present):
+            out[key] = float(values[present[-1]])
+    return out

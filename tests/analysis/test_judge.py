@@ -169,3 +169,26 @@ def test_one_seed_is_too_few_and_every_candidate_diverged_is_one_line():
         judge(finals({0.1: [math.inf], 0.01: [5.0]}, seeds=(1,)).assign(diverged=True))
     with pytest.raises(LrscanError, match="runs at lr 0.5 are no candidate's"):
         judge(finals({0.5: [2.0], 0.1: [2.0]}, seeds=(1,)), CANDIDATES)
+
+
+def test_repro_a_nan_logged_as_the_last_held_out_loss_of_a_real_run_is_diverged_not_its_older_finite_one(tmp_path):
+    # real offline runs: both log val_loss 2.1 at step 10; run "nan" logs NaN as its last one (step 19), "ok" 2.2.
+    # Their training losses are finite throughout: only the last held-out value says run "nan" diverged
+    import wandb
+
+    from lrscan.analysis.sources import load_runs
+    from lrscan.pipeline.runlog import read_run_file
+
+    for run_id, last in (("nan", math.nan), ("ok", 2.2)):
+        run = wandb.init(mode="offline", dir=tmp_path, id=run_id, project="p", reinit="create_new",
+                         config={"lr": 0.1 if run_id == "nan" else 0.01, "seed": 1})
+        for step in range(20):
+            run.log({"loss": 3.0 - step * 0.01, "lr": run.config["lr"],
+                     **({"val_loss": 2.1} if step == 10 else {"val_loss": last} if step == 19 else {})}, step=step)
+        run.finish()
+    [path] = tmp_path.glob("wandb/offline-run-*-nan/run-nan.wandb")
+    assert math.isnan(read_run_file(path).summary["val_loss"])  # the last logged value, not the older 2.1
+    loaded = load_runs(tmp_path / "wandb")
+    got = final_losses(loaded.steps, loaded.runs).set_index("run_id")
+    assert got.loc["nan", "diverged"] and math.isinf(got.loc["nan", "loss"])
+    assert not got.loc["ok", "diverged"] and got.loc["ok", "loss"] == 2.2 and set(got["criterion"]) == {"val_loss"}

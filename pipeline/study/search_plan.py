@@ -39,10 +39,11 @@ ALPHA = 0.025  # one-sided: the two-sided 95% level
 TIE_RULE = "largest_tied_lr"
 TIE_RULE_TEXT = ("pairs not told apart from the best at the horizon (paired one-sided t at 0.025, Holm) are "
                  "tied; among them the largest peak lr wins, then the lowest mean")
-# how far a step decay moves the best peak lr above the best constant lr of a short run: about twice (docs/prove.md:
-# 0.35 against 0.155 on the demo's MLP, 0.235 against 0.1175 on WaveNet with AdamW in bench_regret.py). A constant-lr
-# rung's best lr times this is where the decayed optimum is looked for: the budget keeps the constant runs nearest
-# it, and the candidates are extended past the top edge until they bracket it
+# how far a step decay moves the best peak lr above the best constant lr of a short run: about twice for the makemore
+# MLP on SGD (docs/prove.md: 0.35 against 0.155 at demo size, 0.235 against 0.1175 at bench_regret.py's small size);
+# WaveNet on AdamW does not move (its best decayed lr is its best constant one). A prior, not a measurement of the
+# model at hand: a constant-lr rung's best lr times this is where the decayed optimum is looked for, the budget keeps
+# the constant runs nearest it, and the candidates are extended past the top edge until they bracket it
 DECAY_SHIFT = 2.0
 ALIVE, TOLD_WORSE, BUDGET, WON, TIED = "alive", "told apart as worse", "dropped for the budget", "won", "tied"
 

@@ -31,7 +31,6 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.fsutil import atomic_write_text
 from lrscan.pipeline.study.search_plan import Node, Pair
-from lrscan.pipeline.sweep.packs import PACK_SLOTS
 from lrscan.pipeline.train import checkpoint
 
 PACK_SECONDS_LIMIT = 24 * 3600  # a bound on one rung's pack process: a hung one is stopped and said
@@ -113,8 +112,10 @@ class Search:
                 if not done:
                     self.steps_trained += length - (state["step"] if state else 0)
                 points.append({"run_id": self.run_id(node, seed), "args": self.args(node, seed, length)})
-        # as the sweep runner sizes them: a makemore pack keeps two cores busy (its trainer and its logging process)
-        size = self.pack or math.ceil(len(points) / max(1, self.workers // PACK_SLOTS))
+        # one pack per worker: a rung's packs start, load and end their runs side by side (measured on 2 cores: the
+        # demo's search 44 s with two packs a rung, 51 s with one, although a makemore pack's logging process keeps
+        # a second core busy)
+        size = self.pack or math.ceil(len(points) / self.workers)
         packs = [points[i:i + size] for i in range(0, len(points), size)]
         env = {**self.environ, "WANDB_DIR": str(self.folder), "WANDB_MODE": self.wandb_mode,
                "WANDB_RUN_GROUP": self.key}

@@ -108,13 +108,15 @@ class Search:
         for node in sorted(nodes):
             for seed in self.seeds:
                 state = self.state(node, seed)
-                done = state is not None and (state["finished"] or state["step"] >= length)
-                if not done:
-                    self.steps_trained += length - (state["step"] if state else 0)
+                if state is not None and (state["finished"] or state["step"] >= length):
+                    continue  # there already (a rung's first pass before an edge's extension, a resumed study)
+                self.steps_trained += length - (state["step"] if state else 0)
                 points.append({"run_id": self.run_id(node, seed), "args": self.args(node, seed, length)})
         # one pack per worker: a rung's packs start, load and end their runs side by side (measured on 2 cores: the
         # demo's search 44 s with two packs a rung, 51 s with one, although a makemore pack's logging process keeps
         # a second core busy)
+        if not points:
+            return
         size = self.pack or math.ceil(len(points) / self.workers)
         packs = [points[i:i + size] for i in range(0, len(points), size)]
         env = {**self.environ, "WANDB_DIR": str(self.folder), "WANDB_MODE": self.wandb_mode,

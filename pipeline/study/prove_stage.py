@@ -117,3 +117,12 @@ def save_range_candidates(pick: Any, candidates: pd.DataFrame, winner: str, dest
     ax.figure.savefig(tmp, dpi=dpi)
     plt.close(ax.figure)
     tmp.replace(dest)
+
+
+def lre_text(value: Any) -> str:
+    """An exponent or a [low, high] interval for people; 'n/a' where there is none (one seed: no CI)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(lre_text(v) for v in value) + "]" if value else "n/a"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{float(value):.3f}"

@@ -16,15 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lrscan.pipeline.fsutil import atomic_write_text
-from lrscan.pipeline.study.prove_stage import save_range_candidates
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]" if value else "n/a"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{float(value):.3f}"
+from lrscan.pipeline.study.prove_stage import lre_text, save_range_candidates
 
 
 def write_search_report(study: Any, range_report: Any, result: Any, best_lre: float, seconds: float
@@ -61,9 +53,10 @@ def write_search_report(study: Any, range_report: Any, result: Any, best_lre: fl
     lines = [
         summary["opening"], "",
         f"# lrscan study ({study.size}" + (f", task {study.task}" if study.task else "") + ")", "",
-        f"Picked exponent **{pick_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {10.0 ** pick_lre:.4g}"
+        f"Picked exponent **{pick_lre:.3f}** (95% CI {lre_text(summary['best_lre_ci'])}), lr = {10.0 ** pick_lre:.4g}"
         + (" (the zoomed range test)" if result.zoom_report else "")
-        + f". Other suggesters: steepest {_fmt(rs.get('steepest_lre'))}, valley {_fmt(rs.get('valley_lre'))}.", "",
+        + f". Other suggesters: steepest {lre_text(rs.get('steepest_lre'))}, "
+          f"valley {lre_text(rs.get('valley_lre'))}.", "",
         f"How the CI was made: {ci_description(summary['ci_method'])}.", "",
         *[f"![{f}]({where}/{f})" for f in figures], "",
         "## Search: peak lr x decay, trained to the horizon", "",

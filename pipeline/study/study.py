@@ -61,7 +61,7 @@ from lrscan.pipeline.study.online import (
     default_entity,
     public_api,
 )
-from lrscan.pipeline.study.prove_stage import DEFAULT_SEEDS, check_prove_flags
+from lrscan.pipeline.study.prove_stage import DEFAULT_SEEDS, check_prove_flags, lre_text
 from lrscan.pipeline.yamlfile import read_yaml_mapping
 
 PROG = "lrscan study"  # how errors and notices start: the command that runs it, installed
@@ -135,15 +135,6 @@ def _read_state(folder: Path) -> dict[str, Any]:
 
 def _write_state(folder: Path, state: Mapping[str, Any]) -> None:
     atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
-
-
-def _fmt(value: Any) -> str:
-    """An exponent or a [low, high] interval for people; 'n/a' where there is none (one seed: no CI)."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]" if value else "n/a"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{float(value):.3f}"
 
 
 def _stage(n: int, text: str, of: int = 5) -> None:
@@ -260,8 +251,8 @@ class Study:
             state = {"range_key": range_sweep.key, "best_lre": best_lre}
             self.save_state(state)
         best_lr = 10.0 ** best_lre
-        print(f"picked lre = {best_lre:.3f} (95% CI {_fmt(pick.get('best_lre_ci'))}) -> lr = {best_lr:.4g}; "
-              f"steepest {_fmt(pick.get('steepest_lre'))}, valley {_fmt(pick.get('valley_lre'))}", flush=True)
+        print(f"picked lre = {best_lre:.3f} (95% CI {lre_text(pick.get('best_lre_ci'))}) -> lr = {best_lr:.4g}; "
+              f"steepest {lre_text(pick.get('steepest_lre'))}, valley {lre_text(pick.get('valley_lre'))}", flush=True)
         print(f"CI: {ci_description(pick.get('ci_method'))}", flush=True)
 
         if self.prove:
@@ -432,8 +423,8 @@ class Study:
         lines = [
             f"# lrscan study ({self.size}" + (f", task {self.task}" if self.task else "") + ")",
             "",
-            f"Picked exponent **{best_lre:.3f}** (95% CI {_fmt(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "
-            f"Other suggesters: steepest {_fmt(rs.get('steepest_lre'))}, valley {_fmt(rs.get('valley_lre'))}.",
+            f"Picked exponent **{best_lre:.3f}** (95% CI {lre_text(summary['best_lre_ci'])}), lr = {best_lr:.4g}. "
+            f"Other suggesters: steepest {lre_text(rs.get('steepest_lre'))}, valley {lre_text(rs.get('valley_lre'))}.",
             "",
             f"How the CI was made: {ci_description(summary['ci_method'])}.",
             "",

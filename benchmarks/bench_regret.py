@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from record import record  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 
 SIZES = {
@@ -142,6 +143,12 @@ def main() -> None:
             print(f"| {row['who']} | {row['lr']:.4g} | {row['mean']:.4f} | {row['regret']:.4f} |")
         print(f"tie rules (regret of each rule's choice among the tied pairs): {r['rules'] or 'no tie at the horizon'}")
         print("truth: " + ", ".join(f"{t['lr']:.4g} {t['mean']:.4f}" for t in r["truth"]), flush=True)
+        record(f"regret_{model}_{args.size}", f"Regret at the horizon: {model}, {args.size} size",
+               [{"suggester": row["who"], "lr": f"{row['lr']:.4g}", "held-out loss (3 seeds)": f"{row['mean']:.4f}",
+                 "regret (nats)": f"{row['regret']:.4f}"} for row in r["rows"]],
+               target="lrscan's regret <= 0.01 nats and never worse than the best single suggester's",
+               note=(f"Horizon {r['horizon']} steps, {r['schedule']} (the study's choice {r['chosen_pair']}); "
+                     f"the search spent {r['spent']} of {r['budget']} run-steps."))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

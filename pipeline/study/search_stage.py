@@ -228,8 +228,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
                           seeds=seeds, budget_run_steps=budget, spent_run_steps=spent,
                           seconds=time.monotonic() - t0, key=key, extended=extended, zoom_report=zoom_report,
                           notes=notes)
-    print(result.sentence(), flush=True)
-    return result
+    return result  # its sentence is the study's last line before the report's path
 
 
 def _fits(keep: set[plan.Node], *, pairs: tuple[plan.Pair, ...], length: int, lengths: list[int], n_seeds: int,

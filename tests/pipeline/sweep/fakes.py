@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -129,3 +130,14 @@ def wandb_run_args(yaml_path: Path, point: dict) -> dict:
     assert not any("parameters" in spec for spec in params.values())  # plain names only, as here
     return {name: {"value": params[name]["value"] if "value" in params[name] else
                    next(v for v in params[name]["values"] if v == point[name])} for name in sorted(params)}
+
+
+def slurm_up() -> bool:
+    """A Slurm controller with an idle node answers here (.ci/run starts a one-node one where it can)."""
+    if not all(shutil.which(tool) for tool in ("sbatch", "sinfo", "scontrol")):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "idle" in out.stdout

@@ -28,7 +28,7 @@ from lrscan.pipeline.sweep.spec import load_sweep
 from lrscan.pipeline.train import checkpoint
 from tests.conftest import REPO
 from tests.pipeline.sweep.agent_server import read_log, run_end, wandb_command, write_server
-from tests.pipeline.sweep.fakes import wandb_run_args
+from tests.pipeline.sweep.fakes import slurm_up, wandb_run_args
 
 STEPS = 3000
 SWEEP = f"""\
@@ -267,23 +267,13 @@ def test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job(tmp_
     _check_the_sweep_ran_with_one_preemption(workdir, server)
 
 
-def _slurm_up() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("scontrol"):
-        return False
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "idle" in out.stdout
-
-
 def _job_field(job_id: str, field: str) -> str:
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=10).stdout
     return next((w.split("=", 1)[1] for w in out.split() if w.startswith(field + "=")), "")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _slurm_up(),
+@pytest.mark.skipif(not slurm_up(),
                     reason="no Slurm controller with an idle node here (see .ci/run: slurmctld + slurmd)")
 def test_real_slurm_requeues_a_preempted_agent_job_and_the_run_resumes(tmp_path, words_file, capsys):
     """The same job through a real Slurm: sbatch, the notice sent as `--signal=B:USR1` sends it (scancel

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 from lrscan.pipeline.sweep.__main__ import main
 from lrscan.pipeline.sweep.slurm import time_seconds
 from lrscan.pipeline.sweep.spec import load_sweep
-from tests.pipeline.sweep.fakes import expected, manifest, records, write_sweep
+from tests.pipeline.sweep.fakes import expected, manifest, records, slurm_up, write_sweep
 
 
 @pytest.mark.slow
@@ -74,18 +73,8 @@ def test_slurm_time_formats(text, seconds):
     assert time_seconds(text) == seconds
 
 
-def _slurm_up() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("sinfo"):
-        return False
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "idle" in out.stdout
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _slurm_up(),
+@pytest.mark.skipif(not slurm_up(),
                     reason="no Slurm controller with an idle node here (see .ci/run: slurmctld + slurmd)")
 def test_real_sbatch_array(in_tmp, capsys):
     path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")

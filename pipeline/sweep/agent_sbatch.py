@@ -9,9 +9,13 @@ What a job does (docs/clusters.md has the whole story):
   venv, its bin folder first on PATH; then `wandb agent --forward-signals --term-timeout T --count N`.
 - `#SBATCH --signal=B:USR1@S`: S seconds before the time limit (and at a preemption, where the
   cluster sends the job's signal then) Slurm sends the batch shell SIGUSR1. The shell passes it to the
-  agent, which passes it to its run: lrscan's trainer checkpoints, marks its W&B run preempting and
+  agent's run itself (the agent's child): lrscan's trainer checkpoints, marks its W&B run preempting and
   exits 138. The shell then sends the agent SIGTERM so it takes no new run, and requeues the job
-  (`scontrol requeue`, with `#SBATCH --requeue`).
+  (`scontrol requeue`, with `#SBATCH --requeue`). The notice goes to the run, not through the agent:
+  the agent forwards its SIGTERM too, and a SIGUSR1 forwarded by the agent could reach the run after
+  that SIGTERM (the agent handles signals on its main thread, whenever it gets there), and the run
+  would stop as stopped (130), not preempted, and never be requeued. Sent straight, the SIGUSR1 is
+  pending in the run before the agent even has its SIGTERM.
 - W&B's sweep requeues a run marked preempting that exits non-zero; the next agent of the sweep (this
   job requeued, or any other) is handed it back under its own run id, and with WANDB_RESUME=allow the
   trainer resumes its checkpoint (`ckpt_dir/<run id>.pt`, under the job's shared working folder) into
@@ -169,7 +173,8 @@ def agent_sbatch_script(sweep: SweepHead, job: AgentJob) -> str:
         "preempted=0",
         "on_usr1() {",
         "  preempted=1",
-        '  kill -USR1 "$agent" 2>/dev/null  # to the run: checkpoint, mark preempting, exit 138',
+        '  pkill -USR1 -P "$agent"  # to the run itself, before the TERM the agent forwards: checkpoint, mark '
+        "preempting, exit 138",
         '  kill -TERM "$agent" 2>/dev/null  # no new run; the agent waits for this one (--term-timeout)',
         "}",
         "trap on_usr1 USR1",

@@ -178,7 +178,8 @@ def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], pairs: Seq
     rule at the horizon reads a tie). In any other set the worst by mean goes first. A set is never emptied:
     nodes are weighed only within a set."""
     keep, dropped = set(alive), []
-    constant = [n for n in alive if budget_set(n, pairs, length) == ()]
+    set_of = {n: budget_set(n, pairs, length) for n in alive}  # a node's set does not change while others go
+    constant = [n for n in alive if set_of[n] == ()]
     target = math.nan
     if constant:
         best = min(constant, key=lambda n: _mean(losses[n]))
@@ -187,7 +188,7 @@ def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], pairs: Seq
     while not fits(keep):
         sets: dict[tuple[int, ...] | None, list[Node]] = {}
         for n in keep:
-            sets.setdefault(budget_set(n, pairs, length), []).append(n)
+            sets.setdefault(set_of[n], []).append(n)
         key, largest = max(sets.items(), key=lambda kv: (len(kv[1]), kv[0] is None, kv[0] or ()))
         if len(largest) == 1:
             break

@@ -91,6 +91,7 @@ bench: venv data
 	$(BIN)/python benchmarks/bench_adam_pack.py --sweep
 	$(BIN)/python benchmarks/bench_logger_paths.py
 	$(BIN)/python benchmarks/bench_prove.py
+	$(BIN)/python benchmarks/bench_default_range.py
 	$(BIN)/python benchmarks/bench_regret.py --model both --size small
 	$(BIN)/python benchmarks/bench_regret.py --model mlp --size demo
 

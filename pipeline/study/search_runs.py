@@ -6,7 +6,8 @@
     search.losses(nodes)                  # node -> held-out loss per seed, where each paused
 
 Each run is an ordinary trainer run (`python -m lrscan.pipeline.pack POINTS.json`, the sweep runner's
-pack process: the makemore MLP stacked, a task packed with torch.func) configured for the whole horizon
+pack process: the makemore MLP stacked, a task packed with torch.func; forked from a server that
+imported it once, `pipeline.pack.launcher`) configured for the whole horizon
 with its lr schedule so far, and ended at a rung with `pause_at_step`: its checkpoint, unfinished, is what
 the next rung continues, so no step is trained twice. A run parting at a decay step is a new W&B run whose
 history starts at that step; the run it parted from holds the steps before (its config says which:
@@ -19,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
-import sys
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,12 @@ import numpy as np
 from lrscan.pipeline import keys
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.fsutil import atomic_write_text
+from lrscan.pipeline.pack.launcher import PackLauncher
 from lrscan.pipeline.study.search_plan import Node, Pair
 from lrscan.pipeline.train import checkpoint
 
 PACK_SECONDS_LIMIT = 24 * 3600  # a bound on one rung's pack process: a hung one is stopped and said
+STOP_SECONDS_LIMIT = 60  # a bound on a stopped pack's last checkpoint
 
 
 def node_name(node: Node) -> str:
@@ -52,12 +54,14 @@ def arg_text(value: Any) -> str:
 
 class Search:
     def __init__(self, folder: Path, base_args: Sequence[str], *, horizon: int, seeds: Sequence[int], key: str,
-                 workers: int, pack: int | None, wandb_mode: str, environ: Mapping[str, str]):
+                 workers: int, pack: int | None, wandb_mode: str, environ: Mapping[str, str],
+                 launcher: PackLauncher | None = None):
         self.folder, self.base_args, self.horizon, self.seeds = folder, list(base_args), horizon, list(seeds)
         self.key, self.workers, self.pack, self.wandb_mode = key, max(1, workers), pack, wandb_mode
         self.environ = dict(environ)
         self.ckpt_dir = folder / "checkpoints"
         self.steps_trained = 0  # run-steps trained by this process (a resumed study counts only what it trains)
+        self.launcher = launcher  # the packs' fork server: the caller's, else started at the first rung that trains
 
     def run_id(self, node: Node, seed: int) -> str:
         digest = hashlib.sha1(json.dumps([node[0], node[1], seed]).encode()).hexdigest()[:8]
@@ -123,27 +127,39 @@ class Search:
                "WANDB_RUN_GROUP": self.key}
         for name in ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID"):
             env.pop(name, None)
-        running: list[tuple[subprocess.Popen, Path]] = []
-        for i, members in enumerate(packs):
-            while len(running) >= self.workers:
-                self._wait(running.pop(0))
-            spec = self.folder / "packs" / f"rung{length}-{i}.json"
-            atomic_write_text(spec, json.dumps({"points": members}, indent=1))
-            log = spec.with_suffix(".log")
-            with open(log, "w") as out:
-                running.append((subprocess.Popen([sys.executable, "-m", "lrscan.pipeline.pack", str(spec)], env=env,
-                                                 stdout=out, stderr=subprocess.STDOUT), log))
-        for one in running:
-            self._wait(one)
-
-    def _wait(self, one: tuple[subprocess.Popen, Path]) -> None:
-        proc, log = one
+        self.launcher = self.launcher or PackLauncher(env)
+        running: list[tuple[int, Path]] = []
         try:
-            code = proc.wait(timeout=PACK_SECONDS_LIMIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            code = -9
+            for i, members in enumerate(packs):
+                while len(running) >= self.workers:
+                    self._wait(*running.pop(0))
+                spec = self.folder / "packs" / f"rung{length}-{i}.json"
+                atomic_write_text(spec, json.dumps({"points": members}, indent=1))
+                running.append((self.launcher.start(spec, spec.with_suffix(".log"), env), spec.with_suffix(".log")))
+            while running:
+                self._wait(*running.pop(0))
+        except BaseException as error:
+            # a failed pack: the others stop too (SIGTERM: each checkpoints its members). A stop of the study (Ctrl-C
+            # reaches the packs too, they share its process group): they end themselves, and are waited for, bounded
+            for pid, _ in running:
+                if isinstance(error, LrscanError):
+                    self.launcher.kill(pid)
+            for pid, _ in running:
+                if self.launcher.wait(pid, STOP_SECONDS_LIMIT) is None:
+                    self.launcher.kill(pid, signal.SIGKILL)
+            raise
+
+    def close(self) -> None:
+        """End the pack launcher (the fork server), if one was started."""
+        if self.launcher is not None:
+            self.launcher.close()
+            self.launcher = None
+
+    def _wait(self, pid: int, log: Path) -> None:
+        code = self.launcher.wait(pid, PACK_SECONDS_LIMIT)
+        if code is None:
+            self.launcher.kill(pid, signal.SIGKILL)
+            code = self.launcher.wait(pid, STOP_SECONDS_LIMIT)
         if code != 0:
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
             raise LrscanError(f"search: a pack of runs failed (exit {code}): {tail[0] if tail else ''} (log: {log}); "

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.pack.launcher import PackLauncher
 from lrscan.pipeline.study import search_plan as plan
 from lrscan.pipeline.study.horizon import StepDecay
 from lrscan.pipeline.study.prove_stage import BUDGET_FRACTION, decay_grid_steps, run_zoom_stage
@@ -118,8 +119,10 @@ def fixed_args(study: Any, base: Mapping[str, Any]) -> list[str]:
     return args
 
 
-def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str, Any], stage: Any) -> SearchResult:
-    """Run the search (resumable) and return its result; `stage(text)` prints the stage's header."""
+def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[str, Any], stage: Any,
+                     launcher: PackLauncher | None = None) -> SearchResult:
+    """Run the search (resumable) and return its result; `stage(text)` prints the stage's header. `launcher`: the
+    packs' fork server, if the study started one already (else the first rung starts it)."""
     from lrscan.pipeline.study.judging import candidates_of
 
     t0 = time.monotonic()
@@ -147,7 +150,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     key = f"search-{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
     search = Search(study.out / "sweeps" / key, args, horizon=horizon, seeds=seeds, key=key,
                     workers=study.workers or os.cpu_count() or 1, pack=study.pack, wandb_mode=study.wandb_mode,
-                    environ=os.environ)
+                    environ=os.environ, launcher=launcher)
     lengths = plan.rung_lengths(pairs, horizon)
     # successive halving over growing lengths: while the first rung would take more than a quarter of the budget, one
     # at half its length before it (still constant-lr for every pair, so compared like with like); the broad first
@@ -164,6 +167,15 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     reached: dict[plan.Pair, int] = {}
     seen: dict[plan.Pair, np.ndarray] = {}
     live, spent, previous, extended, notes = list(pairs), 0, 0, [], []
+    if any(d for d in decays) and len({p.lr for p in pairs}) > 1:
+        # the decayed optimum lies near DECAY_SHIFT times the best constant lr, and the top candidate is the range
+        # test's pick or its CI's high end, so the lr past the top edge joins the first rung from the start (as the
+        # bracketing below would add it after that rung's first pass, which cost the demo a round of packs)
+        beyond = max(p.lr for p in pairs) * EXTEND_FACTOR
+        extended.append(beyond)
+        new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
+        pairs += new
+        live += new
     for length in lengths:
         counted: set[plan.Node] = set()
         while True:  # at the first rung, an edge winner's neighbour past the edge joins before anyone is dropped
@@ -223,6 +235,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         live.append(new)
         reached[new], seen[new] = horizon, search.losses([plan.node_of(new, horizon)])[plan.node_of(new, horizon)]
         chosen, final = plan.final_choice({p: seen[p] for p in live})
+    search.close()  # the packs' fork server (on an error it ends with this process: its stdin closes)
     status.update(final)
     result = SearchResult(chosen=chosen, records=pair_records(pairs, status, reached, seen, seeds), horizon=horizon,
                           seeds=seeds, budget_run_steps=budget, spent_run_steps=spent,

@@ -238,6 +238,12 @@ class Study:
         self.sweep(range_sweep)
 
         stage("picking the exponent")
+        launcher = None
+        if self.prove:
+            # the search's fork server imports torch (~1 s) on the other core while the pick is read
+            from lrscan.pipeline.pack.launcher import PackLauncher
+
+            launcher = PackLauncher()
         range_report = self.analyse(range_sweep, "range")
         if self.extend and range_report.pick is not None:
             range_sweep, range_report = extend_study_range(self, range_sweep, range_report, lambda t: _stage(2, t, of))
@@ -259,7 +265,7 @@ class Study:
             from lrscan.pipeline.study.search_report import write_search_report
             from lrscan.pipeline.study.search_stage import run_search_stage
 
-            result = run_search_stage(self, pick, state, stage)
+            result = run_search_stage(self, pick, state, stage, launcher)
             summary = write_search_report(self, range_report, result, best_lre, time.monotonic() - t0)
             print(f"\n{summary['opening']}", flush=True)
             print(f"report: {self.out / 'report' / 'report.md'}", flush=True)

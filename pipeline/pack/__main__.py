@@ -65,7 +65,8 @@ def read_points(argv: list[str]) -> list[Point]:
     return [Point.parse("", g) for g in groups]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, fork_logger: bool = False) -> None:
+    """The command; `fork_logger`: set by pipeline.pack.launcher's forked children (see train_pack)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         points = read_points(argv)
         # the command line's edge: what W&B records as each member's program (its args are the point's)
-        train_pack(points, program=os.environ.get("WANDB_PROGRAM") or TRAINER_PROGRAM)
+        train_pack(points, program=os.environ.get("WANDB_PROGRAM") or TRAINER_PROGRAM, fork_logger=fork_logger)
     except PackStopRequested as e:
         print(f"{PROG}: stopped ({e}); checkpoints saved, run the same command to continue", file=sys.stderr)
         raise SystemExit(130) from None

@@ -115,7 +115,12 @@ class PackLauncher:
 
 def serve() -> None:
     """The server: import what every pack imports, then fork one child per request line; answer on stdout."""
-    import lrscan.pipeline.pack.__main__  # noqa: F401  the import each child would otherwise pay
+    # the imports each child would otherwise pay: the pack's (torch), and wandb for its logging process, which the
+    # child forks from itself (tracking.ForkedProcess); neither starts a thread, so the forks are safe
+    import wandb  # noqa: F401
+
+    import lrscan.pipeline.pack.__main__  # noqa: F401
+    import lrscan.pipeline.pack.logger  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -160,7 +165,7 @@ def _child(request: dict) -> None:
         sys.argv = [sys.executable, "-m", "lrscan.pipeline.pack", request["spec"]]
         from lrscan.pipeline.pack.__main__ import main
 
-        main([request["spec"]])
+        main([request["spec"]], fork_logger=True)
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

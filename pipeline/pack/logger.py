@@ -51,11 +51,11 @@ class PackLogger(LoggerProcess):
     MAY_LACK = "the runs may lack their last steps or their summaries"
 
     def __init__(self, inits: list[InitArgs], *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
-                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
-        # each member sends one chunk per pack chunk
+                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS, fork: bool = False):
+        # each member sends one chunk per pack chunk; fork: see tracking.ForkedProcess
         super().__init__("from lrscan.pipeline.pack.logger import logger_main; logger_main()", inits,
                          QUEUE_CHUNKS * max(1, len(inits)), ack_timeout_s=ack_timeout_s,
-                         finish_timeout_s=finish_timeout_s)
+                         finish_timeout_s=finish_timeout_s, fork=fork)
         self._n = len(inits)
         self._open: set[int] = set()
         self.finish_errors: dict[int, str] = {}  # member -> why its run could not be finished
@@ -132,9 +132,9 @@ class NoPackLogger:
         pass
 
 
-def open_pack_logger(inits: list[InitArgs]) -> PackLogger | NoPackLogger:
+def open_pack_logger(inits: list[InitArgs], fork: bool = False) -> PackLogger | NoPackLogger:
     # a pack's members share the wandb mode (it is part of the pack key)
-    return NoPackLogger(inits) if all(i.mode == "disabled" for i in inits) else PackLogger(inits)
+    return NoPackLogger(inits) if all(i.mode == "disabled" for i in inits) else PackLogger(inits, fork=fork)
 
 
 # -- the logger process ----------------------------------------------------------------------------
@@ -159,9 +159,11 @@ def logger_main() -> None:
             runs[k], writers[k] = run, history_writer(run)
         except Exception as e:
             results.append(f"{type(e).__name__}: {e}")
-    conn.send(("started", results))
     try:
+        conn.send(("started", results))
         _drain(conn, runs, writers)
+    except OSError:
+        pass  # the trainer died before the runs were open: they end below like any other
     except BaseException:
         traceback.print_exc()
     for k in list(runs):  # the trainer is gone, or this process failed: what was handed over is logged

@@ -55,10 +55,12 @@ def check_pack(points: list[Point]) -> None:
                               f"(packmates may differ only in seed, lre_min/lre_max, lr, decay steps and lrs)")
 
 
-def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[str, dict]:
+def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM, fork_logger: bool = False) -> dict[str, dict]:
     """Train every point of the pack to its end; returns each run's summary by run id.
 
     program: what W&B records as each member's program (its arguments are the point's own).
+    fork_logger: the makemore pack's logging process is forked from this process (a pack forked from
+    pipeline.pack.launcher's server, wandb imported, no thread yet), not started as a fresh interpreter.
     """
     check_pack(points)
     cfg0 = points[0].cfg
@@ -78,7 +80,7 @@ def train_pack(points: list[Point], *, program: str = TRAINER_PROGRAM) -> dict[s
     members, summaries = resume_members(points, data_sha256=sha256_of(cfg0.data), vocab=tuple(splits.vocab.itos))
     if not members:
         return summaries
-    summaries.update(run_members(members, program, lambda ms: _train(ms, splits, device)))
+    summaries.update(run_members(members, program, lambda ms: _train(ms, splits, device), fork_logger=fork_logger))
     return summaries
 
 

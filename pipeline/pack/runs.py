@@ -13,11 +13,13 @@ from lrscan.pipeline.train.loop import StopRequested, exit_code_of
 from lrscan.pipeline.train.tracking import Launch, RunInfo
 
 
-def run_members(members: list[PackMember], program: str, train) -> dict[str, dict]:
+def run_members(members: list[PackMember], program: str, train, fork_logger: bool = False) -> dict[str, dict]:
     """Open every member's run, `train(members)` (-> summaries by run id), and end the runs as the single
-    trainer does: a failure or a stop ends each member's run still open with its exit code and end file."""
+    trainer does: a failure or a stop ends each member's run still open with its exit code and end file.
+    fork_logger: the logging process is forked from this one (tracking.ForkedProcess), not started fresh."""
     # init logging: one process, one wandb run per member
-    logger = open_pack_logger([m.init_args(Launch(program=program, args=m.point.args)) for m in members])
+    logger = open_pack_logger([m.init_args(Launch(program=program, args=m.point.args)) for m in members],
+                              fork=fork_logger)
     opening = {"done": False}
 
     def open_runs() -> None:

@@ -167,11 +167,13 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     reached: dict[plan.Pair, int] = {}
     seen: dict[plan.Pair, np.ndarray] = {}
     live, spent, previous, extended, notes = list(pairs), 0, 0, [], []
-    if any(d for d in decays) and len({p.lr for p in pairs}) > 1:
-        # the decayed optimum lies near DECAY_SHIFT times the best constant lr, and the top candidate is the range
-        # test's pick or its CI's high end, so the lr past the top edge joins the first rung from the start (as the
-        # bracketing below would add it after that rung's first pass, which cost the demo a round of packs)
-        beyond = max(p.lr for p in pairs) * EXTEND_FACTOR
+    top = max(p.lr for p in pairs)
+    picked = next((float(c["lr"]) for c in candidates.to_dict("records") if "min_loss" in str(c["suggested_by"])), 0.0)
+    if any(d for d in decays) and len({p.lr for p in pairs}) > 1 and picked and top <= plan.DECAY_SHIFT * picked:
+        # the first rung looks for the decayed optimum at DECAY_SHIFT times its best lr, which is most often the range
+        # test's pick: when that reaches past the largest candidate, the lr past the top edge joins the first rung from
+        # the start (the bracketing below would add it after the rung's first pass, a round of packs more)
+        beyond = top * EXTEND_FACTOR
         extended.append(beyond)
         new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
         pairs += new

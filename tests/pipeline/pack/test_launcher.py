@@ -1,5 +1,6 @@
 """The packs' fork server: each forked pack is the command `python -m lrscan.pipeline.pack SPEC` would be (its
-environment, its log, its exit code, its runs), a kill is seen as the signal, and the server ends when closed."""
+environment, its log, its exit code, its runs, logged by a logging process forked from the pack), a kill is seen as
+the signal and the forked logging process still ends the run, and the server ends when closed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import time
 
 from lrscan.pipeline.pack.launcher import PackLauncher
+from lrscan.pipeline.runlog import read_run_file
 from lrscan.pipeline.train import checkpoint
 from tests.conftest import train_argv
 
@@ -38,24 +40,42 @@ def test_a_forked_pack_trains_its_runs_with_its_own_environment_and_log(words_fi
         assert "pack of 2 run(s)" in log and "run a:" in log and "run b:" in log
         for run_id in ("a", "b"):
             assert checkpoint.load(tmp_path / "ckpt" / f"{run_id}.pt")["finished"]
-        # the pack's runs are where its own environment put them, not where the test's is
-        assert sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "own" / "wandb").glob("offline-run-*")) == \
-            ["a", "b"]
+        # the pack's runs are where its own environment put them, not where the test's is, every step logged
+        runs = sorted((tmp_path / "own" / "wandb").glob("offline-run-*"))
+        assert [p.name.rsplit("-", 1)[-1] for p in runs] == ["a", "b"]
+        for run in runs:
+            logged = read_run_file(next(run.glob("*.wandb")), keys=["loss"])
+            assert logged.state == "finished" and list(logged.history["step"]) == list(range(200))
     finally:
         launcher.close()
 
 
 def test_a_killed_pack_is_seen_as_its_signal_and_the_server_ends_when_closed(words_file, tmp_path):
     launcher = PackLauncher()
-    spec = _spec(tmp_path, words_file, "long", ["k"], "--wandb_mode=disabled", steps=10_000_000)
-    pid = launcher.start(spec, tmp_path / "long.log", dict(os.environ))
-    deadline = time.monotonic() + 120
-    while "pack of 1 run(s)" not in (tmp_path / "long.log").read_text():
-        assert time.monotonic() < deadline, "the pack never started"
-        time.sleep(0.05)
-    assert launcher.wait(pid, 0.2) is None  # still training: a bounded wait says so
-    launcher.kill(pid, signal.SIGKILL)
-    assert launcher.wait(pid, 60) == -signal.SIGKILL
+    spec = _spec(tmp_path, words_file, "long", ["k"], steps=10_000_000)
+    pid = launcher.start(spec, tmp_path / "long.log", {**os.environ, "WANDB_MODE": "offline"})
+    try:
+        deadline = time.monotonic() + 120
+        log = tmp_path / "long.log"  # the forked child creates it
+        while not (log.exists() and "pack of 1 run(s)" in log.read_text()):
+            assert time.monotonic() < deadline, "the pack never started"
+            time.sleep(0.05)
+        assert launcher.wait(pid, 0.2) is None  # still training: a bounded wait says so
+        launcher.kill(pid, signal.SIGKILL)
+        assert launcher.wait(pid, 60) == -signal.SIGKILL
+        # the forked logging process sees its trainer gone and ends the run with what it was handed (exit code 1), also
+        # when the trainer died before the run's start was answered
+        deadline = time.monotonic() + 60
+        while True:
+            files = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+            logged = read_run_file(files[0], keys=["loss"]) if files else None
+            if logged is not None and logged.state != "running":
+                break
+            assert time.monotonic() < deadline, "the killed pack's run never ended"
+            time.sleep(0.2)
+        assert logged.exit_code == 1
+    finally:
+        launcher.kill(pid, signal.SIGKILL)  # a failed check leaves no pack training
     server = launcher._proc
     launcher.close()
     assert server.poll() is not None

@@ -292,7 +292,9 @@ def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp,
         """, name="stopped")
     sweep = load_sweep(path)
     folder = in_tmp / "runs" / sweep.key
-    runner = cli(str(path), "--workers", "1", "--pack", "2", "--no-progress", cwd=in_tmp)
+    # a long bound on the runner's wait for its stopped pack: its SIGKILL after the bound must not beat this test's
+    # look at the pending SIGTERM on a busy machine
+    runner = cli(str(path), "--workers", "1", "--pack", "2", "--no-progress", "--term-timeout", "300", cwd=in_tmp)
     ckpts = [folder / "checkpoints" / f"{run_id_for(sweep.key, i)}.pt" for i in range(2)]
     wait_for(lambda: all(p.exists() for p in ckpts), 300)
     pack = _pack_pid(folder)

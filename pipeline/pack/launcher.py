@@ -12,7 +12,7 @@ importing torch before its first step, a third of the search's time on 2 cores. 
 every pack), and hands over no exit code for a child killed by a signal. The server here is a plain
 subprocess (`python -c`), single-threaded, which only imports and forks; each child sets its own
 environment, sends its output to its log and runs the pack's `main` as the command would. The server and
-its children stay in the caller's process group (a kill of the group stops them all); the server ignores
+its children stay in the caller's process group (a kill of the group stops them all); the server blocks
 Ctrl-C and SIGTERM (the packs stop themselves, checkpointing) and ends when its stdin closes.
 """
 
@@ -34,6 +34,7 @@ from lrscan.pipeline.errors import LrscanError
 SERVER = "from lrscan.pipeline.pack.launcher import serve; serve()"
 START_TIMEOUT_S = 120.0  # the server's import of torch, then its answer to one request
 POLL_S = 0.05
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class PackLauncher:
@@ -122,8 +123,9 @@ def serve() -> None:
     import lrscan.pipeline.pack.__main__  # noqa: F401
     import lrscan.pipeline.pack.logger  # noqa: F401
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C and SIGTERM stay pending here, never delivered: the packs stop themselves (a fork starts with no signal
+    # pending and unblocks them), and the server lives on to report their exit codes
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     out, running, pending, open_input = sys.stdout.buffer, set(), b"", True
     while open_input or running:
         ready = select.select([0], [], [], POLL_S)[0] if open_input else (time.sleep(POLL_S) or [])
@@ -151,8 +153,7 @@ def _child(request: dict) -> None:
     # what `python -m lrscan.pipeline.pack SPEC > LOG 2>&1` with ENV would do, in the forked child
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the command's own handling of Ctrl-C and SIGTERM
         os.environ.clear()
         os.environ.update(request["env"])
         fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -3,7 +3,7 @@
     search = Search(folder, base_args, pairs, horizon=12000, seeds=(1, 2, 3), workers=2, pack=16)
     search.train_to(nodes, 3000)          # every node x seed to step 3000 (new runs start, paused ones go on)
     search.part(children, at=3000)        # each child run starts from its parent's checkpoint at 3000
-    search.losses(nodes)                  # node -> held-out loss per seed, where each paused
+    search.losses(nodes, 3000)            # node -> held-out loss per seed at that rung (kept for a resume)
 
 Each run is an ordinary trainer run (`python -m lrscan.pipeline.pack POINTS.json`, the sweep runner's
 pack process: the makemore MLP stacked, a task packed with torch.func; forked from a server that
@@ -162,18 +162,30 @@ class Search:
             code = self.launcher.wait(pid, STOP_SECONDS_LIMIT)
         if code != 0:
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            raise LrscanError(f"search: a pack of runs failed (exit {code}): {tail[0] if tail else ''} (log: {log}); "
+            what = "stopped (Ctrl-C or SIGTERM), its checkpoints saved" if code == 130 else f"failed (exit {code})"
+            raise LrscanError(f"search: a pack of runs {what}: {tail[0] if tail else ''} (log: {log}); "
                               f"run the same command again to continue")
 
-    def losses(self, nodes: Sequence[Node]) -> dict[Node, np.ndarray]:
-        """Each node's judged loss per seed (in `seeds` order) where its runs ended last: the held-out loss."""
+    def losses(self, nodes: Sequence[Node], length: int) -> dict[Node, np.ndarray]:
+        """Each node's judged loss per seed (in `seeds` order) at the rung of `length` steps: the held-out loss its
+        runs paused (or finished) with there. Kept in rungs/rung<length>.json as first read: a run's checkpoint
+        moves on with the next rung, and a resumed study must judge each rung again by what that rung saw."""
+        path = self.folder / "rungs" / f"rung{length}.json"
+        saved = json.loads(path.read_text()) if path.exists() else {}
         out = {}
         for node in nodes:
-            values = []
-            for seed in self.seeds:
-                state = self.state(node, seed) or {}
-                values.append(held_out_loss(state.get("summary") or {}))
-            out[node] = np.array(values)
+            name = node_name(node)
+            if name not in saved:
+                values = []
+                for seed in self.seeds:
+                    state = self.state(node, seed) or {}
+                    if state and state.get("step") != length and not state.get("finished"):
+                        raise LrscanError(f"search: run {self.run_id(node, seed)} ({name}, seed {seed}) is at step "
+                                          f"{state.get('step')}, not at the rung of step {length} it is judged at")
+                    values.append(held_out_loss(state.get("summary") or {}))
+                saved[name] = values
+            out[node] = np.array(saved[name], dtype=float)
+        atomic_write_text(path, json.dumps(saved, indent=1))
         return out
 
 

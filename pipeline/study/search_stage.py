@@ -187,7 +187,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             # the plan's cost, the same on a resumed study: each run trained from the rung before (or from 0)
             spent += len(seeds) * (length - previous) * len(set(nodes) - counted)
             counted |= set(nodes)
-            losses = search.losses(nodes)
+            losses = search.losses(nodes, length)
             if previous:
                 break
             # the candidates must bracket the winner: at the first (constant-lr) rung the decayed optimum is looked for
@@ -235,7 +235,8 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         spent += len(seeds) * horizon
         pairs.append(new)
         live.append(new)
-        reached[new], seen[new] = horizon, search.losses([plan.node_of(new, horizon)])[plan.node_of(new, horizon)]
+        node = plan.node_of(new, horizon)
+        reached[new], seen[new] = horizon, search.losses([node], horizon)[node]
         chosen, final = plan.final_choice({p: seen[p] for p in live})
     search.close()  # the packs' fork server (on an error it ends with this process: its stdin closes)
     status.update(final)

@@ -36,7 +36,7 @@ def test_a_run_paused_continued_and_parted_equals_the_run_trained_whole(words_fi
     assert stepwise.steps_trained == 2 * (20 + 20 + 20 + 20)  # no step trained twice
     whole = search("whole")
     whole.train_to([parted], 60)                    # the same schedule, never stopped
-    a, b = stepwise.losses([parted])[parted], whole.losses([parted])[parted]
+    a, b = stepwise.losses([parted], 60)[parted], whole.losses([parted], 60)[parted]
     assert np.all(np.isfinite(a)) and a == pytest.approx(b, rel=1e-6)
     assert stepwise.state(parted, 1)["finished"] and not stepwise.state(trunk, 1)["finished"]
     # a rerun of a rung finds its checkpoints: nothing is trained again

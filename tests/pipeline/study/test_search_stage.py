@@ -37,9 +37,11 @@ def test_a_study_killed_in_the_search_resumes_and_says_what_it_chose_and_why(tmp
         if "] search:" in line:
             break
     assert "[3/3] search:" in "".join(seen), "".join(seen)[-3000:]
+    # killed once a rung has been judged and the next one trains: the runs judged there have moved on since, and the
+    # resumed study must judge that rung again by what it saw then
     deadline = time.monotonic() + 180
-    while not list((out / "sweeps").glob("search-*/checkpoints/*.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while len(list((out / "sweeps").glob("search-*/rungs/rung*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # the study and its packs, mid-rung
     first.wait(timeout=60)
     first.stdout.close()
@@ -60,6 +62,13 @@ def test_a_study_killed_in_the_search_resumes_and_says_what_it_chose_and_why(tmp
     # the user's lrs and every suggester's are candidates, each pair of the decay grid's options
     n_lrs = len({c["lr"] for c in search["candidates"]})
     assert len(search["candidates"]) == 2 * n_lrs and n_lrs >= len(state["prove_candidates"])
+    # the same as the study never killed: every pair's status and losses, the choice
+    whole = subprocess.run([sys.executable, "-c", STUDY_CODE, str(tmp_path / "whole")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=1100)
+    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
+    uninterrupted = json.loads((tmp_path / "whole" / "report" / "summary.json").read_text())["search"]
+    assert [(c["name"], c["status"], c["reached_step"], c["losses"]) for c in search["candidates"]] == \
+        [(c["name"], c["status"], c["reached_step"], c["losses"]) for c in uninterrupted["candidates"]]
     report = (out / "report" / "report.md").read_text()
     assert report.startswith("The search proved lr") and "## Search: peak lr x decay" in report
     assert "Step-decay grid" not in report and "Best config" not in report

@@ -25,11 +25,11 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
 from lrscan.pipeline.errors import LrscanError
+from lrscan.pipeline.train.tracking import end_forked_child
 
 SERVER = "from lrscan.pipeline.pack.launcher import serve; serve()"
 START_TIMEOUT_S = 120.0  # the server's import of torch, then its answer to one request
@@ -151,8 +151,7 @@ def serve() -> None:
 
 def _child(request: dict) -> None:
     # what `python -m lrscan.pipeline.pack SPEC > LOG 2>&1` with ENV would do, in the forked child
-    code = 1
-    try:
+    def run() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the command's own handling of Ctrl-C and SIGTERM
         os.environ.clear()
         os.environ.update(request["env"])
@@ -167,16 +166,5 @@ def _child(request: dict) -> None:
         from lrscan.pipeline.pack.__main__ import main
 
         main([request["spec"]], fork_logger=True)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+
+    end_forked_child(run)

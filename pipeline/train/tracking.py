@@ -41,11 +41,11 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -319,6 +319,27 @@ class LoggerProcess:
                   f"after it was told to exit or killed; leaving it", file=sys.stderr)
 
 
+def end_forked_child(body: Callable[[], None]) -> NoReturn:
+    """In a forked child: run `body`, then end the process (never returning into the parent's code) with the exit
+    code a Python process would have: 0, a SystemExit's code, 130 after Ctrl-C, 1 (traceback printed) otherwise."""
+    code = 1
+    try:
+        body()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
 class ForkedProcess:
     """A logger process forked from this one instead of started fresh (`fork=True`): Popen's pid, poll, wait, kill.
 
@@ -331,8 +352,7 @@ class ForkedProcess:
         self.returncode: int | None = None
         self.pid = os.fork()
         if self.pid == 0:
-            code = 1
-            try:
+            def child() -> None:
                 os.setsid()
                 for other in close_fds:
                     os.close(other)
@@ -343,17 +363,8 @@ class ForkedProcess:
                 os.environ.update(env)
                 sys.argv = ["-c", str(fd)]
                 exec(compile(main, "<lrscan logger>", "exec"), {"__name__": "__main__"})
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
+
+            end_forked_child(child)
 
     def poll(self) -> int | None:
         if self.returncode is None:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lrscan.pipeline.errors import LrscanError
-from lrscan.pipeline.train.tracking import end_forked_child
+from lrscan.pipeline.train.tracking import as_if_started, end_forked_child
 
 SERVER = "from lrscan.pipeline.pack.launcher import serve; serve()"
 START_TIMEOUT_S = 120.0  # the server's import of torch, then its answer to one request
@@ -153,16 +153,11 @@ def _child(request: dict) -> None:
     # what `python -m lrscan.pipeline.pack SPEC > LOG 2>&1` with ENV would do, in the forked child
     def run() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the command's own handling of Ctrl-C and SIGTERM
-        os.environ.clear()
-        os.environ.update(request["env"])
+        as_if_started(request["env"], [sys.executable, "-m", "lrscan.pipeline.pack", request["spec"]])
         fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-        os.close(null)
-        sys.argv = [sys.executable, "-m", "lrscan.pipeline.pack", request["spec"]]
         from lrscan.pipeline.pack.__main__ import main
 
         main([request["spec"]], fork_logger=True)

@@ -134,8 +134,9 @@ class Search:
                 while len(running) >= self.workers:
                     self._wait(*running.pop(0))
                 spec = self.folder / "packs" / f"rung{length}-{i}.json"
+                log = spec.with_suffix(".log")
                 atomic_write_text(spec, json.dumps({"points": members}, indent=1))
-                running.append((self.launcher.start(spec, spec.with_suffix(".log"), env), spec.with_suffix(".log")))
+                running.append((self.launcher.start(spec, log, env), log))
             while running:
                 self._wait(*running.pop(0))
         except BaseException as error:
@@ -172,10 +173,11 @@ class Search:
         moves on with the next rung, and a resumed study must judge each rung again by what that rung saw."""
         path = self.folder / "rungs" / f"rung{length}.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
+        new = [node for node in nodes if node_name(node) not in saved]
         out = {}
         for node in nodes:
             name = node_name(node)
-            if name not in saved:
+            if node in new:
                 values = []
                 for seed in self.seeds:
                     state = self.state(node, seed) or {}
@@ -185,7 +187,8 @@ class Search:
                     values.append(held_out_loss(state.get("summary") or {}))
                 saved[name] = values
             out[node] = np.array(saved[name], dtype=float)
-        atomic_write_text(path, json.dumps(saved, indent=1))
+        if new:
+            atomic_write_text(path, json.dumps(saved, indent=1))
         return out
 
 

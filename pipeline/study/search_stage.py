@@ -168,7 +168,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     seen: dict[plan.Pair, np.ndarray] = {}
     live, spent, previous, extended, notes = list(pairs), 0, 0, [], []
     top = max(p.lr for p in pairs)
-    picked = next((float(c["lr"]) for c in candidates.to_dict("records") if "min_loss" in str(c["suggested_by"])), 0.0)
+    picked = 10.0 ** float(pick_summary["best_lre"]) if pick_summary.get("best_lre") is not None else 0.0
     if any(d for d in decays) and len({p.lr for p in pairs}) > 1 and picked and top <= plan.DECAY_SHIFT * picked:
         # the first rung looks for the decayed optimum at DECAY_SHIFT times its best lr, which is most often the range
         # test's pick: when that reaches past the largest candidate, the lr past the top edge joins the first rung from

@@ -319,6 +319,16 @@ class LoggerProcess:
                   f"after it was told to exit or killed; leaving it", file=sys.stderr)
 
 
+def as_if_started(env: Mapping[str, str], argv: list[str]) -> None:
+    """In a forked child: what a process started with `env` and `argv` would see (stdin from /dev/null)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = list(argv)
+
+
 def end_forked_child(body: Callable[[], None]) -> NoReturn:
     """In a forked child: run `body`, then end the process (never returning into the parent's code) with the exit
     code a Python process would have: 0, a SystemExit's code, 130 after Ctrl-C, 1 (traceback printed) otherwise."""
@@ -356,12 +366,7 @@ class ForkedProcess:
                 os.setsid()
                 for other in close_fds:
                     os.close(other)
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.close(null)
-                os.environ.clear()
-                os.environ.update(env)
-                sys.argv = ["-c", str(fd)]
+                as_if_started(env, ["-c", str(fd)])
                 exec(compile(main, "<lrscan logger>", "exec"), {"__name__": "__main__"})
 
             end_forked_child(child)

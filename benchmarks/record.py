@@ -1,17 +1,17 @@
-"""A benchmark's result as a table in docs/benchmarks/<name>.md, with the machine, versions, load and date that made it.
+"""A benchmark's result as a table in docs/benchmarks/<name>.md, with the machine and versions that made it.
 
     from record import record
     record("train", "Training with every step logged", rows, target="lrscan logged >= 2.0x the seed's bare loop")
 
 Every bench script ends with one call, so the tables the documentation shows (docs/benchmarks.md includes every
 file of docs/benchmarks/ when the site builds) are what `make bench` printed last, never typed by hand. A table
-says which command made it, on which machine (platform, cores, the load average before and after), with which
-lrscan, torch, wandb and Python, and when. Written to a temp file and renamed, so a failed run leaves the last one.
+says which command made it, on which machine (platform, cores), with which lrscan, torch, wandb and Python; no date
+and no load (the docs carry no history): the load average before and after is printed beside the table's path, for
+whoever reports the figure to say it. Written to a temp file and renamed, so a failed run leaves the last one.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 import shlex
@@ -61,10 +61,8 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def render(title: str, rows: Sequence[Mapping[str, object]], *, target: str | None, note: str | None,
-           command: str, now: datetime.datetime, load_before: tuple[float, ...], load_after: tuple[float, ...],
-           machine_line: str, version_map: Mapping[str, str]) -> str:
+           command: str, machine_line: str, version_map: Mapping[str, str]) -> str:
     """The table's Markdown: title, target, rows, then where and with what it was measured (pure: tests call it)."""
-    load = lambda values: " / ".join(f"{v:.1f}" for v in values)  # noqa: E731
     parts = [f"### {title}", ""]
     if target:
         parts += [f"Target: {target}.", ""]
@@ -72,8 +70,7 @@ def render(title: str, rows: Sequence[Mapping[str, object]], *, target: str | No
     if note:
         parts += [note, ""]
     parts += [
-        f"Measured by `{command}` on {now:%Y-%m-%d %H:%M} UTC; machine: {machine_line}; "
-        f"load average (1/5/15 min) {load(load_before)} before, {load(load_after)} after; "
+        f"Measured by `{command}`; machine: {machine_line}; "
         + ", ".join(f"{k} {v}" for k, v in version_map.items()) + ".",
         "",
     ]
@@ -84,13 +81,14 @@ def record(name: str, title: str, rows: Sequence[Mapping[str, object]], *, targe
            note: str | None = None, tables: Path = TABLES) -> Path:
     """Write docs/benchmarks/<name>.md (replacing the last one) and return its path; also print where it went."""
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
-    text = render(title, rows, target=target, note=note, command=command,
-                  now=datetime.datetime.now(datetime.UTC), load_before=_LOAD_AT_START, load_after=os.getloadavg(),
-                  machine_line=machine(), version_map=versions())
+    text = render(title, rows, target=target, note=note, command=command, machine_line=machine(),
+                  version_map=versions())
     tables.mkdir(parents=True, exist_ok=True)
     path = tables / f"{name}.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-    print(f"table written: {path}")
+    load = lambda values: " / ".join(f"{v:.1f}" for v in values)  # noqa: E731
+    print(f"table written: {path} (load average 1/5/15 min: {load(_LOAD_AT_START)} before, {load(os.getloadavg())} "
+          f"after)")
     return path

@@ -159,6 +159,9 @@ class TrainConfig:
     smooth_beta: float = hyper(0.98, "range test: beta of the bias-corrected EMA of the loss (logged as smooth_loss)")
     # evaluation and output
     eval_every_steps: int = operational(0, "log the full dev loss every this many steps (0: only at the end)")
+    final_eval: bool = operational(True, "evaluate the held-out splits when the run ends (train/dev/test for the "
+                                         "makemore MLP, the task's evaluate); range_test() turns it off: its "
+                                         "last model trained at the range's top lr and nothing judges it")
     samples: int = operational(5, "names sampled from the model and printed at the end")
     progress_every_steps: int = operational(100, "refresh the progress bar every this many steps")
     log_chunk_steps: int = operational(256, "steps handed to the logging process at a time (all are logged)")

@@ -246,7 +246,7 @@ class StackedRun:
         return {"flat": self.model(k).flat.detach().cpu().clone()}
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        print(f"run {run_id}: {losses_text(summary)}  ({tail})", flush=True)
+        print(f"run {run_id}: {losses_text(summary) + '  ' if losses_text(summary) else ''}({tail})", flush=True)
         cfg = self.cfgs[k]
         if cfg.samples:
             g = torch.Generator().manual_seed(cfg.seed + 10)

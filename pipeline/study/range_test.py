@@ -306,7 +306,9 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
     own_ckpt = "ckpt_dir" not in fields
     # the range's ends are known once the first task shows its optimizer; checked with the lecture's until then
     ends = Range(*SGD_RANGE, "") if lre_min is None or lre_max is None else Range(lre_min, lre_max, "given")
-    base = TrainConfig(**{"num_threads": torch.get_num_threads(), "ckpt_every_steps": 0, "samples": 0, **fields},
+    # no held-out pass at the end (final_eval): the last model trained at the range's top lr, nothing judges it
+    base = TrainConfig(**{"num_threads": torch.get_num_threads(), "ckpt_every_steps": 0, "samples": 0,
+                          "final_eval": False, **fields},
                        schedule="range", lre_min=ends.lre_min if lre_min is None else lre_min,
                        lre_max=ends.lre_max if lre_max is None else lre_max, steps=steps, task=label,
                        task_args=task_args)

@@ -302,7 +302,8 @@ class TaskRun:
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k not in OWN_KEYS)
-        print(f"run {run_id}: {shown or 'no evaluate() in the task'}  ({tail})")
+        shown = shown or ("" if self.task.evaluate is not None else "no evaluate() in the task")
+        print(f"run {run_id}: {shown + '  ' if shown else ''}({tail})")
         if self.scaler_gave_up:
             print(f"note: the GradScaler skipped step(s) {self.scaler_gave_up[:5]} {MAX_SCALER_RETRIES} times in a row "
                   f"(gradients not finite at any scale); each was counted without an update")

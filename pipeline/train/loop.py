@@ -202,8 +202,9 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
                 # side by side where the stepper can; a run paused at a step (a search's rung) ends with what its eval
                 # step logs, its held-out loss (the makemore MLP's pass over the training split is most of a rung's
                 # end), the full losses at its last step
-                ending = [k for k in leaving if not members[k].paused]
-                losses = stepper.final_losses(ending) if ending else {}
+                ending = [k for k in leaving if not members[k].paused and members[k].cfg.final_eval]
+                losses = {k: {} for k in leaving}
+                losses.update(stepper.final_losses(ending) if ending else {})
                 losses.update({k: stepper.evaluate(k) for k in leaving if members[k].paused})
                 for k in leaving:
                     m = members[k]

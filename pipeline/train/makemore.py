@@ -97,7 +97,7 @@ class MakemoreRun:
         self.model.flat.copy_(state["flat"].to(self.device))
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        print(f"run {run_id}: {losses_text(summary)}  ({tail})")
+        print(f"run {run_id}: {losses_text(summary) + '  ' if losses_text(summary) else ''}({tail})")
         if self.cfg.samples:
             g = torch.Generator().manual_seed(self.cfg.seed + 10)
             try:

@@ -226,4 +226,6 @@ class Member:
     def tail(self, summary: dict) -> str:
         """The end of its report line: its speed, and why it stopped."""
         why = f", stopped at step {self.stop_step} ({self.stop_reason})" if self.stop_step is not None else ""
+        if not self.cfg.final_eval and not self.paused:
+            why += ", no held-out pass at the end (final_eval off)"
         return f"{summary[keys.STEPS_PER_SECOND]:.0f} steps/s{why}"

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+# One intra-op thread per test process, set before anything imports torch (its OpenMP pool reads this once), and
+# inherited by the xdist workers and every process a test starts: the suite runs 4 workers on 2 cores, and torch's
+# default (a thread per core) in each has OpenMP threads spin for cores another worker holds. A test about threads
+# sets its own; a user's OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_NAMES = REPO.parent / "shared" / "data" / "names.txt"

@@ -2,7 +2,7 @@
 
 Why this is hand-written: wandb 0.30 removed its Python reader (`wandb.sdk.internal.datastore`);
 the only reader left is `wandb leet inspect --json`, a Go binary that prints every record as JSON
-(12x slower than this package, file to frame, measured by benchmarks/bench_read.py). No maintained
+(~16x slower than this package, file to frame, measured by benchmarks/bench_read.py). No maintained
 package reads these files into pandas. One responsibility a module:
 
     framing.py    the file's header, 32 KiB blocks and crc-checked chunks, split into records by kind

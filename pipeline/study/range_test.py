@@ -262,8 +262,9 @@ def range_test(task: Task | Callable[..., Task] | str, *, lre_min: float | None 
         the first lr to the last; the pick still reads lre), eval_every_steps, wandb_mode (offline unless
         $WANDB_MODE says otherwise), wandb_project, wandb_group (default a new "range-test-<id>",
         `python -m analysis wandb --group ...` reads it),
-        stop_on_climb, climb_factor, smooth_beta, device, num_threads, task_args, ... Checkpoints go
-        to a temporary folder unless ckpt_dir is given.
+        stop_on_climb, climb_factor, smooth_beta, device, num_threads, task_args, final_eval (off by
+        default here: no held-out pass when a run ends, its last model trained at the range's top lr),
+        ... Checkpoints go to a temporary folder unless ckpt_dir is given.
 
     Returns
     -------

@@ -30,6 +30,7 @@ from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.train.data import Splits, batch_indices
 from lrscan.pipeline.train.makemore import losses_text
 from lrscan.pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes
+from lrscan.pipeline.train.stepper import report_line
 
 
 @dataclass
@@ -246,7 +247,7 @@ class StackedRun:
         return {"flat": self.model(k).flat.detach().cpu().clone()}
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        print(f"run {run_id}: {losses_text(summary) + '  ' if losses_text(summary) else ''}({tail})", flush=True)
+        print(report_line(run_id, losses_text(summary), tail), flush=True)
         cfg = self.cfgs[k]
         if cfg.samples:
             g = torch.Generator().manual_seed(cfg.seed + 10)

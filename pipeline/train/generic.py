@@ -35,6 +35,7 @@ import torch
 from lrscan.pipeline import keys
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train import rngstate
+from lrscan.pipeline.train.stepper import report_line
 from lrscan.pipeline.train.task import Task, lr_scales, set_lr
 
 # an lr past this, far beyond any divergence, is applied as this: torch's optimizers turn lr-derived scalars into
@@ -302,8 +303,8 @@ class TaskRun:
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k not in OWN_KEYS)
-        shown = shown or ("" if self.task.evaluate is not None else "no evaluate() in the task")
-        print(f"run {run_id}: {shown + '  ' if shown else ''}({tail})")
+        print(report_line(run_id, shown or ("" if self.task.evaluate is not None else "no evaluate() in the task"),
+                          tail))
         if self.scaler_gave_up:
             print(f"note: the GradScaler skipped step(s) {self.scaler_gave_up[:5]} {MAX_SCALER_RETRIES} times in a row "
                   f"(gradients not finite at any scale); each was counted without an update")

@@ -19,6 +19,7 @@ from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.train.data import Splits, batch_indices
 from lrscan.pipeline.train.model import MLP, NonFiniteModel, SGDStep, param_shapes
+from lrscan.pipeline.train.stepper import report_line
 
 
 def losses_text(summary: dict) -> str:
@@ -97,7 +98,7 @@ class MakemoreRun:
         self.model.flat.copy_(state["flat"].to(self.device))
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        print(f"run {run_id}: {losses_text(summary) + '  ' if losses_text(summary) else ''}({tail})")
+        print(report_line(run_id, losses_text(summary), tail))
         if self.cfg.samples:
             g = torch.Generator().manual_seed(self.cfg.seed + 10)
             try:

@@ -44,3 +44,8 @@ class Stepper(Protocol):
 
     def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
         """Print member k's end: its losses, `tail` (speed, stop), its samples where it has any."""
+
+
+def report_line(run_id: str, losses: str, tail: str) -> str:
+    """A member's end as `report` prints it: its losses (none when it made no held-out pass), then `tail`."""
+    return f"run {run_id}: {losses + '  ' if losses else ''}({tail})"

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -186,6 +187,17 @@ def test_one_seed_has_no_ci_and_says_so(words_file):
     result = range_test(tiny_make, seed=3, task_args={"data": str(words_file)}, wandb_mode="disabled", **SMALL)
     assert result.seeds == [3] and result.ci is None and result.ci_lr is None
     assert any("only one seed" in note for note in result.notes) and "95% CI none" in str(result)
+
+
+def test_a_range_tests_runs_end_without_a_held_out_pass_unless_asked(words_file, capsys):
+    # its last model trained at the range's top lr: nothing judges it, torch-lr-finder makes no such pass either
+    args = {"seed": 3, "task_args": {"data": str(words_file)}, "wandb_mode": "disabled", **SMALL}
+    result = range_test(tiny_make, **args)
+    assert "dev_loss" not in result.runs.columns
+    assert "no held-out pass at the end (final_eval off)" in capsys.readouterr().out
+    asked = range_test(tiny_make, final_eval=True, **args)
+    assert np.isfinite(asked.runs["dev_loss"]).all() and "final_eval off" not in capsys.readouterr().out
+    pd.testing.assert_frame_equal(result.steps.drop(columns="run_id"), asked.steps.drop(columns="run_id"))  # same steps
 
 
 def test_plot_and_repick_use_the_analysis(words_file):

@@ -25,11 +25,10 @@ Start-up: a fresh interpreter, `import wandb`, its service and `wandb.init` take
 thousands of training steps. Where the trainer needs nothing from `wandb.init` (not under a sweep agent,
 whose config comes from it, nor when resuming, which needs the run's logged history), it does not wait:
 `start(wait=False)` returns at once and the first steps train while the logger comes up. Their rows are
-buffered meanwhile, bounded: `queue_chunks` unacknowledged chunks in the socket, then up to
-`BACKLOG_BYTES` in the trainer's memory, after which the trainer waits for the logger (within the
-start's bound). A run whose online `wandb.init` fails keeps its rows in an offline run on disk (the
-logger opens one with the same id instead) and fails with one line naming the folder `wandb sync`
-uploads, at the first chunk after the answer came; nothing trained is lost.
+buffered meanwhile, bounded: in the socket and at most `queue_chunks` unacknowledged chunks, after which
+the trainer waits for the logger (within the start's bound). A run whose online `wandb.init` fails keeps
+its rows in an offline run on disk (the logger opens one with the same id instead) and fails with one
+line naming the folder `wandb sync` uploads, at the first chunk after the answer came; nothing trained is lost.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -54,9 +52,6 @@ import numpy as np
 from lrscan.pipeline.errors import LrscanError
 
 QUEUE_CHUNKS = 16          # chunks in flight before the trainer waits for the logger
-# rows a trainer holds while its logger is still in wandb.init, past the chunks in flight (~1M steps of the
-# four per-step keys); beyond it the trainer waits for the logger
-BACKLOG_BYTES = 64 * 2**20
 PARENT_POLL_SECONDS = 1.0  # how often a waiting trainer checks that the logger is still alive
 START_TIMEOUT_SECONDS = 300.0  # wandb.init, including the wait for a previous process of the same run
 # a healthy logger takes a chunk in milliseconds (wandb-core queues it); minutes of silence mean it hangs
@@ -170,8 +165,6 @@ class LoggerProcess:
         self._ack_timeout_s = ack_timeout_s
         self._finish_timeout_s = finish_timeout_s
         self._in_flight = 0
-        self._backlog: deque[tuple] = deque()  # messages held while the logger starts (`_put`)
-        self._backlog_bytes = 0
         self._finished = False
         self._failed = False  # a failure of the logger was raised to the trainer already
         self._start_deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -186,7 +179,6 @@ class LoggerProcess:
     def flush(self) -> None:
         """Wait until the logger has handed every queued row to wandb-core (before a checkpoint:
         a run resumed from it must find its history at least up to the checkpoint's step)."""
-        self._send_backlog()
         while self._in_flight:
             self._wait_for_ack()
 
@@ -286,22 +278,6 @@ class LoggerProcess:
             raise LrscanError(f"the wandb logging process failed earlier (see the error above); nothing more reaches "
                               f"{self.RUNS}")
         self._check_pending_start()
-        if self._pending_start and (self._backlog or self._in_flight >= self._queue_chunks) \
-                and self._backlog_bytes < BACKLOG_BYTES:
-            # the logger is still in wandb.init, the socket's share is sent: the rows wait here, in order, while
-            # training goes on (a fresh interpreter and wandb.init take as long as thousands of steps)
-            self._backlog.append(item)
-            self._backlog_bytes += _nbytes(item)
-            return
-        self._send_backlog()
-        self._send(item)
-
-    def _send_backlog(self) -> None:
-        while self._backlog:
-            self._send(self._backlog.popleft())
-        self._backlog_bytes = 0
-
-    def _send(self, item: tuple) -> None:
         # bounded: wait for an acknowledgement when too much is in flight
         while self._in_flight >= self._queue_chunks:
             self._wait_for_ack()
@@ -341,12 +317,6 @@ class LoggerProcess:
         except subprocess.TimeoutExpired:
             print(f"lrscan: the wandb logging process (pid {self._proc.pid}) is still there {KILL_WAIT_SECONDS:.0f} s "
                   f"after it was told to exit or killed; leaving it", file=sys.stderr)
-
-
-def _nbytes(item: tuple) -> int:
-    """The array bytes of a message (a chunk's steps and columns); 0 for the small ones."""
-    parts = [*item, *(v for part in item if isinstance(part, dict) for v in part.values())]
-    return sum(part.nbytes for part in parts if isinstance(part, np.ndarray))
 
 
 def as_if_started(env: Mapping[str, str], argv: list[str]) -> None:

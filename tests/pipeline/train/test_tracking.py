@@ -150,10 +150,8 @@ def test_a_run_not_waiting_for_wandb_init_buffers_its_rows_and_loses_none(tmp_pa
     info = logger.start(wait=False)
     assert time.monotonic() - t0 < 0.5  # no wait on the logger process
     assert info.run_id == "early1" and info.config == {"steps": 300} and info.logged_through_step == -1
-    for start in range(0, 300, 10):  # 30 chunks, the socket's share is 2: the rest wait in the trainer
+    for start in range(0, 300, 10):  # 30 chunks, the queue holds 2: the trainer waits for wandb.init, bounded
         logger.log_steps(*_chunk(start))
-    assert time.monotonic() - t0 < 0.5  # handed over without waiting for wandb.init (seconds in a fresh process)
-    assert logger._pending_start and len(logger._backlog) == 28
     logger.finish(0)
     rf = read_run_file(next((tmp_path / "wandb").glob("offline-run-*-early1/run-early1.wandb")))
     assert rf.history["step"].tolist() == list(range(300)) and rf.exit_code == 0
@@ -182,19 +180,15 @@ def test_an_online_init_that_fails_after_training_began_keeps_every_row_offline_
 
 
 @pytest.mark.slow
-def test_an_init_failure_without_a_fallback_is_one_line_at_the_first_chunk_after_its_answer(tmp_path):
+def test_an_init_failure_without_a_fallback_is_one_line_at_the_first_wait(tmp_path):
     # wandb.init refuses the run itself (a tag over 64 characters), offline too: nothing to fall back on, the
-    # run fails at the first chunk the trainer hands over once the answer is there
+    # run fails at the trainer's first wait on the logger
     init = dataclasses.replace(_overlapped_init(tmp_path, "early3", "online"), tags=("x" * 100,))
     logger = RunLogger(init, queue_chunks=1)
     logger.start(wait=False)
-    deadline = time.monotonic() + 120
     with pytest.raises(LrscanError, match=r"^wandb\.init failed: .*64 characters") as caught:
-        start = 0
-        while time.monotonic() < deadline:
+        for start in range(0, 100, 10):
             logger.log_steps(*_chunk(start))
-            start += 10
-            time.sleep(0.001)
     assert "\n" not in str(caught.value)
     logger.finish(1)  # raised already: not again
 

@@ -18,6 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_NAMES = REPO.parent / "shared" / "data" / "names.txt"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the slow tests first (stable otherwise): xdist hands tests out in this order as workers free up, so the long ones
+    # start while many short ones are left to fill the gaps, rather than one starting last and running on alone
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def make_words(n: int = 300, seed: int = 0) -> list[str]:
     """Pronounceable fake names over a-z, so every split sees every letter."""
     rng = random.Random(seed)

@@ -15,13 +15,19 @@ A rung compares like with like: nodes whose lr has decayed at the same steps (a 
 always ahead of one that has not yet, whatever the final order). Within such a group a node told apart as
 worse than the group's best (paired one-sided t test, Holm over the group, `ALPHA`) is dropped with its
 pairs. Then the budget: while the cheapest fair way on (`fair_cost`: every later rung keeps one node of
-each budget set) costs more than the budget left, one node of the largest budget set is dropped. A budget
+each budget set) costs more than the budget left, one node of the largest budget set is dropped, the worst by
+mean first. A budget
 set is a group of nodes whose pairs still have a decay ahead (same decay steps so far), or all the nodes
 whose pairs have applied their whole schedule ("decayed": compared with each other whatever their decay
 steps; each has cashed in its decay). A node that has yet to decay is never weighed against one that has:
 when every set is down to one node the budget drops nothing more, and the plan checked at every rung
 before makes that the exception (said in the result). At the horizon every pair is complete and all live
 ones are compared; when the best is not told apart from the others, `TIE_RULE` decides.
+
+Runs still at a constant lr are judged by **probes** (`probes_of`): at the rung each parts into a short run with its
+lr decayed (`PROBE_SHARE`), and the probe's held-out loss is what the rung weighs. A constant-lr loss ranks lrs for
+a constant run; every pair decays later, and a decay moves the best lr (up, to about twice, for the makemore MLP on
+SGD; not at all for WaveNet on AdamW: docs/prove.md), so the rung measures that move on the model at hand.
 """
 
 from __future__ import annotations
@@ -40,11 +46,14 @@ TIE_RULE = "largest_tied_lr"
 TIE_RULE_TEXT = ("pairs not told apart from the best at the horizon (paired one-sided t at 0.025, Holm) are "
                  "tied; among them the largest peak lr wins, then the lowest mean")
 # how far a step decay moves the best peak lr above the best constant lr of a short run: about twice for the makemore
-# MLP on SGD (docs/prove.md: 0.35 against 0.155 at demo size, 0.235 against 0.1175 at bench_regret.py's small size);
-# WaveNet on AdamW does not move (its best decayed lr is its best constant one). A prior, not a measurement of the
-# model at hand: a constant-lr rung's best lr times this is where the decayed optimum is looked for, the budget keeps
-# the constant runs nearest it, and the candidates are extended past the top edge until they bracket it
+# MLP on SGD (docs/prove.md: 0.35 against 0.155 at demo size), not at all for WaveNet on AdamW. A prior, used only
+# before anything is measured: the first rung's candidates reach past the range test's pick by this much. From the
+# first rung on, probes measure the move on the model at hand
 DECAY_SHIFT = 2.0
+# a probe: the constant run at a rung continued with its lr decayed (the grid's mildest first factor) for 1/PROBE_SHARE
+# of the rung's length. Measured (docs/prove.md): 1/8 ranks as the horizon does on both the demo's MLP (0.3098 best
+# of 0.045-0.62 after 1500 + 188 steps) and WaveNet (0.005129 best after 125 + 16), for an eighth more run-steps
+PROBE_SHARE = 8
 ALIVE, TOLD_WORSE, BUDGET, WON, TIED = "alive", "told apart as worse", "dropped for the budget", "won", "tied"
 
 Decay = tuple[tuple[int, float], ...]  # (step, factor of the peak lr), steps increasing
@@ -108,17 +117,39 @@ def budget_set(node: Node, pairs: Sequence[Pair], length: int) -> tuple[int, ...
     return group_of(node) if ahead else None
 
 
+def probe_steps(length: int) -> int:
+    """How long a probe from a rung of `length` steps trains with its lr decayed."""
+    return max(1, length // PROBE_SHARE)
+
+
+def probe_factor(decays: Sequence[Decay]) -> float:
+    """The factor a probe decays its lr by: the mildest first decay of the grid's options."""
+    return max(d[0][1] for d in decays if d)
+
+
+def probes_of(nodes: Iterable[Node], pairs: Sequence[Pair], length: int, factor: float) -> dict[Node, Node]:
+    """Probe -> the run it parts from, for each run still at a constant lr with a decay ahead at this rung; none when
+    fewer than two (one constant run has nothing to be weighed against). A probe is the node that run would be with
+    its lr decayed at `length`: where the grid decays there by `factor`, the probe is that pair's own run."""
+    constant = sorted(n for n in nodes if not n[1] and budget_set(n, pairs, length) == ())
+    if len(constant) < 2:
+        return {}
+    return {(lr, ((length, factor),)): (lr, decay) for lr, decay in constant}
+
+
 def fair_cost(keep: Iterable[Node], pairs: Sequence[Pair], length: int, lengths: Sequence[int], n_seeds: int) -> int:
     """Run-steps to carry `keep` to the horizon the cheapest fair way: every later rung keeps one node of each budget
     set (a decay still ahead is never weighed against a decay done); every run trains the steps since the rung
-    before. Nodes of one set have the same pairs ahead (every candidate lr has every decay option), so which
-    one is kept does not change the cost."""
+    before, and the constant runs at a rung are probed (`probes_of`). Nodes of one set have the same pairs ahead
+    (every candidate lr has every decay option), so which one is kept does not change the cost."""
     later = [t for t in lengths if t >= length]
     nodes, cost = set(keep), 0
     for lo, hi in zip(later, later[1:]):
         nodes = next_nodes(nodes, pairs, lo, hi)
         cost += n_seeds * len(nodes) * (hi - lo)
         if hi < later[-1]:
+            # the constant runs arriving at that rung are probed before one of them is kept
+            cost += n_seeds * len(probes_of(nodes, pairs, hi, 1.0)) * min(probe_steps(hi), later[-1] - hi)
             sets: dict[tuple[int, ...] | None, Node] = {}
             for n in sorted(nodes):
                 sets[budget_set(n, pairs, hi)] = n
@@ -168,34 +199,23 @@ def decide(losses: Mapping[Node, np.ndarray], alive: set[Node]) -> dict[Node, st
 
 
 def budget_drops(losses: Mapping[Node, np.ndarray], alive: set[Node], pairs: Sequence[Pair], length: int,
-                 fits) -> list[Node]:
-    """The nodes to drop, one at a time from the largest budget set (`budget_set`), until `fits(remaining nodes)`.
-
-    Among runs with a decay still ahead and none applied (constant so far), the one farthest (in log lr) from
-    `DECAY_SHIFT` times the largest lr not told apart from the set's best goes first (the worse by mean of two
-    as far): a step decay moves the best peak lr up, to about twice the best short constant lr, so a
-    constant-lr rung's ranking is read shifted, from the largest lr it cannot tell from its best (as the tie
-    rule at the horizon reads a tie). In any other set the worst by mean goes first. A set is never emptied:
-    nodes are weighed only within a set."""
+                 fits, probed: Mapping[Node, float] | None = None) -> list[Node]:
+    """The nodes to drop, one at a time from the largest budget set (`budget_set`), until `fits(remaining nodes)`:
+    the worst by mean of what the rung judges, then the smaller lr of two as bad. Constant runs go by `probed`
+    when given: the mean of their probes' means over every rung that probed them so far (`probes_of`). One rung's
+    probes on a few seeds often cannot order close runs, and the one that read worse over every probe is the
+    safer to drop. A set is never emptied: nodes are weighed only within a set."""
     keep, dropped = set(alive), []
     set_of = {n: budget_set(n, pairs, length) for n in alive}  # a node's set does not change while others go
-    constant = [n for n in alive if set_of[n] == ()]
-    target = math.nan
-    if constant:
-        best = min(constant, key=lambda n: _mean(losses[n]))
-        worse = holm_worse(losses[best], {n: losses[n] for n in constant if n != best})
-        target = DECAY_SHIFT * max(n[0] for n in constant if n not in worse)
+    probed = probed or {}
     while not fits(keep):
         sets: dict[tuple[int, ...] | None, list[Node]] = {}
         for n in keep:
             sets.setdefault(set_of[n], []).append(n)
-        key, largest = max(sets.items(), key=lambda kv: (len(kv[1]), kv[0] is None, kv[0] or ()))
+        largest = max(sets.items(), key=lambda kv: (len(kv[1]), kv[0] is None, kv[0] or ()))[1]
         if len(largest) == 1:
             break
-        if key == ():  # constant so far: the farthest from where the decayed optimum is looked for
-            worst = max(largest, key=lambda n: (round(abs(math.log(n[0] / target)), 6), _mean(losses[n])))
-        else:
-            worst = max(largest, key=lambda n: (_mean(losses[n]), -n[0]))
+        worst = max(largest, key=lambda n: (probed.get(n, _mean(losses[n])), -n[0]))
         keep.discard(worst)
         dropped.append(worst)
     return dropped

@@ -67,6 +67,9 @@ def write_search_report(study: Any, range_report: Any, result: Any, best_lre: fl
                                        if result.extended else ""), "",
         f"Rule at the horizon: {search['rule']}.", "",
         *result.table_lines(), "",
+        *(["Runs still at a constant lr were judged by probes (mean held-out loss over the seeds; a decay moves the "
+           "best lr, and the probes measure by how much on this model):", "", *result.probe_lines(), ""]
+          if result.probes else []),
         "![candidates on the range test](prove_range_candidates.png)", "",
         f"Full report: [range test]({where}/report.md).", "",
     ]

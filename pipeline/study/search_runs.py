@@ -167,11 +167,12 @@ class Search:
             raise LrscanError(f"search: a pack of runs {what}: {tail[0] if tail else ''} (log: {log}); "
                               f"run the same command again to continue")
 
-    def losses(self, nodes: Sequence[Node], length: int) -> dict[Node, np.ndarray]:
+    def losses(self, nodes: Sequence[Node], length: int, kind: str = "rung") -> dict[Node, np.ndarray]:
         """Each node's judged loss per seed (in `seeds` order) at the rung of `length` steps: the held-out loss its
-        runs paused (or finished) with there. Kept in rungs/rung<length>.json as first read: a run's checkpoint
-        moves on with the next rung, and a resumed study must judge each rung again by what that rung saw."""
-        path = self.folder / "rungs" / f"rung{length}.json"
+        runs paused (or finished) with there. Kept in rungs/<kind><length>.json as first read (`kind`: "rung", or
+        "probe" for a rung's probes): a run's checkpoint moves on with the next rung, and a resumed study must judge
+        each rung again by what that rung saw."""
+        path = self.folder / "rungs" / f"{kind}{length}.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
         new = [node for node in nodes if node_name(node) not in saved]
         out = {}
@@ -202,13 +203,16 @@ def held_out_loss(summary: Mapping[str, Any]) -> float:
 
 
 def pair_records(pairs: Sequence[Pair], status: Mapping[Pair, str], reached: Mapping[Pair, int],
-                 losses: Mapping[Pair, np.ndarray], seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """summary.json's candidates: each pair with its status, the step it reached and its losses there."""
+                 losses: Mapping[Pair, np.ndarray], seeds: Sequence[int],
+                 by_probe: Mapping[Pair, bool] | None = None) -> list[dict[str, Any]]:
+    """summary.json's candidates: each pair with its status, the step it reached and its losses there (`by_probe`:
+    those of its run's probe from that step, for a pair last judged while its run was at a constant lr)."""
     rows = []
     for p in pairs:
         v = losses.get(p, np.array([]))
         rows.append({"name": p.name, "lr": p.lr, "lre": math.log10(p.lr), "decay": [list(d) for d in p.decay],
                      "suggested_by": p.suggested_by, "status": status.get(p, ""), "reached_step": reached.get(p, 0),
+                     "by_probe": bool((by_probe or {}).get(p, False)),
                      "losses": [float(x) for x in v], "seeds": list(seeds),
                      "mean": float(np.mean(v)) if len(v) and np.all(np.isfinite(v)) else math.inf})
     return sorted(rows, key=lambda r: (-r["reached_step"], r["mean"]))

@@ -54,6 +54,7 @@ class SearchResult:
     extended: list[float] = field(default_factory=list)
     zoom_report: Any = None
     notes: list[str] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # each constant run's probe at each rung: what it judged
 
     @property
     def schedule(self) -> StepDecay:
@@ -65,7 +66,7 @@ class SearchResult:
                 "schedule": self.schedule.to_dict(), "seeds": self.seeds, "judged_by": "dev_loss",
                 "budget_run_steps": self.budget_run_steps, "spent_run_steps": self.spent_run_steps,
                 "seconds": round(self.seconds, 1), "extended_lrs": self.extended, "group": self.key,
-                "notes": self.notes,
+                "notes": self.notes, "probes": self.probes,
                 "candidates": self.records}
 
     def sentence(self) -> str:
@@ -77,12 +78,21 @@ class SearchResult:
                 f"held-out loss {won['mean']:.4f} over {len(self.seeds)} paired seeds ({how}); "
                 f"{self.spent_run_steps} of a {self.budget_run_steps}-run-step budget.")
 
+    def probe_lines(self) -> list[str]:
+        """What judged the runs still at a constant lr, rung by rung: each one's probe (its lr decayed for a while)."""
+        lines = []
+        for step in sorted({p["step"] for p in self.probes}):
+            at = [p for p in self.probes if p["step"] == step]
+            lines.append(f"- step {step}, each constant run decayed x{at[0]['factor']:g} for {at[0]['steps']} steps: "
+                         + ", ".join(f"lr {p['lr']:.4g} {p['mean']:.4f}" for p in at))
+        return lines
+
     def table_lines(self) -> list[str]:
         lines = ["| pair | suggested by | status | reached step | mean | per seed |", "|---|---|---|---|---|---|"]
         for r in self.records:
             per = ", ".join(f"{s}: {v:.4f}" for s, v in zip(r["seeds"], r["losses"]))
             lines.append(f"| {r['name']} | {r['suggested_by']} | {r['status']} | {r['reached_step']} | "
-                         f"{r['mean']:.4f} | {per} |")
+                         f"{r['mean']:.4f}{' (its probe)' if r['by_probe'] else ''} | {per} |")
         return lines
 
 
@@ -151,33 +161,40 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     search = Search(study.out / "sweeps" / key, args, horizon=horizon, seeds=seeds, key=key,
                     workers=study.workers or os.cpu_count() or 1, pack=study.pack, wandb_mode=study.wandb_mode,
                     environ=os.environ, launcher=launcher)
+    status: dict[plan.Pair, str] = {}
+    reached: dict[plan.Pair, int] = {}
+    seen: dict[plan.Pair, np.ndarray] = {}
+    by_probe: dict[plan.Pair, bool] = {}  # whether what a pair was last judged by is its run's probe
+    live, spent, previous, extended, notes, probed = list(pairs), 0, 0, [], [], []
+    probe_means: dict[plan.Node, list[float]] = {}  # each constant run's probe means, rung by rung
+    factor = plan.probe_factor(decays)
+    top = max(p.lr for p in pairs)
+    picked = 10.0 ** float(pick_summary["best_lre"]) if pick_summary.get("best_lre") is not None else 0.0
+    while any(d for d in decays) and len({p.lr for p in pairs}) > 1 and picked and top <= plan.DECAY_SHIFT * picked \
+            and len(extended) < MAX_EXTENSIONS:
+        # a decay may move the best lr up to about DECAY_SHIFT times the range test's pick (the prior, before the first
+        # rung's probes measure it): until the candidates reach past that, the lr past the top edge joins the first
+        # rung from the start (the bracketing below would add it after the rung's probes, two rounds of packs more)
+        beyond = top = top * EXTEND_FACTOR
+        extended.append(beyond)
+        new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
+        pairs += new
+        live += new
     lengths = plan.rung_lengths(pairs, horizon)
     # successive halving over growing lengths: while the first rung would take more than a quarter of the budget, one
     # at half its length before it (still constant-lr for every pair, so compared like with like); the broad first
-    # look is cheap and the budget goes to the decays (the candidates and the ones an edge may add past the edge)
-    while (len(pairs) // len(decays) + MAX_EXTENSIONS) * len(seeds) * lengths[0] > budget // FIRST_RUNG_SHARE \
-            and lengths[0] > 1:
+    # look is cheap and the budget goes to the decays (the candidates and the ones an edge may add past the edge); and
+    # while the first rung with its probes and the cheapest way on from there would spend more than the budget
+    n_lrs = len(pairs) // len(decays)
+    while lengths[0] > 1 and ((n_lrs + MAX_EXTENSIONS - len(extended)) * len(seeds) * lengths[0]
+                              > budget // FIRST_RUNG_SHARE
+                              or _first_rung_cost(pairs, lengths[0], lengths, len(seeds)) > budget):
         lengths.insert(0, lengths[0] // 2)
     study.commands.append(f"python -m lrscan.pipeline.pack {search.folder / 'packs'}/rung<step>-<i>.json   "
                           f"# each rung's packs, in order")
     stage(f"search: {len(candidates)} peak lrs x {len(decays)} decays x {len(seeds)} seeds to {horizon} steps, "
           f"judged at steps {', '.join(map(str, lengths))} ({key}); budget {budget} run-steps")
 
-    status: dict[plan.Pair, str] = {}
-    reached: dict[plan.Pair, int] = {}
-    seen: dict[plan.Pair, np.ndarray] = {}
-    live, spent, previous, extended, notes = list(pairs), 0, 0, [], []
-    top = max(p.lr for p in pairs)
-    picked = 10.0 ** float(pick_summary["best_lre"]) if pick_summary.get("best_lre") is not None else 0.0
-    if any(d for d in decays) and len({p.lr for p in pairs}) > 1 and picked and top <= plan.DECAY_SHIFT * picked:
-        # the first rung looks for the decayed optimum at DECAY_SHIFT times its best lr, which is most often the range
-        # test's pick: when that reaches past the largest candidate, the lr past the top edge joins the first rung from
-        # the start (the bracketing below would add it after the rung's first pass, a round of packs more)
-        beyond = top * EXTEND_FACTOR
-        extended.append(beyond)
-        new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
-        pairs += new
-        live += new
     for length in lengths:
         counted: set[plan.Node] = set()
         while True:  # at the first rung, an edge winner's neighbour past the edge joins before anyone is dropped
@@ -188,13 +205,29 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             spent += len(seeds) * (length - previous) * len(set(nodes) - counted)
             counted |= set(nodes)
             losses = search.losses(nodes, length)
+            if length < horizon:
+                # runs still at a constant lr are judged by their probes: each decayed at this rung for a short while
+                probes = plan.probes_of(nodes, live, length, factor)
+                probe_end = min(horizon, length + plan.probe_steps(length))
+                search.part(probes, length)
+                search.train_to(sorted(probes), probe_end)
+                spent += len(seeds) * (probe_end - length) * len(set(probes) - counted)
+                counted |= set(probes)
+                read = search.losses(sorted(probes), probe_end, kind="probe")
+                losses = {**losses, **{parent: read[probe] for probe, parent in probes.items()}}
             if previous:
                 break
-            # the candidates must bracket the winner: at the first (constant-lr) rung the decayed optimum is looked for
-            # at DECAY_SHIFT times the best lr, so the range goes on past the top edge until it holds that lr
+            # the candidates must bracket the winner: at the first rung, while the best (by its probe: the decayed
+            # reading) is the largest lr, the range goes on past the top edge (the smallest: past the bottom one)
             best = min(nodes, key=lambda n: plan._mean(losses[n]))
-            beyond = _past_edge(best[0], sorted({p.lr for p in pairs}), extended, shift=plan.DECAY_SHIFT)
+            beyond = _past_edge(best[0], sorted({p.lr for p in pairs}), extended)
             if beyond is None:
+                break
+            extra = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
+            if spent + _first_rung_cost([*live, *extra], length, lengths, len(seeds), n_lrs=1) > budget:
+                notes.append(f"lr {best[0]:.4g} read best at the edge of the candidates at step {length}; {beyond:.4g} "
+                             f"past it was not trained (the budget left, {budget - spent} run-steps, would not then "
+                             f"carry one run on to the horizon)")
                 break
             extended.append(beyond)
             new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
@@ -202,14 +235,24 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             live += new
         for p in live:
             reached[p], seen[p] = length, losses[plan.node_of(p, length)]
-        print(f"  step {length}: " + ", ".join(f"{n_name(n)} {plan._mean(losses[n]):.4f}" for n in nodes), flush=True)
+            by_probe[p] = length < horizon and plan.node_of(p, length) in probes.values()
+        if length < horizon and probes:
+            for probe, parent in probes.items():
+                probe_means.setdefault(parent, []).append(plan._mean(read[probe]))
+            probed += [{"step": length, "steps": probe_end - length, "factor": factor, "lr": probe[0],
+                        "losses": [float(x) for x in read[probe]], "mean": plan._mean(read[probe])}
+                       for probe in sorted(probes)]
+        print(f"  step {length}" + (f" (constant runs by their probes: lr x{factor:g} for {probe_end - length} steps)"
+                                    if length < horizon and probes else "") + ": "
+              + ", ".join(f"{n_name(n)} {plan._mean(losses[n]):.4f}" for n in nodes), flush=True)
         if length == horizon:
             break
         verdict = plan.decide(losses, set(nodes))
         out = {n for n, v in verdict.items() if v == plan.TOLD_WORSE}
         fits = functools.partial(_fits, pairs=tuple(live), length=length, lengths=lengths, n_seeds=len(seeds),
                                  left=budget - spent)
-        cut = set(plan.budget_drops(losses, set(nodes) - out, live, length, fits))
+        cut = set(plan.budget_drops(losses, set(nodes) - out, live, length, fits,
+                                    probed={n: float(np.mean(v)) for n, v in probe_means.items()}))
         if not fits(set(nodes) - out - cut) and not any("could not carry" in n for n in notes):
             notes.append(f"at step {length} the budget left ({budget - spent} run-steps) could not carry one run of "
                          f"each decay still ahead and of the decayed ones; none was weighed against another of "
@@ -240,11 +283,23 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         chosen, final = plan.final_choice({p: seen[p] for p in live})
     search.close()  # the packs' fork server (on an error it ends with this process: its stdin closes)
     status.update(final)
-    result = SearchResult(chosen=chosen, records=pair_records(pairs, status, reached, seen, seeds), horizon=horizon,
+    records = pair_records(pairs, status, reached, seen, seeds, by_probe)
+    result = SearchResult(chosen=chosen, records=records, horizon=horizon,
                           seeds=seeds, budget_run_steps=budget, spent_run_steps=spent,
                           seconds=time.monotonic() - t0, key=key, extended=extended, zoom_report=zoom_report,
-                          notes=notes)
+                          notes=notes, probes=probed)
     return result  # its sentence is the study's last line before the report's path
+
+
+def _first_rung_cost(pairs: list[plan.Pair], length: int, lengths: list[int], n_seeds: int,
+                     n_lrs: int | None = None) -> int:
+    """Run-steps of a first rung at `length` (`n_lrs` lrs, default all of `pairs`', each trained there and probed),
+    then the cheapest fair way on from it with one constant run kept (search_plan.fair_cost)."""
+    lrs = sorted({p.lr for p in pairs})
+    n_lrs = len(lrs) if n_lrs is None else n_lrs
+    rung = n_lrs * n_seeds * (length + (plan.probe_steps(length) if n_lrs > 1 or len(lrs) > 1 else 0))
+    later = sorted({length, *lengths})
+    return rung + plan.fair_cost({(lrs[-1], ())}, pairs, length, later, n_seeds)
 
 
 def _fits(keep: set[plan.Node], *, pairs: tuple[plan.Pair, ...], length: int, lengths: list[int], n_seeds: int,
@@ -258,12 +313,11 @@ def n_name(node: plan.Node) -> str:
     return f"lr {lr:.4g}" + "".join(f" x{f:g}@{b}" for b, f in decay)
 
 
-def _past_edge(best_lr: float, all_lrs: list[float], extended: list[float], shift: float = 1.0) -> float | None:
-    """The lr past the edge the best is at (twice the largest, half the smallest), None when it is inside. `shift`:
-    the best is looked for at `shift` times `best_lr` (a constant-lr rung read for a decayed run, search_plan)."""
+def _past_edge(best_lr: float, all_lrs: list[float], extended: list[float]) -> float | None:
+    """The lr past the edge the best is at (twice the largest, half the smallest), None when it is inside."""
     if len(extended) >= MAX_EXTENSIONS or len(all_lrs) < 2:
         return None
-    if best_lr * shift >= max(all_lrs) * (1 + 1e-9) or best_lr >= max(all_lrs):
+    if best_lr >= max(all_lrs):
         return max(all_lrs) * EXTEND_FACTOR
     if best_lr <= min(all_lrs):
         return best_lr / EXTEND_FACTOR

@@ -32,9 +32,23 @@ def test_the_fair_cost_carries_one_run_of_each_budget_set_and_counts_each_run_on
     # on) and the trunk parts at 9000 into one more: 9000 -> 12000 two runs
     assert plan.fair_cost(trunk, pairs, 3000, lengths, n_seeds=1) == 3 * 6000 + 2 * 3000
     assert plan.fair_cost(trunk, pairs, 3000, lengths, n_seeds=3) == 3 * (3 * 6000 + 2 * 3000)
-    # two lrs constant so far: one set, one of them goes on after the next rung
+    # two lrs constant so far: one set, both probed at the next rung (an eighth of it), one of them goes on
     two = plan.make_pairs(CANDIDATES[:2], DECAYS)
-    assert plan.fair_cost({plan.node_of(p, 3000) for p in two}, two, 3000, lengths, 1) == 6 * 6000 + 2 * 3000
+    assert plan.fair_cost({plan.node_of(p, 3000) for p in two}, two, 3000, lengths, 1) == (
+        6 * 6000 + 2 * (9000 // plan.PROBE_SHARE) + 2 * 3000)
+
+
+def test_constant_runs_are_probed_with_their_lr_decayed_when_there_is_a_choice_between_them():
+    pairs = plan.make_pairs(CANDIDATES, DECAYS)
+    constant = {plan.node_of(p, 1500) for p in pairs}
+    assert plan.probe_factor(DECAYS) == 0.1 and plan.probe_steps(1500) == 1500 // plan.PROBE_SHARE
+    assert plan.probes_of(constant, pairs, 1500, 0.1) == {(lr, ((1500, 0.1),)): (lr, ()) for lr in (0.05, 0.1, 0.2)}
+    # at a decay step of the grid, a probe is that pair's own run (it goes on from the probe's checkpoint)
+    assert set(plan.probes_of(constant, pairs, 3000, 0.1)) == {plan.node_of(p, 3001) for p in pairs
+                                                               if p.decay == ((3000, 0.1),)}
+    assert plan.probes_of({(0.1, ())}, pairs, 1500, 0.1) == {}  # one constant run: nothing to choose
+    decayed = {(0.1, ((3000, 0.1),)), (0.2, ((3000, 0.1),))}
+    assert plan.probes_of(decayed, pairs, 9000, 0.1) == {}  # runs decayed already are judged as they are
 
 
 def test_budget_sets_keep_a_decay_ahead_apart_from_a_decay_done():
@@ -89,19 +103,24 @@ def test_a_rung_compares_like_with_like():
     assert plan.decide(losses, set(losses)) == {decayed: plan.ALIVE, undecayed: plan.ALIVE}
 
 
-def test_the_budget_keeps_constant_lrs_nearest_twice_the_largest_tied_one_and_drops_the_worst_decayed_runs():
+def test_the_budget_drops_the_worst_by_what_the_rung_judges_first():
     lrs = (0.05, 0.1, 0.2, 0.4)
     pairs = plan.make_pairs([{"lr": lr, "suggested_by": "x"} for lr in lrs], DECAYS)
     noise = np.array([0.0, 0.03, -0.03])
+    # constant runs, judged by their probes: the worst by mean go first
     losses = {(0.05, ()): 2.3 + noise, (0.1, ()): 2.1 + noise, (0.2, ()): 2.12 - noise,
-              (0.4, ()): np.array([2.6, 2.6, 2.61])}
-    # 0.2 is not told apart from the best (0.1), 0.4 is: the decayed optimum is looked for at 2 x 0.2 = 0.4;
-    # 0.05 is the farthest from it (8x below), then 0.1 (4x below); 0.2 and 0.4 stay
+              (0.4, ()): np.array([2.4, 2.4, 2.4])}
     dropped = plan.budget_drops(losses, set(losses), pairs, 3000, lambda keep: len(keep) <= 2)
-    assert dropped == [(0.05, ()), (0.1, ())]
+    assert dropped == [(0.4, ()), (0.05, ())]
     decayed = {(0.1, ((3000, 0.1),)): np.array([2.0] * 3), (0.1, ((3000, 0.01),)): np.array([2.1] * 3)}
     assert plan.budget_drops(decayed, set(decayed), pairs, 9000, lambda keep: len(keep) <= 1) == [
         (0.1, ((3000, 0.01),))]
+    # the bench's small MLP at step 250: probes 0.235 5.5801 and 0.47 5.5649 (3 seeds cannot order them), at step 125
+    # 7.1772 and 7.2764; over both rungs 0.235 read better, and is the better at the horizon (2.6637 against 2.7419)
+    close = {(0.235, ()): np.array([5.58] * 3), (0.47, ()): np.array([5.565] * 3)}
+    over_rungs = {(0.235, ()): (7.1772 + 5.5801) / 2, (0.47, ()): (7.2764 + 5.5649) / 2}
+    assert plan.budget_drops(close, set(close), pairs, 250, lambda keep: len(keep) <= 1, over_rungs) == [(0.47, ())]
+    assert plan.budget_drops(close, set(close), pairs, 250, lambda keep: len(keep) <= 1) == [(0.235, ())]
 
 
 def test_ties_at_the_horizon_go_to_the_largest_tied_lr():

@@ -69,7 +69,14 @@ def test_a_study_killed_in_the_search_resumes_and_says_what_it_chose_and_why(tmp
     uninterrupted = json.loads((tmp_path / "whole" / "report" / "summary.json").read_text())["search"]
     assert [(c["name"], c["status"], c["reached_step"], c["losses"]) for c in search["candidates"]] == \
         [(c["name"], c["status"], c["reached_step"], c["losses"]) for c in uninterrupted["candidates"]]
+    # the constant runs of the first rung were judged by probes (each decayed there for an eighth of the rung), read
+    # again as first seen by the resumed study
+    assert search["probes"] == uninterrupted["probes"] and search["probes"]
+    first_rung = min(p["step"] for p in search["probes"])
+    assert {p["steps"] for p in search["probes"] if p["step"] == first_rung} == {first_rung // 8}
+    assert all(len(p["losses"]) == 2 and p["step"] < 400 for p in search["probes"])
     report = (out / "report" / "report.md").read_text()
+    assert "judged by probes" in report and f"- step {first_rung}, each constant run decayed" in report
     assert report.startswith("The search proved lr") and "## Search: peak lr x decay" in report
     assert "Step-decay grid" not in report and "Best config" not in report
     assert (out / "report" / "prove_range_candidates.png").is_file()
@@ -91,3 +98,21 @@ def test_zoom_searches_the_zoomed_candidates_and_shows_the_zoomed_pick(tmp_path,
     lrs = {c["lr"] for c in summary["search"]["candidates"]}
     assert 0.05 in lrs and any(abs(lr - 10 ** zoomed["best_lre"]) < 1e-9 for lr in lrs)
     assert "(the zoomed range test)" in (out / "report" / "report.md").read_text()
+
+
+def test_the_first_rung_with_its_probes_and_the_cheapest_way_on_fits_the_budget():
+    from lrscan.pipeline.study import search_plan as plan
+    from lrscan.pipeline.study.search_stage import _first_rung_cost
+
+    # --size=full: 5 lrs x 6 decay options x 3 seeds to 200k steps, a 2 000 004-run-step budget. A first rung at 25k
+    # (5 x 3 x (25 000 + 3 125) run-steps) then one constant run on the cheapest fair way fits; 50k does not
+    decays = [((b, f),) for b in (50000, 100000, 150000) for f in (0.1, 0.01)]
+    pairs = plan.make_pairs([{"lr": lr, "suggested_by": "x"} for lr in (0.01023, 0.0195, 0.1023, 0.1349, 0.2698)],
+                            decays)
+    lengths = plan.rung_lengths(pairs, 200000)
+    assert _first_rung_cost(pairs, 25000, lengths, 3) == 5 * 3 * 28125 + plan.fair_cost(
+        {(0.2698, ())}, pairs, 25000, [25000, *lengths], 3) <= 2000004
+    assert _first_rung_cost(pairs, 50000, lengths, 3) > 2000004
+    # one lr more past the edge after the rung's probes: its run and probe, then the same way on
+    assert _first_rung_cost(pairs, 25000, lengths, 3, n_lrs=1) == 3 * 28125 + plan.fair_cost(
+        {(0.2698, ())}, pairs, 25000, [25000, *lengths], 3)

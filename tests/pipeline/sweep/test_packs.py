@@ -178,6 +178,7 @@ def test_which_points_can_share_a_pack(in_tmp, words_file):
     assert "its task cannot be built here" in alone[1]
 
 
+@pytest.mark.slow
 def test_a_task_packs_when_torch_func_can_step_it_else_each_point_runs_alone_saying_why(in_tmp, words_file):
     (in_tmp / "net.py").write_text(NET)
     # SGD, Adam/AdamW and BatchNorm (its buffers carried per member) pack; another optimizer or a buffer that

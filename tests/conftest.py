@@ -18,10 +18,35 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_NAMES = REPO.parent / "shared" / "data" / "names.txt"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the slow tests first (stable otherwise): xdist hands tests out in this order as workers free up, so the long ones
-    # start while many short ones are left to fill the gaps, rather than one starting last and running on alone
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+SHARED_RUNS = frozenset({"library_runs", "user_runs"})  # tests/analysis/conftest.py: written once, read by many
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which tags a grouped test's id
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the tests that read runs written once per `make test` (tests/support/once.py) go to one worker: the others then
+    # run other tests instead of waiting on its lock while it writes them
+    for item in items:
+        for name in SHARED_RUNS.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(name))
+    if getattr(config.option, "loadgroup", False):
+        keep_xdist_groups(items)
+
+
+def keep_xdist_groups(items: list[pytest.Item]) -> None:
+    """Tag each test marked `xdist_group(name)` with "@name", as pytest-xdist's --dist=loadgroup does, where it did
+    not take. xdist 3.8 sets `item._nodeid`, which pytest 9 no longer reads (an item's id is `item._id`): the groups
+    were ignored, and a costly module fixture meant to run once (a study, written runs) ran on every worker that
+    drew one of its tests (measured: test_study.py's study four times in one `make test`)."""
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest 8: xdist's own tag works
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        tag = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(tag):
+            item._id = NodeId.parse(item.nodeid + tag)
 
 
 def make_words(n: int = 300, seed: int = 0) -> list[str]:

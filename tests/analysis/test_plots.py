@@ -70,13 +70,14 @@ def test_loss_vs_lr_uses_a_log_axis(pick):
 
 
 def test_plots_draw_on_the_ax_they_are_given(pick, decay):
+    before = set(plt.get_fignums())  # figures another test in this process left open are not this test's
     fig, axes = plt.subplots(1, 3)
     assert plots.plot_loss_vs_lre(pick, ax=axes[0]) is axes[0]
     assert plots.plot_block_means(decay.curves, ax=axes[1]) is axes[1]
     grid = decay_grid(decay.table, "decay_steps", "decay_lrs", "final_dev_loss")
     assert plots.plot_decay_heatmap(grid, ax=axes[2]) is axes[2]
     assert len(fig.axes) == 4  # three panels and the heatmap's colour bar: no stray figure or axes
-    assert plt.get_fignums() == [fig.number]
+    assert set(plt.get_fignums()) - before == {fig.number}
 
 
 def test_block_means_one_line_per_config_hued_by_decay_boundary(decay):

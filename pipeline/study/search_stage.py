@@ -223,14 +223,13 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             beyond = _past_edge(best[0], sorted({p.lr for p in pairs}), extended)
             if beyond is None:
                 break
-            extra = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
-            if spent + _first_rung_cost([*live, *extra], length, lengths, len(seeds), n_lrs=1) > budget:
+            new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
+            if spent + _first_rung_cost([*live, *new], length, lengths, len(seeds), n_lrs=1) > budget:
                 notes.append(f"lr {best[0]:.4g} read best at the edge of the candidates at step {length}; {beyond:.4g} "
                              f"past it was not trained (the budget left, {budget - spent} run-steps, would not then "
                              f"carry one run on to the horizon)")
                 break
             extended.append(beyond)
-            new = plan.make_pairs([{"lr": beyond, "suggested_by": "extended past the edge"}], decays)
             pairs += new
             live += new
         for p in live:
@@ -297,7 +296,7 @@ def _first_rung_cost(pairs: list[plan.Pair], length: int, lengths: list[int], n_
     then the cheapest fair way on from it with one constant run kept (search_plan.fair_cost)."""
     lrs = sorted({p.lr for p in pairs})
     n_lrs = len(lrs) if n_lrs is None else n_lrs
-    rung = n_lrs * n_seeds * (length + (plan.probe_steps(length) if n_lrs > 1 or len(lrs) > 1 else 0))
+    rung = n_lrs * n_seeds * (length + (plan.probe_steps(length) if len(lrs) > 1 else 0))  # one lr: no probe
     later = sorted({length, *lengths})
     return rung + plan.fair_cost({(lrs[-1], ())}, pairs, length, later, n_seeds)
 

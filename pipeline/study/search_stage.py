@@ -166,7 +166,6 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
     seen: dict[plan.Pair, np.ndarray] = {}
     by_probe: dict[plan.Pair, bool] = {}  # whether what a pair was last judged by is its run's probe
     live, spent, previous, extended, notes, probed = list(pairs), 0, 0, [], [], []
-    probe_means: dict[plan.Node, list[float]] = {}  # each constant run's probe means, rung by rung
     factor = plan.probe_factor(decays)
     top = max(p.lr for p in pairs)
     picked = 10.0 ** float(pick_summary["best_lre"]) if pick_summary.get("best_lre") is not None else 0.0
@@ -236,8 +235,6 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             reached[p], seen[p] = length, losses[plan.node_of(p, length)]
             by_probe[p] = length < horizon and plan.node_of(p, length) in probes.values()
         if length < horizon and probes:
-            for probe, parent in probes.items():
-                probe_means.setdefault(parent, []).append(plan._mean(read[probe]))
             probed += [{"step": length, "steps": probe_end - length, "factor": factor, "lr": probe[0],
                         "losses": [float(x) for x in read[probe]], "mean": plan._mean(read[probe])}
                        for probe in sorted(probes)]
@@ -250,8 +247,10 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
         out = {n for n, v in verdict.items() if v == plan.TOLD_WORSE}
         fits = functools.partial(_fits, pairs=tuple(live), length=length, lengths=lengths, n_seeds=len(seeds),
                                  left=budget - spent)
-        cut = set(plan.budget_drops(losses, set(nodes) - out, live, length, fits,
-                                    probed={n: float(np.mean(v)) for n, v in probe_means.items()}))
+        # a constant run's probes over every rung that probed it (each probe record names its run's lr)
+        over_rungs = {(lr, ()): float(np.mean([r["mean"] for r in probed if r["lr"] == lr]))
+                      for lr in {r["lr"] for r in probed}}
+        cut = set(plan.budget_drops(losses, set(nodes) - out, live, length, fits, probed=over_rungs))
         if not fits(set(nodes) - out - cut) and not any("could not carry" in n for n in notes):
             notes.append(f"at step {length} the budget left ({budget - spent} run-steps) could not carry one run of "
                          f"each decay still ahead and of the decayed ones; none was weighed against another of "

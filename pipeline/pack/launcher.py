@@ -122,6 +122,9 @@ def serve() -> None:
 
     import lrscan.pipeline.pack.__main__  # noqa: F401
     import lrscan.pipeline.pack.logger  # noqa: F401
+    from lrscan.pipeline.train.runwriter import spare_init_work
+
+    spare_init_work(wandb)  # the installed packages listed once here, not once per pack's logger
 
     # Ctrl-C and SIGTERM stay pending here, never delivered: the packs stop themselves (a fork starts with no signal
     # pending and unblocks them), and the server lives on to report their exit codes

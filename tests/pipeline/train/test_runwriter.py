@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +186,36 @@ def test_json_columns_match_the_numbers_one_by_one():
     values = np.array([0.1, -1.0, float("nan"), float("inf"), float("-inf"), 1e-300, 2.0 ** 70])
     assert _json_column(values) == [_json_number(v) for v in values.tolist()]
     assert _json_column(np.array([3, 4])) == ["3", "4"]
+
+
+SPARED_INIT = """
+import sys, wandb
+from lrscan.pipeline.train.runwriter import spare_init_work
+at_import = "wandb.sdk.launch" in sys.modules  # wandb 0.28 imports it with wandb itself
+if sys.argv[2] == "spared":
+    spare_init_work(wandb)
+    spare_init_work(wandb)  # a second call (the launcher's, then each run's) keeps the one listing
+for k in range(2):
+    run = wandb.init(mode="offline", dir=sys.argv[1], id=f"{sys.argv[2]}{k}", reinit="create_new",
+                     settings=wandb.Settings(console="off", x_disable_stats=True))
+    run.finish()
+wandb.teardown()
+print(at_import, "wandb.sdk.launch" in sys.modules)
+"""
+
+
+def test_a_logger_process_opens_runs_that_record_what_wandb_records_without_its_unused_work(tmp_path):
+    # in processes of their own: what spare_init_work changes lasts for the process
+    imported = {}
+    for how in ("plain", "spared"):
+        done = subprocess.run([sys.executable, "-c", SPARED_INIT, str(tmp_path), how], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        imported[how] = done.stdout.split()[-2:]
+    # W&B Launch's module (the Public API, pydantic) is not imported for the runs; nothing else is asked of it
+    assert imported["plain"][1] == "True" and imported["spared"][1] == imported["spared"][0]
+    # every run keeps the list of installed packages wandb makes, the same whether listed once or per run
+    listed = {p.parent.parent.name.rsplit("-", 1)[1]: p.read_text()
+              for p in (tmp_path / "wandb").glob("offline-run-*/files/requirements.txt")}
+    assert sorted(listed) == ["plain0", "plain1", "spared0", "spared1"]
+    assert len(set(listed.values())) == 1 and "wandb==" in listed["spared1"]

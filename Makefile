@@ -8,6 +8,10 @@ OUT ?= runs/study-demo
 BIN := $(VENV)/bin
 export LRSCAN_DATA := $(abspath $(DATA))
 export WANDB_SILENT := true
+# Python writes each module's bytecode once (__pycache__, ignored by git) and every later process loads it: some
+# images set PYTHONDONTWRITEBYTECODE, and then each of the suite's ~400 processes compiled lrscan's modules again
+# (~0.45 s of CPU a trainer) and each xdist worker rewrote every test module's asserts again
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test lint data venv bench clean test-oldest constraints docs figures
 

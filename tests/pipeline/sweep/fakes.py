@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from lrscan.pipeline.sweep.command import run_id_for
 from lrscan.pipeline.sweep.manifest import read_manifest
@@ -132,8 +134,21 @@ def wandb_run_args(yaml_path: Path, point: dict) -> dict:
                    next(v for v in params[name]["values"] if v == point[name])} for name in sorted(params)}
 
 
+NO_SLURM = "no Slurm controller with an idle node here (see .ci/run: slurmctld + slurmd)"
+
+
+def need_slurm() -> None:
+    """Skip the calling test unless `slurm_up()`. Asked when such a test runs, not as a skipif mark: a mark is
+    evaluated at collection, where `sinfo` waiting ~9 s on a controller that is down held every xdist worker
+    (twice each) before the first test started."""
+    if not slurm_up():
+        pytest.skip(NO_SLURM)
+
+
+@functools.cache
 def slurm_up() -> bool:
-    """A Slurm controller with an idle node answers here (.ci/run starts a one-node one where it can)."""
+    """A Slurm controller with an idle node answers here (.ci/run starts a one-node one where it can); asked once
+    per process."""
     if not all(shutil.which(tool) for tool in ("sbatch", "sinfo", "scontrol")):
         return False
     try:

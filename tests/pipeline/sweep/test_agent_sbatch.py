@@ -28,7 +28,7 @@ from lrscan.pipeline.sweep.spec import load_sweep
 from lrscan.pipeline.train import checkpoint
 from tests.conftest import REPO
 from tests.pipeline.sweep.agent_server import read_log, run_end, wandb_command, write_server
-from tests.pipeline.sweep.fakes import slurm_up, wandb_run_args
+from tests.pipeline.sweep.fakes import need_slurm, wandb_run_args
 
 STEPS = 3000
 SWEEP = f"""\
@@ -273,12 +273,11 @@ def _job_field(job_id: str, field: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not slurm_up(),
-                    reason="no Slurm controller with an idle node here (see .ci/run: slurmctld + slurmd)")
 def test_real_slurm_requeues_a_preempted_agent_job_and_the_run_resumes(tmp_path, words_file, capsys):
     """The same job through a real Slurm: sbatch, the notice sent as `--signal=B:USR1` sends it (scancel
     --batch --signal=USR1), the requeue by the script's real `scontrol requeue`. Slurm holds a requeued job
     for about two minutes (its EligibleTime); the test lets it start 10 s later (scontrol update StartTime)."""
+    need_slurm()
     yaml_path, server, env = _job_folder(tmp_path, words_file)
     workdir = tmp_path / "work"
     workdir.mkdir()

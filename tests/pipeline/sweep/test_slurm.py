@@ -11,7 +11,7 @@ import pytest
 from lrscan.pipeline.sweep.__main__ import main
 from lrscan.pipeline.sweep.slurm import time_seconds
 from lrscan.pipeline.sweep.spec import load_sweep
-from tests.pipeline.sweep.fakes import expected, manifest, records, slurm_up, write_sweep
+from tests.pipeline.sweep.fakes import expected, manifest, need_slurm, records, write_sweep
 
 
 @pytest.mark.slow
@@ -74,9 +74,8 @@ def test_slurm_time_formats(text, seconds):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not slurm_up(),
-                    reason="no Slurm controller with an idle node here (see .ci/run: slurmctld + slurmd)")
 def test_real_sbatch_array(in_tmp, capsys):
+    need_slurm()
     path = write_sweep(in_tmp, "x: {values: [1, 2, 3]}\n")
     sweep = load_sweep(path)
     # the cluster's lines as a real sbatch reads them (this one-node Slurm has a partition `debug`, no GPUs)

@@ -420,8 +420,8 @@ class FunctionalRun:
         self.runs[k].batches.drawn = self._next[k]
         return self.runs[k].state()
 
-    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        self.runs[k].report(0, run_id, summary, tail)
+    def report(self, k: int, run_id: str, summary: dict, tail: str, samples: bool = True) -> None:
+        self.runs[k].report(0, run_id, summary, tail, samples)
 
 
 def _steps(fstep: FunctionalStep, starts: list[int], lrs: np.ndarray) -> np.ndarray:

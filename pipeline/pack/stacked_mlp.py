@@ -246,10 +246,10 @@ class StackedRun:
     def state(self, k: int) -> dict:
         return {"flat": self.model(k).flat.detach().cpu().clone()}
 
-    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
+    def report(self, k: int, run_id: str, summary: dict, tail: str, samples: bool = True) -> None:
         print(report_line(run_id, losses_text(summary), tail), flush=True)
         cfg = self.cfgs[k]
-        if cfg.samples:
+        if cfg.samples and samples:
             g = torch.Generator().manual_seed(cfg.seed + 10)
             try:
                 names = ["".join(self.splits.vocab.itos[i] for i in w) for w in self.model(k).sample(cfg.samples, g)]

@@ -301,7 +301,7 @@ class TaskRun:
         self.batches.load(state["batches"])
         rngstate.restore(state["rng"])  # last: the fast-forward of an iterable moved them
 
-    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
+    def report(self, k: int, run_id: str, summary: dict, tail: str, samples: bool = True) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k not in OWN_KEYS)
         print(report_line(run_id, shown or ("" if self.task.evaluate is not None else "no evaluate() in the task"),
                           tail))

@@ -210,7 +210,8 @@ def train_members(members: list[Member], stepper: Stepper) -> dict[str, dict]:
                     m = members[k]
                     summary = m.end_summary(stepper.n_params, losses[k])
                     m.end(summary, stepper.state(k))
-                    stepper.report(k, m.run_id, summary, m.tail(summary))
+                    # a run paused at a rung samples no names: they come when it ends
+                    stepper.report(k, m.run_id, summary, m.tail(summary), samples=not m.paused)
                     summaries[m.run_id] = summary
                 rows = [k for k in range(len(members)) if k not in leaving]
                 members = [members[k] for k in rows]

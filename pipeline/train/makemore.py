@@ -97,9 +97,9 @@ class MakemoreRun:
     def load(self, state: dict, run_id: str) -> None:
         self.model.flat.copy_(state["flat"].to(self.device))
 
-    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
+    def report(self, k: int, run_id: str, summary: dict, tail: str, samples: bool = True) -> None:
         print(report_line(run_id, losses_text(summary), tail))
-        if self.cfg.samples:
+        if self.cfg.samples and samples:
             g = torch.Generator().manual_seed(self.cfg.seed + 10)
             try:
                 names = ["".join(self.splits.vocab.itos[i] for i in w) for w in self.model.sample(self.cfg.samples, g)]

@@ -42,8 +42,9 @@ class Stepper(Protocol):
     def state(self, k: int) -> dict:
         """Member k's weights (and optimizer, random states, ...) for its checkpoint, in the single run's format."""
 
-    def report(self, k: int, run_id: str, summary: dict, tail: str) -> None:
-        """Print member k's end: its losses, `tail` (speed, stop), its samples where it has any."""
+    def report(self, k: int, run_id: str, summary: dict, tail: str, samples: bool = True) -> None:
+        """Print member k's end: its losses, `tail` (speed, stop), its samples where it has any and `samples` asks
+        (a run paused at a search's rung draws none: they come when it ends)."""
 
 
 def report_line(run_id: str, losses: str, tail: str) -> str:

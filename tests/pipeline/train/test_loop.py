@@ -509,16 +509,18 @@ def test_train_runs_in_a_thread_other_than_the_main_one(words_file, tmp_path, mo
     assert {s: signal.getsignal(s) for s in handlers} == handlers
 
 
-def test_a_run_paused_at_a_step_continues_to_the_uninterrupted_run(words_file, tmp_path):
+def test_a_run_paused_at_a_step_continues_to_the_uninterrupted_run(words_file, tmp_path, capsys):
     # pause_at_step: the run ends there with an unfinished checkpoint; the same run with a later pause (or none)
-    # continues it, every step once, to the numbers of the run that never paused
+    # continues it, every step once, to the numbers of the run that never paused; names are sampled at its end only
     cfg = TrainConfig(data=str(words_file), schedule="step", steps=40, lr=0.1, decay_steps=(30,), decay_lrs=(0.01,),
-                      eval_every_steps=0, samples=0, ckpt_dir=str(tmp_path / "ckpt"), wandb_mode="disabled")
+                      eval_every_steps=0, samples=2, ckpt_dir=str(tmp_path / "ckpt"), wandb_mode="disabled")
     whole: list[np.ndarray] = []
     reference = train(cfg.replace(run_id="whole"), on_steps=lambda s, c: whole.append(c[keys.LOSS]))
     parts: list[np.ndarray] = []
     first = train(cfg.replace(run_id="cut", pause_at_step=15), on_steps=lambda s, c: parts.append(c[keys.LOSS]))
     assert first[keys.PAUSED_AT_STEP] == 15 and first[keys.FINAL_STEP] == 14 and keys.DEV_LOSS in first
+    printed = capsys.readouterr().out
+    assert "run cut: dev " in printed and "samples:" not in printed.split("run cut:")[-1]
     state = checkpoint.load(checkpoint.ckpt_path(cfg.ckpt_dir, "cut"))
     assert not state["finished"] and state["step"] == 15
     again = train(cfg.replace(run_id="cut", pause_at_step=15, resume=True))  # at its pause already: ends there
@@ -526,5 +528,6 @@ def test_a_run_paused_at_a_step_continues_to_the_uninterrupted_run(words_file, t
     last = train(cfg.replace(run_id="cut", resume=True), on_steps=lambda s, c: parts.append(c[keys.LOSS]))
     np.testing.assert_array_equal(np.concatenate(parts), np.concatenate(whole))
     assert last[keys.PAUSED_AT_STEP] is None and last[keys.FINAL_STEP] == 39
+    assert capsys.readouterr().out.count("samples:") == 1  # the run's end
     assert last[keys.DEV_LOSS] == pytest.approx(reference[keys.DEV_LOSS], rel=1e-6)
     assert checkpoint.load(checkpoint.ckpt_path(cfg.ckpt_dir, "cut"))["finished"]

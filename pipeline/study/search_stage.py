@@ -196,6 +196,7 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
 
     for length in lengths:
         counted: set[plan.Node] = set()
+        probes: dict[plan.Node, plan.Node] = {}  # this rung's probes and the constant runs they judge (none at the end)
         while True:  # at the first rung, an edge winner's neighbour past the edge joins before anyone is dropped
             nodes = sorted({plan.node_of(p, length) for p in live})
             search.part(plan.forks_at(nodes, previous), previous)
@@ -233,13 +234,13 @@ def run_search_stage(study: Any, pick_summary: Mapping[str, Any], state: dict[st
             live += new
         for p in live:
             reached[p], seen[p] = length, losses[plan.node_of(p, length)]
-            by_probe[p] = length < horizon and plan.node_of(p, length) in probes.values()
-        if length < horizon and probes:
+            by_probe[p] = plan.node_of(p, length) in probes.values()
+        if probes:
             probed += [{"step": length, "steps": probe_end - length, "factor": factor, "lr": probe[0],
                         "losses": [float(x) for x in read[probe]], "mean": plan._mean(read[probe])}
                        for probe in sorted(probes)]
         print(f"  step {length}" + (f" (constant runs by their probes: lr x{factor:g} for {probe_end - length} steps)"
-                                    if length < horizon and probes else "") + ": "
+                                    if probes else "") + ": "
               + ", ".join(f"{n_name(n)} {plan._mean(losses[n]):.4f}" for n in nodes), flush=True)
         if length == horizon:
             break

@@ -95,6 +95,12 @@ def _pack_pid(folder: Path) -> int:
     return json.loads((folder / "claims" / "00000.g000.proc").read_text())["pid"]
 
 
+def _process_state(pid: int) -> str:
+    # /proc/PID/status: "State:\tT (stopped)" once a SIGSTOP has landed
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    return line.split()[1]
+
+
 def _signal_pending(pid: int, sig: int) -> bool:
     # /proc/PID/status: SigPnd (thread) and ShdPnd (process) are hex masks of pending signals
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -304,10 +310,12 @@ def test_a_stopped_runner_stops_its_pack_and_records_every_member_killed(in_tmp,
     # to get here on a busy machine; the members are killed, never trained to the end)
     os.kill(pack, signal.SIGSTOP)
     assert Path(f"/proc/{pack}/status").is_file(), "the pack ended before it could be stopped mid-run"
+    # SIGSTOP lands asynchronously: sent before the pack had stopped, the runner's SIGTERM was seen taken by the
+    # pack's handler as the stop landed (nothing left pending, and the wait below ran out its 60 s)
+    wait_for(lambda: _process_state(pack) == "T", 60)
     runner.send_signal(signal.SIGTERM)
-    # the runner's SIGTERM waits, pending, on the frozen pack; on a busy machine it has been seen taken by the pack's
-    # handler as the stop landed (the runner waiting in its shutdown, nothing pending on the pack, 1 run in 4 of
-    # this test four at once): either way the pack acts on it when it goes on, which the rows below check
+    # the runner's SIGTERM waits, pending, on the frozen pack; either way the pack acts on it when it goes on,
+    # which the rows below check
     deadline = time.monotonic() + 60
     while not _signal_pending(pack, signal.SIGTERM) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -8,16 +8,20 @@ A `bash` or `python` block runs unless an HTML comment on the line above says wh
 A page's Python blocks run in order in one interpreter (a later block may use an earlier one's names); each
 shell block runs on its own, under `bash -eu` (no pipefail: `cmd --help | head` is a fine thing to paste). Both run
 in a fresh folder holding `examples/` and `sweeps/` (links to the
-checkout's) with the word list at hand and W&B offline, so the blocks read as a user would paste them.
+checkout's) with the word list at hand and W&B offline, so the blocks read as a user would paste them. Pages
+whose blocks make the same script (README's and the quickstart's) run it once per suite run (tests/support/once.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SHARED_NAMES
+from tests.support.once import made_once
 
 # docs/pypi.md is the package's long description, README's blocks again
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "pypi.md")]
@@ -106,6 +111,7 @@ def _params(kind: str) -> list:
         for b in chosen:
             pages.setdefault(b.page, []).append(b)
         chosen = [blocks_of_page for blocks_of_page in pages.values()]
+    scripts = Counter(_script(item) for item in chosen if isinstance(item, list))
     params = []
     for item in chosen:
         group = item if isinstance(item, list) else [item]
@@ -115,8 +121,19 @@ def _params(kind: str) -> list:
             marks_ = [pytest.mark.skip(reason="; ".join(b.reason for b in group))]
         else:
             marks_ = [pytest.mark.slow] if "slow" in marks else []
+            if kind == "python" and scripts[_script(group)] > 1:  # on one worker: the second reads the first's run
+                marks_.append(pytest.mark.xdist_group(_script_name(group)))
         params.append(pytest.param(group, id=first.id, marks=marks_))
     return params
+
+
+def _script(group: list[Block]) -> str:
+    """What a page's Python blocks run as: one script, the skipped blocks left out."""
+    return "\n\n".join(b.code for b in group if b.mark != "skip")
+
+
+def _script_name(group: list[Block]) -> str:
+    return "docs-script-" + hashlib.sha256(_script(group).encode()).hexdigest()[:12]
 
 
 @pytest.mark.timeout(1200)
@@ -131,13 +148,22 @@ def test_shell_block_runs(group, tmp_path):
 
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("group", _params("python"))
-def test_python_blocks_of_a_page_run(group, tmp_path):
-    work, env = _folder(tmp_path)
-    script = work / "page.py"
-    script.write_text("\n\n".join(b.code for b in group if b.mark != "skip"))
-    done = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=1100)
-    assert done.returncode == 0, f"{group[0].id}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+def test_python_blocks_of_a_page_run(group, request, tmp_path_factory):
+    # pages whose blocks are the same script (README's and the quickstart's) run it once per suite run: the same
+    # code in the same fresh folder and environment, so one run answers for both
+    def run(folder: Path) -> dict[str, Path]:
+        work, env = _folder(folder)
+        script = work / "page.py"
+        script.write_text(_script(group))
+        done = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=1100)
+        result = folder / "result.json"
+        result.write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout[-3000:],
+                                      "stderr": done.stderr[-3000:]}))
+        return {"result": result}
+
+    done = json.loads(made_once(request, tmp_path_factory, _script_name(group), run)["result"].read_text())
+    assert done["returncode"] == 0, f"{group[0].id}:\n{done['stdout']}\n{done['stderr']}"
 
 
 def _nav_pages(nav) -> set[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
 from lrscan.pipeline.runlog import wire
-from lrscan.pipeline.runlog.reader import RunFile, _apply_record
+from lrscan.pipeline.runlog.reader import RunFile, _apply_record, _update_tree
 from tests.support.runfiles import make_run, range_rows, records
 
 REPO = Path(__file__).resolve().parents[3]
@@ -43,27 +42,11 @@ def fold_with_protobuf(payloads: list[bytes]) -> RunFile:
     out = RunFile(path="")
 
     def update_tree(tree, updates, removes):
-        for item in updates:
-            path = [item.key] if item.key else list(item.nested_key)
-            if not path or path[0] == "_wandb":
-                continue
-            node = tree
-            for part in path[:-1]:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = node[part] = {}
-                node = child
-            try:
-                node[path[-1]] = json.loads(item.value_json)
-            except ValueError:
-                node[path[-1]] = item.value_json
-        for item in removes:
-            path = [item.key] if item.key else list(item.nested_key)
-            node = tree
-            for part in path[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict) and path:
-                node.pop(path[-1], None)
+        # the reader's own tree update, fed by wandb's classes: what is compared is the decoding
+        def paths(items):
+            return [([item.key] if item.key else list(item.nested_key), item.value_json) for item in items]
+
+        _update_tree(tree, paths(updates), paths(removes))
 
     for payload in payloads:
         record = pb.Record()

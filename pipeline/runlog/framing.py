@@ -20,18 +20,17 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from lrscan.pipeline.runlog import wire
+
 HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 BLOCK_BYTES = 32 * 1024
 CHUNK_HEADER = struct.Struct("<IHB")
 CHUNK_HEADER_BYTES = CHUNK_HEADER.size
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
-# Record's oneof field numbers (wandb_internal.proto)
-HISTORY_FIELD = 2
-SUMMARY_FIELD = 3
-# Record fields outside the oneof: num, control, uuid, _info. wandb-core (Go) writes the oneof
-# field last, so a peek must walk past these.
-_NON_ONEOF_FIELDS = frozenset((1, 16, 19, 200))
+# Record's oneof field numbers (wire.py). The fields outside the oneof (num, control, uuid, _info): wandb-core (Go)
+# writes the oneof field last, so a peek must walk past these.
+HISTORY_FIELD, SUMMARY_FIELD, NOT_ONEOF = wire.HISTORY, wire.SUMMARY, wire.RECORD_NOT_ONEOF
 
 # Summary records that only mirror a logged history row (`_step` is in them) or the runtime
 # (`_wandb.runtime`): wandb writes two per log call. Their content is in the history already.
@@ -159,46 +158,21 @@ def _resync(data: bytes, pos: int, end: int, block_left: int) -> int:
 
 def _oneof_field(record: bytes) -> int | None:
     """The field number of the Record's oneof (history=2, summary=3, run=17, ...), from the bytes."""
-    # fast path: `num` (field 1, varint) then a one-byte tag, as for nearly every record
-    if record[:1] == b"\x08":
-        i = 1
-        while record[i] & 0x80:
-            i += 1
-        tag = record[i + 1]
-        if tag < 0x80 and tag >> 3 not in _NON_ONEOF_FIELDS:
-            return tag >> 3
-    i, n = 0, len(record)
     try:
-        while i < n:
-            tag, i = _varint(record, i)
-            number, wire = tag >> 3, tag & 7
-            if number not in _NON_ONEOF_FIELDS:
-                return number
-            if wire == 0:
-                _, i = _varint(record, i)
-            elif wire == 2:
-                length, i = _varint(record, i)
-                i += length
-            elif wire == 1:
-                i += 8
-            elif wire == 5:
-                i += 4
-            else:
-                return None
+        # fast path: `num` (field 1, varint) then a one-byte tag, as for nearly every record
+        if record[:1] == b"\x08":
+            i = 1
+            while record[i] & 0x80:
+                i += 1
+            tag = record[i + 1]
+            if tag < 0x80 and tag >> 3 not in NOT_ONEOF:
+                return tag >> 3
     except IndexError:
+        pass  # a record of `num` alone, or cut: the walk below says which
+    try:
+        return next((number for number, _, _ in wire.walk(record) if number not in NOT_ONEOF), None)
+    except ValueError:  # not a message
         return None
-    return None
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
 
 
 def record_class():

@@ -17,7 +17,7 @@ that are not a message raise ValueError.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 VARINT, I64, LEN, START_GROUP, END_GROUP, I32 = 0, 1, 2, 3, 4, 5
@@ -38,14 +38,15 @@ Fields = dict[int, list[tuple[int, Any]]]  # field number -> (wire type, value) 
 def fields(buf: bytes) -> Fields:
     """Every field of one message: ints for varint and fixed-width values, bytes for length-delimited ones."""
     out: Fields = {}
-    for number, wire, value in _walk(buf):
-        out.setdefault(number, []).append((wire, value))
+    for number, wire, value in walk(buf):
+        if wire != START_GROUP:  # groups are not in wandb's schema: unknown, as protobuf keeps them aside
+            out.setdefault(number, []).append((wire, value))
     return out
 
 
 def oneof(record: bytes) -> tuple[int, Fields]:
     """A Record's oneof field number and that message's fields (0 and {} when it has none)."""
-    members = [(number, value) for number, wire, value in _walk(record)
+    members = [(number, value) for number, wire, value in walk(record)
                if number not in RECORD_NOT_ONEOF and wire == LEN]  # every member of Record's oneof is a message
     if not members:
         return 0, {}
@@ -98,19 +99,19 @@ def items(found: Fields, number: int) -> Iterable[tuple[list[str], str]]:
         yield ([key] if key else strings(item, NESTED_KEY)), string(item, VALUE_JSON)
 
 
-def _walk(buf: bytes) -> list[tuple[int, int, Any]]:
-    """(number, wire type, value) of each field in order; groups (not in wandb's schema) skipped, as unknown."""
-    out = []
+def walk(buf: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(number, wire type, value) of each field in order, as they are read; a group gives (number, START_GROUP,
+    None) and is skipped whole."""
     i, n = 0, len(buf)
     while i < n:
-        tag, i = _varint(buf, i)
+        tag, i = varint(buf, i)
         number, wire = tag >> 3, tag & 7
         if number == 0:
             raise ValueError("field number 0")
         if wire == VARINT:
-            value, i = _varint(buf, i)
+            value, i = varint(buf, i)
         elif wire == LEN:
-            length, i = _varint(buf, i)
+            length, i = varint(buf, i)
             if i + length > n:
                 raise ValueError("a length past the end")
             value, i = buf[i : i + length], i + length
@@ -120,28 +121,26 @@ def _walk(buf: bytes) -> list[tuple[int, int, Any]]:
                 raise ValueError("a fixed-width value past the end")
             value, i = int.from_bytes(buf[i : i + width], "little"), i + width
         elif wire == START_GROUP:
-            i = _skip_group(buf, i, number)
-            continue
+            value, i = None, _skip_group(buf, i, number)
         else:
             raise ValueError(f"wire type {wire}")
-        out.append((number, wire, value))
-    return out
+        yield number, wire, value
 
 
 def _skip_group(buf: bytes, i: int, number: int) -> int:
     """Past the END_GROUP matching a START_GROUP of `number` read just before i."""
     n = len(buf)
     while i < n:
-        tag, i = _varint(buf, i)
+        tag, i = varint(buf, i)
         inner, wire = tag >> 3, tag & 7
         if wire == END_GROUP:
             if inner != number:
                 raise ValueError("a group's end does not match its start")
             return i
         if wire == VARINT:
-            _, i = _varint(buf, i)
+            _, i = varint(buf, i)
         elif wire == LEN:
-            length, i = _varint(buf, i)
+            length, i = varint(buf, i)
             i += length
         elif wire == I64 or wire == I32:
             i += 8 if wire == I64 else 4
@@ -154,7 +153,8 @@ def _skip_group(buf: bytes, i: int, number: int) -> int:
     raise ValueError("a group without its end")
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
+def varint(buf: bytes, i: int) -> tuple[int, int]:
+    """The varint at i and the index past it (ValueError past the end, or longer than 10 bytes)."""
     value = shift = 0
     for j in range(i, min(i + 10, len(buf))):
         b = buf[j]

@@ -182,6 +182,23 @@ def test_bit_flip_in_a_record_skips_only_that_record(long_run: tuple[Path, list]
     assert_history_equal(run.history, rows[:victim] + rows[victim + 1 :], KEYS)
 
 
+@pytest.mark.parametrize("payload", [b"\x08\x01", b"\x08", b"\x08\x01\x82\x01"],
+                         ids=["num-alone", "cut-num", "cut-control"])
+def test_a_whole_chunk_that_is_not_a_record_is_skipped_not_fatal(long_run: tuple[Path, list], tmp_path: Path,
+                                                                 payload: bytes) -> None:
+    # a FULL chunk whose crc checks out but whose payload holds no Record's oneof (or is cut inside a field)
+    path, rows = long_run
+    data = path.read_bytes()
+    left = BLOCK_BYTES - len(data) % BLOCK_BYTES
+    pad = b"\x00" * left if left < 7 + len(payload) else b""
+    chunk = struct.pack("<IHB", zlib.crc32(payload, zlib.crc32(b"\x01")), len(payload), 1) + payload
+    odd = tmp_path / "run-odd.wandb"
+    odd.write_bytes(data + pad + chunk)
+    run = read_run_file(odd, KEYS)
+    assert run.skipped_records == 1 and not run.truncated
+    assert_history_equal(run.history, rows, KEYS)
+
+
 def test_bit_flip_in_a_length_drops_at_most_its_block(long_run: tuple[Path, list], tmp_path: Path,
                                                       segments: None) -> None:
     path, rows = long_run

@@ -1,8 +1,9 @@
 """Many wandb transaction logs read at once: one worker process per core, each reading whole files.
 
-Reading is CPU-bound pure Python (framing.scan) and regex/NumPy work (history), ~2 s per 200k-step
-file: files are dealt to fresh interpreters (`python -c`, importing only this package: numpy and
-wandb's protobuf classes, ~50 MiB each, never the caller's pandas or main module), biggest first
+Reading is CPU-bound pure Python (framing.scan) and regex/NumPy work (history), ~1-2 s per 200k-step
+file: files are dealt to fresh interpreters (`python -c`, importing only this package: numpy, and wandb's
+protobuf classes only for a history record the fast path cannot read; ~50 MiB each, never the caller's
+pandas or main module), biggest first
 to the least loaded, and each hands back only the keys its runs logged, pickled to a temporary
 folder. A worker that dies leaves its unread files as errors, not a hang.
 """

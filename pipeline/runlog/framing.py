@@ -176,7 +176,8 @@ def _oneof_field(record: bytes) -> int | None:
 
 
 def record_class():
-    # imported late: wandb's protobuf modules take ~0.3 s to import and only a reader needs them
+    # imported late, for the history records the fast path cannot read: importing wandb's classes imports wandb
+    # (~0.7 s of CPU), which a run lrscan wrote never needs (wire.py reads its other records)
     from wandb.proto import wandb_internal_pb2
 
     return wandb_internal_pb2.Record

@@ -153,14 +153,11 @@ def _apply_record(out: RunFile, payload: bytes) -> bool:
     try:
         kind, body = wire.oneof(payload)
         if kind == wire.RUN:
-            run = {name: wire.string(body, number) for name, number in wire.RUN_FIELDS.items()
-                   if name not in ("config", "summary", "tags", "start_time")}
-            tags = wire.strings(body, wire.RUN_FIELDS["tags"])
-            start = wire.message(body, wire.RUN_FIELDS["start_time"]) if wire.has(body, wire.RUN_FIELDS["start_time"]) \
-                else None
-            config = wire.message(body, wire.RUN_FIELDS["config"])
-            summary = wire.message(body, wire.RUN_FIELDS["summary"])
-            updates = [(list(wire.items(m, wire.UPDATE)), list(wire.items(m, wire.REMOVE))) for m in (config, summary)]
+            run = {name: wire.string(body, number) for name, number in wire.RUN_STRINGS.items()}
+            tags = wire.strings(body, wire.RUN_TAGS)
+            start = wire.message(body, wire.RUN_START_TIME) if wire.has(body, wire.RUN_START_TIME) else None
+            updates = [(list(wire.items(m, wire.UPDATE)), list(wire.items(m, wire.REMOVE)))
+                       for m in (wire.message(body, wire.RUN_CONFIG), wire.message(body, wire.RUN_SUMMARY))]
             out.run_id = run["run_id"] or out.run_id
             out.name = run["display_name"] or out.name
             out.project = run["project"] or out.project

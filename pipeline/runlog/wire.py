@@ -25,8 +25,9 @@ VARINT, I64, LEN, START_GROUP, END_GROUP, I32 = 0, 1, 2, 3, 4, 5
 # wandb_internal.proto's field numbers
 RECORD_NOT_ONEOF = frozenset((1, 16, 19, 200))  # Record's num, control, uuid, _info: every other field is its oneof
 HISTORY, SUMMARY, CONFIG, RUN, EXIT = 2, 3, 5, 17, 18  # Record's oneof: history, summary, config, run, exit
-RUN_FIELDS = {"run_id": 1, "entity": 2, "project": 3, "config": 4, "summary": 5, "run_group": 6, "job_type": 7,
-              "display_name": 8, "tags": 10, "sweep_id": 12, "start_time": 17}
+# RunRecord's string fields, then its others
+RUN_STRINGS = {"run_id": 1, "entity": 2, "project": 3, "run_group": 6, "job_type": 7, "display_name": 8, "sweep_id": 12}
+RUN_CONFIG, RUN_SUMMARY, RUN_TAGS, RUN_START_TIME = 4, 5, 10, 17
 UPDATE, REMOVE = 1, 2                 # ConfigRecord's and SummaryRecord's update, remove
 KEY, NESTED_KEY, VALUE_JSON = 1, 2, 16  # ConfigItem's and SummaryItem's key, nested_key, value_json
 EXIT_CODE = 1                         # RunExitRecord's exit_code (int32)
@@ -106,51 +107,39 @@ def walk(buf: bytes) -> Iterator[tuple[int, int, Any]]:
     while i < n:
         tag, i = varint(buf, i)
         number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        if wire == VARINT:
-            value, i = varint(buf, i)
-        elif wire == LEN:
-            length, i = varint(buf, i)
-            if i + length > n:
-                raise ValueError("a length past the end")
-            value, i = buf[i : i + length], i + length
-        elif wire == I64 or wire == I32:
-            width = 8 if wire == I64 else 4
-            if i + width > n:
-                raise ValueError("a fixed-width value past the end")
-            value, i = int.from_bytes(buf[i : i + width], "little"), i + width
-        elif wire == START_GROUP:
-            value, i = None, _skip_group(buf, i, number)
-        else:
-            raise ValueError(f"wire type {wire}")
+        value, i = _value(buf, i, number, wire)
         yield number, wire, value
 
 
-def _skip_group(buf: bytes, i: int, number: int) -> int:
-    """Past the END_GROUP matching a START_GROUP of `number` read just before i."""
+def _value(buf: bytes, i: int, number: int, wire: int) -> tuple[Any, int]:
+    """The value of a field whose tag ends before i, and the index past it."""
     n = len(buf)
-    while i < n:
-        tag, i = varint(buf, i)
-        inner, wire = tag >> 3, tag & 7
-        if wire == END_GROUP:
-            if inner != number:
-                raise ValueError("a group's end does not match its start")
-            return i
-        if wire == VARINT:
-            _, i = varint(buf, i)
-        elif wire == LEN:
-            length, i = varint(buf, i)
-            i += length
-        elif wire == I64 or wire == I32:
-            i += 8 if wire == I64 else 4
-        elif wire == START_GROUP:
-            i = _skip_group(buf, i, inner)
-        else:
-            raise ValueError(f"wire type {wire}")
-        if i > n:
-            raise ValueError("a group past the end")
-    raise ValueError("a group without its end")
+    if number == 0:
+        raise ValueError("field number 0")
+    if wire == VARINT:
+        return varint(buf, i)
+    if wire == LEN:
+        length, i = varint(buf, i)
+        if i + length > n:
+            raise ValueError("a length past the end")
+        return buf[i : i + length], i + length
+    if wire == I64 or wire == I32:
+        width = 8 if wire == I64 else 4
+        if i + width > n:
+            raise ValueError("a fixed-width value past the end")
+        return int.from_bytes(buf[i : i + width], "little"), i + width
+    if wire == START_GROUP:
+        # past the END_GROUP of the same number, the fields between skipped (nested groups too)
+        while i < n:
+            tag, i = varint(buf, i)
+            inner, inner_wire = tag >> 3, tag & 7
+            if inner_wire == END_GROUP:
+                if inner != number:
+                    raise ValueError("a group's end does not match its start")
+                return None, i
+            _, i = _value(buf, i, inner, inner_wire)
+        raise ValueError("a group without its end")
+    raise ValueError(f"wire type {wire}")
 
 
 def varint(buf: bytes, i: int) -> tuple[int, int]:

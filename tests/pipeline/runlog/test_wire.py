@@ -24,7 +24,11 @@ def test_the_field_numbers_are_wandbs():
         "history": wire.HISTORY, "summary": wire.SUMMARY, "config": wire.CONFIG, "run": wire.RUN, "exit": wire.EXIT}
     assert {f.number for f in record.fields if f.containing_oneof is None} == wire.RECORD_NOT_ONEOF
     assert all(f.message_type is not None for f in oneof)  # wire.oneof takes only length-delimited members
-    assert {name: pb.RunRecord.DESCRIPTOR.fields_by_name[name].number for name in wire.RUN_FIELDS} == wire.RUN_FIELDS
+    run = pb.RunRecord.DESCRIPTOR.fields_by_name
+    assert {name: (run[name].number, run[name].type) for name in wire.RUN_STRINGS} == {
+        name: (number, run[name].TYPE_STRING) for name, number in wire.RUN_STRINGS.items()}
+    assert [run[name].number for name in ("config", "summary", "tags", "start_time")] == [
+        wire.RUN_CONFIG, wire.RUN_SUMMARY, wire.RUN_TAGS, wire.RUN_START_TIME]
     for message in (pb.ConfigRecord, pb.SummaryRecord):
         assert [message.DESCRIPTOR.fields_by_name[n].number for n in ("update", "remove")] == [wire.UPDATE, wire.REMOVE]
     for item in (pb.ConfigItem, pb.SummaryItem):

@@ -79,17 +79,26 @@ def classify_lr_trace(step: np.ndarray, lr: np.ndarray) -> ScheduleGuess:
 def level_starts(lr: np.ndarray, max_levels: int = MAX_CHANGES + 2) -> np.ndarray:
     """Where each lr level starts: a point more than `RELATIVE_TOLERANCE` from its level's first lr starts another.
 
-    Counted up to `max_levels` (more is "not piecewise constant"; a range test has hundreds): each
-    level is found by one vectorised scan, so a 200k-point trace costs a dozen passes, not a Python loop.
+    Counted up to `max_levels` (more is "not piecewise constant"; a range test has hundreds). Each level's end
+    is looked for in windows that grow fourfold from 64 points, each vectorised: a range test's levels end
+    within a few points, a constant trace is read once, and a 200k-point trace costs a few passes, not a
+    Python loop nor a pass over its whole rest per level.
     """
     starts = [0]
     while len(starts) < max_levels:
-        ref = lr[starts[-1]]
-        rest = lr[starts[-1]:]
-        away = np.abs(rest - ref) > RELATIVE_TOLERANCE * np.maximum(np.abs(rest), abs(ref))
-        if not away.any():
+        start = starts[-1]
+        ref = lr[start]
+        abs_ref = abs(ref)
+        at, width, found = start, 64, None
+        while at < len(lr) and found is None:
+            window = lr[at : at + width]
+            away = np.abs(window - ref) > RELATIVE_TOLERANCE * np.maximum(np.abs(window), abs_ref)
+            if away.any():
+                found = at + int(np.argmax(away))
+            at, width = at + width, width * 4
+        if found is None:
             break
-        starts.append(starts[-1] + int(np.argmax(away)))
+        starts.append(found)
     return np.asarray(starts, dtype=np.int64)
 
 
@@ -167,11 +176,15 @@ def _piecewise(step: np.ndarray, lr: np.ndarray, starts: np.ndarray, prefix: str
 
 
 def _straight(step: np.ndarray, y: np.ndarray) -> bool:
-    """`y` a straight line in step (R² of a linear fit at least SHAPE_R2)."""
+    """`y` a straight line in step (R² of a linear least-squares fit at least SHAPE_R2).
+
+    R² of a line fit is the squared correlation of x and y, computed from centred sums: one pass, where
+    `np.polyfit` solves the same fit through an SVD of the (n, 2) Vandermonde matrix (20 ms at 200k points)."""
     x = step.astype(np.float64)
-    residual = y - np.polyval(np.polyfit(x, y, 1), x)
-    spread = np.sum((y - y.mean()) ** 2)
-    return bool(spread > 0 and 1.0 - np.sum(residual**2) / spread >= SHAPE_R2)
+    x = x - x.mean()
+    y = y - y.mean()
+    sxx, syy, sxy = float(x @ x), float(y @ y), float(x @ y)
+    return bool(syy > 0 and sxx > 0 and sxy * sxy / (sxx * syy) >= SHAPE_R2)
 
 
 def _other_reason(lr: np.ndarray, n_changes: int) -> str:

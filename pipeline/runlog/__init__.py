@@ -6,7 +6,8 @@ the only reader left is `wandb leet inspect --json`, a Go binary that prints eve
 package reads these files into pandas. One responsibility a module:
 
     framing.py    the file's header, 32 KiB blocks and crc-checked chunks, split into records by kind
-    history.py    history records to one float64 column per wanted key (regexes on the raw bytes)
+    items.py      where each wanted key's value is in every history record, found with NumPy
+    history.py    history records to one float64 column per wanted key (orjson reads the values)
     reader.py     one file to a `RunFile` (`read_run_file`, `read_logged`), a 4 MiB segment at a time
     parallel.py   many files at once, by worker processes (`read_files`), and the allocator setting
                   that returns a freed array's memory (`map_big_arrays_alone`)

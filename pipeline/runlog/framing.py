@@ -67,11 +67,55 @@ def scan(data: bytes, pos: int, before: Scan, final: bool) -> Scan:
     parts = before.parts
     skipped = before.skipped
     truncated = before.truncated
+    full_crc = type_crcs[FULL]
     while pos < n:
         block_left = BLOCK_BYTES - pos % BLOCK_BYTES
         if block_left < CHUNK_HEADER_BYTES:
             pos += block_left  # zero padding at the block tail
             continue
+        # the common case, as tight as Python allows: whole chunks inside this block, crc-valid, whose
+        # record peeks as history or summary (`num` varint, then the oneof's one-byte tag); anything else
+        # leaves this loop for the general steps below, which take that chunk afresh
+        last_header = pos + block_left - CHUNK_HEADER_BYTES
+        whole_by = min(pos + block_left, n)
+        if parts is None:
+            while pos <= last_header:
+                try:
+                    crc, length, kind = unpack(data, pos)
+                except struct.error:
+                    break  # a header cut by the end of the data
+                end = pos + CHUNK_HEADER_BYTES + length
+                if kind != FULL or end > whole_by:
+                    break
+                record = data[pos + CHUNK_HEADER_BYTES : end]
+                if crc32(record, full_crc) != crc:
+                    break
+                try:
+                    if record[0] != 0x08:
+                        break
+                    if record[1] < 0x80:
+                        tag = record[2]
+                    elif record[2] < 0x80:
+                        tag = record[3]
+                    elif record[3] < 0x80:
+                        tag = record[4]
+                    else:
+                        break
+                except IndexError:
+                    break
+                if tag == 0x12:
+                    keep_history(record)
+                elif tag == 0x1A:
+                    if not (mirror_step in record or mirror_runtime in record):
+                        others.append(record)
+                else:
+                    break
+                pos = end
+            if pos >= n:
+                break
+            block_left = BLOCK_BYTES - pos % BLOCK_BYTES
+            if block_left < CHUNK_HEADER_BYTES:
+                continue
         if pos + CHUNK_HEADER_BYTES > n:
             truncated = final  # else the header would cross a block: not written so, the rest is junk
             break

@@ -173,17 +173,24 @@ def scan(data: bytes, pos: int, before: Scan, final: bool) -> Scan:
             parts.append(record)
             record = b"".join(parts)
             parts = None
-        kind_field = _oneof_field(record)
-        if kind_field == HISTORY_FIELD:
-            history.append(record)
-        elif kind_field == SUMMARY_FIELD:
-            if not (mirror_step in record or mirror_runtime in record):
-                others.append(record)
-        elif kind_field is None:
-            skipped += 1
-        else:
-            others.append(record)
+        skipped += keep_record(record, history, others)
     return Scan(history, others, skipped, truncated, parts)
+
+
+def keep_record(record: bytes, history: list[bytes], others: list[bytes]) -> int:
+    """One whole record to `history`, to `others`, or to nothing (a summary mirroring a row); 1 if it is
+    not a record (counted as skipped), else 0."""
+    kind_field = _oneof_field(record)
+    if kind_field == HISTORY_FIELD:
+        history.append(record)
+    elif kind_field == SUMMARY_FIELD:
+        if not any(mark in record for mark in _MIRROR_MARKS):
+            others.append(record)
+    elif kind_field is None:
+        return 1
+    else:
+        others.append(record)
+    return 0
 
 
 def _resync(data: bytes, pos: int, end: int, block_left: int) -> int:

@@ -26,7 +26,9 @@ def join_pieces(pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
         return decode_history([], keys)[:2]
     if len(pieces) == 1:
         return pieces[0]
-    history = {k: np.concatenate([h[k] for h, _ in pieces]) for k in ["step", *keys]}
+    # a key a piece lacks (a stretch read apart that never logged it: reader.keep_logged) is NaN there
+    history = {k: np.concatenate([h[k] if k in h else np.full(len(h["step"]), np.nan) for h, _ in pieces])
+               for k in ["step", *keys]}
     nan_logged = {}
     for key in dict.fromkeys(k for _, marks in pieces for k in marks):
         nan_logged[key] = np.concatenate([marks.get(key, np.zeros(len(h["step"]), bool)) for h, marks in pieces])

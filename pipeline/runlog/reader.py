@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,17 @@ import numpy as np
 
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.runlog import wire
-from lrscan.pipeline.runlog.framing import BLOCK_BYTES, HEADER, Scan, scan
+from lrscan.pipeline.runlog.framing import (
+    BLOCK_BYTES,
+    CHUNK_HEADER,
+    CHUNK_HEADER_BYTES,
+    FULL,
+    HEADER,
+    LAST,
+    Scan,
+    keep_record,
+    scan,
+)
 from lrscan.pipeline.runlog.history import decode_history, join_pieces
 
 SEGMENT_BYTES = 128 * BLOCK_BYTES  # read and decoded at a time (4 MiB)
@@ -64,6 +75,24 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
     not a number) rather than not logged at that step. Raises LrscanError if the file cannot be
     opened or is not a wandb log.
     """
+    return fold_parts([read_part(path, keys)], keys)
+
+
+@dataclass
+class Part:
+    """A stretch of a run file read (`read_part`), its records not yet folded into a RunFile (`fold_parts`)."""
+
+    path: str
+    mtime: float
+    pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]  # decoded history, a segment each
+    history_records: list[bytes]  # every history record, when reading every key (decoded once, at the end)
+    scan: Scan  # the other records, the damage counted, and a record still open at the stretch's end
+    lead: bytes | None = None  # a stretch after a cut: the LAST chunk it starts with, closing the record before
+
+
+def read_part(path: str | os.PathLike, keys: Sequence[str] | None, start: int = 0, stop: int | None = None) -> Part:
+    """The bytes [start, stop) of a run file (whole 32 KiB blocks, `start` a block's first byte: 0, or one of
+    `split_points`) split into records, its history decoded. Raises LrscanError as `read_run_file` does."""
     path = os.fspath(path)
     try:
         f = open(path, "rb")
@@ -71,24 +100,24 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
         size = os.fstat(f.fileno()).st_size
     except OSError as err:
         raise LrscanError(f"cannot read {path}: {err.strerror or err}") from None
+    stop = size if stop is None else min(stop, size)
+    wanted = _wanted(keys)
     with f:
         head = f.read(len(HEADER))
         if head != HEADER:
             if head[:4] == HEADER[:4]:
                 raise LrscanError(f"{path}: unsupported wandb log version (header {head!r})")
             raise LrscanError(f"{path}: not a wandb run log (no ':W&B' header)")
-        # a user's own `step` key never overwrites W&B's _step (read as 'step')
-        wanted = [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
         # a segment of whole 32 KiB blocks at a time: chunks never cross a block, so only a record
         # split over blocks carries over; what is held is a segment and its decoded columns, never
         # the whole file (a 200k-step run is ~75 MB)
         state = Scan([], [], 0, False)
         pieces: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         history_records: list[bytes] = []
-        offset = 0
-        f.seek(0)
-        while offset < size:
-            data = f.read(SEGMENT_BYTES)
+        offset = start
+        f.seek(start)
+        while offset < stop:
+            data = f.read(min(SEGMENT_BYTES, stop - offset))
             if not data:
                 break
             final = offset + len(data) >= size
@@ -101,9 +130,77 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
                 pieces.append((history, nan_logged))
                 state.skipped += bad
             state.history = []
-    if state.parts is not None:
-        state.truncated = True  # the log ends inside a record
-    out = RunFile(path=path, skipped_records=state.skipped, truncated=state.truncated)
+        lead = None
+        if start > 0:  # a stretch after a cut (split_points): the LAST chunk it starts with, if it does
+            f.seek(start)
+            kind, payload = _first_chunk(f.read(BLOCK_BYTES))
+            lead = payload if kind == LAST else None
+    return Part(path, mtime, pieces, history_records, state, lead)
+
+
+def split_points(path: str | os.PathLike, n: int, search_blocks: int = 64) -> list[int]:
+    """Up to n - 1 offsets that cut a run file into n stretches of about equal size, each read alone
+    (`read_part`) and folded together (`fold_parts`) exactly as the whole file reads.
+
+    A cut is at the start of a block whose first chunk, crc-valid, is a whole record or the LAST of one:
+    reading the whole file arrives there with nothing carried over but a record left open before it,
+    which that chunk closes (a LAST completes it, a whole record closes it as damaged: `fold_parts`
+    does the same). The first such block from each n-th of the file, within `search_blocks` blocks;
+    none where none is found."""
+    path = os.fspath(path)
+    cuts: list[int] = []
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for k in range(1, n):
+                block = max(size * k // n // BLOCK_BYTES, 1)
+                for at in range(block * BLOCK_BYTES, min(size, (block + search_blocks) * BLOCK_BYTES), BLOCK_BYTES):
+                    f.seek(at)
+                    if _first_chunk(f.read(BLOCK_BYTES))[0] in (FULL, LAST):
+                        if at > (cuts[-1] if cuts else 0):
+                            cuts.append(at)
+                        break
+    except OSError:
+        return []  # read as one: the reading says what is wrong
+    return cuts
+
+
+def _first_chunk(block: bytes) -> tuple[int, bytes]:
+    """The kind and payload of a block's first chunk; kind 0 unless it is crc-valid and inside the block."""
+    if len(block) < CHUNK_HEADER_BYTES:
+        return 0, b""
+    crc, length, kind = CHUNK_HEADER.unpack_from(block)
+    payload = block[CHUNK_HEADER_BYTES : CHUNK_HEADER_BYTES + length]
+    if not FULL <= kind <= LAST or len(payload) != length or zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
+        return 0, b""
+    return kind, payload
+
+
+def fold_parts(parts: list[Part], keys: Sequence[str] | None) -> RunFile:
+    """The stretches of one run file, in order (`read_part`), as the RunFile reading it whole gives."""
+    wanted = _wanted(keys)
+    first = parts[0]
+    skipped, pieces, history_records, others = 0, [], [], []
+    for i, part in enumerate(parts):
+        left_open = parts[i - 1].scan.parts if i else None
+        if left_open is not None and part.lead is not None:
+            # the record left open at the cut, completed by the LAST chunk after it, in its place between the two
+            completed: list[bytes] = []
+            skipped += keep_record(b"".join([*left_open, part.lead]), completed, others)
+            if wanted is None:
+                history_records += completed
+            elif completed:
+                history, nan_logged, bad = decode_history(completed, wanted)
+                pieces.append((history, nan_logged))
+                skipped += bad
+        elif left_open is not None:
+            skipped += 1  # a whole record after the cut closes the open one as damaged, as `scan` counts it
+        skipped += part.scan.skipped
+        pieces += part.pieces
+        history_records += part.history_records
+        others += part.scan.others
+    last = parts[-1].scan
+    out = RunFile(path=first.path, skipped_records=skipped, truncated=last.truncated or last.parts is not None)
     if wanted is None:
         history, nan_logged, bad = decode_history(history_records, None)
         out.skipped_records += bad
@@ -111,26 +208,33 @@ def read_run_file(path: str | os.PathLike, keys: Sequence[str] | None = None) ->
         history, nan_logged = join_pieces(pieces, wanted)
     out.history = history
     out.nan_logged = nan_logged
-    for payload in state.others:
+    for payload in others:
         if not _apply_record(out, payload):
             out.skipped_records += 1
     # the summary of a logged key is its last logged value; values set with run.summary win
     out.summary = {**last_logged(history, nan_logged), **out.summary}
     if out.exit_code is not None:
         out.state = "finished" if out.exit_code == 0 else "crashed"
-    elif time.time() - mtime < RUNNING_GRACE_SECONDS:
+    elif time.time() - first.mtime < RUNNING_GRACE_SECONDS:
         out.state = "running"
     else:
         out.state = "crashed"
     if not out.run_id:
-        out.run_id = _run_id_from_path(path)
+        out.run_id = _run_id_from_path(first.path)
     if not out.name:
         out.name = out.run_id
     return out
 
 
-def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile | LrscanError:
-    """`read_run_file`, keeping only the keys some row logged, and the error as a value, not raised.
+def _wanted(keys: Sequence[str] | None) -> list[str] | None:
+    # a user's own `step` key never overwrites W&B's _step (read as 'step')
+    return [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
+
+
+def read_logged(path: str | os.PathLike, keys: Sequence[str] | None, span: tuple[int, int] | None = None
+                ) -> RunFile | Part | LrscanError:
+    """`read_run_file` (or, given a span, `read_part` of it), keeping only the keys some row logged, and the
+    error as a value, not raised.
 
     What a worker process hands back: a key no row logged would cross the process boundary as an
     array of NaN per step (most of a run's bytes when half the keys looked for are absent); its
@@ -138,11 +242,23 @@ def read_logged(path: str | os.PathLike, keys: Sequence[str] | None) -> RunFile 
     started for it stays small.
     """
     try:
-        run = read_run_file(path, keys)
+        if span is None:
+            run = read_run_file(path, keys)
+        else:
+            part = read_part(path, keys, *span)
+            if keys is not None:  # its segments as one piece, the keys it never logged left out
+                history, nan_logged = join_pieces(part.pieces, _wanted(keys))
+                part.pieces = [(keep_logged(history, nan_logged), nan_logged)]
+            return part
     except LrscanError as err:
         return err
-    run.history = {k: v for k, v in run.history.items() if k == "step" or k in run.nan_logged or not np.isnan(v).all()}
+    run.history = keep_logged(run.history, run.nan_logged)
     return run
+
+
+def keep_logged(history: dict[str, np.ndarray], nan_logged: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """'step' and the keys some row logged (a value, or a NaN logged as such)."""
+    return {k: v for k, v in history.items() if k == "step" or k in nan_logged or not np.isnan(v).all()}
 
 
 def _apply_record(out: RunFile, payload: bytes) -> bool:

@@ -14,7 +14,7 @@
    `run.log` takes minutes a run).
 2. Runs `python -m analysis <folder> --out <tmp>` as a subprocess on each size and measures its
    wall time, the CPU time and the peak RSS of its whole process tree (the analysis and any worker
-   it starts), sampled from /proc every 10 ms. With --before, the same command from that checkout runs
+   it starts), sampled from /proc every 50 ms. With --before, the same command from that checkout runs
    alternately with this one, and both picks must be the same numbers.
 
 Speed and memory are measured here, never asserted in tests: the machine is noisy.
@@ -39,6 +39,9 @@ import numpy as np
 from record import record
 
 CHUNK_STEPS = 10_000
+# one sample of the process tree's memory reads /proc/<pid>/stat of every process (~2 ms): every 10 ms took a
+# fifth of a core from the analysis it measures on 2 cores; a peak that matters lasts far longer than 50 ms
+SAMPLE_SECONDS = 0.05
 SEEDS = 5
 RANGES = ((-3.0, 0.0), (-4.0, 0.5))  # (lre_min, lre_max) of the grid's ranges; seeds x ranges runs per 10
 
@@ -216,7 +219,7 @@ def measure(argv: list[str], code: Path) -> tuple[float, int, str, float]:
         nonlocal peak
         while not stop.is_set():
             peak = max(peak, tree_rss_bytes(proc.pid))
-            stop.wait(0.01)
+            stop.wait(SAMPLE_SECONDS)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

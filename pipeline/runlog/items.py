@@ -28,6 +28,7 @@ MAX_KEY_DOTS = 8  # a key "a.b.c" may be written as any split of its parts: 2**d
 ITEM_TAG, STEP_TAG = 0x0A, 0x12  # HistoryRecord.item (1), HistoryRecord.step (2), both length-delimited
 KEY_TAG, NESTED_TAG = 0x0A, 0x12  # HistoryItem.key (1), HistoryItem.nested_key (2)
 VALUE_TAG = (0x82, 0x01)  # HistoryItem.value_json (16): a two-byte tag
+_KEEP_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(9)], np.uint64)  # the low n bytes of a uint64
 
 
 @dataclass
@@ -71,6 +72,11 @@ def locate(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, keys: list[str
     if n and np.count_nonzero(is_high) != high.sum():
         unread |= np.add.reduceat(is_high.view(np.int8), starts, dtype=np.int64) != high
     name_len = name_end - name_start
+    # each name as one number: the 8 bytes after its first tag (its length and its start), zeros past its end,
+    # read as a little-endian uint64 at any byte (a strided view, no copy); a spelling is then found by one
+    # comparison of that and of the length, its bytes past the 8th checked where both agree
+    words = np.ndarray((len(buf) - 8,), "<u8", buf, 0, (1,))
+    fingerprint = words[name_start + 1] & _KEEP_BYTES[np.clip(name_len - 1, 0, 8)]
     values = {}
     for key in keys:
         spellings = key_spellings(key)
@@ -80,12 +86,15 @@ def locate(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, keys: list[str
             continue
         hits = []
         for spelling, tag_free in spellings:
-            # a name field's tag (key or nested_key) is checked by the walk; a whole name is compared without it
-            cand = np.flatnonzero(name_len == len(spelling))
+            tail = spelling[1:]
+            cand = np.flatnonzero((fingerprint == int.from_bytes(tail[:8], "little")) & (name_len == len(spelling)))
+            if not tag_free:  # a nested_key split: its first tag is part of it
+                cand = cand[buf[name_start[cand]] == spelling[0]]
+            if len(tail) > 8:
+                rest = buf[name_start[cand, None] + 1 + np.arange(8, len(tail))]  # (candidates, bytes past the 8th)
+                cand = cand[(rest == np.frombuffer(tail[8:], np.uint8)).all(1)]
             if len(cand):
-                skip = 1 if tag_free else 0
-                raw = buf[name_start[cand, None] + np.arange(skip, len(spelling))]  # (candidates, bytes compared)
-                hits.append(cand[(raw == np.frombuffer(spelling, np.uint8)[skip:]).all(1)])
+                hits.append(cand)
         hit = np.sort(np.concatenate(hits), kind="stable") if len(hits) > 1 else hits[0] if hits else np.zeros(0, int)
         records = item_record[hit]
         # a key twice in one record: protobuf's reading decides which value stands

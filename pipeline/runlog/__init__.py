@@ -2,13 +2,13 @@
 
 Why this is hand-written: wandb 0.30 removed its Python reader (`wandb.sdk.internal.datastore`);
 the only reader left is `wandb leet inspect --json`, a Go binary that prints every record as JSON
-(~16x slower than this package, file to frame, measured by benchmarks/bench_read.py). No maintained
+(~35x slower than this package, file to frame, measured by benchmarks/bench_read.py). No maintained
 package reads these files into pandas. One responsibility a module:
 
     framing.py    the file's header, 32 KiB blocks and crc-checked chunks, split into records by kind
     items.py      where each wanted key's value is in every history record, found with NumPy
     history.py    history records to one float64 column per wanted key (orjson reads the values)
-    reader.py     one file to a `RunFile` (`read_run_file`, `read_logged`), a 4 MiB segment at a time
+    reader.py     one file, or a stretch of one, to a `RunFile` (`read_run_file`, `read_part`, `fold_parts`)
     parallel.py   many files at once, by worker processes (`read_files`), and the allocator setting
                   that returns a freed array's memory (`map_big_arrays_alone`)
 

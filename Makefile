@@ -43,7 +43,7 @@ OLDEST ?= .venv-oldest
 # talk to W&B: the logger, the run writer and the trainer's loop (runs, resume, kills) on the oldest wandb
 OLDEST_TESTS ?= tests/pipeline/train/test_tracking.py tests/pipeline/train/test_runwriter.py \
 	tests/pipeline/train/test_loop.py tests/pipeline/pack/test_logger.py tests/pipeline/test_runlog.py \
-	tests/pipeline/runlog/test_wire.py \
+	tests/pipeline/runlog/test_wire.py tests/pipeline/runlog/test_items.py tests/pipeline/runlog/test_parallel.py \
 	tests/analysis/sources tests/pipeline/sweep/test_command.py tests/pipeline/sweep/test_agent.py \
 	tests/pipeline/sweep/test_agent_sbatch.py::test_a_preempted_agent_job_requeues_and_its_run_resumes_in_the_next_job
 test-oldest: data $(OLDEST)/.installed

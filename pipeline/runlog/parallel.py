@@ -47,21 +47,23 @@ def read_files(files: Sequence[str | os.PathLike], keys: Sequence[str] | None,
         return [read_logged(f, keys) for f in files]
     # the jobs: whole files, or, when there are fewer files than workers (and every key is not asked for:
     # that read decodes its history at the end, whole), stretches of them
-    jobs: list[tuple[int, str, tuple[int, int] | None]] = []
+    jobs: list[tuple[int, str, tuple[int, int | None] | None]] = []
     for i, file in enumerate(files):
         cuts = split_points(file, workers // len(files)) if len(files) < workers and keys is not None else []
         if not cuts:
             jobs.append((i, str(file), None))
             continue
-        edges = [0, *cuts, _size_bytes(file)]
+        # the last stretch runs to the file's end when it is read: a run still being written may have grown
+        edges = [0, *cuts, None]
         jobs += [(i, str(file), (a, b)) for a, b in zip(edges, edges[1:])]
     if len(jobs) < 2:
         return [read_logged(f, keys) for f in files]
     # cut files: this process reads the first stretch while the workers (one fewer) start and read the others
     here = 1 if any(span is not None for _, _, span in jobs) else 0
     # the jobs dealt to the workers biggest first, each to the least loaded: even shares of bytes
-    sizes = [_size_bytes(files[i]) if span is None else span[1] - span[0] for i, _, span in jobs]
-    shares: list[list[tuple[int, str, tuple[int, int] | None]]] = [
+    sizes = [_size_bytes(files[i]) if span is None else (span[1] or _size_bytes(files[i])) - span[0]
+             for i, _, span in jobs]
+    shares: list[list[tuple[int, str, tuple[int, int | None] | None]]] = [
         [] for _ in range(min(workers - here, len(jobs) - here))]
     loads = [0] * len(shares)
     for j in sorted(range(here, len(jobs)), key=lambda j: -sizes[j]):

@@ -231,7 +231,7 @@ def _wanted(keys: Sequence[str] | None) -> list[str] | None:
     return [k for k in dict.fromkeys(keys) if k != "step"] if keys is not None else None
 
 
-def read_logged(path: str | os.PathLike, keys: Sequence[str] | None, span: tuple[int, int] | None = None
+def read_logged(path: str | os.PathLike, keys: Sequence[str] | None, span: tuple[int, int | None] | None = None
                 ) -> RunFile | Part | LrscanError:
     """`read_run_file` (or, given a span, `read_part` of it), keeping only the keys some row logged, and the
     error as a value, not raised.

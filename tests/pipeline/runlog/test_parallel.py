@@ -85,7 +85,7 @@ def reframed(data: bytes, open_first_in: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("damage", ["none", "first-before-cut", "last-after-cut", "inside", "reframed",
+@pytest.mark.parametrize("damage", ["none", "first-before-cut", "last-after-cut", "inside", "torn-tail", "reframed",
                                     "reframed-first-left-open"])
 def test_a_file_read_in_stretches_folds_to_the_file_read_whole(long_file: Path, tmp_path: Path, damage: str) -> None:
     data = bytearray(long_file.read_bytes())
@@ -95,6 +95,8 @@ def test_a_file_read_in_stretches_folds_to_the_file_read_whole(long_file: Path, 
     # wandb-core splits a record over blocks wherever it falls, so its blocks start with a LAST (now and then a
     # whole record, where a block's end fell within 7 bytes of a record's); reframed, all with whole ones
     assert set(kinds.values()) == {1} if damage.startswith("reframed") else 4 in kinds.values(), kinds
+    if damage == "torn-tail":  # a run killed while writing: its last record cut short
+        del data[-100:]
     if damage in ("first-before-cut", "last-after-cut", "inside"):
         # a byte flipped in the FIRST chunk a cut leaves open, in the LAST chunk after a cut, or mid-block
         cut = next(pos for pos, kind in kinds.items() if kind == 4 and pos > 8 * BLOCK_BYTES)
@@ -104,7 +106,8 @@ def test_a_file_read_in_stretches_folds_to_the_file_read_whole(long_file: Path, 
     path.write_bytes(bytes(data))
     for keys in (KEYS, None):
         whole = read_run_file(path, keys)
-        assert whole.skipped_records == (damage not in ("none", "reframed"))
+        assert whole.skipped_records == (damage not in ("none", "reframed", "torn-tail"))
+        assert whole.truncated == (damage == "torn-tail")
         # every cut split_points could make (a crc-valid whole record or LAST first in its block), alone and all at once
         cuts = [pos for pos in kinds if pos and _first_chunk(bytes(data[pos : pos + BLOCK_BYTES]))[0] in (1, 4)]
         assert len(cuts) > 10

@@ -131,22 +131,6 @@ def scan(data: bytes, pos: int, before: Scan, final: bool) -> Scan:
             if parts is not None:
                 skipped += 1  # a FIRST without its LAST
                 parts = None
-            # the common case, inlined: `num` varint, then the oneof's one-byte tag
-            try:
-                if record[0] == 0x08:
-                    i = 1
-                    while record[i] & 0x80:
-                        i += 1
-                    tag = record[i + 1]
-                    if tag == 0x12:
-                        keep_history(record)
-                        continue
-                    if tag == 0x1A:
-                        if not (mirror_step in record or mirror_runtime in record):
-                            others.append(record)
-                        continue
-            except IndexError:
-                pass  # too short for the fast path; the general peek below decides
         elif kind == 0 and length == 0 and crc == 0:
             # zeros: a preallocated or torn tail of the block; nothing more in it
             pos += block_left

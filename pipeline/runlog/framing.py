@@ -183,12 +183,24 @@ def _resync(data: bytes, pos: int, end: int, block_left: int) -> int:
     if end <= block_end:
         if block_end - end < CHUNK_HEADER_BYTES or end == len(data):
             return end
-        crc, length, kind = CHUNK_HEADER.unpack_from(data, end)
-        start = end + CHUNK_HEADER_BYTES
-        if 0 < kind <= LAST and start + length <= min(block_end, len(data)):
-            if zlib.crc32(data[start : start + length], zlib.crc32(bytes([kind]))) == crc:
-                return end
+        if chunk_at(data, end, min(block_end, len(data)))[0]:
+            return end
     return block_end
+
+
+def chunk_at(data: bytes, pos: int, limit: int) -> tuple[int, bytes]:
+    """The kind and payload of the chunk whose header is at `pos`, when it is whole before `limit` and its crc
+    checks out; (0, b"") otherwise (a header cut by the end of the data included)."""
+    if pos + CHUNK_HEADER_BYTES > limit:
+        return 0, b""
+    crc, length, kind = CHUNK_HEADER.unpack_from(data, pos)
+    start = pos + CHUNK_HEADER_BYTES
+    if not FULL <= kind <= LAST or start + length > limit:
+        return 0, b""
+    payload = data[start : start + length]
+    if zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
+        return 0, b""
+    return kind, payload
 
 
 def _oneof_field(record: bytes) -> int | None:

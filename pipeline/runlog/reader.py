@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +21,11 @@ from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.runlog import wire
 from lrscan.pipeline.runlog.framing import (
     BLOCK_BYTES,
-    CHUNK_HEADER,
-    CHUNK_HEADER_BYTES,
     FULL,
     HEADER,
     LAST,
     Scan,
+    chunk_at,
     keep_record,
     scan,
 )
@@ -167,13 +165,7 @@ def split_points(path: str | os.PathLike, n: int, search_blocks: int = 64) -> li
 
 def _first_chunk(block: bytes) -> tuple[int, bytes]:
     """The kind and payload of a block's first chunk; kind 0 unless it is crc-valid and inside the block."""
-    if len(block) < CHUNK_HEADER_BYTES:
-        return 0, b""
-    crc, length, kind = CHUNK_HEADER.unpack_from(block)
-    payload = block[CHUNK_HEADER_BYTES : CHUNK_HEADER_BYTES + length]
-    if not FULL <= kind <= LAST or len(payload) != length or zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
-        return 0, b""
-    return kind, payload
+    return chunk_at(block, 0, len(block))
 
 
 def fold_parts(parts: list[Part], keys: Sequence[str] | None) -> RunFile:

@@ -9,6 +9,9 @@ Member k's row holds exactly what `pipeline.train.model.MLP.flat` holds for that
 row is checkpointed, evaluated and sampled as a lone MLP (`member`). `StackedSGDStep` is
 `pipeline.train.model.SGDStep` with every op batched over the K members and a (K,) tensor of lrs:
 the per-op overhead that dominates a step of this small model is paid once for the K members.
+That is the step on CUDA; on the CPU the pack takes NumPy's step with the members on its first axis
+(`pipeline.train.numpy_step.NumpySGDStep`, the single run's too), so a member's weights and losses
+are those of its run alone, bit for bit.
 Each member sees only its own rows (its batch, its parameters): members never mix. `StackedRun` is
 the pack's stepper for the one loop (pipeline/train/stepper.py): each member's batches drawn from its
 own (seed, step) with `batch_indices`, the K steps of a chunk batched, a replay of the members that
@@ -29,7 +32,8 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.config import TrainConfig
 from lrscan.pipeline.train.data import Splits, batch_indices
 from lrscan.pipeline.train.makemore import losses_text
-from lrscan.pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes
+from lrscan.pipeline.train.model import FLOAT32_MAX, MLP, PARAM_NAMES, NonFiniteModel, param_shapes, tanh_
+from lrscan.pipeline.train.numpy_step import NumpySGDStep, alphas, batch_mean, numpy_steps
 from lrscan.pipeline.train.stepper import report_line
 
 
@@ -125,7 +129,7 @@ class StackedSGDStep:
         K, B = Yb.shape
         # forward
         emb = self.C[self.member, Xb].view(K, B, -1)              # (K, B, block_size * n_embd)
-        h = torch.baddbmm(self.b1.unsqueeze(1), emb, self.W1).tanh_()  # (K, B, n_hidden)
+        h = tanh_(torch.baddbmm(self.b1.unsqueeze(1), emb, self.W1))  # (K, B, n_hidden)
         logits = torch.baddbmm(self.b2.unsqueeze(1), h, self.W2)  # (K, B, vocab)
         logp = torch.log_softmax(logits, 2)                       # (K, B, vocab)
         nll = logp.gather(2, Yb.unsqueeze(2)).view(K, B).neg_()  # (K, B): -log p(target), before logp is reused
@@ -145,36 +149,15 @@ class StackedSGDStep:
         return nll
 
 
-def batch_mean(nll: np.ndarray) -> np.ndarray:
-    """The minibatch means of per-example losses, float32 (..., B) -> (...), summed in the order
-    `F.nll_loss` sums them on the CPU (partial sums in a cascade of levels of 16), so a member's logged
-    loss is the single trainer's bit for bit. Done on a whole chunk at once in numpy: ~B small ops per
-    chunk instead of a reduction per step."""
-    nll = np.asarray(nll, dtype=np.float32)
-    B = nll.shape[-1]
-    power, n_levels = 4, 8  # torch: max(4, ceil_log2(B) // 8) and a cascade of 8 levels
-    mask = (1 << power) - 1
-    levels = [np.zeros(nll.shape[:-1], np.float32) for _ in range(n_levels)]
-    total = np.zeros(nll.shape[:-1], np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging member's inf and NaN are its losses
-        for b in range(B):
-            levels[0] = levels[0] + nll[..., b]
-            for j in range(n_levels - 1):
-                if b & (mask << (j * power)):
-                    break
-                levels[j + 1] = levels[j + 1] + levels[j]
-                levels[j] = np.zeros_like(levels[j])
-        for level in levels:
-            total = total + level
-    return total / np.float32(B)
-
-
 class StackedRun:
     """A pack's K makemore MLPs as the loop's stepper: row k of the stack is member k (`cfgs[k]`)."""
 
     def __init__(self, stack: StackedMLP, cfgs: list[TrainConfig], splits: Splits, device: torch.device):
         self.stack, self.cfgs, self.splits, self.device = stack, cfgs, splits, device
-        self.step_fn = StackedSGDStep(stack)
+        # the step: NumPy's on the CPU (a member's numbers are its single run's, bit for bit), torch's on CUDA
+        self.batch_size = cfgs[0].batch_size
+        self.numpy_step = NumpySGDStep(stack, self.batch_size) if device.type == "cpu" else None
+        self.step_fn = StackedSGDStep(stack) if self.numpy_step is None else None
         self.Xtr, self.Ytr = (t.to(device) for t in splits.train)
         self.n_params = stack.flat.shape[1]
         self._batches: list = []
@@ -188,11 +171,16 @@ class StackedRun:
                          1).to(self.device)                                 # (n, K, B)
         Xc, Yc = self.Xtr[ix], self.Ytr[ix]                                 # (n, K, B, block_size), (n, K, B)
         Xc = Xc.view(n, K, -1)                                              # (n, K, B * block_size)
-        alphas = self.step_fn.alphas(torch.from_numpy(lrs).to(self.device), B)  # (n, K)
-        self._batches = list(zip(Xc.unbind(0), Yc.unbind(0), alphas.unbind(0)))
         self._chunk_start = self.stack.flat.clone() if rewindable else None
         self._stopped = {}
-        nll = torch.stack([self.step_fn(*batch) for batch in self._batches]).cpu().numpy()  # (n, K, B)
+        if self.numpy_step is not None:
+            self._batches = list(zip(Xc.numpy(), Yc.numpy(), alphas(lrs, B)))  # (K, B * T), (K, B), (K, 1) a step
+            nll = np.empty((n, K, B), np.float32)
+            numpy_steps(self.numpy_step, self._batches, nll)
+        else:
+            factors = self.step_fn.alphas(torch.from_numpy(lrs).to(self.device), B)  # (n, K)
+            self._batches = list(zip(Xc.unbind(0), Yc.unbind(0), factors.unbind(0)))
+            nll = torch.stack([self.step_fn(*batch) for batch in self._batches]).cpu().numpy()  # (n, K, B)
         return batch_mean(nll).astype(np.float64)                           # (n, K): each member's minibatch loss
 
     def replay(self, kept: dict[int, int]) -> None:
@@ -202,11 +190,17 @@ class StackedRun:
         start = self._chunk_start[rows].clone()                             # (K', P)
         sub = StackedMLP(self.stack.vocab_size, self.stack.block_size, self.stack.n_embd, self.stack.n_hidden,
                          start, torch.zeros_like(start))
-        sub_step = StackedSGDStep(sub)
-        index = torch.tensor(rows, device=start.device)
+        if self.numpy_step is not None:
+            sub_step, index = NumpySGDStep(sub, self.batch_size), np.array(rows)
+            nll = np.empty((len(rows), self.batch_size), np.float32)
+        else:
+            sub_step, index = StackedSGDStep(sub), torch.tensor(rows, device=start.device)
         for j in range(max(kept.values())):
             X, Y, alpha = self._batches[j]
-            sub_step(X[index], Y[index], alpha[index])
+            if self.numpy_step is not None:
+                numpy_steps(sub_step, [(X[index], Y[index], alpha[index])], nll[None])
+            else:
+                sub_step(X[index], Y[index], alpha[index])
             for i, k in enumerate(rows):
                 if kept[k] == j + 1:
                     self._stopped[k] = sub.flat[i].clone()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lrscan.pipeline.pack.stacked_mlp import StackedMLP, StackedSGDStep, batch_mean
 from lrscan.pipeline.train.model import MLP, SGDStep
@@ -65,13 +64,3 @@ def test_keep_drops_members_and_keeps_the_others_rows():
     step = StackedSGDStep(kept)
     step(X[0], Y[0], step.alphas(torch.tensor([0.1, 0.1], dtype=torch.float64), B))
     torch.testing.assert_close(stack.flat[3], MLP.create(V, BLOCK, EMB, HID, seed=3).flat, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("batch", [1, 7, 16, 32, 33, 100])
-def test_batch_mean_is_the_minibatch_loss_of_the_single_step(batch):
-    g = torch.Generator().manual_seed(batch)
-    logp = torch.log_softmax(torch.randn(6, batch, V, generator=g) * 3, 2)
-    Y = torch.randint(0, V, (6, batch), generator=g)
-    want = torch.stack([F.nll_loss(logp[k], Y[k]) for k in range(6)]).numpy()
-    got = batch_mean(-logp.gather(2, Y.unsqueeze(2)).squeeze(2).numpy())
-    np.testing.assert_allclose(got, want, rtol=1e-6)

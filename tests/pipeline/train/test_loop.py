@@ -23,7 +23,8 @@ from lrscan.pipeline.runlog import read_run_file
 from lrscan.pipeline.train import checkpoint
 from lrscan.pipeline.train.data import load_splits
 from lrscan.pipeline.train.loop import batch_indices, compatible, train
-from lrscan.pipeline.train.model import MLP, SGDStep
+from lrscan.pipeline.train.model import MLP
+from lrscan.pipeline.train.numpy_step import NumpySGDStep, alphas, numpy_steps
 from lrscan.pipeline.train.schedule import schedule_lrs
 from tests.conftest import REPO, train_argv
 from tests.support.threads import call_in_thread
@@ -356,14 +357,16 @@ def _train_step_by_step(cfg: TrainConfig, n_steps: int) -> MLP:
     splits = load_splits(cfg.data, cfg.block_size, cfg.split_seed)
     vocab_size = len(splits.vocab)
     model = MLP.create(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, seed=cfg.seed, init=cfg.init)
-    step_fn = SGDStep(model)
+    step_fn = NumpySGDStep(model, cfg.batch_size)  # the CPU's step, as the loop's
     Xtr, Ytr = splits.train
     lrs, _ = schedule_lrs(cfg.schedule, cfg.steps, lre_min=cfg.lre_min, lre_max=cfg.lre_max, lr=cfg.lr,
                           decay_steps=cfg.decay_steps, decay_lrs=cfg.decay_lrs)
     ix = batch_indices(cfg.seed, 0, n_steps, Xtr.shape[0], cfg.batch_size)
+    factors = alphas(lrs[:n_steps, None], cfg.batch_size)
     for s in range(n_steps):
         Xb, Yb = Xtr[ix[s]], Ytr[ix[s]]
-        step_fn(Xb.reshape(-1), Yb, float(lrs[s]))
+        numpy_steps(step_fn, [(Xb.reshape(1, -1).numpy(), Yb.reshape(1, -1).numpy(), factors[s])],
+                    np.empty((1, 1, cfg.batch_size), np.float32))
     return model
 
 

@@ -45,6 +45,9 @@ class NumpySGDStep:
         # model: an MLP, flat (P,), or a stack, flat (K, P); the same shapes either way
         if model.flat.device.type != "cpu" or model.flat.dtype != torch.float32:
             raise ValueError(f"NumpySGDStep needs a float32 CPU model, not {model.flat.dtype} on {model.flat.device}")
+        if not (model.flat.is_contiguous() and model.grad.is_contiguous()):
+            # a reshape below would copy, and the steps would update the copy
+            raise ValueError("NumpySGDStep needs the model's flat buffers contiguous")
         V, E, H, T = model.vocab_size, model.n_embd, model.n_hidden, model.block_size
         D, B = T * E, batch_size
         P = V * E + (D + 1) * H + (H + 1) * V

@@ -150,6 +150,10 @@ def test_only_a_float32_cpu_model():
         NumpySGDStep(m, 4)
     with pytest.raises(ValueError, match="float32 CPU model"):
         NumpySGDStep(MLP.create(5, 1, 2, 3, seed=1, device="meta"), 4)
+    stack = StackedMLP.stack([MLP.create(5, 1, 2, 3, seed=s) for s in range(3)])
+    stack.flat = stack.flat[::2]  # rows 0 and 2: a view a reshape would copy
+    with pytest.raises(ValueError, match="contiguous"):
+        NumpySGDStep(stack, 4)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 16, 32, 33, 100, 300])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import sys
 
-from lrscan.pipeline.config import help_text, parse_args
+from lrscan.pipeline.config import TrainConfig, help_text, parse_args
 from lrscan.pipeline.errors import LrscanError, exit_with
 from lrscan.pipeline.keys import TRAINER_MODULE, TRAINER_MODULES, TRAINER_PROGRAM
-from lrscan.pipeline.train.tracking import Launch, this_process_launch
+from lrscan.pipeline.train.tracking import Launch, SpawnedLogger, spawn_run_logger, this_process_launch
 
 # what `wandb agent` (and wandb's own config injection) set: wandb.init then hands the run a config to wait for
 WANDB_CONFIG_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_CONFIG_PATHS")
@@ -33,13 +33,23 @@ def main(argv: list[str] | None = None) -> None:
         cfg = parse_args(argv)
     except LrscanError as e:
         exit_with(LrscanError(_one_line(e)), PROG)
+    # the run's logging process starts now: its interpreter imports wandb while this one imports torch
+    spawned = spawn_run_logger() if cfg.wandb_mode != "disabled" else None
+    try:
+        _train(cfg, launch, spawned)
+    finally:
+        if spawned is not None:
+            spawned.close()  # a run that ended before it took its logging process (bad data, a finished run)
+
+
+def _train(cfg: TrainConfig, launch: Launch, spawned: SpawnedLogger | None) -> None:
     # torch (seconds) only once the flags are good: a mistyped flag is answered at once
     from lrscan.pipeline.train.loop import StopRequested, train
 
     try:
         train(cfg, env_run_id=os.environ.get("WANDB_RUN_ID", ""),
               env_resume=os.environ.get("WANDB_RESUME", ""), launch=launch,
-              config_from_wandb=any(os.environ.get(k) for k in WANDB_CONFIG_VARIABLES))
+              config_from_wandb=any(os.environ.get(k) for k in WANDB_CONFIG_VARIABLES), spawned_logger=spawned)
     except LrscanError as e:
         exit_with(LrscanError(_one_line(e)), PROG)
     except StopRequested as e:

@@ -44,7 +44,13 @@ from lrscan.pipeline.train.resume import (  # noqa: F401 (re-export)
 )
 from lrscan.pipeline.train.stepper import Stepper
 from lrscan.pipeline.train.task import Task, check_task, load_task
-from lrscan.pipeline.train.tracking import Launch, finish_after_error, open_logger, this_process_launch
+from lrscan.pipeline.train.tracking import (
+    Launch,
+    SpawnedLogger,
+    finish_after_error,
+    open_logger,
+    this_process_launch,
+)
 
 # fields that change the data the model sees: a sweep-locked change of one of these reloads the data
 DATA_FIELDS = ("data", "block_size", "split_seed")
@@ -96,7 +102,7 @@ def new_run_id() -> str:
 def train(cfg: TrainConfig, *, task: Task | None = None,
           on_steps: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
           env_run_id: str = "", env_resume: str = "", launch: Launch | None = None,
-          config_from_wandb: bool = False) -> dict:
+          config_from_wandb: bool = False, spawned_logger: SpawnedLogger | None = None) -> dict:
     """Run one training run end to end; returns the run summary.
 
     task: a Task to train (in-process); else cfg.task's make builds one; else the makemore MLP.
@@ -108,6 +114,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
     launch: the program and arguments W&B records for the run (default: this process's).
     config_from_wandb: the run's config may come from wandb.init (`wandb agent` sets WANDB_SWEEP_ID): training
     waits for it. Otherwise, and when not resuming, the first steps train while the logger starts.
+    spawned_logger: the run's logging process, started ahead by the caller (`tracking.spawn_run_logger`); the
+    caller closes it (`close()`) if the run ends before it was taken.
     """
     # system inits
     torch.set_num_threads(cfg.num_threads)
@@ -152,7 +160,8 @@ def train(cfg: TrainConfig, *, task: Task | None = None,
     wait = config_from_wandb or state is not None or bool(asked_by)
     logger = open_logger(init_args(cfg.replace(run_id=run_id), resume=state is not None or bool(asked_by),
                                    resume_step=state["step"] if state is not None else 0,
-                                   launch=launch or this_process_launch(), overlapped=not wait))
+                                   launch=launch or this_process_launch(), overlapped=not wait),
+                         spawned=spawned_logger)
     info = logger.start(wait=wait)
     try:
         # a sweep run's parameters arrive both as flags and as wandb's locked config: the config wins

@@ -27,9 +27,15 @@ from lrscan.pipeline.train.tracking import InitArgs, RunInfo
 def logger_main() -> None:
     """The logger process: `python -c "from lrscan.pipeline.train.runwriter import logger_main; logger_main()" FD`."""
     conn = logger_connection()
-    init: InitArgs = conn.recv()
-    lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
+    # before the run's InitArgs: a process the command line started ahead imports wandb while the trainer imports
+    # torch and checks its run (tracking.SpawnedLogger)
     import wandb
+
+    try:
+        init: InitArgs = conn.recv()
+    except EOFError:
+        return  # the trainer ended (or died) before its run began: nothing was handed over, nothing to log
+    lock = hold_run_lock(init.lock_path) if init.lock_path else None  # noqa: F841 (released when we exit)
 
     answer, failure = "ok", ""
     try:

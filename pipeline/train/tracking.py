@@ -60,6 +60,7 @@ ACK_TIMEOUT_SECONDS = 300.0
 FINISH_TIMEOUT_SECONDS = 1800.0
 FINISH_NOTICE_SECONDS = 30.0  # a finish slower than this says what the trainer is waiting for
 KILL_WAIT_SECONDS = 10.0  # after SIGKILL, how long to wait for the process to be gone
+RUN_LOGGER_MAIN = "from lrscan.pipeline.train.runwriter import logger_main; logger_main()"  # a run's logging process
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,57 @@ class InitArgs:
     overlapped: bool = False
 
 
+class SpawnedLogger:
+    """A logging process and the trainer's end of its socket, started before the message that says what to log.
+
+    `LoggerProcess` starts one for itself. The command line starts a run's own ahead (`spawn_run_logger`),
+    once its flags are good and before it imports torch, so the fresh interpreter imports wandb while the
+    trainer imports torch (~0.9 s each here) and is ready sooner. A process that never gets its run (bad
+    data, a finished run, W&B disabled) is closed: it has logged nothing, so it is killed at once.
+    """
+
+    def __init__(self, main: str, ack_timeout_s: float = ACK_TIMEOUT_SECONDS, *, fork: bool = False):
+        parent_sock, child_sock = socket.socketpair()
+        # a send into a full socket (a logger that stopped reading) fails after the same bound as an acknowledgement
+        whole_s = int(ack_timeout_s)
+        parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                               struct.pack("ll", whole_s, int((ack_timeout_s - whole_s) * 1e6)))
+        self.conn = Connection(parent_sock.detach())
+        fd = child_sock.fileno()
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the pipeline package
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        # its own wandb service, as every run started from the command line has and as `wandb agent` gives its
+        # children: a run never opens in the service of the process that started us (a notebook's wandb.init),
+        # where a study's killed points stayed "in use" for the runs resuming them (pipeline/sweep/command.py)
+        env.pop("WANDB_SERVICE", None)
+        # a session of its own: a kill of the trainer's process group (a sweep runner's or Slurm's
+        # SIGKILL) must not take the logger with it, or the steps it was still writing would be lost
+        if fork:
+            self.proc: subprocess.Popen | ForkedProcess = ForkedProcess(main, fd, env, close_fds=(self.conn.fileno(),))
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-c", main, str(fd)],
+                                         pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        child_sock.close()
+        self.taken = False  # a LoggerProcess holds it: closing it is that one's business
+
+    def close(self) -> None:
+        """A process no run took: killed and reaped (bounded). Nothing to do once a run took it."""
+        if self.taken:
+            return
+        self.taken = True
+        self.conn.close()
+        self.proc.kill()
+        try:
+            self.proc.wait(timeout=KILL_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def spawn_run_logger() -> SpawnedLogger:
+    """A run's logging process, started ahead: for `open_logger(..., spawned=)` (the command line's edge)."""
+    return SpawnedLogger(RUN_LOGGER_MAIN)
+
+
 class LoggerProcess:
     """The trainer's end of a wandb logging process: messages sent in order, every wait bounded.
 
@@ -139,28 +191,11 @@ class LoggerProcess:
     MAY_LACK = "the run may lack its last steps or its summary"
 
     def __init__(self, main: str, first: Any, queue_chunks: int, *, ack_timeout_s: float, finish_timeout_s: float,
-                 fork: bool = False):
-        parent_sock, child_sock = socket.socketpair()
-        # a send into a full socket (a logger that stopped reading) fails after the same bound as an acknowledgement
-        whole_s = int(ack_timeout_s)
-        parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                               struct.pack("ll", whole_s, int((ack_timeout_s - whole_s) * 1e6)))
-        self._conn = Connection(parent_sock.detach())
-        fd = child_sock.fileno()
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding the pipeline package
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-        # its own wandb service, as every run started from the command line has and as `wandb agent` gives its
-        # children: a run never opens in the service of the process that started us (a notebook's wandb.init),
-        # where a study's killed points stayed "in use" for the runs resuming them (pipeline/sweep/command.py)
-        env.pop("WANDB_SERVICE", None)
-        # a session of its own: a kill of the trainer's process group (a sweep runner's or Slurm's
-        # SIGKILL) must not take the logger with it, or the steps it was still writing would be lost
-        if fork:
-            self._proc = ForkedProcess(main, fd, env, close_fds=(self._conn.fileno(),))
-        else:
-            self._proc = subprocess.Popen([sys.executable, "-c", main, str(fd)],
-                                          pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        child_sock.close()
+                 fork: bool = False, spawned: SpawnedLogger | None = None):
+        # spawned: a process started ahead for this run (`SpawnedLogger`), else one starts now
+        spawned = spawned if spawned is not None else SpawnedLogger(main, ack_timeout_s, fork=fork)
+        spawned.taken = True
+        self._conn, self._proc = spawned.conn, spawned.proc
         self._queue_chunks = queue_chunks
         self._ack_timeout_s = ack_timeout_s
         self._finish_timeout_s = finish_timeout_s
@@ -398,9 +433,9 @@ class RunLogger(LoggerProcess):
     """A wandb run in a separate process (see LoggerProcess), fed chunks of per-step values in order."""
 
     def __init__(self, init: InitArgs, queue_chunks: int = QUEUE_CHUNKS, *, ack_timeout_s: float = ACK_TIMEOUT_SECONDS,
-                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS):
-        super().__init__("from lrscan.pipeline.train.runwriter import logger_main; logger_main()", init, queue_chunks,
-                         ack_timeout_s=ack_timeout_s, finish_timeout_s=finish_timeout_s)
+                 finish_timeout_s: float = FINISH_TIMEOUT_SECONDS, spawned: SpawnedLogger | None = None):
+        super().__init__(RUN_LOGGER_MAIN, init, queue_chunks, ack_timeout_s=ack_timeout_s,
+                         finish_timeout_s=finish_timeout_s, spawned=spawned)
         self._init = init
 
     def start(self, wait: bool = True) -> RunInfo:
@@ -506,5 +541,10 @@ class NoLogger:
         pass
 
 
-def open_logger(init: InitArgs) -> RunLogger | NoLogger:
-    return NoLogger(init) if init.mode == "disabled" else RunLogger(init)
+def open_logger(init: InitArgs, spawned: SpawnedLogger | None = None) -> RunLogger | NoLogger:
+    """The run's logger; `spawned`: its process started ahead (`spawn_run_logger`), closed when W&B is disabled."""
+    if init.mode == "disabled":
+        if spawned is not None:
+            spawned.close()
+        return NoLogger(init)
+    return RunLogger(init, spawned=spawned)

@@ -18,7 +18,15 @@ from lrscan.pipeline import keys
 from lrscan.pipeline.config import parse_args
 from lrscan.pipeline.errors import LrscanError
 from lrscan.pipeline.runlog import read_run_file
-from lrscan.pipeline.train.tracking import InitArgs, RunLogger, finish_after_error
+from lrscan.pipeline.train.tracking import (
+    KILL_WAIT_SECONDS,
+    InitArgs,
+    NoLogger,
+    RunLogger,
+    finish_after_error,
+    open_logger,
+    spawn_run_logger,
+)
 
 
 @pytest.mark.slow
@@ -135,6 +143,44 @@ def test_the_logging_processes_import_no_torch():
             "print(sorted(m for m in ('torch', 'lrscan.pipeline.train.loop') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_logging_process_started_ahead_logs_the_run_it_is_then_given(tmp_path):
+    # the command line starts it before torch's import; the run's InitArgs come later, the rows as usual
+    spawned = spawn_run_logger()
+    time.sleep(0.5)  # the trainer imports torch meanwhile
+    logger = open_logger(_overlapped_init(tmp_path, "ahead1", "offline"), spawned=spawned)
+    assert isinstance(logger, RunLogger) and logger.pid == spawned.proc.pid
+    logger.start(wait=False)
+    for start in range(0, 300, 10):
+        logger.log_steps(*_chunk(start))
+    spawned.close()  # taken by the run: closing it is the run's business, this does nothing
+    logger.finish(0)
+    rf = read_run_file(next((tmp_path / "wandb").glob("offline-run-*-ahead1/run-ahead1.wandb")))
+    assert rf.history["step"].tolist() == list(range(300)) and rf.exit_code == 0
+
+
+def test_a_logging_process_no_run_took_is_gone_at_once_and_wrote_nothing(tmp_path):
+    spawned = spawn_run_logger()
+    t0 = time.monotonic()
+    spawned.close()
+    assert spawned.proc.returncode is not None and time.monotonic() - t0 < KILL_WAIT_SECONDS
+    spawned.close()  # idempotent
+    # W&B disabled: open_logger closes the process it was given
+    disabled = spawn_run_logger()
+    assert isinstance(open_logger(_overlapped_init(tmp_path, "off1", "disabled"), spawned=disabled), NoLogger)
+    assert disabled.proc.returncode is not None
+    assert not (tmp_path / "wandb").exists()
+
+
+@pytest.mark.slow
+def test_a_logging_process_whose_trainer_ends_before_its_run_exits_quietly():
+    # the trainer failed (or died) before it sent the run: the process sees its socket close and ends, 0
+    spawned = spawn_run_logger()
+    spawned.taken = True  # as a trainer that died holds it: no kill, only the socket's end
+    spawned.conn.close()
+    assert spawned.proc.wait(timeout=60) == 0
 
 
 def _overlapped_init(tmp_path: Path, run_id: str, mode: str) -> InitArgs:

@@ -30,7 +30,7 @@ from tests.conftest import REPO
 from tests.pipeline.sweep.agent_server import read_log, run_end, wandb_command, write_server
 from tests.pipeline.sweep.fakes import need_slurm, wandb_run_args
 
-STEPS = 3000
+STEPS = 30000  # ~1.5 s of training after the first checkpoint at this model's ~20k steps/s: the notice lands mid-run
 SWEEP = f"""\
 name: agent-test
 program: pipeline/train/__main__.py
@@ -39,7 +39,7 @@ method: grid
 parameters:
   schedule: {{value: constant}}
   steps: {{value: {STEPS}}}
-  ckpt_every_steps: {{value: 500}}
+  ckpt_every_steps: {{value: 2000}}
   n_embd: {{value: 2}}
   n_hidden: {{value: 16}}
   samples: {{value: 0}}

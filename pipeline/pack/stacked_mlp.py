@@ -191,16 +191,16 @@ class StackedRun:
         sub = StackedMLP(self.stack.vocab_size, self.stack.block_size, self.stack.n_embd, self.stack.n_hidden,
                          start, torch.zeros_like(start))
         if self.numpy_step is not None:
-            sub_step, index = NumpySGDStep(sub, self.batch_size), np.array(rows)
-            nll = np.empty((len(rows), self.batch_size), np.float32)
+            numpy_step, index = NumpySGDStep(sub, self.batch_size), np.array(rows)
+            nll = np.empty((1, len(rows), self.batch_size), np.float32)  # the replay's losses are not logged again
+
+            def sub_step(X: np.ndarray, Y: np.ndarray, alpha: np.ndarray) -> None:
+                numpy_steps(numpy_step, [(X, Y, alpha)], nll)
         else:
             sub_step, index = StackedSGDStep(sub), torch.tensor(rows, device=start.device)
         for j in range(max(kept.values())):
             X, Y, alpha = self._batches[j]
-            if self.numpy_step is not None:
-                numpy_steps(sub_step, [(X[index], Y[index], alpha[index])], nll[None])
-            else:
-                sub_step(X[index], Y[index], alpha[index])
+            sub_step(X[index], Y[index], alpha[index])
             for i, k in enumerate(rows):
                 if kept[k] == j + 1:
                     self._stopped[k] = sub.flat[i].clone()

@@ -32,6 +32,11 @@ from tests.support.threads import call_in_thread
 pytestmark = pytest.mark.slow
 
 
+# a run a test signals once its first checkpoint is on disk: at this model's ~20k steps/s, ~1 s of training must
+# be left after it, or the signal can land once training has ended (the run then ends 0, rightly)
+SIGNAL_STEPS = 20000
+
+
 def run_files(wandb_dir: Path, run_id: str | None = None) -> list[Path]:
     pattern = f"offline-run-*-{run_id}/run-{run_id}.wandb" if run_id else "offline-run-*/run-*.wandb"
     return sorted((wandb_dir / "wandb").glob(pattern))
@@ -180,8 +185,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_sequence(words_file, tm
 
 def test_resume_keeps_the_divergence_and_refuses_other_data(words_file, tmp_path):
     env = {**os.environ, "WANDB_DIR": str(tmp_path)}
-    argv = train_argv(words_file, "--schedule=constant", "--lr=1e37", "--stop_on_nonfinite=False", "--steps=6000",
-                      "--ckpt_every_steps=500", "--run_id=div2")
+    argv = train_argv(words_file, "--schedule=constant", "--lr=1e37", "--stop_on_nonfinite=False",
+                      f"--steps={SIGNAL_STEPS}", "--ckpt_every_steps=2000", "--run_id=div2")
     cmd = [sys.executable, "-m", "lrscan.pipeline.train", *argv]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _stop_with_sigterm(proc, tmp_path / "checkpoints" / "div2.pt")
@@ -226,7 +231,7 @@ def test_a_preemption_notice_checkpoints_marks_the_run_preempting_and_a_resume_c
     # chunk's end with a checkpoint, is marked preempting for W&B's sweep requeue and exits 128 + SIGUSR1
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_RUN_ID": "pre1"}
     cmd = [sys.executable, "-m", "lrscan.pipeline.train",
-           *train_argv(words_file, "--schedule=constant", "--steps=4000", "--ckpt_every_steps=500")]
+           *train_argv(words_file, "--schedule=constant", f"--steps={SIGNAL_STEPS}", "--ckpt_every_steps=2000")]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _freeze_at_first_checkpoint(proc, tmp_path / "checkpoints" / "pre1.pt")
     proc.send_signal(signal.SIGUSR1)
@@ -238,7 +243,7 @@ def test_a_preemption_notice_checkpoints_marks_the_run_preempting_and_a_resume_c
     [first] = run_files(tmp_path, "pre1")
     assert read_run_file(first).exit_code == 138 and "preempting" in record_kinds(first)
     stopped_at = checkpoint.load(tmp_path / "checkpoints" / "pre1.pt")
-    assert not stopped_at["finished"] and 0 < stopped_at["step"] < 4000
+    assert not stopped_at["finished"] and 0 < stopped_at["step"] < SIGNAL_STEPS
 
     # what W&B's requeue hands the next agent: the same run id, and the job's WANDB_RESUME=allow
     p = subprocess.run(cmd, env={**env, "WANDB_RESUME": "allow"}, cwd=tmp_path, capture_output=True, text=True,
@@ -248,7 +253,7 @@ def test_a_preemption_notice_checkpoints_marks_the_run_preempting_and_a_resume_c
     first, second = run_files(tmp_path, "pre1")
     assert "preempting" not in record_kinds(second) and read_run_file(second).exit_code == 0
     steps = np.concatenate([history(f)["step"] for f in (first, second)])
-    assert sorted(steps.tolist()) == list(range(4000)), "a lost or repeated step"
+    assert sorted(steps.tolist()) == list(range(SIGNAL_STEPS)), "a lost or repeated step"
 
 
 def test_an_lr_past_float32_diverges_instead_of_crashing(words_file):

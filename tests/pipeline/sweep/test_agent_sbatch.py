@@ -30,7 +30,7 @@ from tests.conftest import REPO
 from tests.pipeline.sweep.agent_server import read_log, run_end, wandb_command, write_server
 from tests.pipeline.sweep.fakes import need_slurm, wandb_run_args
 
-STEPS = 30000  # ~1.5 s of training after the first checkpoint at this model's ~20k steps/s: the notice lands mid-run
+STEPS = 12000  # ~0.5 s of training after the first checkpoint at this model's ~20k steps/s: the notice lands mid-run
 SWEEP = f"""\
 name: agent-test
 program: pipeline/train/__main__.py

@@ -79,10 +79,10 @@ def test_a_sweep_of_real_training_runs_lands_offline_with_the_sweeps_identity(tm
 def test_a_stopped_sweep_resumes_its_runs_from_their_checkpoints(tmp_path, words_file):
     path = trainer_sweep(tmp_path, """\
         schedule: {value: constant}
-        steps: {value: 30000}
+        steps: {value: 12000}
         n_hidden: {value: 8}
         samples: {value: 0}
-        ckpt_every_steps: {value: 2500}
+        ckpt_every_steps: {value: 2000}
         log_chunk_steps: {value: 100}
         seed: {values: [1]}
         """, name="resumable")
@@ -111,4 +111,4 @@ def test_a_stopped_sweep_resumes_its_runs_from_their_checkpoints(tmp_path, words
     segments = [read_run_file(p) for p in run_files(folder, run_id)]
     assert len(segments) == 2
     steps = np.concatenate([s.history["step"] for s in segments])
-    pd.testing.assert_series_equal(pd.Series(np.sort(steps)), pd.Series(np.arange(30000)))
+    pd.testing.assert_series_equal(pd.Series(np.sort(steps)), pd.Series(np.arange(12000)))

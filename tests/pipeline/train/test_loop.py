@@ -32,9 +32,9 @@ from tests.support.threads import call_in_thread
 pytestmark = pytest.mark.slow
 
 
-# a run a test signals once its first checkpoint is on disk: at this model's ~20k steps/s, ~1 s of training must
+# a run a test signals once its first checkpoint is on disk: at this model's ~20k steps/s, ~0.5 s of training must
 # be left after it, or the signal can land once training has ended (the run then ends 0, rightly)
-SIGNAL_STEPS = 20000
+SIGNAL_STEPS = 12000
 
 
 def run_files(wandb_dir: Path, run_id: str | None = None) -> list[Path]:
